@@ -1,0 +1,617 @@
+//! Writes, as a pure function of a snapshot: `plan` validates a change, allocates what it
+//! needs and returns the records to put and delete. Every backend persists a plan in one
+//! transaction, so validation and allocation live here once.
+
+use std::net::SocketAddr;
+
+use base64::Engine;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::addr::{self, OrgNetwork, HOST_RANGE, SLOT_RANGE};
+use crate::error::{Error, Kind, Result};
+use crate::model::{App, Machine, MachineState, Node, Org, Peer, Record, RecordKey, Snapshot};
+use crate::{name, region};
+
+/// A node as its operator (or its own meshd) describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSpec {
+    pub name: String,
+    pub region: String,
+    pub public_key: String,
+    pub endpoint: SocketAddr,
+    pub gateway: bool,
+}
+
+/// One write to the registry; it applies whole or not at all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Change {
+    CreateOrg {
+        name: String,
+    },
+    RemoveOrg {
+        name: String,
+    },
+    /// Adds a node; fails if the name is taken.
+    AddNode(NodeSpec),
+    /// Adds a node or refreshes its key, endpoint, region and gateway flag (meshd at start).
+    RegisterNode(NodeSpec),
+    RemoveNode {
+        name: String,
+    },
+    AddMachine {
+        org: String,
+        app: String,
+        region: String,
+        node: String,
+        process_group: Option<String>,
+    },
+    SetMachineState {
+        id: String,
+        state: MachineState,
+    },
+    MoveMachine {
+        id: String,
+        node: String,
+    },
+    RemoveMachine {
+        id: String,
+    },
+    AddPeer {
+        org: String,
+        name: String,
+        /// Pick a gateway in this region (the least loaded) unless `gateway` names one.
+        region: Option<String>,
+        gateway: Option<String>,
+        public_key: String,
+        routes: Vec<IpNet>,
+        /// Unix seconds.
+        expires: Option<i64>,
+    },
+    RemovePeer {
+        org: String,
+        name: String,
+    },
+}
+
+/// What a change does to the stored records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Write {
+    Put(Record),
+    Delete(RecordKey),
+}
+
+/// The outcome of planning a change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub writes: Vec<Write>,
+    /// Set when the change allocated a network id.
+    pub next_network: Option<u32>,
+    /// The record the change made or changed, for the caller to show.
+    pub result: Option<Record>,
+}
+
+impl Plan {
+    fn one(write: Write, result: Option<Record>) -> Plan {
+        Plan {
+            writes: vec![write],
+            next_network: None,
+            result,
+        }
+    }
+
+    /// Applies the plan to an in-memory snapshot (backends that keep one, and tests).
+    pub fn apply_to(&self, snap: &mut Snapshot) {
+        for w in &self.writes {
+            match w {
+                Write::Put(r) => snap.put(r.clone()),
+                Write::Delete(k) => snap.delete(k),
+            }
+        }
+        if let Some(n) = self.next_network {
+            snap.next_network = n;
+        }
+        snap.revision.0 += 1;
+    }
+}
+
+/// Where a plan gets what it cannot compute: randomness for ids and the time.
+pub trait Context {
+    fn random_u64(&mut self) -> u64;
+    fn now_unix(&self) -> i64;
+}
+
+/// The real context: OS randomness and the system clock.
+pub struct SystemContext;
+
+impl Context for SystemContext {
+    fn random_u64(&mut self) -> u64 {
+        use rand_core::RngCore;
+        rand_core::OsRng.next_u64()
+    }
+
+    fn now_unix(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// Validates `change` against `snap` and works out its writes.
+pub fn plan(snap: &Snapshot, change: &Change, ctx: &mut dyn Context) -> Result<Plan> {
+    match change {
+        Change::CreateOrg { name } => create_org(snap, name),
+        Change::RemoveOrg { name } => remove_org(snap, name),
+        Change::AddNode(spec) => add_node(snap, spec, false),
+        Change::RegisterNode(spec) => add_node(snap, spec, true),
+        Change::RemoveNode { name } => remove_node(snap, name),
+        Change::AddMachine {
+            org,
+            app,
+            region,
+            node,
+            process_group,
+        } => add_machine(snap, org, app, region, node, process_group.as_deref(), ctx),
+        Change::SetMachineState { id, state } => {
+            let mut m = machine(snap, id)?.clone();
+            m.state = *state;
+            Ok(Plan::one(
+                Write::Put(Record::Machine(m.clone())),
+                Some(Record::Machine(m)),
+            ))
+        }
+        Change::MoveMachine { id, node } => {
+            let mut m = machine(snap, id)?.clone();
+            let n = node_named(snap, node)?;
+            m.node = n.name.clone();
+            m.region = n.region.clone();
+            Ok(Plan::one(
+                Write::Put(Record::Machine(m.clone())),
+                Some(Record::Machine(m)),
+            ))
+        }
+        Change::RemoveMachine { id } => {
+            let m = machine(snap, id)?;
+            Ok(Plan::one(
+                Write::Delete(RecordKey::Machine { id: m.id.clone() }),
+                Some(Record::Machine(m.clone())),
+            ))
+        }
+        Change::AddPeer {
+            org,
+            name,
+            region,
+            gateway,
+            public_key,
+            routes,
+            expires,
+        } => add_peer(
+            snap,
+            PeerRequest {
+                org,
+                name,
+                region: region.as_deref(),
+                gateway: gateway.as_deref(),
+                public_key,
+                routes,
+                expires: *expires,
+            },
+            ctx,
+        ),
+        Change::RemovePeer { org: o, name } => {
+            org(snap, o)?;
+            let p = snap
+                .peers
+                .get(&(o.clone(), name.clone()))
+                .ok_or_else(|| Error::not_found(Kind::Peer, name))?;
+            Ok(Plan::one(
+                Write::Delete(RecordKey::Peer {
+                    org: o.clone(),
+                    name: name.clone(),
+                }),
+                Some(Record::Peer(p.clone())),
+            ))
+        }
+    }
+}
+
+fn org<'a>(snap: &'a Snapshot, name: &str) -> Result<&'a Org> {
+    snap.orgs
+        .get(name)
+        .ok_or_else(|| Error::not_found(Kind::Org, name))
+}
+
+fn node_named<'a>(snap: &'a Snapshot, name: &str) -> Result<&'a Node> {
+    snap.nodes
+        .get(name)
+        .ok_or_else(|| Error::not_found(Kind::Node, name))
+}
+
+fn machine<'a>(snap: &'a Snapshot, id: &str) -> Result<&'a Machine> {
+    name::machine_id(id)?;
+    snap.machines
+        .get(id)
+        .ok_or_else(|| Error::not_found(Kind::Machine, id))
+}
+
+fn known_region(field: &'static str, code: &str) -> Result<()> {
+    if region::find(code).is_some() {
+        return Ok(());
+    }
+    let codes: Vec<&str> = region::REGIONS.iter().map(|r| r.code).collect();
+    Err(Error::invalid(
+        field,
+        code,
+        format!("unknown region (known: {})", codes.join(" ")),
+    ))
+}
+
+/// Checks a WireGuard public key: base64 of 32 bytes.
+pub fn public_key(field: &'static str, key: &str) -> Result<()> {
+    match base64::engine::general_purpose::STANDARD.decode(key.trim()) {
+        Ok(bytes) if bytes.len() == 32 && key.trim() == key => Ok(()),
+        Ok(bytes) if bytes.len() != 32 => Err(Error::invalid(
+            field,
+            key,
+            format!("must be 32 bytes in base64 (this is {} bytes)", bytes.len()),
+        )),
+        _ => Err(Error::invalid(
+            field,
+            key,
+            "must be base64 (44 characters, like `wg genkey | wg pubkey` prints)",
+        )),
+    }
+}
+
+/// No two members of the mesh may share a key: WireGuard tells peers apart by key.
+fn key_unused(snap: &Snapshot, key: &str, except_node: Option<&str>) -> Result<()> {
+    if let Some(n) = snap
+        .nodes
+        .values()
+        .find(|n| n.public_key == key && Some(n.name.as_str()) != except_node)
+    {
+        return Err(Error::invalid(
+            "public key",
+            key,
+            format!("already used by node `{}`", n.name),
+        ));
+    }
+    if let Some(p) = snap.peers.values().find(|p| p.public_key == key) {
+        return Err(Error::invalid(
+            "public key",
+            key,
+            format!("already used by peer `{}` of org `{}`", p.name, p.org),
+        ));
+    }
+    Ok(())
+}
+
+fn create_org(snap: &Snapshot, name: &str) -> Result<Plan> {
+    name::label("org name", name)?;
+    if snap.orgs.contains_key(name) {
+        return Err(Error::exists(Kind::Org, name));
+    }
+    let network = snap.next_network.max(1);
+    if network == u32::MAX {
+        return Err(Error::Exhausted {
+            what: "network id",
+            space: "the registry".into(),
+        });
+    }
+    let org = Org {
+        name: name.to_string(),
+        network: OrgNetwork(network),
+    };
+    Ok(Plan {
+        writes: vec![Write::Put(Record::Org(org.clone()))],
+        next_network: Some(network + 1),
+        result: Some(Record::Org(org)),
+    })
+}
+
+fn remove_org(snap: &Snapshot, name: &str) -> Result<Plan> {
+    let o = org(snap, name)?;
+    let machines = snap.machines.values().filter(|m| m.org == name).count();
+    let peers = snap.peers.values().filter(|p| p.org == name).count();
+    if machines + peers > 0 {
+        return Err(Error::InUse {
+            kind: Kind::Org,
+            name: name.into(),
+            why: format!("it has {machines} machine(s) and {peers} peer(s); remove them first"),
+        });
+    }
+    let mut writes: Vec<Write> = snap
+        .apps
+        .values()
+        .filter(|a| a.org == name)
+        .map(|a| {
+            Write::Delete(RecordKey::App {
+                org: a.org.clone(),
+                name: a.name.clone(),
+            })
+        })
+        .collect();
+    writes.push(Write::Delete(RecordKey::Org { name: name.into() }));
+    Ok(Plan {
+        writes,
+        next_network: None,
+        result: Some(Record::Org(o.clone())),
+    })
+}
+
+fn add_node(snap: &Snapshot, spec: &NodeSpec, refresh: bool) -> Result<Plan> {
+    name::label("node name", &spec.name)?;
+    known_region("region", &spec.region)?;
+    public_key("public key", &spec.public_key)?;
+    if spec.endpoint.port() == 0 {
+        return Err(Error::invalid(
+            "endpoint",
+            spec.endpoint,
+            "port must not be 0",
+        ));
+    }
+    if spec.endpoint.ip().is_unspecified() || spec.endpoint.ip().is_multicast() {
+        return Err(Error::invalid(
+            "endpoint",
+            spec.endpoint,
+            "must be an address other hosts can send to (not unspecified or multicast)",
+        ));
+    }
+    let existing = snap.nodes.get(&spec.name);
+    if existing.is_some() && !refresh {
+        return Err(Error::exists(Kind::Node, &spec.name));
+    }
+    key_unused(snap, &spec.public_key, Some(&spec.name))?;
+    let host = match existing {
+        Some(n) => n.host,
+        None => {
+            let mut used: Vec<u32> = snap.nodes.values().map(|n| n.host).collect();
+            used.sort_unstable();
+            addr::lowest_free(used, HOST_RANGE).ok_or(Error::Exhausted {
+                what: "host part",
+                space: "the registry".into(),
+            })?
+        }
+    };
+    let node = Node {
+        name: spec.name.clone(),
+        region: spec.region.clone(),
+        public_key: spec.public_key.clone(),
+        endpoint: spec.endpoint,
+        gateway: spec.gateway,
+        host,
+    };
+    if existing == Some(&node) {
+        // Nothing changed: no write, no new revision.
+        return Ok(Plan {
+            writes: vec![],
+            next_network: None,
+            result: Some(Record::Node(node)),
+        });
+    }
+    Ok(Plan::one(
+        Write::Put(Record::Node(node.clone())),
+        Some(Record::Node(node)),
+    ))
+}
+
+fn remove_node(snap: &Snapshot, name: &str) -> Result<Plan> {
+    let n = node_named(snap, name)?;
+    let running = snap.machines.values().filter(|m| m.node == name).count();
+    let addressed = snap
+        .machines
+        .values()
+        .filter(|m| addr::host_of(m.addr) == n.host)
+        .count();
+    let peers = snap.peers.values().filter(|p| p.gateway == name).count();
+    if running + addressed + peers > 0 {
+        return Err(Error::InUse {
+            kind: Kind::Node,
+            name: name.into(),
+            why: format!(
+                "{running} machine(s) run there, {addressed} hold addresses from it, \
+                 {peers} peer(s) use it as gateway; remove or move them first"
+            ),
+        });
+    }
+    Ok(Plan::one(
+        Write::Delete(RecordKey::Node { name: name.into() }),
+        Some(Record::Node(n.clone())),
+    ))
+}
+
+/// The slots taken in one /80: by machines addressed there and peers attached there.
+fn used_slots(snap: &Snapshot, network: OrgNetwork, host: u32) -> Vec<u32> {
+    let space = network.node_prefix(host);
+    let mut used: Vec<u32> = snap
+        .machines
+        .values()
+        .map(|m| m.addr)
+        .chain(snap.peers.values().map(|p| p.addr))
+        .filter(|a| space.contains(a))
+        .map(addr::slot_of)
+        .collect();
+    used.sort_unstable();
+    used
+}
+
+fn free_slot(snap: &Snapshot, network: OrgNetwork, host: u32) -> Result<u32> {
+    addr::lowest_free(used_slots(snap, network, host), SLOT_RANGE).ok_or_else(|| Error::Exhausted {
+        what: "address",
+        space: network.node_prefix(host).to_string(),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn add_machine(
+    snap: &Snapshot,
+    org_name: &str,
+    app: &str,
+    region_code: &str,
+    node: &str,
+    process_group: Option<&str>,
+    ctx: &mut dyn Context,
+) -> Result<Plan> {
+    name::dns_name("app name", app)?;
+    let group = process_group.unwrap_or("app");
+    name::dns_name("process group", group)?;
+    known_region("region", region_code)?;
+    let o = org(snap, org_name)?;
+    let n = node_named(snap, node)?;
+    if n.region != region_code {
+        return Err(Error::invalid(
+            "node",
+            node,
+            format!("is in region `{}`, not `{region_code}`", n.region),
+        ));
+    }
+    let slot = free_slot(snap, o.network, n.host)?;
+    let id = loop {
+        let id = format!("{:014x}", ctx.random_u64() & 0x00ff_ffff_ffff_ffff);
+        if !snap.machines.contains_key(&id) {
+            break id;
+        }
+    };
+    let m = Machine {
+        id,
+        org: org_name.into(),
+        app: app.into(),
+        region: region_code.into(),
+        node: node.into(),
+        process_group: group.into(),
+        state: MachineState::Started,
+        addr: o.network.slot_addr(n.host, slot),
+    };
+    let mut writes = Vec::with_capacity(2);
+    if !snap
+        .apps
+        .contains_key(&(org_name.to_string(), app.to_string()))
+    {
+        writes.push(Write::Put(Record::App(App {
+            org: org_name.into(),
+            name: app.into(),
+        })));
+    }
+    writes.push(Write::Put(Record::Machine(m.clone())));
+    Ok(Plan {
+        writes,
+        next_network: None,
+        result: Some(Record::Machine(m)),
+    })
+}
+
+struct PeerRequest<'a> {
+    org: &'a str,
+    name: &'a str,
+    region: Option<&'a str>,
+    gateway: Option<&'a str>,
+    public_key: &'a str,
+    routes: &'a [IpNet],
+    expires: Option<i64>,
+}
+
+fn pick_gateway<'a>(snap: &'a Snapshot, req: &PeerRequest) -> Result<&'a Node> {
+    if let Some(g) = req.gateway {
+        let n = node_named(snap, g)?;
+        if !n.gateway {
+            return Err(Error::invalid(
+                "gateway",
+                g,
+                "is not a gateway node (add it with --gateway)",
+            ));
+        }
+        return Ok(n);
+    }
+    let Some(region_code) = req.region else {
+        return Err(Error::invalid(
+            "region",
+            "",
+            "a region or a gateway is needed",
+        ));
+    };
+    known_region("region", region_code)?;
+    let load = |n: &Node| snap.peers.values().filter(|p| p.gateway == n.name).count();
+    snap.nodes
+        .values()
+        .filter(|n| n.gateway && n.region == region_code)
+        .min_by_key(|n| (load(n), n.name.clone()))
+        .ok_or_else(|| Error::invalid("region", region_code, "has no gateway node"))
+}
+
+fn add_peer(snap: &Snapshot, req: PeerRequest, ctx: &mut dyn Context) -> Result<Plan> {
+    name::dns_name("peer name", req.name)?;
+    public_key("public key", req.public_key)?;
+    let o = org(snap, req.org)?;
+    if snap
+        .peers
+        .contains_key(&(req.org.to_string(), req.name.to_string()))
+    {
+        return Err(Error::exists(Kind::Peer, req.name));
+    }
+    key_unused(snap, req.public_key, None)?;
+    let now = ctx.now_unix();
+    if let Some(e) = req.expires {
+        if e <= now {
+            return Err(Error::invalid("expires", e, "must be in the future"));
+        }
+    }
+    for route in req.routes {
+        check_route(snap, *route)?;
+    }
+    let gw = pick_gateway(snap, &req)?;
+    let slot = free_slot(snap, o.network, gw.host)?;
+    let peer = Peer {
+        org: req.org.into(),
+        name: req.name.into(),
+        gateway: gw.name.clone(),
+        region: gw.region.clone(),
+        public_key: req.public_key.into(),
+        addr: o.network.slot_addr(gw.host, slot),
+        routes: req.routes.iter().map(|r| r.trunc()).collect(),
+        created: now,
+        expires: req.expires,
+    };
+    Ok(Plan::one(
+        Write::Put(Record::Peer(peer.clone())),
+        Some(Record::Peer(peer)),
+    ))
+}
+
+/// A site's prefix must stay out of the mesh's own address plan and must not overlap another
+/// peer's, since gateways route on it.
+fn check_route(snap: &Snapshot, route: IpNet) -> Result<()> {
+    let mesh: IpNet = "fdaa::/16".parse().unwrap_or(route);
+    if overlaps(route, mesh) {
+        return Err(Error::invalid(
+            "route",
+            route,
+            "overlaps the mesh prefix fdaa::/16, which the address plan owns",
+        ));
+    }
+    if route.prefix_len() == 0 {
+        return Err(Error::invalid(
+            "route",
+            route,
+            "a default route cannot be routed to one peer",
+        ));
+    }
+    for p in snap.peers.values() {
+        if let Some(r) = p.routes.iter().find(|r| overlaps(route, **r)) {
+            return Err(Error::invalid(
+                "route",
+                route,
+                format!("overlaps {r} of peer `{}` in org `{}`", p.name, p.org),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn overlaps(a: IpNet, b: IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+#[cfg(test)]
+mod tests;

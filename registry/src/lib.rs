@@ -1,0 +1,75 @@
+//! sixpn's registry: the data model, the 6PN address plan, name rules, and storage.
+//!
+//! Writers (`wgtool`, each meshd for its own node) send [`Change`]s; readers (meshd, dnsd)
+//! take a [`Snapshot`] and then [`follow`] newer ones. Nothing here knows about packets or DNS.
+
+pub mod addr;
+pub mod change;
+pub mod error;
+pub mod follow;
+pub mod model;
+pub mod name;
+pub mod region;
+pub mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use addr::OrgNetwork;
+pub use change::{Change, NodeSpec};
+pub use error::{Error, Kind, Result};
+pub use follow::{follow, Follower, Health};
+pub use model::{
+    App, Machine, MachineState, Node, Org, Peer, Record, RecordKey, Revision, Snapshot,
+};
+
+/// Where the registry lives when nobody says.
+pub const DEFAULT_LOCATION: &str = "/var/lib/sixpn/registry.db";
+/// The environment variable that overrides the default location.
+pub const LOCATION_ENV: &str = "SIXPN_REGISTRY";
+
+/// What a successful write returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    /// The revision that holds the write (unchanged if the write changed nothing).
+    pub revision: Revision,
+    /// The record made or changed.
+    pub record: Option<Record>,
+}
+
+/// The one interface every reader and writer uses, whatever the backend.
+pub trait Registry: Send + Sync {
+    /// Where it is, for messages.
+    fn location(&self) -> &str;
+
+    /// Everything, at one revision.
+    fn snapshot(&self) -> Result<Snapshot>;
+
+    /// Blocks until the registry holds a revision newer than `than`, or `timeout` passes
+    /// (then `Ok(None)`).
+    fn wait_newer(&self, than: Revision, timeout: Duration) -> Result<Option<Revision>>;
+
+    /// Applies a change whole, or not at all.
+    fn apply(&self, change: &Change) -> Result<Applied>;
+}
+
+/// Opens a registry by URL: `sqlite:///path/to.db`, or a plain path.
+pub fn open(location: &str) -> Result<Arc<dyn Registry>> {
+    if let Some(rest) = location.strip_prefix("sqlite://") {
+        return Ok(Arc::new(sqlite::SqliteRegistry::open(rest)?));
+    }
+    if location.starts_with("etcd://") {
+        return Err(Error::Storage {
+            location: location.into(),
+            message: "the etcd backend is not part of this build yet; use a SQLite path".into(),
+        });
+    }
+    if let Some((scheme, _)) = location.split_once("://") {
+        return Err(Error::invalid(
+            "registry",
+            location,
+            format!("unknown scheme `{scheme}` (use sqlite:///path or a plain path)"),
+        ));
+    }
+    Ok(Arc::new(sqlite::SqliteRegistry::open(location)?))
+}
