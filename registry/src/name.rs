@@ -5,22 +5,7 @@ use crate::error::{Error, Result};
 /// Words that the `.internal` name table gives a meaning; an app, peer or process group
 /// named like this would make a name ambiguous.
 pub const RESERVED: &[&str] = &[
-    "vm",
-    "vms",
-    "global",
-    "nearest",
-    "of",
-    "process",
-    "regions",
-    "all",
-    "internal",
-    "peer",
-    "apps",
-    "instances",
-    "api",
-    "kv",
-    "metadata",
-    "flycast",
+    "vm", "vms", "global", "nearest", "of", "process", "regions", "all", "internal",
 ];
 
 /// Checks a DNS label: `[a-z0-9-]{1,63}`, no leading or trailing hyphen.

@@ -1,0 +1,220 @@
+//! Administration of orgs, nodes, apps and machines.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use registry::{Change, MachineState, NodeSpec, Record, Registry};
+
+use crate::cli::{AppCommand, MachineCommand, NodeCommand, OrgCommand, RegistryCommand};
+use crate::table;
+
+pub fn open(location: &str) -> Result<Arc<dyn Registry>> {
+    Ok(registry::open(location)?)
+}
+
+pub fn org(location: &str, cmd: OrgCommand) -> Result<()> {
+    let reg = open(location)?;
+    match cmd {
+        OrgCommand::Create { name } => {
+            if let Some(Record::Org(o)) = reg.apply(&Change::CreateOrg { name })?.record {
+                println!("created org {} with network {}", o.name, o.network.prefix());
+            }
+        }
+        OrgCommand::Remove { name } => {
+            reg.apply(&Change::RemoveOrg { name: name.clone() })?;
+            println!("removed org {name}");
+        }
+        OrgCommand::List { json } => {
+            let snap = reg.snapshot()?;
+            if json {
+                let orgs: Vec<_> = snap
+                    .orgs
+                    .values()
+                    .map(|o| {
+                        serde_json::json!({
+                            "name": o.name,
+                            "network": o.network.0,
+                            "prefix": o.network.prefix().to_string(),
+                            "dns": o.network.dns_addr().to_string(),
+                        })
+                    })
+                    .collect();
+                return table::json(&orgs);
+            }
+            let rows: Vec<Vec<String>> = snap
+                .orgs
+                .values()
+                .map(|o| vec![o.name.clone(), o.network.prefix().to_string(), o.network.dns_addr().to_string()])
+                .collect();
+            table::print(&["NAME", "NETWORK", "DNS"], &rows);
+        }
+    }
+    Ok(())
+}
+
+pub fn node(location: &str, cmd: NodeCommand) -> Result<()> {
+    let reg = open(location)?;
+    match cmd {
+        NodeCommand::Add(a) => {
+            let spec = NodeSpec {
+                name: a.name,
+                region: a.region,
+                public_key: a.public_key,
+                endpoint: a.endpoint,
+                gateway: a.gateway,
+            };
+            if let Some(Record::Node(n)) = reg.apply(&Change::AddNode(spec))?.record {
+                println!("added node {} in {} (host part {:x}:{:x})", n.name, n.region, n.host >> 16, n.host & 0xffff);
+            }
+        }
+        NodeCommand::Remove { name } => {
+            reg.apply(&Change::RemoveNode { name: name.clone() })?;
+            println!("removed node {name}");
+        }
+        NodeCommand::List { json } => {
+            let snap = reg.snapshot()?;
+            if json {
+                return table::json(&snap.nodes.values().collect::<Vec<_>>());
+            }
+            let rows: Vec<Vec<String>> = snap
+                .nodes
+                .values()
+                .map(|n| {
+                    vec![
+                        n.name.clone(),
+                        n.region.clone(),
+                        n.endpoint.to_string(),
+                        if n.gateway { "yes".into() } else { "no".into() },
+                        n.public_key.clone(),
+                    ]
+                })
+                .collect();
+            table::print(&["NAME", "REGION", "ENDPOINT", "GATEWAY", "PUBLIC KEY"], &rows);
+        }
+    }
+    Ok(())
+}
+
+pub fn machine(location: &str, cmd: MachineCommand) -> Result<()> {
+    let reg = open(location)?;
+    let show = |change: Change, verb: &str| -> Result<()> {
+        if let Some(Record::Machine(m)) = reg.apply(&change)?.record {
+            println!("{verb} machine {} ({} in {} on {}, {})", m.id, m.app, m.region, m.node, m.addr);
+        }
+        Ok(())
+    };
+    match cmd {
+        MachineCommand::Add(a) => {
+            let change = Change::AddMachine {
+                org: a.org,
+                app: a.app,
+                region: a.region,
+                node: a.node,
+                process_group: a.process_group,
+            };
+            if let Some(Record::Machine(m)) = reg.apply(&change)?.record {
+                if a.json {
+                    return table::json(&m);
+                }
+                println!("{} {}", m.id, m.addr);
+            }
+            Ok(())
+        }
+        MachineCommand::Stop { id } => show(Change::SetMachineState { id, state: MachineState::Stopped }, "stopped"),
+        MachineCommand::Start { id } => show(Change::SetMachineState { id, state: MachineState::Started }, "started"),
+        MachineCommand::Remove { id } => show(Change::RemoveMachine { id }, "removed"),
+        MachineCommand::Move { id, node } => show(Change::MoveMachine { id, node }, "moved"),
+        MachineCommand::List { org, app, json } => {
+            let snap = reg.snapshot()?;
+            if let Some(o) = &org {
+                if !snap.orgs.contains_key(o) {
+                    return Err(registry::Error::not_found(registry::Kind::Org, o).into());
+                }
+            }
+            let machines: Vec<_> = snap
+                .machines
+                .values()
+                .filter(|m| org.as_ref().is_none_or(|o| &m.org == o))
+                .filter(|m| app.as_ref().is_none_or(|a| &m.app == a))
+                .collect();
+            if json {
+                return table::json(&machines);
+            }
+            let rows: Vec<Vec<String>> = machines
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.id.clone(),
+                        m.org.clone(),
+                        m.app.clone(),
+                        m.region.clone(),
+                        m.node.clone(),
+                        m.process_group.clone(),
+                        m.state.as_str().into(),
+                        m.addr.to_string(),
+                    ]
+                })
+                .collect();
+            table::print(&["ID", "ORG", "APP", "REGION", "NODE", "GROUP", "STATE", "ADDRESS"], &rows);
+            Ok(())
+        }
+    }
+}
+
+pub fn app(location: &str, cmd: AppCommand) -> Result<()> {
+    let reg = open(location)?;
+    let AppCommand::List { org, json } = cmd;
+    let snap = reg.snapshot()?;
+    let apps: Vec<_> = snap
+        .apps
+        .values()
+        .filter(|a| org.as_ref().is_none_or(|o| &a.org == o))
+        .map(|a| {
+            let of_app = || snap.machines.values().filter(|m| m.org == a.org && m.app == a.name);
+            (a, of_app().count(), of_app().filter(|m| m.started()).count())
+        })
+        .collect();
+    if json {
+        let out: Vec<_> = apps
+            .iter()
+            .map(|(a, all, started)| serde_json::json!({"org": a.org, "name": a.name, "machines": all, "started": started}))
+            .collect();
+        return table::json(&out);
+    }
+    let rows: Vec<Vec<String>> = apps
+        .iter()
+        .map(|(a, all, started)| vec![a.org.clone(), a.name.clone(), all.to_string(), started.to_string()])
+        .collect();
+    table::print(&["ORG", "APP", "MACHINES", "STARTED"], &rows);
+    Ok(())
+}
+
+pub fn registry(location: &str, cmd: RegistryCommand) -> Result<()> {
+    match cmd {
+        RegistryCommand::Status { json } => {
+            let snap = open(location)?.snapshot()?;
+            let status = serde_json::json!({
+                "location": location,
+                "revision": snap.revision.0,
+                "orgs": snap.orgs.len(),
+                "nodes": snap.nodes.len(),
+                "apps": snap.apps.len(),
+                "machines": snap.machines.len(),
+                "peers": snap.peers.len(),
+            });
+            if json {
+                return table::json(&status);
+            }
+            println!(
+                "registry {location}: revision {}, {} orgs, {} nodes, {} apps, {} machines, {} peers",
+                snap.revision.0,
+                snap.orgs.len(),
+                snap.nodes.len(),
+                snap.apps.len(),
+                snap.machines.len(),
+                snap.peers.len()
+            );
+            Ok(())
+        }
+    }
+}
