@@ -1,1 +1,145 @@
-fn main() {}
+//! `dnsd`: the binary. Parses flags, follows the registry, binds sockets, serves.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use clap::Parser;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use dnsd::cache::Cache;
+use dnsd::config::{Cli, Config};
+use dnsd::forward::Forwarder;
+use dnsd::index::Options;
+use dnsd::metrics::Metrics;
+use dnsd::server::{self, Shared};
+
+/// Receive buffer per UDP socket: absorbs bursts while a worker is busy.
+const UDP_RECV_BUFFER: usize = 4 << 20;
+/// How long a stale forwarded answer may still be served when upstreams are down.
+const MAX_STALE: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or("bad arguments");
+            eprintln!("dnsd: {}", line.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    let config = match Config::load(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dnsd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dnsd: {e:#}");
+            let usage = e
+                .downcast_ref::<registry::Error>()
+                .is_some_and(|r| matches!(r, registry::Error::Invalid { .. }));
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}
+
+fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: a smaller buffer only means drops under bursts.
+    let _ = sock.set_recv_buffer_size(UDP_RECV_BUFFER);
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let reg = registry::open(&config.registry)?;
+    let follower = registry::follow(reg);
+    let opts = Options {
+        default_org: config.default_org.clone(),
+        local_region: config.region.clone(),
+    };
+    let metrics = Arc::new(Metrics::default());
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").ok();
+    let upstreams = config.effective_upstreams(resolv.as_deref());
+    if upstreams.is_empty() {
+        tracing::warn!("no upstream resolvers: names outside .internal get REFUSED");
+    }
+    let forwarder = (!upstreams.is_empty()).then(|| {
+        Forwarder::new(
+            upstreams.clone(),
+            config.upstream_timeout,
+            Cache::new(config.cache_size, MAX_STALE),
+            metrics.clone(),
+        )
+    });
+    let index = dnsd::live::first_index(&follower, &opts);
+    if config.default_org.is_some() && index.default_org.is_none() {
+        tracing::warn!(org = ?config.default_org, "default org not in the registry (yet)");
+    }
+    let shared = Arc::new(Shared {
+        index: ArcSwap::from_pointee(index),
+        forwarder,
+        metrics: metrics.clone(),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    for &addr in &config.listen {
+        let sock = Arc::new(udp_socket(addr).with_context(|| format!("listen {addr}: udp"))?);
+        for i in 0..config.udp_workers {
+            let (shared, sock, handle) = (shared.clone(), sock.clone(), runtime.handle().clone());
+            std::thread::Builder::new()
+                .name(format!("udp-{addr}-{i}"))
+                .spawn(move || server::udp_worker(shared, sock, handle))
+                .context("starting a udp worker")?;
+        }
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .with_context(|| format!("listen {addr}: tcp"))?;
+        runtime.spawn(server::tcp_listener(shared.clone(), listener));
+    }
+    if let Some(addr) = config.metrics {
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .with_context(|| format!("metrics {addr}"))?;
+        runtime.spawn(dnsd::metrics::serve(listener, metrics.clone()));
+    }
+    runtime.spawn(dnsd::live::follow(follower, opts, shared.clone()));
+    tracing::info!(
+        listen = ?config.listen,
+        upstreams = ?upstreams,
+        revision = shared.index.load().revision,
+        "dnsd serving"
+    );
+    runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("dnsd stopping");
+        anyhow::Ok(())
+    })?;
+    runtime.shutdown_background();
+    Ok(())
+}

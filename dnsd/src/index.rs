@@ -1,0 +1,335 @@
+//! The index: every `.internal` name of every org, computed once per registry snapshot, with
+//! its answers prebuilt as rdata, so answering a query is a hash lookup and a copy.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv6Addr;
+
+use registry::region::REGIONS;
+use registry::{Machine, Snapshot};
+
+/// TTL of every `.internal` answer: short, because the registry changes.
+pub const TTL: u32 = 5;
+
+/// A region, as its position in [`registry::region::REGIONS`].
+pub type RegionId = u8;
+
+/// What a `.internal` name holds.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// AAAA addresses, as 16-byte rdata.
+    pub aaaa: Vec<[u8; 16]>,
+    /// One TXT rdata: the text split into character-strings of at most 255 bytes.
+    pub txt: Option<Box<[u8]>>,
+    /// Peers only: unix seconds after which the name is gone.
+    pub expires: Option<i64>,
+}
+
+/// One org's names, keyed by the lowercase name without the `.internal` suffix
+/// (`web`, `iad.web`, `_apps`; the apex `internal.` is the empty key).
+#[derive(Debug, Default)]
+pub struct OrgZone {
+    pub name: String,
+    pub names: HashMap<Box<[u8]>, Entry>,
+    /// Per app: its started machines ordered by distance from each region.
+    pub nearest: HashMap<Box<[u8]>, Vec<Vec<[u8; 16]>>>,
+}
+
+/// Everything dnsd answers from, at one registry revision.
+#[derive(Debug, Default)]
+pub struct Index {
+    pub revision: u64,
+    pub zones: HashMap<u32, OrgZone>,
+    /// The network of the org that answers clients outside every org network.
+    pub default_org: Option<u32>,
+    /// A node's host part → its region; also the region of peers behind a gateway.
+    pub region_by_host: HashMap<u32, RegionId>,
+    /// A peer's address → its region.
+    pub region_by_peer: HashMap<Ipv6Addr, RegionId>,
+    /// The region used for `nearest` when the querier's region is unknown.
+    pub local_region: Option<RegionId>,
+    /// The soonest peer expiry still in the future: the index must be rebuilt then.
+    pub next_expiry: Option<i64>,
+}
+
+/// What the index is built with besides the snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub default_org: Option<String>,
+    pub local_region: Option<String>,
+}
+
+/// A region's id by code.
+pub fn region_id(code: &str) -> Option<RegionId> {
+    REGIONS
+        .iter()
+        .position(|r| r.code == code)
+        .and_then(|i| RegionId::try_from(i).ok())
+}
+
+/// Splits a text into TXT character-strings of at most 255 bytes each.
+pub fn txt_rdata(text: &str) -> Box<[u8]> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 255 + 1);
+    if bytes.is_empty() {
+        out.push(0);
+    }
+    for chunk in bytes.chunks(255) {
+        out.push(chunk.len() as u8);
+        out.extend_from_slice(chunk);
+    }
+    out.into_boxed_slice()
+}
+
+/// Fly filters the auto-named `interactive-*` peers out of `_peer.internal`.
+fn listed_peer(name: &str) -> bool {
+    !name.starts_with("interactive-")
+}
+
+#[derive(Default)]
+struct ZoneBuilder {
+    names: BTreeMap<String, Entry>,
+}
+
+impl ZoneBuilder {
+    fn aaaa(&mut self, name: String, addrs: impl IntoIterator<Item = Ipv6Addr>) {
+        let e = self.names.entry(name).or_default();
+        e.aaaa.extend(addrs.into_iter().map(|a| a.octets()));
+    }
+
+    fn txt(&mut self, name: String, text: &str) {
+        self.names.entry(name).or_default().txt = Some(txt_rdata(text));
+    }
+
+    /// Makes sure a name exists (with no records, for now).
+    fn exists(&mut self, name: String) {
+        self.names.entry(name).or_default();
+    }
+
+    /// Adds every ancestor of every name as an empty non-terminal (NOERROR, not NXDOMAIN).
+    fn finish(mut self) -> HashMap<Box<[u8]>, Entry> {
+        let mut ancestors = BTreeSet::new();
+        for name in self.names.keys() {
+            let mut rest = name.as_str();
+            while let Some((_, parent)) = rest.split_once('.') {
+                ancestors.insert(parent.to_string());
+                rest = parent;
+            }
+        }
+        ancestors.insert(String::new());
+        for a in ancestors {
+            self.names.entry(a).or_default();
+        }
+        self.names
+            .into_iter()
+            .map(|(k, v)| (k.into_bytes().into_boxed_slice(), v))
+            .collect()
+    }
+}
+
+fn joined<'a>(items: impl IntoIterator<Item = &'a str>, sep: &str) -> String {
+    let mut s = String::new();
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            s.push_str(sep);
+        }
+        s.push_str(item);
+    }
+    s
+}
+
+fn vms_text<'a>(machines: impl IntoIterator<Item = &'a Machine>) -> String {
+    let parts: Vec<String> = machines
+        .into_iter()
+        .map(|m| format!("{} {}", m.id, m.region))
+        .collect();
+    parts.join(",")
+}
+
+fn instances_text<'a>(machines: impl IntoIterator<Item = &'a Machine>) -> String {
+    let parts: Vec<String> = machines
+        .into_iter()
+        .map(|m| {
+            format!(
+                "instance={},app={},ip={},region={}",
+                m.id, m.app, m.addr, m.region
+            )
+        })
+        .collect();
+    parts.join(";")
+}
+
+/// Great-circle distances between every pair of regions, in km.
+fn distances() -> Vec<Vec<f64>> {
+    REGIONS
+        .iter()
+        .map(|a| REGIONS.iter().map(|b| a.distance_km(b)).collect())
+        .collect()
+}
+
+impl Index {
+    /// Builds the index of `snap`; `now` is unix seconds, for peer expiry.
+    pub fn build(snap: &Snapshot, opts: &Options, now: i64) -> Index {
+        let dist = distances();
+        let mut index = Index {
+            revision: snap.revision.0,
+            local_region: opts.local_region.as_deref().and_then(region_id),
+            ..Index::default()
+        };
+        for node in snap.nodes.values() {
+            if let Some(r) = region_id(&node.region) {
+                index.region_by_host.insert(node.host, r);
+            }
+        }
+        for org in snap.orgs.values() {
+            let zone = build_zone(snap, &org.name, now, &dist, &mut index);
+            index.zones.insert(org.network.0, zone);
+        }
+        index.default_org = opts
+            .default_org
+            .as_deref()
+            .and_then(|name| snap.orgs.get(name))
+            .map(|o| o.network.0);
+        index
+    }
+
+    /// How many names the index holds, over all orgs.
+    pub fn names(&self) -> usize {
+        self.zones.values().map(|z| z.names.len()).sum()
+    }
+}
+
+fn build_zone(
+    snap: &Snapshot,
+    org: &str,
+    now: i64,
+    dist: &[Vec<f64>],
+    index: &mut Index,
+) -> OrgZone {
+    let mut z = ZoneBuilder::default();
+    let apps: Vec<&str> = snap
+        .apps
+        .values()
+        .filter(|a| a.org == org)
+        .map(|a| a.name.as_str())
+        .collect();
+    z.txt("_apps".into(), &joined(apps.iter().copied(), ","));
+
+    let mut by_app: BTreeMap<&str, Vec<&Machine>> = apps.iter().map(|a| (*a, vec![])).collect();
+    for m in snap.machines.values().filter(|m| m.org == org) {
+        by_app.entry(m.app.as_str()).or_default().push(m);
+    }
+    let mut nearest = HashMap::new();
+    for (app, machines) in &by_app {
+        let started: Vec<&Machine> = machines.iter().copied().filter(|m| m.started()).collect();
+        let addrs = |ms: &[&Machine]| ms.iter().map(|m| m.addr).collect::<Vec<_>>();
+        z.aaaa(app.to_string(), addrs(&started));
+        z.aaaa(format!("global.{app}"), addrs(&started));
+        z.exists(format!("nearest.of.{app}"));
+        for m in machines {
+            z.exists(format!("{}.{app}", m.region));
+            z.exists(format!("{}.process.{app}", m.process_group));
+            z.exists(format!("{}.vm.{app}", m.id));
+        }
+        for m in &started {
+            z.aaaa(format!("{}.{app}", m.region), [m.addr]);
+            z.aaaa(format!("{}.process.{app}", m.process_group), [m.addr]);
+            z.aaaa(format!("{}.vm.{app}", m.id), [m.addr]);
+        }
+        let regions = |ms: &[&Machine]| {
+            let set: BTreeSet<&str> = ms.iter().map(|m| m.region.as_str()).collect();
+            joined(set, ",")
+        };
+        z.txt(format!("regions.{app}"), &regions(&started));
+        z.txt(format!("all.regions.{app}"), &regions(machines));
+        z.txt(format!("vms.{app}"), &vms_text(started.iter().copied()));
+        z.txt(
+            format!("all.vms.{app}"),
+            &vms_text(machines.iter().copied()),
+        );
+
+        let per_region: Vec<Vec<[u8; 16]>> = (0..REGIONS.len())
+            .map(|from| {
+                let mut ms: Vec<(f64, &Machine)> = started
+                    .iter()
+                    .map(|m| {
+                        let d = region_id(&m.region)
+                            .map(|to| dist[from][usize::from(to)])
+                            .unwrap_or(f64::MAX);
+                        (d, *m)
+                    })
+                    .collect();
+                ms.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
+                ms.iter().map(|(_, m)| m.addr.octets()).collect()
+            })
+            .collect();
+        nearest.insert(app.as_bytes().into(), per_region);
+    }
+    let all: Vec<&Machine> = by_app.values().flatten().copied().collect();
+    z.txt(
+        "_instances".into(),
+        &instances_text(all.iter().copied().filter(|m| m.started())),
+    );
+    z.txt(
+        "all._instances".into(),
+        &instances_text(all.iter().copied()),
+    );
+
+    let mut peer_names = Vec::new();
+    for p in snap.peers.values().filter(|p| p.org == org) {
+        if p.expired(now) {
+            continue;
+        }
+        if let Some(e) = p.expires {
+            index.next_expiry = Some(index.next_expiry.map_or(e, |n| n.min(e)));
+        }
+        let region = region_id(&p.region).or_else(|| {
+            snap.nodes
+                .get(&p.gateway)
+                .and_then(|g| region_id(&g.region))
+        });
+        if let Some(r) = region {
+            index.region_by_peer.insert(p.addr, r);
+        }
+        let name = format!("{}._peer", p.name);
+        z.aaaa(name.clone(), [p.addr]);
+        if let Some(e) = z.names.get_mut(&name) {
+            e.expires = p.expires;
+        }
+        if listed_peer(&p.name) {
+            peer_names.push(p.name.as_str());
+        }
+    }
+    z.txt("_peer".into(), &joined(peer_names, ","));
+
+    OrgZone {
+        name: org.to_string(),
+        names: z.finish(),
+        nearest,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn txt_over_255_bytes_splits_into_strings() {
+        let text = "a".repeat(300);
+        let rdata = txt_rdata(&text);
+        assert_eq!(rdata[0], 255);
+        assert_eq!(rdata[256], 45);
+        assert_eq!(rdata.len(), 302);
+        assert_eq!(&*txt_rdata(""), &[0u8][..]);
+        assert_eq!(&*txt_rdata("ab"), b"\x02ab");
+    }
+
+    #[test]
+    fn empty_non_terminals_exist() {
+        let mut z = ZoneBuilder::default();
+        z.aaaa("x.vm.web".into(), []);
+        let names = z.finish();
+        for k in ["x.vm.web", "vm.web", "web", ""] {
+            assert!(names.contains_key(k.as_bytes()), "{k}");
+        }
+    }
+}
