@@ -6,6 +6,7 @@
 pub mod addr;
 pub mod change;
 pub mod error;
+pub mod etcd;
 pub mod follow;
 pub mod model;
 pub mod name;
@@ -51,24 +52,77 @@ pub trait Registry: Send + Sync {
 
     /// Applies a change whole, or not at all.
     fn apply(&self, change: &Change) -> Result<Applied>;
+
+    /// Loads `snapshot` into a registry that has never been written, keeping its revision,
+    /// network ids, host parts, addresses and machine ids as they are; refuses a registry
+    /// that holds anything. For moving a registry between backends (see [`copy`]).
+    fn import(&self, snapshot: &Snapshot) -> Result<Revision>;
 }
 
-/// Opens a registry by URL: `sqlite:///path/to.db`, or a plain path.
+/// `import` writes only into a registry that has never been written.
+pub(crate) fn refuse_unless_empty(have: &Snapshot, location: &str) -> Result<()> {
+    let records = have.records().count();
+    if have.revision.0 == 0 && records == 0 {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "target registry",
+        location,
+        format!(
+            "must be empty to import into, but holds revision {} with {records} record(s)",
+            have.revision.0
+        ),
+    ))
+}
+
+/// What [`copy`] moved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Copied {
+    pub revision: Revision,
+    pub records: usize,
+}
+
+/// Copies everything in `from` into `to`, which must be empty, then reads `to` back and
+/// checks it holds exactly what `from` held.
+pub fn copy(from: &dyn Registry, to: &dyn Registry) -> Result<Copied> {
+    let snap = from.snapshot()?;
+    let revision = to.import(&snap)?;
+    let copied = to.snapshot()?;
+    let expected = Snapshot {
+        revision: copied.revision,
+        ..snap.clone()
+    };
+    if copied != expected {
+        return Err(Error::Storage {
+            location: to.location().into(),
+            message: format!(
+                "the copy does not read back as written (from `{}`); leave it unused",
+                from.location()
+            ),
+        });
+    }
+    Ok(Copied {
+        revision,
+        records: snap.records().count(),
+    })
+}
+
+/// Opens a registry by URL: `sqlite:///path/to.db` or a plain path (embedded), or
+/// `etcd://host:port[,host:port...][/prefix]` (see [`etcd::location`] for credentials and TLS).
 pub fn open(location: &str) -> Result<Arc<dyn Registry>> {
     if let Some(rest) = location.strip_prefix("sqlite://") {
         return Ok(Arc::new(sqlite::SqliteRegistry::open(rest)?));
     }
     if location.starts_with("etcd://") {
-        return Err(Error::Storage {
-            location: location.into(),
-            message: "the etcd backend is not part of this build yet; use a SQLite path".into(),
-        });
+        return Ok(Arc::new(etcd::EtcdRegistry::open(location)?));
     }
     if let Some((scheme, _)) = location.split_once("://") {
         return Err(Error::invalid(
             "registry",
             location,
-            format!("unknown scheme `{scheme}` (use sqlite:///path or a plain path)"),
+            format!(
+                "unknown scheme `{scheme}` (use sqlite:///path, a plain path, or etcd://host:port)"
+            ),
         ));
     }
     Ok(Arc::new(sqlite::SqliteRegistry::open(location)?))

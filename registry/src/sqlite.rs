@@ -414,6 +414,35 @@ impl Registry for SqliteRegistry {
             record: plan.result,
         })
     }
+
+    fn import(&self, snapshot: &Snapshot) -> Result<Revision> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.storage(e))?;
+        let have = self.load(&tx)?;
+        crate::refuse_unless_empty(&have, &self.location)?;
+        if snapshot.revision.0 == 0 && snapshot.records().next().is_none() {
+            return Ok(have.revision);
+        }
+        let e = |err| self.storage(err);
+        for record in snapshot.records() {
+            put(&tx, &record).map_err(e)?;
+        }
+        let revision = Revision(snapshot.revision.0.max(1));
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'next_network'",
+            [snapshot.next_network],
+        )
+        .map_err(e)?;
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'revision'",
+            [revision.0 as i64],
+        )
+        .map_err(e)?;
+        tx.commit().map_err(e)?;
+        Ok(revision)
+    }
 }
 
 impl SqliteRegistry {

@@ -1,0 +1,156 @@
+//! The key layout under a prefix, one key per record, values in JSON:
+//!
+//! ```text
+//! <prefix>/meta/revision        {"revision":N,"write":"<id>"}  bumped by every write
+//! <prefix>/meta/next_network    N
+//! <prefix>/orgs/<name>          <prefix>/nodes/<name>          <prefix>/apps/<org>/<app>
+//! <prefix>/machines/<id>        <prefix>/peers/<org>/<name>
+//! ```
+//!
+//! Every write compares `meta/revision`'s etcd mod-revision with the one it read and puts a
+//! new value, so writers serialise on that one key and followers watch only it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Record, RecordKey, Revision, Snapshot};
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+/// The value of `meta/revision`: the registry revision and which write made it, so a writer
+/// whose commit's answer was lost can tell whether it landed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionMark {
+    pub revision: u64,
+    pub write: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    pub fn revision(&self) -> String {
+        format!("{}/meta/revision", self.prefix)
+    }
+
+    pub fn next_network(&self) -> String {
+        format!("{}/meta/next_network", self.prefix)
+    }
+
+    /// First key of the registry's range.
+    pub fn start(&self) -> String {
+        format!("{}/", self.prefix)
+    }
+
+    /// One past the last key of the registry's range (`/` + 1 is `0`).
+    pub fn end(&self) -> String {
+        format!("{}0", self.prefix)
+    }
+
+    pub fn record(&self, key: &RecordKey) -> String {
+        let p = &self.prefix;
+        match key {
+            RecordKey::Org { name } => format!("{p}/orgs/{name}"),
+            RecordKey::Node { name } => format!("{p}/nodes/{name}"),
+            RecordKey::App { org, name } => format!("{p}/apps/{org}/{name}"),
+            RecordKey::Machine { id } => format!("{p}/machines/{id}"),
+            RecordKey::Peer { org, name } => format!("{p}/peers/{org}/{name}"),
+        }
+    }
+}
+
+/// Builds a snapshot from the key-values of the registry's range. Returns the snapshot and
+/// the etcd mod-revision of `meta/revision` (0 when the registry was never written).
+pub fn decode(keys: &Keys, kvs: &[(String, Vec<u8>, i64)]) -> Result<(Snapshot, i64), String> {
+    let mut snap = Snapshot {
+        next_network: 1,
+        ..Snapshot::default()
+    };
+    let mut mark_mod = 0;
+    let revision_key = keys.revision();
+    let network_key = keys.next_network();
+    let meta = format!("{}meta/", keys.start());
+    for (key, value, mod_revision) in kvs {
+        if *key == revision_key {
+            let mark: RevisionMark = serde_json::from_slice(value)
+                .map_err(|e| format!("key `{key}` is not a revision mark: {e}"))?;
+            snap.revision = Revision(mark.revision);
+            mark_mod = *mod_revision;
+            continue;
+        }
+        if *key == network_key {
+            snap.next_network = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("key `{key}` is not a network id"))?;
+            continue;
+        }
+        if key.starts_with(&meta) {
+            // Room for later metadata; older readers skip it.
+            continue;
+        }
+        let record: Record = serde_json::from_slice(value)
+            .map_err(|e| format!("key `{key}` does not hold a record: {e}"))?;
+        let expected = keys.record(&record.key());
+        if expected != *key {
+            return Err(format!("key `{key}` holds the record of `{expected}`"));
+        }
+        snap.put(record);
+    }
+    Ok((snap, mark_mod))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Org;
+    use crate::OrgNetwork;
+
+    #[test]
+    fn records_round_trip_through_their_keys() {
+        let keys = Keys::new("/t");
+        let org = Record::Org(Org {
+            name: "acme".into(),
+            network: OrgNetwork(7),
+        });
+        let mark = RevisionMark {
+            revision: 4,
+            write: "ab".into(),
+        };
+        let kvs = vec![
+            (keys.revision(), serde_json::to_vec(&mark).unwrap(), 42),
+            (keys.next_network(), b"8".to_vec(), 41),
+            (
+                keys.record(&org.key()),
+                serde_json::to_vec(&org).unwrap(),
+                40,
+            ),
+        ];
+        let (snap, mark_mod) = decode(&keys, &kvs).unwrap();
+        assert_eq!(mark_mod, 42);
+        assert_eq!(snap.revision, Revision(4));
+        assert_eq!(snap.next_network, 8);
+        assert_eq!(snap.orgs["acme"].network, OrgNetwork(7));
+    }
+
+    #[test]
+    fn a_record_under_the_wrong_key_is_reported() {
+        let keys = Keys::new("/t");
+        let org = Record::Org(Org {
+            name: "acme".into(),
+            network: OrgNetwork(7),
+        });
+        let kvs = vec![(
+            "/t/orgs/other".to_string(),
+            serde_json::to_vec(&org).unwrap(),
+            1,
+        )];
+        let err = decode(&keys, &kvs).unwrap_err();
+        assert!(err.contains("holds the record of `/t/orgs/acme`"), "{err}");
+    }
+}

@@ -1,0 +1,263 @@
+//! Test fixtures: a registry of either backend, and real `etcd` members (from Debian's
+//! etcd-server) on free loopback ports with their data in a temp dir. Members are killed and
+//! their files removed on drop, panics included.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use registry::{Change, NodeSpec, Registry};
+
+pub const KEY_A: &str = "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=";
+pub const KEY_B: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+
+/// How long an etcd member may take to start and elect a leader.
+const START: Duration = Duration::from_secs(20);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A key prefix no other test in this process uses.
+pub fn unique_prefix() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "/t{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+struct Member {
+    name: String,
+    client: u16,
+    peer: u16,
+    child: Option<Child>,
+}
+
+/// An etcd cluster of one or more members on loopback.
+pub struct Etcd {
+    dir: tempfile::TempDir,
+    members: Vec<Member>,
+    token: String,
+}
+
+impl Etcd {
+    pub fn single() -> Etcd {
+        Etcd::cluster(1)
+    }
+
+    pub fn cluster(size: usize) -> Etcd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let members = (0..size)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: free_port(),
+                peer: free_port(),
+                child: None,
+            })
+            .collect();
+        let mut etcd = Etcd {
+            token: format!("sixpn-test-{}", dir.path().display()),
+            dir,
+            members,
+        };
+        for i in 0..size {
+            etcd.start(i);
+        }
+        etcd.wait_ready();
+        etcd
+    }
+
+    fn initial_cluster(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts (or restarts, with its data) member `i`.
+    pub fn start(&mut self, i: usize) {
+        let cluster = self.initial_cluster();
+        let data = self.dir.path().join(&self.members[i].name);
+        let log = std::fs::File::create(
+            self.dir
+                .path()
+                .join(format!("{}.log", self.members[i].name)),
+        )
+        .expect("log file");
+        let m = &mut self.members[i];
+        let client = format!("http://127.0.0.1:{}", m.client);
+        let peer = format!("http://127.0.0.1:{}", m.peer);
+        let child = Command::new("etcd")
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &cluster])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", &self.token])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(["--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("starting `etcd` (apt package etcd-server)");
+        m.child = Some(child);
+    }
+
+    /// Kills member `i` (SIGKILL: no goodbye to the others).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `etcd://` URL naming every member, with a fresh prefix.
+    pub fn url(&self) -> String {
+        self.url_with(&unique_prefix())
+    }
+
+    pub fn url_with(&self, prefix: &str) -> String {
+        let endpoints: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.client))
+            .collect();
+        format!("etcd://{}{prefix}", endpoints.join(","))
+    }
+
+    pub fn client_port(&self, i: usize) -> u16 {
+        self.members[i].client
+    }
+
+    /// Waits until the cluster answers a linearizable read.
+    pub fn wait_ready(&self) {
+        let reg = registry::open(&self.url()).expect("etcd URL");
+        let deadline = Instant::now() + START;
+        loop {
+            match reg.snapshot() {
+                Ok(_) => return,
+                Err(e) if Instant::now() > deadline => {
+                    let logs = self.logs();
+                    panic!("etcd did not become ready: {e}\n{logs}");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| {
+                let text = std::fs::read_to_string(self.dir.path().join(format!("{}.log", m.name)))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                format!(
+                    "--- {} ---\n{}",
+                    m.name,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// A registry of one backend, for tests that run against both.
+pub struct Fixture {
+    pub url: String,
+    pub backend: &'static str,
+    _etcd: Option<Etcd>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Fixture {
+    pub fn sqlite() -> Fixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("registry.db").display());
+        Fixture {
+            url,
+            backend: "sqlite",
+            _etcd: None,
+            _dir: Some(dir),
+        }
+    }
+
+    pub fn etcd() -> Fixture {
+        let etcd = Etcd::single();
+        Fixture {
+            url: etcd.url(),
+            backend: "etcd",
+            _etcd: Some(etcd),
+            _dir: None,
+        }
+    }
+
+    /// Another empty registry of the same backend (same etcd, another prefix).
+    pub fn sibling(&self) -> (String, Option<tempfile::TempDir>) {
+        match &self._etcd {
+            Some(etcd) => (etcd.url(), None),
+            None => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("other.db").display());
+                (url, Some(dir))
+            }
+        }
+    }
+
+    /// A new handle, as another process would have.
+    pub fn open(&self) -> Arc<dyn Registry> {
+        registry::open(&self.url).expect("opening the test registry")
+    }
+}
+
+pub fn node(name: &str, key: &str, gateway: bool) -> Change {
+    Change::AddNode(NodeSpec {
+        name: name.into(),
+        region: "iad".into(),
+        public_key: key.into(),
+        endpoint: "192.0.2.1:51820".parse().unwrap(),
+        gateway,
+    })
+}
+
+pub fn machine(app: &str) -> Change {
+    Change::AddMachine {
+        org: "acme".into(),
+        app: app.into(),
+        region: "iad".into(),
+        node: "host-a".into(),
+        process_group: None,
+    }
+}
+
+/// An org and a gateway node.
+pub fn setup(reg: &dyn Registry) {
+    reg.apply(&Change::CreateOrg {
+        name: "acme".into(),
+    })
+    .unwrap();
+    reg.apply(&node("host-a", KEY_A, true)).unwrap();
+}

@@ -1,0 +1,249 @@
+//! The registry's behaviour, proven the same against every backend: each case below runs once
+//! on an SQLite file and once on a real etcd (started by the test on loopback).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{machine, node, setup, Fixture, KEY_A, KEY_B};
+use registry::{Change, MachineState, Record, Revision};
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test] fn $case() { super::$case(&super::Fixture::sqlite()) })*
+        }
+        mod etcd {
+            $(#[test] fn $case() { super::$case(&super::Fixture::etcd()) })*
+        }
+    };
+}
+
+conformance!(
+    writes_persist_and_reopen_identically,
+    failed_write_leaves_revision_and_records_alone,
+    every_write_bumps_the_revision_once_and_a_noop_not_at_all,
+    wait_newer_sees_another_handles_write,
+    concurrent_writers_get_distinct_addresses,
+    network_ids_are_never_reused,
+    removals_take_records_out,
+    follower_publishes_each_new_snapshot,
+    copy_preserves_everything_and_refuses_a_non_empty_target,
+);
+
+fn writes_persist_and_reopen_identically(f: &Fixture) {
+    let reg = f.open();
+    setup(&*reg);
+    let m = reg.apply(&machine("web")).unwrap();
+    assert_eq!(m.revision, Revision(3), "{}", f.backend);
+    let before = reg.snapshot().unwrap();
+    drop(reg);
+    let again = f.open();
+    assert_eq!(again.snapshot().unwrap(), before);
+    assert_eq!(before.machines.len(), 1);
+    assert_eq!(before.apps.len(), 1);
+    assert_eq!(before.next_network, 2);
+    let Some(Record::Machine(made)) = m.record else {
+        panic!("AddMachine returns the machine")
+    };
+    assert_eq!(before.machines[&made.id], made);
+}
+
+fn failed_write_leaves_revision_and_records_alone(f: &Fixture) {
+    let reg = f.open();
+    setup(&*reg);
+    let before = reg.snapshot().unwrap();
+    let err = reg.apply(&machine("Web")).unwrap_err();
+    assert!(err.is_user_error(), "{err}");
+    assert!(err.to_string().contains("app name `Web`"), "{err}");
+    let err = reg.apply(&node("host-a", KEY_B, false)).unwrap_err();
+    assert!(matches!(err, registry::Error::Exists { .. }), "{err}");
+    assert_eq!(reg.snapshot().unwrap(), before);
+}
+
+fn every_write_bumps_the_revision_once_and_a_noop_not_at_all(f: &Fixture) {
+    let reg = f.open();
+    assert_eq!(reg.snapshot().unwrap().revision, Revision(0));
+    setup(&*reg);
+    assert_eq!(reg.snapshot().unwrap().revision, Revision(2));
+    let Change::AddNode(spec) = node("host-a", KEY_A, true) else {
+        unreachable!()
+    };
+    // meshd re-registering an unchanged node writes nothing.
+    let same = reg.apply(&Change::RegisterNode(spec.clone())).unwrap();
+    assert_eq!(same.revision, Revision(2));
+    let moved = registry::NodeSpec {
+        endpoint: "192.0.2.9:51820".parse().unwrap(),
+        ..spec
+    };
+    let changed = reg.apply(&Change::RegisterNode(moved)).unwrap();
+    assert_eq!(changed.revision, Revision(3));
+    assert_eq!(
+        reg.snapshot().unwrap().nodes["host-a"].endpoint,
+        "192.0.2.9:51820".parse().unwrap()
+    );
+}
+
+fn wait_newer_sees_another_handles_write(f: &Fixture) {
+    let reg = f.open();
+    let rev = reg.snapshot().unwrap().revision;
+    assert_eq!(
+        reg.wait_newer(rev, Duration::from_millis(30)).unwrap(),
+        None
+    );
+    let other = f.open();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        other
+            .apply(&Change::CreateOrg { name: "x".into() })
+            .unwrap();
+    });
+    let newer = reg.wait_newer(rev, Duration::from_secs(5)).unwrap();
+    writer.join().unwrap();
+    assert_eq!(newer, Some(Revision(rev.0 + 1)));
+    assert_eq!(reg.snapshot().unwrap().revision, Revision(rev.0 + 1));
+    // Nothing newer than what it just reported.
+    assert_eq!(
+        reg.wait_newer(Revision(rev.0 + 1), Duration::from_millis(50))
+            .unwrap(),
+        None
+    );
+}
+
+fn concurrent_writers_get_distinct_addresses(f: &Fixture) {
+    const WRITERS: usize = 4;
+    const EACH: usize = 5;
+    setup(&*f.open());
+    let handles: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let reg = f.open();
+            std::thread::spawn(move || {
+                (0..EACH)
+                    .map(|_| match reg.apply(&machine(&format!("app{w}"))) {
+                        Ok(a) => a,
+                        Err(e) => panic!("writer {w}: {e}"),
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut revisions = BTreeSet::new();
+    for h in handles {
+        for applied in h.join().unwrap() {
+            assert!(
+                revisions.insert(applied.revision),
+                "two writes got one revision"
+            );
+        }
+    }
+    let snap = f.open().snapshot().unwrap();
+    assert_eq!(snap.machines.len(), WRITERS * EACH);
+    let addrs: BTreeSet<_> = snap.machines.values().map(|m| m.addr).collect();
+    assert_eq!(addrs.len(), WRITERS * EACH, "addresses handed out twice");
+    assert_eq!(snap.revision, Revision(2 + (WRITERS * EACH) as u64));
+}
+
+fn network_ids_are_never_reused(f: &Fixture) {
+    let reg = f.open();
+    for name in ["a", "b"] {
+        reg.apply(&Change::CreateOrg { name: name.into() }).unwrap();
+    }
+    reg.apply(&Change::RemoveOrg { name: "b".into() }).unwrap();
+    drop(reg);
+    let reg = f.open();
+    reg.apply(&Change::CreateOrg { name: "c".into() }).unwrap();
+    let snap = reg.snapshot().unwrap();
+    assert_eq!(snap.orgs["a"].network.0, 1);
+    assert_eq!(snap.orgs["c"].network.0, 3);
+    assert_eq!(snap.next_network, 4);
+}
+
+fn removals_take_records_out(f: &Fixture) {
+    let reg = f.open();
+    setup(&*reg);
+    let m = match reg.apply(&machine("web")).unwrap().record {
+        Some(Record::Machine(m)) => m,
+        other => panic!("{other:?}"),
+    };
+    reg.apply(&Change::SetMachineState {
+        id: m.id.clone(),
+        state: MachineState::Stopped,
+    })
+    .unwrap();
+    assert!(!reg.snapshot().unwrap().machines[&m.id].started());
+    reg.apply(&Change::AddPeer {
+        org: "acme".into(),
+        name: "alice".into(),
+        region: Some("iad".into()),
+        gateway: None,
+        public_key: KEY_B.into(),
+        routes: vec![],
+        expires: None,
+    })
+    .unwrap();
+    let err = reg
+        .apply(&Change::RemoveOrg {
+            name: "acme".into(),
+        })
+        .unwrap_err();
+    assert!(matches!(err, registry::Error::InUse { .. }), "{err}");
+    reg.apply(&Change::RemoveMachine { id: m.id }).unwrap();
+    reg.apply(&Change::RemovePeer {
+        org: "acme".into(),
+        name: "alice".into(),
+    })
+    .unwrap();
+    reg.apply(&Change::RemoveOrg {
+        name: "acme".into(),
+    })
+    .unwrap();
+    let snap = f.open().snapshot().unwrap();
+    assert!(snap.orgs.is_empty() && snap.apps.is_empty() && snap.machines.is_empty());
+    assert!(snap.peers.is_empty());
+    assert_eq!(snap.nodes.len(), 1);
+}
+
+fn follower_publishes_each_new_snapshot(f: &Fixture) {
+    let follower = registry::follow(f.open());
+    let mut rx = follower.snapshots.clone();
+    assert_eq!(rx.borrow().revision, Revision(0));
+    let writer = f.open();
+    setup(&*writer);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while rx.borrow_and_update().revision < Revision(2) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "follower never caught up"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let snap = rx.borrow().clone();
+    assert_eq!(*snap, writer.snapshot().unwrap());
+    assert!(follower.health.reachable());
+}
+
+fn copy_preserves_everything_and_refuses_a_non_empty_target(f: &Fixture) {
+    let from = f.open();
+    setup(&*from);
+    from.apply(&machine("web")).unwrap();
+    from.apply(&machine("db")).unwrap();
+    from.apply(&Change::CreateOrg {
+        name: "other".into(),
+    })
+    .unwrap();
+    let (to_url, _keep) = f.sibling();
+    let to = registry::open(&to_url).unwrap();
+    let copied = registry::copy(&*from, &*to).unwrap();
+    let source = from.snapshot().unwrap();
+    assert_eq!(copied.revision, source.revision);
+    assert_eq!(copied.records, source.records().count());
+    assert_eq!(to.snapshot().unwrap(), source);
+    // The copy goes on allocating where the source left off.
+    let next = to.apply(&Change::CreateOrg { name: "new".into() }).unwrap();
+    assert_eq!(next.revision, Revision(source.revision.0 + 1));
+    assert_eq!(to.snapshot().unwrap().orgs["new"].network.0, 3);
+
+    let err = registry::copy(&*from, &*to).unwrap_err();
+    assert!(err.to_string().contains("must be empty"), "{err}");
+}
