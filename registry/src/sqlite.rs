@@ -17,9 +17,13 @@ use crate::model::{
 };
 use crate::{Applied, OrgNetwork, Registry};
 
-/// How often a waiting reader looks at the revision. SQLite has no cross-process
-/// notification; reading one row every few milliseconds costs next to nothing.
+mod changes;
+
+/// How often a waiting reader looks at the revision when inotify is unavailable.
 const POLL: Duration = Duration::from_millis(10);
+/// With inotify, a safety net: look anyway this often (e.g. a writer on another host of a
+/// network filesystem, whose writes raise no local event).
+const RECHECK: Duration = Duration::from_millis(250);
 
 /// Schema versions, applied in order; `PRAGMA user_version` records how far a file got.
 const MIGRATIONS: &[&str] = &[r#"
@@ -69,6 +73,7 @@ CREATE TABLE peers (
 pub struct SqliteRegistry {
     location: String,
     conn: Mutex<Connection>,
+    changes: Option<changes::FileChanges>,
 }
 
 impl SqliteRegistry {
@@ -112,9 +117,11 @@ impl SqliteRegistry {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| storage(e.to_string()))?;
         migrate(&mut conn).map_err(|e| storage(format!("cannot prepare the schema: {e}")))?;
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         Ok(SqliteRegistry {
             location,
             conn: Mutex::new(conn),
+            changes: changes::FileChanges::watch(dir),
         })
     }
 
@@ -374,7 +381,12 @@ impl Registry for SqliteRegistry {
             if left.is_zero() {
                 return Ok(None);
             }
-            std::thread::sleep(left.min(POLL));
+            match &self.changes {
+                Some(changes) => {
+                    changes.wait(left.min(RECHECK));
+                }
+                None => std::thread::sleep(left.min(POLL)),
+            }
         }
     }
 
