@@ -1,1 +1,94 @@
-fn main() {}
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use meshd::config::{Cli, Command, Mode};
+use meshd::{daemon, key, uapi};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Some(Command::Pubkey { key: path }) = cli.command {
+        return match key::load_or_create(&path) {
+            Ok(secret) => {
+                println!("{}", key::to_base64(&key::public_of(&secret)));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("meshd: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let mode = match cli.run.resolve() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("meshd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match mode {
+        Mode::Mesh(cfg) => daemon::run_mesh(cfg),
+        Mode::DropIn(cfg) if !cfg.foreground => return daemonise(&cfg.interface),
+        Mode::DropIn(cfg) => daemon::run_drop_in(cfg),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What wg-quick expects of a userspace implementation: return once the interface and its
+/// UAPI socket exist, leaving the daemon running.
+fn daemonise(interface: &str) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("meshd: finding own executable: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(std::env::args_os().skip(1))
+        .arg("--foreground")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: setsid is async-signal-safe; it detaches the daemon from our session.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("meshd: starting the daemon: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sock = std::path::Path::new(uapi::SOCKET_DIR).join(format!("{interface}.sock"));
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+            return ExitCode::SUCCESS;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            eprintln!("meshd: the daemon for {interface} exited ({status}); run with --foreground to see why");
+            return ExitCode::FAILURE;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("meshd: the daemon for {interface} did not come up within 10 s");
+    ExitCode::FAILURE
+}

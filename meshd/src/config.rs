@@ -1,0 +1,314 @@
+//! Command line and config file, merged and checked into one [`Mode`]. Flags win over the
+//! file. Every rule broken is reported as `field: rule`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+pub const DEFAULT_INTERFACE: &str = "sixpn0";
+pub const DEFAULT_KEY: &str = "/var/lib/sixpn/meshd.key";
+
+/// sixpn's data plane: joins this host to the org mesh over WireGuard.
+///
+/// With `--registry` (or a config file naming one) meshd runs a mesh node. With only an
+/// interface name, it is a plain userspace WireGuard interface configured through the UAPI
+/// socket (`wg set`, `wg setconf`), usable as `WG_QUICK_USERSPACE_IMPLEMENTATION=meshd`.
+#[derive(Debug, Parser)]
+#[command(name = "meshd", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the public key of a key file (creating the key if the file is missing).
+    Pubkey {
+        /// The private key file.
+        #[arg(long, default_value = DEFAULT_KEY)]
+        key: PathBuf,
+    },
+}
+
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    /// A TOML file with the same settings (flags override it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Registry location: `sqlite:///path/registry.db` or a plain path.
+    #[arg(long)]
+    pub registry: Option<String>,
+    /// This node's name in the registry.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// This node's region code, e.g. `iad`.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// The address other nodes reach this node's WireGuard port at, `ip:port`.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Accept laptops and sites (the org's WireGuard peers) and forward for them.
+    #[arg(long)]
+    pub gateway: bool,
+    /// Private key file; created (mode 0600) if missing.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// Interface name (default sixpn0 in mesh mode).
+    #[arg(long)]
+    pub interface: Option<String>,
+    /// UDP port to listen on (default: the endpoint's port).
+    #[arg(long)]
+    pub listen_port: Option<u16>,
+    /// Serve Prometheus metrics on this address, `ip:port`.
+    #[arg(long)]
+    pub metrics: Option<String>,
+    /// Stay in the foreground (drop-in mode daemonises otherwise, as wireguard-go does).
+    #[arg(short, long)]
+    pub foreground: bool,
+    /// Interface name, as wg-quick passes it.
+    #[arg(value_name = "INTERFACE")]
+    pub interface_arg: Option<String>,
+}
+
+/// The config file; every field is optional and unknown fields are an error.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub registry: Option<String>,
+    pub node: Option<String>,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub gateway: Option<bool>,
+    pub key: Option<PathBuf>,
+    pub interface: Option<String>,
+    pub listen_port: Option<u16>,
+    pub metrics: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    pub registry: String,
+    pub node: String,
+    pub region: String,
+    pub endpoint: SocketAddr,
+    pub gateway: bool,
+    pub key: PathBuf,
+    pub interface: String,
+    pub listen_port: u16,
+    pub metrics: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DropInConfig {
+    pub interface: String,
+    pub foreground: bool,
+    pub metrics: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Mode {
+    Mesh(MeshConfig),
+    DropIn(DropInConfig),
+}
+
+pub fn read_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::ConfigFile {
+        path: path.into(),
+        message: e.to_string(),
+    })?;
+    toml::from_str(&text).map_err(|e| Error::ConfigFile {
+        path: path.into(),
+        message: e.message().to_string(),
+    })
+}
+
+/// Interface names: what Linux accepts and what fits a socket path.
+pub fn check_interface(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && name != "."
+        && name != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "interface",
+            format!("`{name}`: 1 to 15 characters of a-z, A-Z, 0-9, '_', '-', '.'"),
+        ))
+    }
+}
+
+fn socket_addr(field: &str, value: &str) -> Result<SocketAddr> {
+    value.parse().map_err(|_| {
+        Error::invalid(
+            field,
+            format!("`{value}`: use ip:port, e.g. 10.0.0.1:51820"),
+        )
+    })
+}
+
+impl RunArgs {
+    pub fn resolve(self) -> Result<Mode> {
+        let file = match &self.config {
+            Some(p) => read_file(p)?,
+            None => FileConfig::default(),
+        };
+        if let (Some(a), Some(b)) = (&self.interface, &self.interface_arg) {
+            if a != b {
+                return Err(Error::invalid(
+                    "interface",
+                    "given both as --interface and as an argument, differently",
+                ));
+            }
+        }
+        let interface = self.interface.or(self.interface_arg).or(file.interface);
+        let metrics = self
+            .metrics
+            .or(file.metrics)
+            .map(|m| socket_addr("metrics", &m))
+            .transpose()?;
+        let Some(registry) = self.registry.or(file.registry) else {
+            let Some(interface) = interface else {
+                return Err(Error::invalid(
+                    "registry",
+                    "give --registry (mesh node) or an interface name (plain WireGuard interface)",
+                ));
+            };
+            check_interface(&interface)?;
+            return Ok(Mode::DropIn(DropInConfig {
+                interface,
+                foreground: self.foreground,
+                metrics,
+            }));
+        };
+        let node = self
+            .node
+            .or(file.node)
+            .ok_or_else(|| Error::invalid("node", "required with a registry"))?;
+        registry::name::label("node", &node).map_err(|e| Error::invalid("node", e.to_string()))?;
+        let region = self
+            .region
+            .or(file.region)
+            .ok_or_else(|| Error::invalid("region", "required with a registry"))?;
+        if registry::region::find(&region).is_none() {
+            return Err(Error::invalid(
+                "region",
+                format!("`{region}` is not a known region code"),
+            ));
+        }
+        let endpoint = self
+            .endpoint
+            .or(file.endpoint)
+            .ok_or_else(|| Error::invalid("endpoint", "required with a registry (ip:port)"))?;
+        let endpoint = socket_addr("endpoint", &endpoint)?;
+        if endpoint.port() == 0 || endpoint.ip().is_unspecified() {
+            return Err(Error::invalid(
+                "endpoint",
+                format!(
+                    "`{endpoint}`: other nodes must be able to reach it: no 0.0.0.0, no port 0"
+                ),
+            ));
+        }
+        let interface = interface.unwrap_or_else(|| DEFAULT_INTERFACE.into());
+        check_interface(&interface)?;
+        let listen_port = self
+            .listen_port
+            .or(file.listen_port)
+            .unwrap_or(endpoint.port());
+        if listen_port == 0 {
+            return Err(Error::invalid("listen_port", "must be 1 to 65535"));
+        }
+        Ok(Mode::Mesh(MeshConfig {
+            registry,
+            node,
+            region,
+            endpoint,
+            gateway: self.gateway || file.gateway.unwrap_or(false),
+            key: self.key.or(file.key).unwrap_or_else(|| DEFAULT_KEY.into()),
+            interface,
+            listen_port,
+            metrics,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> RunArgs {
+        let mut v = vec!["meshd"];
+        v.extend_from_slice(list);
+        Cli::try_parse_from(v).unwrap().run
+    }
+
+    #[test]
+    fn interface_alone_is_drop_in() {
+        match args(&["wg7"]).resolve().unwrap() {
+            Mode::DropIn(d) => {
+                assert_eq!(d.interface, "wg7");
+                assert!(!d.foreground);
+            }
+            m => panic!("{m:?}"),
+        }
+        match args(&["-f", "wg7"]).resolve().unwrap() {
+            Mode::DropIn(d) => assert!(d.foreground),
+            m => panic!("{m:?}"),
+        }
+    }
+
+    #[test]
+    fn mesh_needs_node_region_endpoint_and_checks_them() {
+        let base = ["--registry", "/tmp/r.db", "--node", "a1", "--region", "iad"];
+        let e = args(&base).resolve().unwrap_err().to_string();
+        assert!(e.starts_with("endpoint:"), "{e}");
+        let mut bad = base.to_vec();
+        bad.extend(["--endpoint", "nonsense"]);
+        assert!(args(&bad)
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .starts_with("endpoint:"));
+        let mut bad = base.to_vec();
+        bad[3] = "Bad_Name";
+        bad.extend(["--endpoint", "10.0.0.1:51820"]);
+        assert!(args(&bad)
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .starts_with("node:"));
+        let mut ok = base.to_vec();
+        ok.extend(["--endpoint", "10.0.0.1:51999"]);
+        match args(&ok).resolve().unwrap() {
+            Mode::Mesh(m) => {
+                assert_eq!(m.listen_port, 51999);
+                assert_eq!(m.interface, "sixpn0");
+            }
+            m => panic!("{m:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_file_fields_are_refused() {
+        let e = toml::from_str::<FileConfig>("nodee = \"x\"").unwrap_err();
+        assert!(e.message().contains("nodee"), "{}", e.message());
+        let f: FileConfig = toml::from_str("node = \"a\"\ngateway = true").unwrap();
+        assert_eq!(f.gateway, Some(true));
+    }
+
+    #[test]
+    fn long_interface_names_are_refused() {
+        assert!(check_interface("sixpn0").is_ok());
+        assert!(check_interface("waytoolonginterface").is_err());
+        assert!(check_interface("a/b").is_err());
+    }
+}

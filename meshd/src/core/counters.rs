@@ -1,0 +1,126 @@
+//! What the data plane counts, for metrics and tests. Plain integers: the core is owned by
+//! one thread at a time.
+
+/// Why a packet was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drop {
+    /// Not a WireGuard message, or the wrong length for its type.
+    Malformed,
+    /// A handshake from a key we do not know.
+    UnknownPeer,
+    /// A message for a receiver index no peer holds.
+    UnknownIndex,
+    InvalidMac,
+    /// A counter seen before (replay) or too old.
+    Replay,
+    /// Authentication failed (bad tag, bad key, stale timestamp).
+    Decrypt,
+    /// A handshake answered with a cookie because we are under load.
+    UnderLoad,
+    /// Data for a session we no longer have.
+    NoSession,
+    /// A decapsulated packet whose source is outside the sender's allowed IPs.
+    SourceNotAllowed,
+    /// Source and destination in different orgs.
+    OrgMismatch,
+    /// No peer routes the destination.
+    NoRoute,
+    /// The peer's endpoint is not known yet.
+    NoEndpoint,
+    /// This node does not forward between peers.
+    NoForward,
+    /// No private key configured.
+    NoKey,
+    /// The socket refused to send.
+    SendFailed,
+}
+
+impl Drop {
+    pub const ALL: [Drop; 15] = [
+        Drop::Malformed,
+        Drop::UnknownPeer,
+        Drop::UnknownIndex,
+        Drop::InvalidMac,
+        Drop::Replay,
+        Drop::Decrypt,
+        Drop::UnderLoad,
+        Drop::NoSession,
+        Drop::SourceNotAllowed,
+        Drop::OrgMismatch,
+        Drop::NoRoute,
+        Drop::NoEndpoint,
+        Drop::NoForward,
+        Drop::NoKey,
+        Drop::SendFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Drop::Malformed => "malformed",
+            Drop::UnknownPeer => "unknown_peer",
+            Drop::UnknownIndex => "unknown_index",
+            Drop::InvalidMac => "invalid_mac",
+            Drop::Replay => "replay",
+            Drop::Decrypt => "decrypt",
+            Drop::UnderLoad => "under_load",
+            Drop::NoSession => "no_session",
+            Drop::SourceNotAllowed => "source_not_allowed",
+            Drop::OrgMismatch => "org_mismatch",
+            Drop::NoRoute => "no_route",
+            Drop::NoEndpoint => "no_endpoint",
+            Drop::NoForward => "no_forward",
+            Drop::NoKey => "no_key",
+            Drop::SendFailed => "send_failed",
+        }
+    }
+
+    pub fn of(e: &boringtun::noise::errors::WireGuardError) -> Drop {
+        use boringtun::noise::errors::WireGuardError as E;
+        match e {
+            E::DuplicateCounter | E::InvalidCounter => Drop::Replay,
+            E::InvalidMac => Drop::InvalidMac,
+            E::UnderLoad => Drop::UnderLoad,
+            E::NoCurrentSession | E::ConnectionExpired => Drop::NoSession,
+            E::WrongIndex => Drop::UnknownIndex,
+            E::InvalidAeadTag
+            | E::WrongKey
+            | E::InvalidTai64nTimestamp
+            | E::WrongTai64nTimestamp
+            | E::UnexpectedPacket => Drop::Decrypt,
+            _ => Drop::Malformed,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    /// UDP datagrams and bytes received and sent.
+    pub udp_rx_packets: u64,
+    pub udp_rx_bytes: u64,
+    pub udp_tx_packets: u64,
+    pub udp_tx_bytes: u64,
+    /// Inner packets read from and written to the TUN.
+    pub tun_rx_packets: u64,
+    pub tun_rx_bytes: u64,
+    pub tun_tx_packets: u64,
+    pub tun_tx_bytes: u64,
+    /// Packets a gateway passed from one peer to another.
+    pub forwarded: u64,
+    /// Handshake messages that completed a handshake step.
+    pub handshakes: u64,
+    drops: [u64; Drop::ALL.len()],
+}
+
+impl Counters {
+    pub fn drop(&mut self, why: Drop) {
+        self.drops[why as usize] += 1;
+    }
+
+    pub fn drops(&self, why: Drop) -> u64 {
+        self.drops[why as usize]
+    }
+
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+}

@@ -1,0 +1,516 @@
+//! The sans-IO data plane. `Core` owns the peers, the routing table and the counters; the
+//! shell feeds it TUN packets, UDP datagrams and the time, and it answers through a
+//! [`Transmit`] the shell implements. No sockets, no clock of its own (boringtun's `Tunn`
+//! keeps its own timers; we only decide when to poll them).
+//!
+//! Packet path: TUN read → LPM on destination → org check → `Tunn::encapsulate` → UDP send;
+//! UDP recv → find the peer (receiver index, or static key for initiations) →
+//! `Tunn::decapsulate` → source must be inside that peer's allowed IPs → org check →
+//! TUN write, or (gateways) encapsulate again for the peer that routes the destination.
+
+pub mod counters;
+pub mod org_filter;
+pub mod packet;
+pub mod peer_table;
+pub mod router;
+pub mod timers;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use ipnet::IpNet;
+use x25519_dalek::{PublicKey as X25519Public, StaticSecret};
+
+pub use counters::{Counters, Drop};
+pub use peer_table::{Peer, PeerIndex, PeerTable, PublicKey};
+pub use router::Router;
+
+/// Handshake initiations per second before we ask for cookies. Each initiation passes the
+/// limiter twice (our check before the peer lookup, then `Tunn`'s), so this is twice the
+/// intended 100/s, wireguard-go's and boringtun's figure.
+const HANDSHAKE_RATE_LIMIT: u64 = 200;
+/// Big enough for any IP packet plus WireGuard's overhead.
+const BUF_LEN: usize = 65_536 + 256;
+const COOKIE_REPLY: u8 = 3;
+
+/// Where the core's output goes: implemented by the shell over real sockets, and by tests
+/// over vectors.
+pub trait Transmit {
+    fn send_udp(&mut self, to: SocketAddr, datagram: &[u8]) -> bool;
+    fn write_tun(&mut self, packet: &[u8]);
+}
+
+/// Where a prefix leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Delivered to this host's TUN (its machines, its /80s, the org DNS address).
+    Local,
+    Peer(PeerIndex),
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Pass packets between peers (gateways).
+    pub forward: bool,
+    /// Drop packets whose source and destination orgs differ (mesh mode).
+    pub org_isolation: bool,
+}
+
+struct Identity {
+    private: StaticSecret,
+    public: X25519Public,
+    rate_limiter: Arc<RateLimiter>,
+}
+
+impl Identity {
+    fn new(private: StaticSecret) -> Identity {
+        let public = X25519Public::from(&private);
+        let rate_limiter = Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT));
+        Identity {
+            private,
+            public,
+            rate_limiter,
+        }
+    }
+}
+
+pub struct Core {
+    identity: Identity,
+    has_key: bool,
+    options: Options,
+    peers: PeerTable,
+    router: Router<Target>,
+    pub counters: Counters,
+    pub listen_port: u16,
+    pub fwmark: u32,
+    timers: timers::Schedule,
+    buf: Box<[u8]>,
+    fwd: Box<[u8]>,
+}
+
+/// What to change on a peer; `None` leaves a field as it is.
+#[derive(Debug, Default, Clone)]
+pub struct PeerUpdate {
+    pub endpoint: Option<SocketAddr>,
+    pub keepalive: Option<Option<u16>>,
+    pub preshared_key: Option<Option<[u8; 32]>>,
+    pub name: Option<String>,
+}
+
+impl Core {
+    /// A core with this key, or with none yet (`wg set` gives one later).
+    pub fn new(private: Option<StaticSecret>, options: Options, first_index: u32) -> Core {
+        let has_key = private.is_some();
+        let private = private.unwrap_or_else(|| StaticSecret::from([0u8; 32]));
+        Core {
+            identity: Identity::new(private),
+            has_key,
+            options,
+            peers: PeerTable::new(first_index),
+            router: Router::default(),
+            counters: Counters::default(),
+            listen_port: 0,
+            fwmark: 0,
+            timers: timers::Schedule::default(),
+            buf: vec![0u8; BUF_LEN].into_boxed_slice(),
+            fwd: vec![0u8; BUF_LEN].into_boxed_slice(),
+        }
+    }
+
+    pub fn options(&self) -> Options {
+        self.options
+    }
+
+    pub fn private_key(&self) -> Option<[u8; 32]> {
+        self.has_key.then(|| self.identity.private.to_bytes())
+    }
+
+    pub fn public_key(&self) -> Option<PublicKey> {
+        self.has_key.then(|| self.identity.public.to_bytes())
+    }
+
+    /// Sets or clears the private key. Existing sessions die (the key is part of them), the
+    /// peers and their settings stay.
+    pub fn set_private_key(&mut self, private: Option<StaticSecret>) {
+        if private.as_ref().map(|p| p.to_bytes()) == self.private_key() {
+            return;
+        }
+        self.has_key = private.is_some();
+        self.identity = Identity::new(private.unwrap_or_else(|| StaticSecret::from([0u8; 32])));
+        let own = self.identity.public.to_bytes();
+        // A peer with our own public key makes no sense; wireguard-go drops it too.
+        if self.has_key && self.peers.index_of(&own).is_some() {
+            self.remove_peer(&own);
+        }
+        for peer in self.peers.iter_mut() {
+            peer.tunn.set_static_private(
+                self.identity.private.clone(),
+                self.identity.public,
+                Some(self.identity.rate_limiter.clone()),
+            );
+        }
+    }
+
+    pub fn peers(&self) -> &PeerTable {
+        &self.peers
+    }
+
+    pub fn peer(&self, key: &PublicKey) -> Option<&Peer> {
+        self.peers.get(self.peers.index_of(key)?)
+    }
+
+    fn new_tunn(&self, key: &PublicKey, psk: Option<[u8; 32]>, index: PeerIndex) -> Tunn {
+        Tunn::new(
+            self.identity.private.clone(),
+            X25519Public::from(*key),
+            psk,
+            None,
+            index,
+            Some(self.identity.rate_limiter.clone()),
+        )
+    }
+
+    /// Adds the peer if it is new; returns true if it was.
+    pub fn ensure_peer(&mut self, key: PublicKey) -> bool {
+        if self.peers.index_of(&key).is_some() {
+            return false;
+        }
+        let index = self.peers.allocate_index();
+        let tunn = self.new_tunn(&key, None, index);
+        self.peers.insert(Peer {
+            public_key: key,
+            index,
+            tunn,
+            endpoint: None,
+            allowed_ips: Vec::new(),
+            keepalive: None,
+            preshared_key: None,
+            name: String::new(),
+            last_sent: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+        });
+        true
+    }
+
+    /// Changes a peer in place; its session survives everything but a new preshared key.
+    pub fn update_peer(&mut self, key: &PublicKey, update: PeerUpdate) {
+        let Some(index) = self.peers.index_of(key) else {
+            return;
+        };
+        let new_tunn = match update.preshared_key {
+            Some(psk)
+                if self
+                    .peers
+                    .get(index)
+                    .is_some_and(|p| p.preshared_key != psk) =>
+            {
+                Some((psk, self.new_tunn(key, psk, index)))
+            }
+            _ => None,
+        };
+        let Some(peer) = self.peers.get_mut(index) else {
+            return;
+        };
+        if let Some(ep) = update.endpoint {
+            peer.endpoint = Some(ep);
+        }
+        if let Some(k) = update.keepalive {
+            peer.keepalive = k.filter(|k| *k > 0);
+        }
+        if let Some(name) = update.name {
+            peer.name = name;
+        }
+        if let Some((psk, tunn)) = new_tunn {
+            peer.preshared_key = psk;
+            peer.tunn = tunn;
+        }
+    }
+
+    pub fn remove_peer(&mut self, key: &PublicKey) -> bool {
+        let Some(peer) = self.peers.remove(key) else {
+            return false;
+        };
+        let gone = Target::Peer(peer.index);
+        self.router.retain(|t| *t != gone);
+        true
+    }
+
+    pub fn clear_peers(&mut self) {
+        let keys: Vec<PublicKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.remove_peer(&k);
+        }
+    }
+
+    /// Routes `net` to the peer. A prefix belongs to one peer: whoever had it loses it.
+    pub fn add_allowed_ip(&mut self, key: &PublicKey, net: IpNet) {
+        let Some(index) = self.peers.index_of(key) else {
+            return;
+        };
+        let net = net.trunc();
+        let previous = self.router.insert(net, Target::Peer(index));
+        if let Some(Target::Peer(old)) = previous {
+            if old != index {
+                if let Some(p) = self.peers.get_mut(old) {
+                    p.allowed_ips.retain(|n| *n != net);
+                }
+            }
+        }
+        if let Some(p) = self.peers.get_mut(index) {
+            if !p.allowed_ips.contains(&net) {
+                p.allowed_ips.push(net);
+            }
+        }
+    }
+
+    /// Makes the peer's allowed IPs exactly `nets`, touching only the routes that differ.
+    pub fn set_allowed_ips(&mut self, key: &PublicKey, nets: &[IpNet]) {
+        let Some(index) = self.peers.index_of(key) else {
+            return;
+        };
+        let want: Vec<IpNet> = nets.iter().map(|n| n.trunc()).collect();
+        let have = self
+            .peers
+            .get(index)
+            .map(|p| p.allowed_ips.clone())
+            .unwrap_or_default();
+        for old in have.iter().filter(|n| !want.contains(n)) {
+            if self.router.get(*old) == Some(Target::Peer(index)) {
+                self.router.remove(*old);
+            }
+        }
+        if let Some(p) = self.peers.get_mut(index) {
+            p.allowed_ips.retain(|n| want.contains(n));
+        }
+        for net in want {
+            self.add_allowed_ip(key, net);
+        }
+    }
+
+    pub fn clear_allowed_ips(&mut self, key: &PublicKey) {
+        self.set_allowed_ips(key, &[]);
+    }
+
+    /// Makes the prefixes delivered to this host exactly `nets`.
+    pub fn set_local_routes(&mut self, nets: &[IpNet]) {
+        self.router.retain(|t| *t != Target::Local);
+        for net in nets {
+            let net = net.trunc();
+            if let Some(Target::Peer(old)) = self.router.get(net) {
+                // Our own prefix wins over a peer claiming exactly the same one.
+                if let Some(p) = self.peers.get_mut(old) {
+                    p.allowed_ips.retain(|n| *n != net);
+                }
+            }
+            self.router.insert(net, Target::Local);
+        }
+    }
+
+    pub fn route(&self, addr: std::net::IpAddr) -> Option<Target> {
+        self.router.lookup(addr)
+    }
+
+    /// Starts a handshake with the peer now rather than on its first packet, so a restarted
+    /// node is reachable at once from peers whose old sessions it no longer has.
+    pub fn initiate_handshake(&mut self, now: Instant, key: &PublicKey, out: &mut impl Transmit) {
+        if !self.has_key {
+            return;
+        }
+        let Some(peer) = self.peers.by_key_mut(key) else {
+            return;
+        };
+        let Some(endpoint) = peer.endpoint else {
+            return;
+        };
+        if let TunnResult::WriteToNetwork(d) =
+            peer.tunn.format_handshake_initiation(&mut self.buf, false)
+        {
+            send(&mut self.counters, peer, now, endpoint, d, out);
+        }
+    }
+
+    /// A packet a local process sent into the TUN.
+    pub fn handle_tun_packet(&mut self, now: Instant, packet: &[u8], out: &mut impl Transmit) {
+        self.counters.tun_rx_packets += 1;
+        self.counters.tun_rx_bytes += packet.len() as u64;
+        if !self.has_key {
+            return self.counters.drop(Drop::NoKey);
+        }
+        let Some((src, dst)) = packet::addrs(packet) else {
+            return self.counters.drop(Drop::Malformed);
+        };
+        if self.options.org_isolation && org_filter::crosses_orgs(src, dst) {
+            return self.counters.drop(Drop::OrgMismatch);
+        }
+        let Some(Target::Peer(index)) = self.router.lookup(dst) else {
+            return self.counters.drop(Drop::NoRoute);
+        };
+        let Some(peer) = self.peers.get_mut(index) else {
+            return self.counters.drop(Drop::NoRoute);
+        };
+        encapsulate(&mut self.counters, peer, now, packet, &mut self.buf, out);
+    }
+
+    /// A UDP datagram from the network.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        out: &mut impl Transmit,
+    ) {
+        self.counters.udp_rx_packets += 1;
+        self.counters.udp_rx_bytes += datagram.len() as u64;
+        if !self.has_key {
+            return self.counters.drop(Drop::NoKey);
+        }
+        let index = match Tunn::parse_incoming_packet(datagram) {
+            Err(_) => return self.counters.drop(Drop::Malformed),
+            Ok(Packet::HandshakeInit(init)) => {
+                // MACs and the load check first: they are cheap, the DH below is not.
+                match self.identity.rate_limiter.verify_packet(
+                    Some(from.ip()),
+                    datagram,
+                    &mut self.buf,
+                ) {
+                    Ok(_) => {}
+                    Err(TunnResult::WriteToNetwork(cookie)) => {
+                        out.send_udp(from, cookie);
+                        return self.counters.drop(Drop::UnderLoad);
+                    }
+                    Err(_) => return self.counters.drop(Drop::InvalidMac),
+                }
+                let half = match parse_handshake_anon(
+                    &self.identity.private,
+                    &self.identity.public,
+                    &init,
+                ) {
+                    Ok(h) => h,
+                    Err(_) => return self.counters.drop(Drop::Decrypt),
+                };
+                match self.peers.index_of(&half.peer_static_public) {
+                    Some(i) => i,
+                    None => return self.counters.drop(Drop::UnknownPeer),
+                }
+            }
+            Ok(Packet::HandshakeResponse(p)) => p.receiver_idx >> 8,
+            Ok(Packet::PacketCookieReply(p)) => p.receiver_idx >> 8,
+            Ok(Packet::PacketData(p)) => p.receiver_idx >> 8,
+        };
+        let Some(peer) = self.peers.get_mut(index) else {
+            return self.counters.drop(Drop::UnknownIndex);
+        };
+        let delivered = match peer
+            .tunn
+            .decapsulate(Some(from.ip()), datagram, &mut self.buf)
+        {
+            TunnResult::Done => None,
+            TunnResult::Err(e) => {
+                tracing::trace!(peer = %peer.name, error = ?e, "datagram dropped");
+                self.counters.drop(Drop::of(&e));
+                None
+            }
+            TunnResult::WriteToNetwork(reply) => {
+                if reply.first() != Some(&COOKIE_REPLY) {
+                    // Authenticated: the peer is where this came from (roaming).
+                    peer.endpoint = Some(from);
+                    self.counters.handshakes += 1;
+                }
+                send(&mut self.counters, peer, now, from, reply, out);
+                // Packets queued while the handshake ran can go now.
+                while let TunnResult::WriteToNetwork(d) =
+                    peer.tunn.decapsulate(None, &[], &mut self.buf)
+                {
+                    send(&mut self.counters, peer, now, from, d, out);
+                }
+                None
+            }
+            TunnResult::WriteToTunnelV4(p, _) | TunnResult::WriteToTunnelV6(p, _) => {
+                peer.endpoint = Some(from);
+                peer.rx_bytes += datagram.len() as u64;
+                Some(p.len())
+            }
+        };
+        if let Some(len) = delivered {
+            self.deliver(now, index, len, out);
+        }
+    }
+
+    /// A packet `from` decapsulated into `self.buf[..len]`: check it, then hand it to the
+    /// TUN or (gateways) to the peer that routes its destination.
+    fn deliver(&mut self, now: Instant, from: PeerIndex, len: usize, out: &mut impl Transmit) {
+        let packet = &self.buf[..len];
+        let Some((src, dst)) = packet::addrs(packet) else {
+            return self.counters.drop(Drop::Malformed);
+        };
+        if self.router.lookup(src) != Some(Target::Peer(from)) {
+            return self.counters.drop(Drop::SourceNotAllowed);
+        }
+        if self.options.org_isolation && org_filter::crosses_orgs(src, dst) {
+            return self.counters.drop(Drop::OrgMismatch);
+        }
+        match self.router.lookup(dst) {
+            Some(Target::Peer(to)) if self.options.forward && to != from => {
+                let Some(peer) = self.peers.get_mut(to) else {
+                    return self.counters.drop(Drop::NoRoute);
+                };
+                self.counters.forwarded += 1;
+                encapsulate(&mut self.counters, peer, now, packet, &mut self.fwd, out);
+            }
+            Some(Target::Peer(_)) if self.options.org_isolation => {
+                // Mesh mode without forwarding: not ours, and not ours to pass on.
+                self.counters.drop(Drop::NoForward)
+            }
+            _ => {
+                self.counters.tun_tx_packets += 1;
+                self.counters.tun_tx_bytes += len as u64;
+                out.write_tun(packet);
+            }
+        }
+    }
+}
+
+fn send(
+    counters: &mut Counters,
+    peer: &mut Peer,
+    now: Instant,
+    to: SocketAddr,
+    datagram: &[u8],
+    out: &mut impl Transmit,
+) {
+    if out.send_udp(to, datagram) {
+        counters.udp_tx_packets += 1;
+        counters.udp_tx_bytes += datagram.len() as u64;
+        peer.tx_bytes += datagram.len() as u64;
+        peer.last_sent = Some(now);
+    } else {
+        counters.drop(Drop::SendFailed);
+    }
+}
+
+fn encapsulate(
+    counters: &mut Counters,
+    peer: &mut Peer,
+    now: Instant,
+    packet: &[u8],
+    buf: &mut [u8],
+    out: &mut impl Transmit,
+) {
+    match peer.tunn.encapsulate(packet, buf) {
+        TunnResult::WriteToNetwork(d) => match peer.endpoint {
+            Some(ep) => send(counters, peer, now, ep, d, out),
+            None => counters.drop(Drop::NoEndpoint),
+        },
+        TunnResult::Err(e) => counters.drop(Drop::of(&e)),
+        // Queued until the handshake completes.
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,108 @@
+//! The peers: each one's WireGuard session state (`Tunn`), endpoint and allowed IPs, found
+//! by public key (handshake initiations) or by receiver index (everything else).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use boringtun::noise::Tunn;
+use ipnet::IpNet;
+
+/// A public key, raw.
+pub type PublicKey = [u8; 32];
+
+/// The 24-bit index a peer's sessions carry in the top bits of their receiver index.
+pub type PeerIndex = u32;
+
+const INDEX_MASK: u32 = 0x00ff_ffff;
+
+pub struct Peer {
+    pub public_key: PublicKey,
+    pub index: PeerIndex,
+    pub tunn: Tunn,
+    pub endpoint: Option<SocketAddr>,
+    pub allowed_ips: Vec<IpNet>,
+    pub keepalive: Option<u16>,
+    pub preshared_key: Option<[u8; 32]>,
+    /// What the registry calls it, for logs (empty for UAPI-made peers).
+    pub name: String,
+    /// When we last sent anything to it, for persistent keepalive.
+    pub last_sent: Option<Instant>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+#[derive(Default)]
+pub struct PeerTable {
+    by_index: HashMap<PeerIndex, Peer>,
+    by_key: HashMap<PublicKey, PeerIndex>,
+    next_index: PeerIndex,
+}
+
+impl PeerTable {
+    pub fn new(first_index: PeerIndex) -> Self {
+        PeerTable {
+            next_index: first_index & INDEX_MASK,
+            ..Default::default()
+        }
+    }
+
+    /// An index no live peer uses; indexes are not reused soon, so a stale datagram for a
+    /// removed peer finds nobody rather than a newcomer.
+    pub fn allocate_index(&mut self) -> PeerIndex {
+        loop {
+            let i = self.next_index;
+            self.next_index = (self.next_index + 1) & INDEX_MASK;
+            if !self.by_index.contains_key(&i) {
+                return i;
+            }
+        }
+    }
+
+    pub fn insert(&mut self, peer: Peer) {
+        self.by_key.insert(peer.public_key, peer.index);
+        self.by_index.insert(peer.index, peer);
+    }
+
+    pub fn remove(&mut self, key: &PublicKey) -> Option<Peer> {
+        let index = self.by_key.remove(key)?;
+        self.by_index.remove(&index)
+    }
+
+    pub fn index_of(&self, key: &PublicKey) -> Option<PeerIndex> {
+        self.by_key.get(key).copied()
+    }
+
+    pub fn get(&self, index: PeerIndex) -> Option<&Peer> {
+        self.by_index.get(&index)
+    }
+
+    pub fn get_mut(&mut self, index: PeerIndex) -> Option<&mut Peer> {
+        self.by_index.get_mut(&index)
+    }
+
+    pub fn by_key_mut(&mut self, key: &PublicKey) -> Option<&mut Peer> {
+        let index = self.by_key.get(key)?;
+        self.by_index.get_mut(index)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_index.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Peer> {
+        self.by_index.values()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Peer> {
+        self.by_index.values_mut()
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &PublicKey> {
+        self.by_key.keys()
+    }
+}

@@ -1,0 +1,435 @@
+//! The thin shell: threads that read the TUN and the UDP socket, tick the timers, answer
+//! the UAPI socket and follow the registry, each taking the core's lock for the length of
+//! one packet or one change.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use arc_swap::ArcSwap;
+use registry::{Change, NodeSpec};
+use tun_rs::SyncDevice;
+
+use crate::config::{DropInConfig, MeshConfig};
+use crate::core::{timers::TICK, Core, Options, Transmit};
+use crate::{key, metrics, sync, tun, uapi, udp};
+
+/// Why the process is ending.
+#[derive(Debug)]
+enum Exit {
+    Signal(i32),
+    TunGone(String),
+}
+
+pub struct Shell {
+    core: Mutex<Core>,
+    tun: SyncDevice,
+    udp: ArcSwap<UdpSocket>,
+    interface: String,
+    health: Option<Arc<registry::Health>>,
+    stopping: AtomicBool,
+}
+
+struct Io<'a> {
+    udp: &'a UdpSocket,
+    tun: &'a SyncDevice,
+}
+
+impl Transmit for Io<'_> {
+    fn send_udp(&mut self, to: SocketAddr, datagram: &[u8]) -> bool {
+        match self.udp.send_to(datagram, udp::to_wire(to)) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::trace!(%to, error = %e, "send failed");
+                false
+            }
+        }
+    }
+
+    fn write_tun(&mut self, packet: &[u8]) {
+        if let Err(e) = self.tun.send(packet) {
+            tracing::trace!(error = %e, "TUN write failed");
+        }
+    }
+}
+
+impl Shell {
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        // A panic elsewhere must not stop the data plane; the core's state stays coherent
+        // per call.
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn with_io<R>(&self, f: impl FnOnce(&mut Core, &mut Io<'_>) -> R) -> R {
+        let sock = self.udp.load();
+        let mut io = Io {
+            udp: &sock,
+            tun: &self.tun,
+        };
+        let mut core = self.lock();
+        f(&mut core, &mut io)
+    }
+
+    pub fn sample(&self) -> metrics::Sample {
+        let core = self.lock();
+        metrics::Sample {
+            counters: core.counters.clone(),
+            peers: core.peers().len(),
+            peers_with_session: core
+                .peers()
+                .iter()
+                .filter(|p| p.tunn.stats().0.is_some())
+                .count(),
+            registry_reachable: self.health.as_ref().map(|h| h.reachable()),
+            registry_failures: self.health.as_ref().map_or(0, |h| h.failures()),
+        }
+    }
+
+    fn socket_path(&self) -> PathBuf {
+        PathBuf::from(uapi::SOCKET_DIR).join(format!("{}.sock", self.interface))
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .with_context(|| format!("starting thread {name}"))?;
+    Ok(())
+}
+
+fn tun_loop(shell: Arc<Shell>, exit: mpsc::Sender<Exit>) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        match shell.tun.recv(&mut buf) {
+            Ok(0) => continue,
+            Ok(n) => {
+                shell.with_io(|core, io| core.handle_tun_packet(Instant::now(), &buf[..n], io))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let _ = exit.send(Exit::TunGone(e.to_string()));
+                return;
+            }
+        }
+    }
+}
+
+fn udp_loop(shell: Arc<Shell>) {
+    let mut buf = vec![0u8; 65_536];
+    while !shell.stopping.load(Ordering::Relaxed) {
+        // Loaded per receive: `wg set listen-port` may swap the socket.
+        let sock = shell.udp.load_full();
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                let from = udp::from_wire(from);
+                let mut io = Io {
+                    udp: &sock,
+                    tun: &shell.tun,
+                };
+                shell
+                    .lock()
+                    .handle_datagram(Instant::now(), from, &buf[..n], &mut io);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                // ICMP port unreachable and the like surface here; keep going.
+                tracing::trace!(error = %e, "UDP receive");
+            }
+        }
+    }
+}
+
+fn timer_loop(shell: Arc<Shell>) {
+    while !shell.stopping.load(Ordering::Relaxed) {
+        shell.with_io(|core, io| core.handle_timeout(Instant::now(), io));
+        std::thread::sleep(TICK);
+    }
+}
+
+fn uapi_listen(shell: Arc<Shell>) -> Result<()> {
+    let path = shell.socket_path();
+    std::fs::create_dir_all(uapi::SOCKET_DIR).context("creating /var/run/wireguard")?;
+    if path.exists() {
+        if UnixStream::connect(&path).is_ok() {
+            bail!(
+                "interface {}: {} is in use by another process",
+                shell.interface,
+                path.display()
+            );
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    let listener =
+        UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+    spawn("uapi", move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let shell = shell.clone();
+            let _ = spawn("uapi-conn", move || {
+                if let Err(e) = uapi_conn(&shell, conn) {
+                    tracing::debug!(error = %e, "UAPI connection");
+                }
+            });
+        }
+    })
+}
+
+fn uapi_conn(shell: &Shell, conn: UnixStream) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut writer = conn.try_clone()?;
+    let mut reader = BufReader::new(conn);
+    loop {
+        let mut request = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            if line == "\n" {
+                break;
+            }
+            request.push_str(&line);
+        }
+        let (mut response, effects) = uapi::handle_request(&mut shell.lock(), &request);
+        if let Some(port) = effects.listen_port {
+            if let Err(errno) = rebind(shell, port) {
+                response = format!("errno={errno}\n\n");
+            }
+        }
+        writer.write_all(response.as_bytes())?;
+    }
+}
+
+fn rebind(shell: &Shell, port: u16) -> std::result::Result<(), i32> {
+    let current = shell.lock().listen_port;
+    if port == current && port != 0 {
+        return Ok(());
+    }
+    let sock = udp::bind(port).map_err(|e| e.raw_os_error().unwrap_or(98))?;
+    let actual = sock.local_addr().map(|a| a.port()).unwrap_or(port);
+    shell.udp.store(Arc::new(sock));
+    shell.lock().listen_port = actual;
+    tracing::info!(port = actual, "listening");
+    Ok(())
+}
+
+/// Blocks SIGINT/SIGTERM in every thread and turns them into an `Exit` for main.
+fn catch_signals(exit: mpsc::Sender<Exit>) -> Result<()> {
+    // SAFETY: plain libc signal-mask calls on a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        spawn("signals", move || {
+            let mut sig: libc::c_int = 0;
+            if libc::sigwait(&set, &mut sig) == 0 {
+                let _ = exit.send(Exit::Signal(sig));
+            }
+        })
+    }
+}
+
+fn start(
+    interface: &str,
+    core: Core,
+    port: u16,
+    health: Option<Arc<registry::Health>>,
+) -> Result<(Arc<Shell>, mpsc::Receiver<Exit>, mpsc::Sender<Exit>)> {
+    let (tx, rx) = mpsc::channel();
+    catch_signals(tx.clone())?;
+    let sock = udp::bind(port).with_context(|| format!("binding UDP port {port}"))?;
+    let actual = sock.local_addr().map(|a| a.port()).unwrap_or(port);
+    let tun = tun::open(interface)?;
+    let mut core = core;
+    core.listen_port = actual;
+    let shell = Arc::new(Shell {
+        core: Mutex::new(core),
+        tun,
+        udp: ArcSwap::from_pointee(sock),
+        interface: interface.into(),
+        health,
+        stopping: AtomicBool::new(false),
+    });
+    uapi_listen(shell.clone())?;
+    let s = shell.clone();
+    let t = tx.clone();
+    spawn("tun", move || tun_loop(s, t))?;
+    let s = shell.clone();
+    spawn("udp", move || udp_loop(s))?;
+    let s = shell.clone();
+    spawn("timers", move || timer_loop(s))?;
+    Ok((shell, rx, tx))
+}
+
+fn wait_and_stop(shell: &Shell, rx: mpsc::Receiver<Exit>) -> Result<()> {
+    let why = rx.recv().unwrap_or(Exit::Signal(0));
+    shell.stopping.store(true, Ordering::Relaxed);
+    let _ = std::fs::remove_file(shell.socket_path());
+    match why {
+        Exit::Signal(sig) => {
+            tracing::info!(signal = sig, "stopping");
+            Ok(())
+        }
+        Exit::TunGone(e) => {
+            tracing::info!(error = %e, "interface is gone; stopping");
+            Ok(())
+        }
+    }
+}
+
+fn random_index() -> u32 {
+    use rand_core::RngCore;
+    rand_core::OsRng.next_u32()
+}
+
+/// A plain userspace WireGuard interface, configured only through the UAPI socket.
+pub fn run_drop_in(cfg: DropInConfig) -> Result<()> {
+    let core = Core::new(None, Options::default(), random_index());
+    let (shell, rx, _tx) = start(&cfg.interface, core, 0, None)?;
+    if let Some(addr) = cfg.metrics {
+        metrics::serve(addr, shell.clone()).context("serving metrics")?;
+    }
+    tracing::info!(interface = %cfg.interface, "up (drop-in)");
+    wait_and_stop(&shell, rx)
+}
+
+/// A mesh node: registers itself, follows the registry, keeps the peers in step.
+pub fn run_mesh(cfg: MeshConfig) -> Result<()> {
+    let secret = key::load_or_create(&cfg.key)?;
+    let public = key::to_base64(&key::public_of(&secret));
+    let reg = registry::open(&cfg.registry)
+        .with_context(|| format!("opening registry {}", cfg.registry))?;
+    let spec = NodeSpec {
+        name: cfg.node.clone(),
+        region: cfg.region.clone(),
+        public_key: public.clone(),
+        endpoint: cfg.endpoint,
+        gateway: cfg.gateway,
+    };
+    let registered = match reg.apply(&Change::RegisterNode(spec.clone())) {
+        Ok(_) => true,
+        Err(e) if e.is_user_error() => {
+            // Bad input will not fix itself: say so and stop.
+            bail!("registering node {}: {e}", cfg.node);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot register yet; will retry");
+            false
+        }
+    };
+    let follower = registry::follow(reg.clone());
+    let options = Options {
+        forward: cfg.gateway,
+        org_isolation: true,
+    };
+    let core = Core::new(Some(secret), options, random_index());
+    let (shell, rx, _tx) = start(
+        &cfg.interface,
+        core,
+        cfg.listen_port,
+        Some(follower.health.clone()),
+    )?;
+    tun::configure_mesh(&cfg.interface)?;
+    if let Some(addr) = cfg.metrics {
+        metrics::serve(addr, shell.clone()).context("serving metrics")?;
+    }
+    tracing::info!(node = %cfg.node, interface = %cfg.interface, public_key = %public, gateway = cfg.gateway, "up");
+    let s = shell.clone();
+    let name = cfg.node.clone();
+    spawn("registry-sync", move || {
+        sync_loop(s, follower, reg, spec, registered, name)
+    })?;
+    wait_and_stop(&shell, rx)
+}
+
+fn sync_loop(
+    shell: Arc<Shell>,
+    follower: registry::Follower,
+    reg: Arc<dyn registry::Registry>,
+    spec: NodeSpec,
+    mut registered: bool,
+    me: String,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot follow the registry");
+            return;
+        }
+    };
+    let mut snapshots = follower.snapshots;
+    let mut addresses: BTreeSet<Ipv6Addr> = BTreeSet::new();
+    let mut last = None;
+    rt.block_on(async {
+        loop {
+            if !registered {
+                match reg.apply(&Change::RegisterNode(spec.clone())) {
+                    Ok(_) => {
+                        registered = true;
+                        tracing::info!("registered");
+                    }
+                    Err(e) => tracing::debug!(error = %e, "registering"),
+                }
+            }
+            let snap = snapshots.borrow_and_update().clone();
+            let now_unix = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            let want = sync::desired(&snap, &me, now_unix);
+            if last.as_ref() != Some(&want) {
+                let applied =
+                    shell.with_io(|core, io| sync::apply(core, &want, Instant::now(), io));
+                let (add, del) = sync::address_diff(&addresses, &want.addresses);
+                for a in add {
+                    match tun::add_address(&shell.interface, a) {
+                        Ok(()) => {
+                            addresses.insert(a);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "adding an address"),
+                    }
+                }
+                for a in del {
+                    if let Err(e) = tun::remove_address(&shell.interface, a) {
+                        tracing::warn!(error = %e, "removing an address");
+                    }
+                    addresses.remove(&a);
+                }
+                tracing::info!(
+                    revision = snap.revision.0,
+                    peers = want.peers.len(),
+                    added = applied.added,
+                    removed = applied.removed,
+                    updated = applied.updated,
+                    addresses = addresses.len(),
+                    "applied registry"
+                );
+                last = Some(want);
+            }
+            // Re-check now and then even without news: peer expiry is a matter of time.
+            let _ = tokio::time::timeout(Duration::from_secs(5), snapshots.changed()).await;
+            if shell.stopping.load(Ordering::Relaxed) {
+                return;
+            }
+        }
+    });
+}

@@ -1,0 +1,14 @@
+//! meshd: sixpn's data plane. The files follow the packet path:
+//! `tun` → `core` (router, org filter, peer table, timers) → `udp`, with `uapi`, `sync`
+//! (registry → peers), `metrics` and `daemon` (the threads) around it.
+
+pub mod config;
+pub mod core;
+pub mod daemon;
+pub mod error;
+pub mod key;
+pub mod metrics;
+pub mod sync;
+pub mod tun;
+pub mod uapi;
+pub mod udp;

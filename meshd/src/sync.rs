@@ -1,0 +1,227 @@
+//! Registry → desired peer set → diff. `desired` is a pure function of a snapshot and this
+//! node's name; `apply` changes only what differs, so existing sessions carry on.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::time::Instant;
+
+use ipnet::{IpNet, Ipv6Net};
+use registry::Snapshot;
+
+use crate::core::{Core, PeerUpdate, PublicKey, Transmit};
+use crate::key::parse_base64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredPeer {
+    /// `node/<name>` or `peer/<org>/<name>`, for logs.
+    pub name: String,
+    /// Nodes have one; laptops and sites are found by their handshakes.
+    pub endpoint: Option<SocketAddr>,
+    pub allowed_ips: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub peers: BTreeMap<PublicKey, DesiredPeer>,
+    /// Prefixes delivered to this host's TUN.
+    pub local: Vec<IpNet>,
+    /// Addresses to put on the interface: local machines and the DNS address of each org
+    /// present here.
+    pub addresses: BTreeSet<Ipv6Addr>,
+}
+
+fn host128(a: Ipv6Addr) -> IpNet {
+    IpNet::V6(Ipv6Net::new(a, 128).unwrap_or_default())
+}
+
+/// What this node should look like for `snap`.
+pub fn desired(snap: &Snapshot, me: &str, now_unix: i64) -> Desired {
+    let my_host = snap.nodes.get(me).map(|n| n.host);
+    let host_node: BTreeMap<u32, &str> = snap
+        .nodes
+        .values()
+        .map(|n| (n.host, n.name.as_str()))
+        .collect();
+    let mut allowed: BTreeMap<&str, BTreeSet<IpNet>> = BTreeMap::new();
+    let mut local: BTreeSet<IpNet> = BTreeSet::new();
+    let mut addresses = BTreeSet::new();
+    let mut present_orgs = BTreeSet::new();
+
+    // Every node serving an org gets that org's /80 on it.
+    for org in snap.orgs.values() {
+        for host in snap.org_hosts(&org.name) {
+            let prefix = IpNet::V6(org.network.node_prefix(host));
+            match host_node.get(&host) {
+                Some(n) if Some(host) == my_host => {
+                    let _ = n;
+                    local.insert(prefix);
+                }
+                Some(n) => {
+                    allowed.entry(n).or_default().insert(prefix);
+                }
+                None => {}
+            }
+        }
+    }
+    // Machines: those here are local; those that moved away from their /80 get their /112
+    // routed where they run now.
+    for m in snap.machines.values() {
+        let Some(runs_on) = snap.nodes.get(&m.node) else {
+            continue;
+        };
+        let moved = registry::addr::host_of(m.addr) != runs_on.host;
+        if m.node == me {
+            addresses.insert(m.addr);
+            present_orgs.insert(m.org.as_str());
+            local.insert(IpNet::V6(m.prefix()));
+        } else if moved {
+            allowed
+                .entry(runs_on.name.as_str())
+                .or_default()
+                .insert(IpNet::V6(m.prefix()));
+        }
+    }
+    // WireGuard peers: ours if we are their gateway; otherwise their site routes lead to
+    // their gateway (their /128 already lies in its /80).
+    let mut peers = BTreeMap::new();
+    for p in snap.peers.values().filter(|p| !p.expired(now_unix)) {
+        if p.gateway == me {
+            let Ok(key) = parse_base64("public_key", &p.public_key) else {
+                tracing::warn!(org = %p.org, peer = %p.name, "peer has an unreadable public key; skipped");
+                continue;
+            };
+            let mut ips = vec![host128(p.addr)];
+            ips.extend(p.routes.iter().copied());
+            present_orgs.insert(p.org.as_str());
+            peers.insert(
+                key,
+                DesiredPeer {
+                    name: format!("peer/{}/{}", p.org, p.name),
+                    endpoint: None,
+                    allowed_ips: ips,
+                },
+            );
+        } else if snap.nodes.contains_key(&p.gateway) {
+            allowed
+                .entry(p.gateway.as_str())
+                .or_default()
+                .extend(p.routes.iter().copied());
+        }
+    }
+    for org in present_orgs {
+        if let Some(o) = snap.orgs.get(org) {
+            let dns = o.network.dns_addr();
+            addresses.insert(dns);
+            local.insert(host128(dns));
+        }
+    }
+    let me_key = snap
+        .nodes
+        .get(me)
+        .and_then(|n| parse_base64("public_key", &n.public_key).ok());
+    for n in snap.nodes.values().filter(|n| n.name != me) {
+        let Ok(key) = parse_base64("public_key", &n.public_key) else {
+            tracing::warn!(node = %n.name, "node has an unreadable public key; skipped");
+            continue;
+        };
+        if Some(key) == me_key {
+            continue;
+        }
+        peers.insert(
+            key,
+            DesiredPeer {
+                name: format!("node/{}", n.name),
+                endpoint: Some(n.endpoint),
+                allowed_ips: allowed
+                    .remove(n.name.as_str())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+            },
+        );
+    }
+    Desired {
+        peers,
+        local: local.into_iter().collect(),
+        addresses,
+    }
+}
+
+/// What `apply` changed, for logs.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub added: usize,
+    pub removed: usize,
+    pub updated: usize,
+}
+
+/// Brings the core to `want`, touching only what differs. New node peers get a handshake
+/// at once so a restarted node is reachable without waiting for the other side's timers.
+pub fn apply(core: &mut Core, want: &Desired, now: Instant, out: &mut impl Transmit) -> Applied {
+    let mut applied = Applied::default();
+    let stale: Vec<PublicKey> = core
+        .peers()
+        .keys()
+        .filter(|k| !want.peers.contains_key(*k))
+        .copied()
+        .collect();
+    for k in stale {
+        core.remove_peer(&k);
+        applied.removed += 1;
+    }
+    // Local routes first, so a prefix that moved here stops pointing at a peer.
+    core.set_local_routes(&want.local);
+    for (key, p) in &want.peers {
+        let added = core.ensure_peer(*key);
+        let before = core
+            .peer(key)
+            .map(|x| (x.endpoint, sorted(&x.allowed_ips), x.name.clone()));
+        // A laptop's endpoint is learned from its handshakes: keep it.
+        core.update_peer(
+            key,
+            PeerUpdate {
+                endpoint: p.endpoint,
+                name: Some(p.name.clone()),
+                ..Default::default()
+            },
+        );
+        core.set_allowed_ips(key, &p.allowed_ips);
+        let after = core
+            .peer(key)
+            .map(|x| (x.endpoint, sorted(&x.allowed_ips), x.name.clone()));
+        if added {
+            applied.added += 1;
+            if p.endpoint.is_some() {
+                core.initiate_handshake(now, key, out);
+            }
+        } else if before != after {
+            applied.updated += 1;
+        }
+    }
+    applied
+}
+
+fn sorted(v: &[IpNet]) -> Vec<IpNet> {
+    let mut v = v.to_vec();
+    v.sort();
+    v
+}
+
+/// Addresses to add and to remove on the interface.
+pub fn address_diff(
+    have: &BTreeSet<Ipv6Addr>,
+    want: &BTreeSet<Ipv6Addr>,
+) -> (Vec<Ipv6Addr>, Vec<Ipv6Addr>) {
+    (
+        want.difference(have).copied().collect(),
+        have.difference(want).copied().collect(),
+    )
+}
+
+/// Is `addr` on this node according to `want`? (For tests and logs.)
+pub fn is_local(want: &Desired, addr: IpAddr) -> bool {
+    want.local.iter().any(|n| n.contains(&addr))
+}
+
+#[cfg(test)]
+mod tests;

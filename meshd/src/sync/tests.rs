@@ -1,0 +1,191 @@
+use registry::change::{plan, SystemContext};
+use registry::{Change, NodeSpec, Record};
+
+use super::*;
+
+const KEY_A: &str = "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=";
+const KEY_B: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+const KEY_C: &str = "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=";
+const KEY_L: &str = "mHPB4wv2s2e/aBI5T3Lz0Y0S4wvhWrxZU9U4PjR2kGM=";
+
+fn apply_change(s: &mut Snapshot, c: Change) -> Option<Record> {
+    let p = plan(s, &c, &mut SystemContext).unwrap();
+    p.apply_to(s);
+    p.result
+}
+
+fn node(name: &str, key: &str, gateway: bool, n: u8) -> Change {
+    Change::AddNode(NodeSpec {
+        name: name.into(),
+        region: "iad".into(),
+        public_key: key.into(),
+        endpoint: format!("10.0.0.{n}:51820").parse().unwrap(),
+        gateway,
+    })
+}
+
+fn machine(s: &mut Snapshot, org: &str, node: &str) -> registry::Machine {
+    match apply_change(
+        s,
+        Change::AddMachine {
+            org: org.into(),
+            app: "web".into(),
+            region: "iad".into(),
+            node: node.into(),
+            process_group: None,
+        },
+    ) {
+        Some(Record::Machine(m)) => m,
+        r => panic!("{r:?}"),
+    }
+}
+
+fn mesh() -> Snapshot {
+    let mut s = Snapshot::default();
+    apply_change(
+        &mut s,
+        Change::CreateOrg {
+            name: "acme".into(),
+        },
+    );
+    apply_change(&mut s, node("gw", KEY_A, true, 1));
+    apply_change(&mut s, node("b", KEY_B, false, 2));
+    apply_change(&mut s, node("c", KEY_C, false, 3));
+    s
+}
+
+fn key(k: &str) -> PublicKey {
+    parse_base64("k", k).unwrap()
+}
+
+#[test]
+fn nodes_get_the_slash80s_they_serve() {
+    let mut s = mesh();
+    let m = machine(&mut s, "acme", "b");
+    let d = desired(&s, "gw", 0);
+    let b = &d.peers[&key(KEY_B)];
+    assert_eq!(b.endpoint, Some("10.0.0.2:51820".parse().unwrap()));
+    assert!(b
+        .allowed_ips
+        .iter()
+        .any(|n| n.contains(&IpAddr::V6(m.addr))));
+    assert!(d.peers[&key(KEY_C)].allowed_ips.is_empty());
+    assert!(d.addresses.is_empty(), "nothing runs on gw");
+
+    let on_b = desired(&s, "b", 0);
+    assert!(on_b.addresses.contains(&m.addr));
+    let dns = s.orgs["acme"].network.dns_addr();
+    assert!(on_b.addresses.contains(&dns));
+    assert!(is_local(&on_b, IpAddr::V6(m.addr)));
+    assert!(
+        !on_b.peers.contains_key(&key(KEY_B)),
+        "never a peer of itself"
+    );
+}
+
+#[test]
+fn moved_machine_routes_its_slash112_to_where_it_runs() {
+    let mut s = mesh();
+    let m = machine(&mut s, "acme", "b");
+    apply_change(
+        &mut s,
+        Change::MoveMachine {
+            id: m.id.clone(),
+            node: "c".into(),
+        },
+    );
+    let d = desired(&s, "gw", 0);
+    let c = &d.peers[&key(KEY_C)];
+    assert!(c.allowed_ips.contains(&IpNet::V6(m.prefix())));
+    let on_c = desired(&s, "c", 0);
+    assert!(on_c.addresses.contains(&m.addr));
+    assert!(on_c.local.contains(&IpNet::V6(m.prefix())));
+    let on_b = desired(&s, "b", 0);
+    assert!(!on_b.addresses.contains(&m.addr));
+    assert!(on_b.peers[&key(KEY_C)]
+        .allowed_ips
+        .contains(&IpNet::V6(m.prefix())));
+}
+
+#[test]
+fn gateway_holds_its_wireguard_peers() {
+    let mut s = mesh();
+    let site: IpNet = "192.168.7.0/24".parse().unwrap();
+    apply_change(
+        &mut s,
+        Change::AddPeer {
+            org: "acme".into(),
+            name: "alice".into(),
+            region: None,
+            gateway: Some("gw".into()),
+            public_key: KEY_L.into(),
+            routes: vec![site],
+            expires: None,
+        },
+    );
+    let p = s.peers.values().next().unwrap().clone();
+    let d = desired(&s, "gw", 0);
+    let laptop = &d.peers[&key(KEY_L)];
+    assert_eq!(laptop.endpoint, None);
+    assert!(laptop.allowed_ips.contains(&host128(p.addr)));
+    assert!(laptop.allowed_ips.contains(&site));
+    // Others reach the laptop (and its site) through the gateway.
+    let on_b = desired(&s, "b", 0);
+    let gw = &on_b.peers[&key(KEY_A)];
+    assert!(gw
+        .allowed_ips
+        .iter()
+        .any(|n| n.contains(&IpAddr::V6(p.addr))));
+    assert!(gw.allowed_ips.contains(&site));
+    assert!(!on_b.peers.contains_key(&key(KEY_L)));
+    // Expired peers are let go.
+    let later = p.created + 10;
+    let mut s2 = s.clone();
+    s2.peers
+        .values_mut()
+        .for_each(|p| p.expires = Some(later - 1));
+    assert!(!desired(&s2, "gw", later).peers.contains_key(&key(KEY_L)));
+}
+
+#[test]
+fn apply_touches_only_what_changed() {
+    use crate::core::{Options, Transmit};
+    struct Null;
+    impl Transmit for Null {
+        fn send_udp(&mut self, _: SocketAddr, _: &[u8]) -> bool {
+            true
+        }
+        fn write_tun(&mut self, _: &[u8]) {}
+    }
+    let mut s = mesh();
+    machine(&mut s, "acme", "b");
+    let secret = x25519_dalek::StaticSecret::from(key(KEY_A));
+    let mut core = Core::new(Some(secret), Options::default(), 1);
+    let now = Instant::now();
+    let first = apply(&mut core, &desired(&s, "gw", 0), now, &mut Null);
+    assert_eq!(first.added, 2);
+    let b_index = core.peer(&key(KEY_B)).unwrap().index;
+    assert_eq!(
+        apply(&mut core, &desired(&s, "gw", 0), now, &mut Null),
+        Applied::default()
+    );
+    machine(&mut s, "acme", "c");
+    let again = apply(&mut core, &desired(&s, "gw", 0), now, &mut Null);
+    assert_eq!(again.updated, 1, "c gains a /80");
+    assert_eq!(
+        core.peer(&key(KEY_B)).unwrap().index,
+        b_index,
+        "b untouched"
+    );
+    if let Ok(p) = plan(
+        &s,
+        &Change::RemoveNode { name: "c".into() },
+        &mut SystemContext,
+    ) {
+        p.apply_to(&mut s);
+    }
+    let d = desired(&s, "gw", 0);
+    // (c may refuse removal while it has machines; either way b stays.)
+    apply(&mut core, &d, now, &mut Null);
+    assert_eq!(core.peer(&key(KEY_B)).unwrap().index, b_index);
+}

@@ -1,0 +1,57 @@
+//! The TUN side: the device, and the `ip` commands that give it addresses and routes.
+
+use std::process::Command;
+
+use tun_rs::{DeviceBuilder, SyncDevice};
+
+use crate::error::{Error, Result};
+
+pub const MTU: u16 = 1420;
+
+/// Opens (creates) the TUN interface.
+pub fn open(name: &str) -> Result<SyncDevice> {
+    DeviceBuilder::new()
+        .name(name)
+        .mtu(MTU)
+        .build_sync()
+        .map_err(|e| Error::io(format!("creating TUN interface {name}"), e))
+}
+
+/// Runs `ip <args>`; slow path only (start-up and registry changes).
+pub fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| Error::io("running ip", e))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(Error::io(
+        format!("ip {}", args.join(" ")),
+        std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+    ))
+}
+
+/// Brings a mesh interface up: no link-local address (nothing to route it to), MTU, up,
+/// and the mesh prefix routed into it.
+pub fn configure_mesh(name: &str) -> Result<()> {
+    let _ = ip(&["link", "set", "dev", name, "addrgenmode", "none"]);
+    ip(&["link", "set", "dev", name, "mtu", &MTU.to_string(), "up"])?;
+    ip(&["-6", "route", "replace", "fdaa::/16", "dev", name])
+}
+
+pub fn add_address(name: &str, addr: std::net::Ipv6Addr) -> Result<()> {
+    ip(&[
+        "-6",
+        "addr",
+        "replace",
+        &format!("{addr}/128"),
+        "dev",
+        name,
+        "nodad",
+    ])
+}
+
+pub fn remove_address(name: &str, addr: std::net::Ipv6Addr) -> Result<()> {
+    ip(&["-6", "addr", "del", &format!("{addr}/128"), "dev", name])
+}

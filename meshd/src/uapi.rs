@@ -1,0 +1,339 @@
+//! The cross-platform WireGuard configuration protocol (wireguard.com/xplatform), as
+//! wireguard-go speaks it on `/var/run/wireguard/<iface>.sock`: `get=1` and `set=1`
+//! requests of `key=value` lines, answered with `errno=N`. `handle_request` is a pure
+//! function of the core and the request text; the socket loop is in `daemon`.
+
+use std::fmt::Write as _;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::SystemTime;
+
+use ipnet::IpNet;
+use x25519_dalek::StaticSecret;
+
+use crate::core::{Core, PeerUpdate, PublicKey};
+
+pub const SOCKET_DIR: &str = "/var/run/wireguard";
+
+const EINVAL: i32 = 22;
+const EPROTO: i32 = 71;
+
+/// What the shell must do after a `set` (things the core does not own).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Effects {
+    pub listen_port: Option<u16>,
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn unhex32(value: &str) -> Option<[u8; 32]> {
+    if value.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(value.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Answers one request (without its blank terminating line). Returns the response text
+/// (ending in a blank line) and what the shell must do.
+pub fn handle_request(core: &mut Core, request: &str) -> (String, Effects) {
+    let mut lines = request.lines().filter(|l| !l.is_empty());
+    match lines.next() {
+        Some("get=1") => (get(core), Effects::default()),
+        Some("set=1") => match set(core, lines) {
+            Ok(fx) => ("errno=0\n\n".into(), fx),
+            Err(errno) => (format!("errno={errno}\n\n"), Effects::default()),
+        },
+        _ => (format!("errno={EPROTO}\n\n"), Effects::default()),
+    }
+}
+
+fn get(core: &Core) -> String {
+    let mut s = String::new();
+    if let Some(k) = core.private_key() {
+        let _ = writeln!(s, "private_key={}", hex(&k));
+    }
+    let _ = writeln!(s, "listen_port={}", core.listen_port);
+    if core.fwmark != 0 {
+        let _ = writeln!(s, "fwmark={}", core.fwmark);
+    }
+    let now = SystemTime::now();
+    let mut peers: Vec<_> = core.peers().iter().collect();
+    peers.sort_by_key(|p| p.index);
+    for p in peers {
+        let _ = writeln!(s, "public_key={}", hex(&p.public_key));
+        if let Some(psk) = p.preshared_key {
+            let _ = writeln!(s, "preshared_key={}", hex(&psk));
+        }
+        let _ = writeln!(s, "protocol_version=1");
+        if let Some(ep) = p.endpoint {
+            let _ = writeln!(s, "endpoint={ep}");
+        }
+        let (since, tx, rx, _, _) = p.tunn.stats();
+        let (sec, nsec) = since
+            .and_then(|d| now.checked_sub(d))
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map(|d| (d.as_secs(), d.subsec_nanos()))
+            .unwrap_or((0, 0));
+        let _ = writeln!(s, "last_handshake_time_sec={sec}");
+        let _ = writeln!(s, "last_handshake_time_nsec={nsec}");
+        // Like wireguard-go: bytes on the wire, handshakes included.
+        let _ = writeln!(s, "tx_bytes={}", p.tx_bytes.max(tx as u64));
+        let _ = writeln!(s, "rx_bytes={}", p.rx_bytes.max(rx as u64));
+        let _ = writeln!(
+            s,
+            "persistent_keepalive_interval={}",
+            p.keepalive.unwrap_or(0)
+        );
+        for ip in &p.allowed_ips {
+            let _ = writeln!(s, "allowed_ip={ip}");
+        }
+    }
+    s.push_str("errno=0\n\n");
+    s
+}
+
+/// The peer section being applied.
+struct Section {
+    key: PublicKey,
+    /// `update_only` for a peer we do not have, or `remove`: ignore the rest.
+    skip: bool,
+}
+
+fn set<'a>(core: &mut Core, lines: impl Iterator<Item = &'a str>) -> Result<Effects, i32> {
+    let mut fx = Effects::default();
+    let mut section: Option<Section> = None;
+    for line in lines {
+        let (key, value) = line.split_once('=').ok_or(EPROTO)?;
+        if key == "public_key" {
+            let k = unhex32(value).ok_or(EINVAL)?;
+            if core.public_key() == Some(k) {
+                // Our own key as a peer: ignored, as wireguard-go does.
+                section = Some(Section { key: k, skip: true });
+                continue;
+            }
+            core.ensure_peer(k);
+            section = Some(Section {
+                key: k,
+                skip: false,
+            });
+            continue;
+        }
+        let Some(sec) = section.as_mut() else {
+            device_key(core, key, value, &mut fx)?;
+            continue;
+        };
+        if sec.skip {
+            continue;
+        }
+        let k = sec.key;
+        match key {
+            "update_only" => {
+                // We create on `public_key`; undo that if the peer is new. A peer that
+                // existed before has a handshake state or settings; a new one has neither.
+                if value == "true" && is_fresh(core, &k) {
+                    core.remove_peer(&k);
+                    sec.skip = true;
+                }
+            }
+            "remove" if value == "true" => {
+                core.remove_peer(&k);
+                sec.skip = true;
+            }
+            "remove" => {}
+            "preshared_key" => {
+                let psk = unhex32(value).ok_or(EINVAL)?;
+                let psk = (psk != [0u8; 32]).then_some(psk);
+                core.update_peer(
+                    &k,
+                    PeerUpdate {
+                        preshared_key: Some(psk),
+                        ..Default::default()
+                    },
+                );
+            }
+            "endpoint" => {
+                let ep = parse_endpoint(value).ok_or(EINVAL)?;
+                core.update_peer(
+                    &k,
+                    PeerUpdate {
+                        endpoint: Some(ep),
+                        ..Default::default()
+                    },
+                );
+            }
+            "persistent_keepalive_interval" => {
+                let n: u16 = value.parse().map_err(|_| EINVAL)?;
+                core.update_peer(
+                    &k,
+                    PeerUpdate {
+                        keepalive: Some(Some(n)),
+                        ..Default::default()
+                    },
+                );
+            }
+            "replace_allowed_ips" => {
+                if value == "true" {
+                    core.clear_allowed_ips(&k);
+                }
+            }
+            "allowed_ip" => {
+                let net: IpNet = value.parse().map_err(|_| EINVAL)?;
+                core.add_allowed_ip(&k, net);
+            }
+            "protocol_version" => {
+                if value != "1" {
+                    return Err(EINVAL);
+                }
+            }
+            _ => return Err(EINVAL),
+        }
+    }
+    Ok(fx)
+}
+
+fn is_fresh(core: &Core, key: &PublicKey) -> bool {
+    core.peer(key).is_some_and(|p| {
+        p.endpoint.is_none()
+            && p.allowed_ips.is_empty()
+            && p.tx_bytes == 0
+            && p.rx_bytes == 0
+            && p.keepalive.is_none()
+    })
+}
+
+fn device_key(core: &mut Core, key: &str, value: &str, fx: &mut Effects) -> Result<(), i32> {
+    match key {
+        "private_key" => {
+            let k = unhex32(value).ok_or(EINVAL)?;
+            let secret = (k != [0u8; 32]).then(|| StaticSecret::from(k));
+            core.set_private_key(secret);
+        }
+        "listen_port" => {
+            let port: u16 = value.parse().map_err(|_| EINVAL)?;
+            fx.listen_port = Some(port);
+        }
+        "fwmark" => core.fwmark = value.parse().map_err(|_| EINVAL)?,
+        "replace_peers" => {
+            if value == "true" {
+                core.clear_peers();
+            }
+        }
+        _ => return Err(EINVAL),
+    }
+    Ok(())
+}
+
+fn parse_endpoint(value: &str) -> Option<SocketAddr> {
+    if let Ok(a) = value.parse() {
+        return Some(a);
+    }
+    // wg resolves names itself; accept them anyway for hand-written requests.
+    value.to_socket_addrs().ok()?.next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Options;
+
+    fn core() -> Core {
+        Core::new(None, Options::default(), 1)
+    }
+
+    #[test]
+    fn set_then_get_round_trips() {
+        let mut c = core();
+        let peer = hex(&[5u8; 32]);
+        let req = format!(
+            "set=1\nprivate_key={}\nlisten_port=5555\npublic_key={peer}\nendpoint=10.0.0.2:51820\n\
+             persistent_keepalive_interval=25\nreplace_allowed_ips=true\nallowed_ip=fdaa::/16\n\
+             allowed_ip=10.9.0.0/24\n",
+            hex(&[1u8; 32])
+        );
+        let (resp, fx) = handle_request(&mut c, &req);
+        assert_eq!(resp, "errno=0\n\n");
+        assert_eq!(fx.listen_port, Some(5555));
+        c.listen_port = 5555;
+        let (got, _) = handle_request(&mut c, "get=1\n");
+        assert!(got.contains(&format!("public_key={peer}\n")), "{got}");
+        assert!(got.contains("endpoint=10.0.0.2:51820\n"));
+        assert!(got.contains("persistent_keepalive_interval=25\n"));
+        assert!(got.contains("allowed_ip=fdaa::/16\nallowed_ip=10.9.0.0/24\n"));
+        assert!(got.ends_with("errno=0\n\n"));
+        assert!(got.starts_with(&format!(
+            "private_key={}\nlisten_port=5555\n",
+            hex(&[1u8; 32])
+        )));
+    }
+
+    #[test]
+    fn modifying_and_removing_peers() {
+        let mut c = core();
+        let a = hex(&[5u8; 32]);
+        let b = hex(&[6u8; 32]);
+        handle_request(
+            &mut c,
+            &format!("set=1\npublic_key={a}\nallowed_ip=fdaa::1/128\npublic_key={b}\nallowed_ip=fdaa::2/128\n"),
+        );
+        assert_eq!(c.peers().len(), 2);
+        let index = c.peer(&[5u8; 32]).unwrap().index;
+        // Modify a in place: new endpoint, allowed IPs replaced.
+        handle_request(
+            &mut c,
+            &format!("set=1\npublic_key={a}\nupdate_only=true\nendpoint=10.0.0.9:1\nreplace_allowed_ips=true\nallowed_ip=fdaa::9/128\n"),
+        );
+        let p = c.peer(&[5u8; 32]).unwrap();
+        assert_eq!(p.index, index, "same peer, same session");
+        assert_eq!(p.allowed_ips, vec!["fdaa::9/128".parse::<IpNet>().unwrap()]);
+        // update_only for an unknown peer makes nothing.
+        let z = hex(&[9u8; 32]);
+        handle_request(
+            &mut c,
+            &format!("set=1\npublic_key={z}\nupdate_only=true\nendpoint=10.0.0.9:1\n"),
+        );
+        assert!(c.peer(&[9u8; 32]).is_none());
+        handle_request(&mut c, &format!("set=1\npublic_key={b}\nremove=true\n"));
+        assert_eq!(c.peers().len(), 1);
+        // A prefix moves with its last owner.
+        handle_request(
+            &mut c,
+            &format!("set=1\npublic_key={b}\nallowed_ip=fdaa::9/128\n"),
+        );
+        assert!(c.peer(&[5u8; 32]).unwrap().allowed_ips.is_empty());
+        handle_request(&mut c, "set=1\nreplace_peers=true\n");
+        assert!(c.peers().is_empty());
+    }
+
+    #[test]
+    fn bad_requests_get_an_errno() {
+        let mut c = core();
+        assert_eq!(handle_request(&mut c, "hello\n").0, "errno=71\n\n");
+        assert_eq!(
+            handle_request(&mut c, "set=1\nprivate_key=zz\n").0,
+            "errno=22\n\n"
+        );
+        assert_eq!(handle_request(&mut c, "set=1\nbogus=1\n").0, "errno=22\n\n");
+        assert_eq!(
+            handle_request(&mut c, "set=1\nnoequals\n").0,
+            "errno=71\n\n"
+        );
+        let a = hex(&[5u8; 32]);
+        assert_eq!(
+            handle_request(
+                &mut c,
+                &format!("set=1\npublic_key={a}\nallowed_ip=fdaa::/999\n")
+            )
+            .0,
+            "errno=22\n\n"
+        );
+    }
+}
