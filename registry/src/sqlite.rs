@@ -117,7 +117,10 @@ impl SqliteRegistry {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| storage(e.to_string()))?;
         migrate(&mut conn).map_err(|e| storage(format!("cannot prepare the schema: {e}")))?;
-        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         Ok(SqliteRegistry {
             location,
             conn: Mutex::new(conn),
@@ -369,6 +372,10 @@ impl Registry for SqliteRegistry {
 
     fn wait_newer(&self, than: Revision, timeout: Duration) -> Result<Option<Revision>> {
         let deadline = Instant::now() + timeout;
+        // An inotify event can arrive (and be drained) before the commit that caused it is
+        // visible (the WAL index is updated through shared memory, which raises no event);
+        // so after a wake that found nothing new, re-check at the poll interval.
+        let mut woken = false;
         loop {
             let now = {
                 let conn = self.lock();
@@ -383,7 +390,8 @@ impl Registry for SqliteRegistry {
             }
             match &self.changes {
                 Some(changes) => {
-                    changes.wait(left.min(RECHECK));
+                    let wait = if woken { POLL } else { RECHECK };
+                    woken = changes.wait(left.min(wait));
                 }
                 None => std::thread::sleep(left.min(POLL)),
             }

@@ -67,7 +67,10 @@ mod tests {
     fn a_write_in_the_folder_wakes_the_waiter() {
         let dir = tempfile::tempdir().unwrap();
         let changes = FileChanges::watch(dir.path()).expect("inotify works here");
-        assert!(!changes.wait(Duration::from_millis(20)), "nothing changed yet");
+        assert!(
+            !changes.wait(Duration::from_millis(20)),
+            "nothing changed yet"
+        );
         let path = dir.path().join("r.db-wal");
         let writer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(30));

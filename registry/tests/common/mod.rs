@@ -139,6 +139,39 @@ impl Etcd {
         format!("etcd://{}{prefix}", endpoints.join(","))
     }
 
+    /// The URL with member `first`'s endpoint first, so clients talk to it until it fails.
+    pub fn url_starting_at(&self, first: usize) -> String {
+        let n = self.members.len();
+        let endpoints: Vec<String> = (0..n)
+            .map(|k| format!("127.0.0.1:{}", self.members[(first + k) % n].client))
+            .collect();
+        format!("etcd://{}{}", endpoints.join(","), unique_prefix())
+    }
+
+    /// The index of the member that leads the cluster now.
+    pub fn leader(&self) -> usize {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            for (i, m) in self.members.iter().enumerate() {
+                let url = format!("http://127.0.0.1:{}", m.client);
+                let Ok(mut c) = etcd_client::Client::connect([url], None).await else {
+                    continue;
+                };
+                let Ok(status) = c.status().await else {
+                    continue;
+                };
+                let me = status.header().map(|h| h.member_id());
+                if me == Some(status.leader()) {
+                    return i;
+                }
+            }
+            panic!("no member leads the cluster")
+        })
+    }
+
     pub fn client_port(&self, i: usize) -> u16 {
         self.members[i].client
     }

@@ -1,0 +1,218 @@
+//! What only the etcd backend has to prove: URLs and credentials, unreachable members, several
+//! processes allocating at once, and serving on while etcd is away.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{machine, setup, Etcd};
+use registry::{Change, Error, Revision};
+
+/// The env var that turns `child_allocates_machines` into a writer of its own.
+const CHILD_URL: &str = "SIXPN_TEST_CHILD_URL";
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn bad_etcd_urls_name_the_rule_and_hide_the_password() {
+    let err = registry::open("etcd://alice:hunter2@127.0.0.1:99999/x")
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::Invalid { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("port must be a number 1-65535"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    let reg = registry::open("etcd://alice:hunter2@127.0.0.1:1/x").unwrap();
+    assert_eq!(reg.location(), "etcd://alice@127.0.0.1:1/x");
+}
+
+#[test]
+fn unreachable_etcd_gives_a_storage_error_naming_each_endpoint() {
+    let (a, b) = (free_closed_port(), free_closed_port());
+    let reg = registry::open(&format!("etcd://127.0.0.1:{a},127.0.0.1:{b}")).unwrap();
+    let started = Instant::now();
+    let err = reg.snapshot().unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(matches!(err, Error::Storage { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("no etcd member answered"), "{text}");
+    assert!(text.contains(&format!("127.0.0.1:{a}")), "{text}");
+    assert!(text.contains(&format!("127.0.0.1:{b}")), "{text}");
+    let err = reg
+        .apply(&Change::CreateOrg { name: "x".into() })
+        .unwrap_err();
+    assert!(matches!(err, Error::Storage { .. }), "{err}");
+    assert!(!err.is_user_error());
+}
+
+fn free_closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Not a test of its own: the writer process that
+/// `several_processes_allocating_at_once_get_distinct_addresses` starts.
+#[test]
+fn child_allocates_machines() {
+    let Ok(url) = std::env::var(CHILD_URL) else {
+        return;
+    };
+    let reg = registry::open(&url).unwrap();
+    for _ in 0..8 {
+        let applied = reg.apply(&machine("web")).unwrap();
+        let Some(registry::Record::Machine(m)) = applied.record else {
+            panic!("no machine")
+        };
+        println!("ALLOCATED {} {} {}", m.id, m.addr, applied.revision.0);
+    }
+}
+
+#[test]
+fn several_processes_allocating_at_once_get_distinct_addresses() {
+    const PROCESSES: usize = 4;
+    let etcd = Etcd::single();
+    let url = etcd.url();
+    setup(&*registry::open(&url).unwrap());
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..PROCESSES)
+        .map(|_| {
+            Command::new(&exe)
+                .args(["--exact", "child_allocates_machines", "--nocapture"])
+                .args(["--test-threads", "1"])
+                .env(CHILD_URL, &url)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut addrs = BTreeSet::new();
+    let mut revisions = BTreeSet::new();
+    let mut count = 0;
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "writer failed:\n{text}");
+        // libtest may print `test name ... ` in front of the first line.
+        let lines = text
+            .lines()
+            .filter_map(|l| l.split_once("ALLOCATED ").map(|(_, r)| r));
+        for line in lines {
+            let fields: Vec<&str> = line.split(' ').collect();
+            addrs.insert(fields[1].to_string());
+            revisions.insert(fields[2].to_string());
+            count += 1;
+        }
+    }
+    assert_eq!(count, PROCESSES * 8);
+    assert_eq!(addrs.len(), count, "an address was handed out twice");
+    assert_eq!(revisions.len(), count, "two writes share a revision");
+    let snap = registry::open(&url).unwrap().snapshot().unwrap();
+    assert_eq!(snap.machines.len(), count);
+}
+
+#[test]
+fn followers_serve_the_last_snapshot_while_etcd_is_down_and_catch_up() {
+    let mut etcd = Etcd::single();
+    let url = etcd.url();
+    let writer = registry::open(&url).unwrap();
+    setup(&*writer);
+    let follower = registry::follow(registry::open(&url).unwrap());
+    let rx = follower.snapshots.clone();
+    wait_until("the first snapshot", Duration::from_secs(5), || {
+        rx.borrow().revision == Revision(2)
+    });
+
+    etcd.kill(0);
+    wait_until("the follower to notice", Duration::from_secs(10), || {
+        !follower.health.reachable()
+    });
+    assert_eq!(rx.borrow().revision, Revision(2), "kept the last snapshot");
+    assert_eq!(rx.borrow().orgs.len(), 1);
+    let err = writer.apply(&machine("web")).unwrap_err();
+    assert!(matches!(err, Error::Storage { .. }), "{err}");
+
+    etcd.start(0);
+    etcd.wait_ready();
+    writer.apply(&machine("web")).unwrap();
+    wait_until("the follower to catch up", Duration::from_secs(15), || {
+        rx.borrow().revision == Revision(3)
+    });
+    assert!(follower.health.reachable());
+    assert!(follower.health.failures() > 0);
+}
+
+#[test]
+fn user_and_password_are_used_and_a_wrong_one_is_refused_clearly() {
+    let etcd = Etcd::single();
+    let port = etcd.client_port(0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = etcd_client::Client::connect([format!("http://127.0.0.1:{port}")], None)
+            .await
+            .unwrap();
+        c.user_add("root", "s3cret", None).await.unwrap();
+        c.user_grant_role("root", "root").await.unwrap();
+        c.auth_enable().await.unwrap();
+    });
+    let prefix = common::unique_prefix();
+    let good = registry::open(&format!("etcd://root:s3cret@127.0.0.1:{port}{prefix}")).unwrap();
+    setup(&*good);
+    assert_eq!(good.snapshot().unwrap().revision, Revision(2));
+
+    let bad = registry::open(&format!("etcd://root:wrong@127.0.0.1:{port}{prefix}")).unwrap();
+    let err = bad.snapshot().unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("authentication failed"), "{text}");
+    assert!(!text.contains("wrong"), "{text}");
+    let anonymous = registry::open(&format!("etcd://127.0.0.1:{port}{prefix}")).unwrap();
+    assert!(anonymous.snapshot().is_err());
+}
+
+#[test]
+fn an_embedded_registry_copies_into_etcd_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = registry::open(dir.path().join("r.db").to_str().unwrap()).unwrap();
+    setup(&*sqlite);
+    for app in ["web", "web", "db"] {
+        sqlite.apply(&machine(app)).unwrap();
+    }
+    sqlite
+        .apply(&Change::AddPeer {
+            org: "acme".into(),
+            name: "alice".into(),
+            region: Some("iad".into()),
+            gateway: None,
+            public_key: common::KEY_B.into(),
+            routes: vec!["10.1.0.0/16".parse().unwrap()],
+            expires: Some(4_000_000_000),
+        })
+        .unwrap();
+    let etcd = Etcd::single();
+    let target = registry::open(&etcd.url()).unwrap();
+    let copied = registry::copy(&*sqlite, &*target).unwrap();
+    let source = sqlite.snapshot().unwrap();
+    assert_eq!(copied.records, source.records().count());
+    assert_eq!(target.snapshot().unwrap(), source);
+    // Allocation goes on from the copied state: the next machine gets the next slot.
+    let next = target.apply(&machine("web")).unwrap();
+    assert_eq!(next.revision, Revision(source.revision.0 + 1));
+    let addrs: BTreeSet<_> = target
+        .snapshot()
+        .unwrap()
+        .machines
+        .values()
+        .map(|m| m.addr)
+        .collect();
+    assert_eq!(addrs.len(), 4);
+}
