@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod meshd_harness;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A short name unique to this test process: `<prefix><pid hex><n>`, at most 15 characters
