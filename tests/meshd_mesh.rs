@@ -542,3 +542,74 @@ fn live_changes_do_not_stall_a_running_transfer() -> Result<()> {
     );
     Ok(())
 }
+
+/// A meshd ↔ wireguard-go session stays up across the 2-minute rekey: a request each way
+/// every second for 4 minutes (MESHD_DURABILITY_SECS overrides), zero failures. Guards
+/// against boringtun 0.7.1's reported one-way-deaf sessions.
+#[test]
+fn durability_session_survives_rekey_against_wireguard_go() -> Result<()> {
+    let secs: u64 = std::env::var("MESHD_DURABILITY_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(240);
+    let mut mesh = Mesh::new()?;
+    mesh.org("acme")?;
+    let mut a = mesh.host("a", false)?;
+    mesh.start(&mut a)?;
+    let c = mesh.host("c", false)?;
+    let (private, public) = wg_keypair()?;
+    mesh.foreign_node("c", &public, &c.endpoint())?;
+    let ma = mesh.machine("acme", "web", &a)?;
+    let mc = mesh.machine("acme", "db", &c)?;
+    wait_address(&a, ma.addr)?;
+    let snap = mesh.reg.snapshot()?;
+    let a_prefix = snap.orgs["acme"].network.node_prefix(snap.nodes["a"].host);
+    let keyfile = mesh.dir.path().join("c.key");
+    std::fs::write(&keyfile, format!("{private}\n"))?;
+    let _wg = wireguard_go(&c.ns, &c.iface)?;
+    c.ns.sh(&format!(
+        "wg set {i} private-key {k} listen-port {PORT} peer {a_key} endpoint {a_ep} allowed-ips {a_prefix} && \
+         ip -6 addr add {mc}/128 dev {i} && ip link set {i} up && ip -6 route add fdaa::/16 dev {i}",
+        i = c.iface,
+        k = keyfile.display(),
+        a_key = meshd_pubkey(&a.key)?,
+        a_ep = a.endpoint(),
+        mc = mc.addr,
+    ))?;
+    let _on_c = serve_pong(&c, mc.addr, 8080)?;
+    let _on_a = serve_pong(&a, ma.addr, 8080)?;
+    a.ns.wait_for(
+        &format!(
+            "socat -T 2 - TCP6:[{}]:8080,bind=[{}] </dev/null | grep -q pong-c",
+            mc.addr, ma.addr
+        ),
+        SECS10,
+    )?;
+    let start = Instant::now();
+    let mut failures = Vec::new();
+    let mut n = 0;
+    while start.elapsed() < Duration::from_secs(secs) {
+        let tick = Instant::now();
+        let t = start.elapsed().as_secs();
+        if request(&a.ns, mc.addr, 8080) != "pong-c" {
+            failures.push(format!("{t}s a→c"));
+        }
+        if request(&c.ns, ma.addr, 8080) != "pong-a" {
+            failures.push(format!("{t}s c→a"));
+        }
+        n += 1;
+        if let Some(rest) = Duration::from_secs(1).checked_sub(tick.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+    let show = c.ns.sh(&format!("wg show {}", c.iface))?;
+    ensure!(
+        failures.is_empty(),
+        "{} of {} request pairs failed: {failures:?}\nwireguard-go side: {show}\nmeshd:\n{}",
+        failures.len(),
+        n,
+        a.log()
+    );
+    eprintln!("durability: {n} request pairs over {secs}s, 0 failures");
+    Ok(())
+}
