@@ -13,6 +13,35 @@ pub const TTL: u32 = 5;
 /// A region, as its position in [`registry::region::REGIONS`].
 pub type RegionId = u8;
 
+/// A fast hash for the name maps (FxHash's mix): SipHash costs more than the rest of a
+/// lookup, and the keys are the registry's names, not a client's choice.
+#[derive(Default, Clone, Copy)]
+pub struct NameHasher(u64);
+
+impl std::hash::Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (self.0.rotate_left(5) ^ n as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub type NameMap<V> = HashMap<Box<[u8]>, V, std::hash::BuildHasherDefault<NameHasher>>;
+
 /// What a `.internal` name holds.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -29,9 +58,9 @@ pub struct Entry {
 #[derive(Debug, Default)]
 pub struct OrgZone {
     pub name: String,
-    pub names: HashMap<Box<[u8]>, Entry>,
+    pub names: NameMap<Entry>,
     /// Per app: its started machines ordered by distance from each region.
-    pub nearest: HashMap<Box<[u8]>, Vec<Vec<[u8; 16]>>>,
+    pub nearest: NameMap<Vec<Vec<[u8; 16]>>>,
 }
 
 /// Everything dnsd answers from, at one registry revision.
@@ -106,7 +135,7 @@ impl ZoneBuilder {
     }
 
     /// Adds every ancestor of every name as an empty non-terminal (NOERROR, not NXDOMAIN).
-    fn finish(mut self) -> HashMap<Box<[u8]>, Entry> {
+    fn finish(mut self) -> NameMap<Entry> {
         let mut ancestors = BTreeSet::new();
         for name in self.names.keys() {
             let mut rest = name.as_str();
@@ -218,7 +247,7 @@ fn build_zone(
     for m in snap.machines.values().filter(|m| m.org == org) {
         by_app.entry(m.app.as_str()).or_default().push(m);
     }
-    let mut nearest = HashMap::new();
+    let mut nearest = NameMap::default();
     for (app, machines) in &by_app {
         let started: Vec<&Machine> = machines.iter().copied().filter(|m| m.started()).collect();
         let addrs = |ms: &[&Machine]| ms.iter().map(|m| m.addr).collect::<Vec<_>>();

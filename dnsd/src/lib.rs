@@ -14,4 +14,5 @@ pub mod metrics;
 pub mod scope;
 pub mod server;
 pub mod shuffle;
+pub mod udp_batch;
 pub mod wire;

@@ -15,6 +15,7 @@ use crate::answer::{answer, Answer};
 use crate::forward::Forwarder;
 use crate::index::Index;
 use crate::metrics::Metrics;
+use crate::udp_batch::Batch;
 use crate::wire::{self, Query, Reject};
 
 /// How long a TCP client may sit idle between queries.
@@ -44,11 +45,24 @@ pub enum Step {
     Drop,
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+/// When a packet (or a batch of them) arrived: read once per batch, not per query.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    pub received: Instant,
+    /// Unix seconds, for peer expiry.
+    pub unix: i64,
+}
+
+impl Clock {
+    pub fn now() -> Clock {
+        Clock {
+            received: Instant::now(),
+            unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0),
+        }
+    }
 }
 
 /// Answers `packet` from `src` into `out`, without waiting on anything.
@@ -57,9 +71,10 @@ pub fn handle(
     packet: &[u8],
     src: SocketAddr,
     transport: Transport,
+    clock: Clock,
     out: &mut Vec<u8>,
 ) -> Step {
-    let start = Instant::now();
+    let start = clock.received;
     let q = match wire::parse(packet) {
         Ok(q) => q,
         Err(reject) => {
@@ -76,7 +91,7 @@ pub fn handle(
     };
     let limit = limit(&q, transport);
     let index = shared.index.load();
-    let ans = answer(&index, &q.as_question(), src.ip(), unix_now());
+    let ans = answer(&index, &q.as_question(), src.ip(), clock.unix);
     if ans == Answer::Forward {
         let Some(fwd) = &shared.forwarder else {
             let w = wire::write_rcode(&q, wire::RCODE_REFUSED, out);
@@ -120,39 +135,46 @@ pub async fn forward(shared: &Shared, packet: &[u8], transport: Transport, out: 
     shared.metrics.query(q.qtype, rcode, start.elapsed());
 }
 
-/// Runs one UDP worker on `sock` until the socket fails.
+/// Runs one UDP worker on `sock`: batches in, `.internal` answers and cache hits inline,
+/// forwarded names handed to the runtime.
 pub fn udp_worker(shared: Arc<Shared>, sock: Arc<UdpSocket>, runtime: Handle) {
-    let mut buf = vec![0u8; 65535];
-    let mut out = Vec::with_capacity(4096);
+    let mut batch = Batch::new();
     loop {
-        let (n, src) = match sock.recv_from(&mut buf) {
-            Ok(r) => r,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+        let n = match batch.recv(&sock) {
+            Ok(n) => n,
             Err(e) => {
-                // ICMP errors from earlier sends surface here on some systems; keep going.
-                tracing::debug!(error = %e, "udp receive failed");
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    // ICMP errors from earlier sends can surface here; keep serving.
+                    tracing::debug!(error = %e, "udp receive failed");
+                }
                 continue;
             }
         };
-        let packet = &buf[..n];
-        match handle(&shared, packet, src, Transport::Udp, &mut out) {
-            Step::Reply => {
-                if let Err(e) = sock.send_to(&out, src) {
-                    tracing::debug!(%src, error = %e, "udp send failed");
+        let clock = Clock::now();
+        for i in 0..n {
+            let (packet, src, out) = batch.slot(i);
+            let (Some(packet), Some(src)) = (packet, src) else {
+                shared.metrics.malformed_dropped.fetch_add(1, Relaxed);
+                continue;
+            };
+            match handle(&shared, packet, src, Transport::Udp, clock, out) {
+                Step::Reply => batch.reply(i),
+                Step::Drop => {}
+                Step::Forward => {
+                    let packet = packet.to_vec();
+                    let (shared, sock) = (shared.clone(), sock.clone());
+                    runtime.spawn(async move {
+                        let mut out = Vec::new();
+                        forward(&shared, &packet, Transport::Udp, &mut out).await;
+                        if !out.is_empty() {
+                            let _ = sock.send_to(&out, src);
+                        }
+                    });
                 }
             }
-            Step::Drop => {}
-            Step::Forward => {
-                let packet = packet.to_vec();
-                let (shared, sock) = (shared.clone(), sock.clone());
-                runtime.spawn(async move {
-                    let mut out = Vec::new();
-                    forward(&shared, &packet, Transport::Udp, &mut out).await;
-                    if !out.is_empty() {
-                        let _ = sock.send_to(&out, src);
-                    }
-                });
-            }
+        }
+        if let Err(e) = batch.send(&sock) {
+            tracing::debug!(error = %e, "udp send failed");
         }
     }
 }
@@ -189,7 +211,7 @@ async fn tcp_conn(shared: Arc<Shared>, mut conn: TcpStream, src: SocketAddr) {
             _ => return,
         }
         let packet = &buf[..n];
-        match handle(&shared, packet, src, Transport::Tcp, &mut out) {
+        match handle(&shared, packet, src, Transport::Tcp, Clock::now(), &mut out) {
             Step::Reply => {}
             Step::Drop => return,
             Step::Forward => forward(&shared, packet, Transport::Tcp, &mut out).await,

@@ -286,6 +286,14 @@ fn too_big_for_udp_is_truncated_with_tc() {
 }
 
 #[test]
+fn a_txt_too_big_for_any_message_is_truncated_not_mangled() {
+    let rdata = txt_rdata(&"y".repeat(70_000));
+    let p = query(1, "_instances.internal", TYPE_TXT, None);
+    let (w, m) = respond(&p, &Answer::Txt(&rdata), 65535);
+    assert!(w.truncated && m.metadata.truncation && m.answers.is_empty());
+}
+
+#[test]
 fn random_garbage_never_panics() {
     let mut x: u64 = 0x1234_5678_9abc_def1;
     let mut next = || {
