@@ -124,7 +124,16 @@ fn main() -> anyhow::Result<()> {
         default_org: Some("bench".into()),
         local_region: Some("iad".into()),
     };
+    let t = std::time::Instant::now();
     let index = dnsd::index::Index::build(&snap, &opts, 1_700_000_000);
+    let build = t.elapsed();
+    let t = std::time::Instant::now();
+    let reread = reg.snapshot()?;
+    let read = t.elapsed();
+    eprintln!(
+        "bench_zone: index built in {build:.1?}; registry snapshot read in {read:.1?} ({} machines)",
+        reread.machines.len()
+    );
     let zone = index.zones.values().next().context("no org")?;
     let mut names: Vec<(&[u8], &dnsd::index::Entry)> =
         zone.names.iter().map(|(k, v)| (&k[..], v)).collect();

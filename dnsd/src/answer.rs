@@ -78,7 +78,8 @@ pub fn answer<'a>(index: &'a Index, q: &Question<'_>, src: IpAddr, now: i64) -> 
             return Answer::NoData;
         }
         let list = region
-            .and_then(|r| by_region.get(usize::from(r)))
+            .and_then(|r| index.nearest_slot.get(usize::from(r)))
+            .and_then(|&slot| by_region.get(usize::from(slot)))
             .or_else(|| by_region.first());
         let addrs = list.map_or(&[][..], |l| &l[..n.min(l.len())]);
         if addrs.is_empty() {

@@ -59,12 +59,13 @@ pub struct Entry {
 pub struct OrgZone {
     pub name: String,
     pub names: NameMap<Entry>,
-    /// Per app: its started machines ordered by distance from each region.
+    /// Per app: its started machines ordered by distance from each region a querier can
+    /// be in (indexed by [`Index::nearest_slot`]).
     pub nearest: NameMap<Vec<Vec<[u8; 16]>>>,
 }
 
 /// Everything dnsd answers from, at one registry revision.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Index {
     pub revision: u64,
     pub zones: HashMap<u32, OrgZone>,
@@ -78,6 +79,28 @@ pub struct Index {
     pub local_region: Option<RegionId>,
     /// The soonest peer expiry still in the future: the index must be rebuilt then.
     pub next_expiry: Option<i64>,
+    /// Region id → position in each app's `nearest` list ([`NO_SLOT`] if no querier can be
+    /// there). Only regions with a node, a peer or the local region get one, which keeps the
+    /// rebuild after each registry change short.
+    pub nearest_slot: [u8; REGIONS.len()],
+}
+
+/// No `nearest` list for this region.
+pub const NO_SLOT: u8 = u8::MAX;
+
+impl Default for Index {
+    fn default() -> Self {
+        Index {
+            revision: 0,
+            zones: HashMap::new(),
+            default_org: None,
+            region_by_host: HashMap::new(),
+            region_by_peer: HashMap::new(),
+            local_region: None,
+            next_expiry: None,
+            nearest_slot: [NO_SLOT; REGIONS.len()],
+        }
+    }
 }
 
 /// What the index is built with besides the snapshot.
@@ -116,7 +139,7 @@ fn listed_peer(name: &str) -> bool {
 
 #[derive(Default)]
 struct ZoneBuilder {
-    names: BTreeMap<String, Entry>,
+    names: HashMap<String, Entry, std::hash::BuildHasherDefault<NameHasher>>,
 }
 
 impl ZoneBuilder {
@@ -136,16 +159,18 @@ impl ZoneBuilder {
 
     /// Adds every ancestor of every name as an empty non-terminal (NOERROR, not NXDOMAIN).
     fn finish(mut self) -> NameMap<Entry> {
-        let mut ancestors = BTreeSet::new();
+        let mut missing: BTreeSet<String> = BTreeSet::new();
         for name in self.names.keys() {
             let mut rest = name.as_str();
             while let Some((_, parent)) = rest.split_once('.') {
-                ancestors.insert(parent.to_string());
+                if !self.names.contains_key(parent) && !missing.contains(parent) {
+                    missing.insert(parent.to_string());
+                }
                 rest = parent;
             }
         }
-        ancestors.insert(String::new());
-        for a in ancestors {
+        missing.insert(String::new());
+        for a in missing {
             self.names.entry(a).or_default();
         }
         self.names
@@ -202,15 +227,28 @@ impl Index {
         let mut index = Index {
             revision: snap.revision.0,
             local_region: opts.local_region.as_deref().and_then(region_id),
+            nearest_slot: [NO_SLOT; REGIONS.len()],
             ..Index::default()
         };
+        let querier_regions: BTreeSet<RegionId> = snap
+            .nodes
+            .values()
+            .map(|n| n.region.as_str())
+            .chain(snap.peers.values().map(|p| p.region.as_str()))
+            .filter_map(region_id)
+            .chain(index.local_region)
+            .collect();
+        let querier_regions: Vec<RegionId> = querier_regions.into_iter().collect();
+        for (slot, r) in querier_regions.iter().enumerate() {
+            index.nearest_slot[usize::from(*r)] = slot as u8;
+        }
         for node in snap.nodes.values() {
             if let Some(r) = region_id(&node.region) {
                 index.region_by_host.insert(node.host, r);
             }
         }
         for org in snap.orgs.values() {
-            let zone = build_zone(snap, &org.name, now, &dist, &mut index);
+            let zone = build_zone(snap, &org.name, now, &dist, &querier_regions, &mut index);
             index.zones.insert(org.network.0, zone);
         }
         index.default_org = opts
@@ -232,6 +270,7 @@ fn build_zone(
     org: &str,
     now: i64,
     dist: &[Vec<f64>],
+    querier_regions: &[RegionId],
     index: &mut Index,
 ) -> OrgZone {
     let mut z = ZoneBuilder::default();
@@ -276,14 +315,15 @@ fn build_zone(
             &vms_text(machines.iter().copied()),
         );
 
-        let per_region: Vec<Vec<[u8; 16]>> = (0..REGIONS.len())
-            .map(|from| {
-                let mut ms: Vec<(f64, &Machine)> = started
+        let located: Vec<(Option<RegionId>, &Machine)> =
+            started.iter().map(|m| (region_id(&m.region), *m)).collect();
+        let per_region: Vec<Vec<[u8; 16]>> = querier_regions
+            .iter()
+            .map(|&from| {
+                let mut ms: Vec<(f64, &Machine)> = located
                     .iter()
-                    .map(|m| {
-                        let d = region_id(&m.region)
-                            .map(|to| dist[from][usize::from(to)])
-                            .unwrap_or(f64::MAX);
+                    .map(|(to, m)| {
+                        let d = to.map_or(f64::MAX, |to| dist[usize::from(from)][usize::from(to)]);
                         (d, *m)
                     })
                     .collect();
