@@ -37,7 +37,9 @@ tree_pids() { local p=$1; echo "$p"; for c in $(pgrep -P "$p" || true); do tree_
 cpu_ticks() {
   local total=0 t
   for p in $(tree_pids "$1"); do
-    t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
+    # utime and stime are fields 14 and 15; count after the ")" closing the command name,
+    # which may hold spaces ("nsd: server 1").
+    t=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0)
     total=$((total + t))
   done
   echo "$total"
