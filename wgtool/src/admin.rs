@@ -44,7 +44,13 @@ pub fn org(location: &str, cmd: OrgCommand) -> Result<()> {
             let rows: Vec<Vec<String>> = snap
                 .orgs
                 .values()
-                .map(|o| vec![o.name.clone(), o.network.prefix().to_string(), o.network.dns_addr().to_string()])
+                .map(|o| {
+                    vec![
+                        o.name.clone(),
+                        o.network.prefix().to_string(),
+                        o.network.dns_addr().to_string(),
+                    ]
+                })
                 .collect();
             table::print(&["NAME", "NETWORK", "DNS"], &rows);
         }
@@ -64,7 +70,13 @@ pub fn node(location: &str, cmd: NodeCommand) -> Result<()> {
                 gateway: a.gateway,
             };
             if let Some(Record::Node(n)) = reg.apply(&Change::AddNode(spec))?.record {
-                println!("added node {} in {} (host part {:x}:{:x})", n.name, n.region, n.host >> 16, n.host & 0xffff);
+                println!(
+                    "added node {} in {} (host part {:x}:{:x})",
+                    n.name,
+                    n.region,
+                    n.host >> 16,
+                    n.host & 0xffff
+                );
             }
         }
         NodeCommand::Remove { name } => {
@@ -89,7 +101,10 @@ pub fn node(location: &str, cmd: NodeCommand) -> Result<()> {
                     ]
                 })
                 .collect();
-            table::print(&["NAME", "REGION", "ENDPOINT", "GATEWAY", "PUBLIC KEY"], &rows);
+            table::print(
+                &["NAME", "REGION", "ENDPOINT", "GATEWAY", "PUBLIC KEY"],
+                &rows,
+            );
         }
     }
     Ok(())
@@ -99,7 +114,10 @@ pub fn machine(location: &str, cmd: MachineCommand) -> Result<()> {
     let reg = open(location)?;
     let show = |change: Change, verb: &str| -> Result<()> {
         if let Some(Record::Machine(m)) = reg.apply(&change)?.record {
-            println!("{verb} machine {} ({} in {} on {}, {})", m.id, m.app, m.region, m.node, m.addr);
+            println!(
+                "{verb} machine {} ({} in {} on {}, {})",
+                m.id, m.app, m.region, m.node, m.addr
+            );
         }
         Ok(())
     };
@@ -120,8 +138,20 @@ pub fn machine(location: &str, cmd: MachineCommand) -> Result<()> {
             }
             Ok(())
         }
-        MachineCommand::Stop { id } => show(Change::SetMachineState { id, state: MachineState::Stopped }, "stopped"),
-        MachineCommand::Start { id } => show(Change::SetMachineState { id, state: MachineState::Started }, "started"),
+        MachineCommand::Stop { id } => show(
+            Change::SetMachineState {
+                id,
+                state: MachineState::Stopped,
+            },
+            "stopped",
+        ),
+        MachineCommand::Start { id } => show(
+            Change::SetMachineState {
+                id,
+                state: MachineState::Started,
+            },
+            "started",
+        ),
         MachineCommand::Remove { id } => show(Change::RemoveMachine { id }, "removed"),
         MachineCommand::Move { id, node } => show(Change::MoveMachine { id, node }, "moved"),
         MachineCommand::List { org, app, json } => {
@@ -155,7 +185,12 @@ pub fn machine(location: &str, cmd: MachineCommand) -> Result<()> {
                     ]
                 })
                 .collect();
-            table::print(&["ID", "ORG", "APP", "REGION", "NODE", "GROUP", "STATE", "ADDRESS"], &rows);
+            table::print(
+                &[
+                    "ID", "ORG", "APP", "REGION", "NODE", "GROUP", "STATE", "ADDRESS",
+                ],
+                &rows,
+            );
             Ok(())
         }
     }
@@ -170,8 +205,16 @@ pub fn app(location: &str, cmd: AppCommand) -> Result<()> {
         .values()
         .filter(|a| org.as_ref().is_none_or(|o| &a.org == o))
         .map(|a| {
-            let of_app = || snap.machines.values().filter(|m| m.org == a.org && m.app == a.name);
-            (a, of_app().count(), of_app().filter(|m| m.started()).count())
+            let of_app = || {
+                snap.machines
+                    .values()
+                    .filter(|m| m.org == a.org && m.app == a.name)
+            };
+            (
+                a,
+                of_app().count(),
+                of_app().filter(|m| m.started()).count(),
+            )
         })
         .collect();
     if json {
@@ -183,7 +226,14 @@ pub fn app(location: &str, cmd: AppCommand) -> Result<()> {
     }
     let rows: Vec<Vec<String>> = apps
         .iter()
-        .map(|(a, all, started)| vec![a.org.clone(), a.name.clone(), all.to_string(), started.to_string()])
+        .map(|(a, all, started)| {
+            vec![
+                a.org.clone(),
+                a.name.clone(),
+                all.to_string(),
+                started.to_string(),
+            ]
+        })
         .collect();
     table::print(&["ORG", "APP", "MACHINES", "STARTED"], &rows);
     Ok(())
@@ -216,5 +266,6 @@ pub fn registry(location: &str, cmd: RegistryCommand) -> Result<()> {
             );
             Ok(())
         }
+        RegistryCommand::Copy { from, to } => crate::registry_copy::run(&from, &to),
     }
 }

@@ -53,6 +53,14 @@ pub enum RegistryCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Copies every record into an empty registry (e.g. SQLite to etcd), keeping ids,
+    /// network ids and addresses.
+    Copy {
+        /// The registry to read, e.g. sqlite:///var/lib/sixpn/registry.db
+        from: String,
+        /// The empty registry to fill, e.g. etcd://10.0.0.1:2379,10.0.0.2:2379/sixpn
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

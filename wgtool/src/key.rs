@@ -17,11 +17,14 @@ pub fn generate() -> String {
 
 /// The public key of a base64 private key (like `wg pubkey`).
 pub fn public(private_b64: &str) -> Result<String> {
-    let bytes = STANDARD
-        .decode(private_b64.trim())
-        .map_err(|_| anyhow::anyhow!("private key: must be base64 (44 characters, as `wgtool genkey` prints)"))?;
+    let bytes = STANDARD.decode(private_b64.trim()).map_err(|_| {
+        anyhow::anyhow!("private key: must be base64 (44 characters, as `wgtool genkey` prints)")
+    })?;
     let Ok(raw) = <[u8; 32]>::try_from(bytes.as_slice()) else {
-        bail!("private key: must be 32 bytes in base64 (this is {} bytes)", bytes.len());
+        bail!(
+            "private key: must be 32 bytes in base64 (this is {} bytes)",
+            bytes.len()
+        );
     };
     let secret = StaticSecret::from(raw);
     Ok(STANDARD.encode(PublicKey::from(&secret).as_bytes()))
@@ -36,7 +39,10 @@ mod tests {
         // RFC 7748 section 6.1, Alice's key pair.
         let private = hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a");
         let public_key = hex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a");
-        assert_eq!(public(&STANDARD.encode(private)).unwrap(), STANDARD.encode(public_key));
+        assert_eq!(
+            public(&STANDARD.encode(private)).unwrap(),
+            STANDARD.encode(public_key)
+        );
     }
 
     #[test]
@@ -45,17 +51,27 @@ mod tests {
         assert_ne!(a, b);
         let raw = STANDARD.decode(&a).unwrap();
         assert_eq!(raw.len(), 32);
-        assert_eq!((raw[0] & 7, raw[31] & 0xc0), (0, 0x40), "clamped like `wg genkey`");
+        assert_eq!(
+            (raw[0] & 7, raw[31] & 0xc0),
+            (0, 0x40),
+            "clamped like `wg genkey`"
+        );
         assert_eq!(public(&a).unwrap().len(), 44);
     }
 
     #[test]
     fn bad_private_keys_name_the_rule() {
-        assert!(public("not base64!").unwrap_err().to_string().contains("must be base64"));
+        assert!(public("not base64!")
+            .unwrap_err()
+            .to_string()
+            .contains("must be base64"));
         assert!(public("AAAA").unwrap_err().to_string().contains("32 bytes"));
     }
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 }

@@ -8,6 +8,7 @@ mod cli;
 mod key;
 mod peer;
 mod prompt;
+mod registry_copy;
 mod table;
 mod tunnel;
 

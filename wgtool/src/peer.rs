@@ -25,10 +25,18 @@ pub fn create(location: &str, a: CreateArgs) -> Result<()> {
         (Some(r), _) => Some(r),
         (None, Some(_)) => None,
         (None, None) => {
-            let mut gw: Vec<&str> = snap.nodes.values().filter(|n| n.gateway).map(|n| n.region.as_str()).collect();
+            let mut gw: Vec<&str> = snap
+                .nodes
+                .values()
+                .filter(|n| n.gateway)
+                .map(|n| n.region.as_str())
+                .collect();
             gw.sort_unstable();
             gw.dedup();
-            Some(prompt::ask("region", &format!("with a gateway: {}", gw.join(", ")))?)
+            Some(prompt::ask(
+                "region",
+                &format!("with a gateway: {}", gw.join(", ")),
+            )?)
         }
     };
     let name = match a.name {
@@ -78,12 +86,18 @@ pub fn create(location: &str, a: CreateArgs) -> Result<()> {
     Ok(())
 }
 
-fn render(reg: &dyn registry::Registry, peer: &registry::Peer, private_key: String) -> Result<String> {
+fn render(
+    reg: &dyn registry::Registry,
+    peer: &registry::Peer,
+    private_key: String,
+) -> Result<String> {
     let snap = reg.snapshot()?;
-    let gw = snap
-        .nodes
-        .get(&peer.gateway)
-        .with_context(|| format!("gateway node `{}` vanished while the peer was made", peer.gateway))?;
+    let gw = snap.nodes.get(&peer.gateway).with_context(|| {
+        format!(
+            "gateway node `{}` vanished while the peer was made",
+            peer.gateway
+        )
+    })?;
     let org = snap
         .orgs
         .get(&peer.org)
@@ -107,7 +121,11 @@ pub fn list(location: &str, a: ListPeersArgs) -> Result<()> {
             return Err(registry::Error::not_found(registry::Kind::Org, o).into());
         }
     }
-    let peers: Vec<_> = snap.peers.values().filter(|p| a.org.as_ref().is_none_or(|o| &p.org == o)).collect();
+    let peers: Vec<_> = snap
+        .peers
+        .values()
+        .filter(|p| a.org.as_ref().is_none_or(|o| &p.org == o))
+        .collect();
     if a.json {
         return table::json(&peers);
     }
@@ -125,7 +143,12 @@ pub fn list(location: &str, a: ListPeersArgs) -> Result<()> {
             ]
         })
         .collect();
-    table::print(&["ORG", "NAME", "REGION", "GATEWAY", "ADDRESS", "CREATED", "EXPIRES"], &rows);
+    table::print(
+        &[
+            "ORG", "NAME", "REGION", "GATEWAY", "ADDRESS", "CREATED", "EXPIRES",
+        ],
+        &rows,
+    );
     Ok(())
 }
 
@@ -138,12 +161,17 @@ pub fn remove(location: &str, a: RemovePeerArgs) -> Result<()> {
             let mut orgs = snap.orgs.keys();
             match (orgs.next(), orgs.next()) {
                 (Some(only), None) => (only.clone(), name.clone()),
-                _ => return Err(usage("org: several orgs (or none) exist; give it as `wgtool remove <org> <name>`")),
+                _ => return Err(usage(
+                    "org: several orgs (or none) exist; give it as `wgtool remove <org> <name>`",
+                )),
             }
         }
         _ => return Err(usage("usage: wgtool remove [org] <name>")),
     };
-    reg.apply(&Change::RemovePeer { org: org.clone(), name: name.clone() })?;
+    reg.apply(&Change::RemovePeer {
+        org: org.clone(),
+        name: name.clone(),
+    })?;
     println!("removed peer {name} of org {org}");
     Ok(())
 }

@@ -5,7 +5,9 @@ use std::io::{BufRead, IsTerminal, Write};
 /// Asks for `what` on the terminal; off a terminal, a missing argument is a usage error.
 pub fn ask(what: &str, hint: &str) -> anyhow::Result<String> {
     if !std::io::stdin().is_terminal() {
-        return Err(crate::usage(format!("{what}: missing; give it as an argument ({hint})")));
+        return Err(crate::usage(format!(
+            "{what}: missing; give it as an argument ({hint})"
+        )));
     }
     eprint!("{what} ({hint}): ");
     std::io::stderr().flush()?;

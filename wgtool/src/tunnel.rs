@@ -44,11 +44,21 @@ impl TunnelFile {
 /// Fails unless `path` can be created new: it must not exist and its folder must.
 pub fn check_writable(path: &Path) -> Result<()> {
     if path.exists() {
-        anyhow::bail!("file `{}`: already exists; refusing to overwrite it", path.display());
+        anyhow::bail!(
+            "file `{}`: already exists; refusing to overwrite it",
+            path.display()
+        );
     }
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if !dir.is_dir() {
-        anyhow::bail!("file `{}`: folder `{}` does not exist", path.display(), dir.display());
+        anyhow::bail!(
+            "file `{}`: folder `{}` does not exist",
+            path.display(),
+            dir.display()
+        );
     }
     Ok(())
 }
@@ -118,10 +128,16 @@ mod tests {
         write_new(&path, "x").unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert!(check_writable(&path).unwrap_err().to_string().contains("already exists"));
+        assert!(check_writable(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("already exists"));
         assert!(write_new(&path, "y").is_err());
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "x");
         let missing = dir.path().join("nope/alice.conf");
-        assert!(check_writable(&missing).unwrap_err().to_string().contains("does not exist"));
+        assert!(check_writable(&missing)
+            .unwrap_err()
+            .to_string()
+            .contains("does not exist"));
     }
 }

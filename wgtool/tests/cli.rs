@@ -14,7 +14,11 @@ struct Env {
 impl Env {
     fn new() -> Env {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("registry.db").to_string_lossy().into_owned();
+        let db = dir
+            .path()
+            .join("registry.db")
+            .to_string_lossy()
+            .into_owned();
         Env { dir, db }
     }
 
@@ -31,7 +35,11 @@ impl Env {
 
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "wgtool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "wgtool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -43,59 +51,193 @@ impl Env {
     fn populated() -> Env {
         let env = Env::new();
         env.ok(&["org", "create", "acme"]);
-        env.ok(&["node", "add", "gw1", "--region", "iad", "--endpoint", "192.0.2.1:51820", "--public-key", &pubkey(), "--gateway"]);
-        env.ok(&["node", "add", "h2", "--region", "ams", "--endpoint", "192.0.2.2:51820", "--public-key", &pubkey()]);
+        env.ok(&[
+            "node",
+            "add",
+            "gw1",
+            "--region",
+            "iad",
+            "--endpoint",
+            "192.0.2.1:51820",
+            "--public-key",
+            &pubkey(),
+            "--gateway",
+        ]);
+        env.ok(&[
+            "node",
+            "add",
+            "h2",
+            "--region",
+            "ams",
+            "--endpoint",
+            "192.0.2.2:51820",
+            "--public-key",
+            &pubkey(),
+        ]);
         env
     }
 }
 
 fn pubkey() -> String {
     let private = Command::new(WGTOOL).arg("genkey").output().unwrap().stdout;
-    let mut child = Command::new(WGTOOL).arg("pubkey").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(WGTOOL)
+        .arg("pubkey")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     use std::io::Write;
     child.stdin.take().unwrap().write_all(&private).unwrap();
-    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap().trim().to_string()
+    String::from_utf8(child.wait_with_output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 #[test]
 fn bad_input_exits_2_with_one_clear_line_and_writes_nothing() {
     let env = Env::populated();
-    env.ok(&["machine", "add", "web", "--org", "acme", "--region", "iad", "--node", "gw1"]);
+    env.ok(&[
+        "machine", "add", "web", "--org", "acme", "--region", "iad", "--node", "gw1",
+    ]);
     env.ok(&["create", "acme", "iad", "alice", "alice.conf"]);
     let key = pubkey();
     let cases: &[(&[&str], &str)] = &[
-        (&["org", "create", "Acme"], "org name `Acme`: use a-z, 0-9 and '-'"),
+        (
+            &["org", "create", "Acme"],
+            "org name `Acme`: use a-z, 0-9 and '-'",
+        ),
         (&["org", "create", "acme"], "org `acme` already exists"),
         (&["org", "create", "-x"], "unexpected argument"),
-        (&["machine", "add", "web", "--org", "nope", "--region", "iad", "--node", "gw1"], "org `nope` does not exist"),
-        (&["machine", "add", "web", "--org", "acme", "--region", "zzz", "--node", "gw1"], "region `zzz`: unknown region"),
-        (&["machine", "add", "web", "--org", "acme", "--region", "iad", "--node", "nope"], "node `nope` does not exist"),
-        (&["machine", "add", "Web", "--org", "acme", "--region", "iad", "--node", "gw1"], "app name `Web`"),
-        (&["machine", "add", "global", "--org", "acme", "--region", "iad", "--node", "gw1"], "app name `global`: is reserved"),
-        (&["node", "add", "gw1", "--region", "iad", "--endpoint", "192.0.2.9:1", "--public-key", &key], "node `gw1` already exists"),
-        (&["node", "add", "h3", "--region", "iad", "--endpoint", "192.0.2.9:1", "--public-key", "short"], "public key `short`"),
-        (&["node", "add", "h3", "--region", "iad", "--endpoint", "nohost", "--public-key", &key], "invalid value 'nohost' for '--endpoint"),
+        (
+            &[
+                "machine", "add", "web", "--org", "nope", "--region", "iad", "--node", "gw1",
+            ],
+            "org `nope` does not exist",
+        ),
+        (
+            &[
+                "machine", "add", "web", "--org", "acme", "--region", "zzz", "--node", "gw1",
+            ],
+            "region `zzz`: unknown region",
+        ),
+        (
+            &[
+                "machine", "add", "web", "--org", "acme", "--region", "iad", "--node", "nope",
+            ],
+            "node `nope` does not exist",
+        ),
+        (
+            &[
+                "machine", "add", "Web", "--org", "acme", "--region", "iad", "--node", "gw1",
+            ],
+            "app name `Web`",
+        ),
+        (
+            &[
+                "machine", "add", "global", "--org", "acme", "--region", "iad", "--node", "gw1",
+            ],
+            "app name `global`: is reserved",
+        ),
+        (
+            &[
+                "node",
+                "add",
+                "gw1",
+                "--region",
+                "iad",
+                "--endpoint",
+                "192.0.2.9:1",
+                "--public-key",
+                &key,
+            ],
+            "node `gw1` already exists",
+        ),
+        (
+            &[
+                "node",
+                "add",
+                "h3",
+                "--region",
+                "iad",
+                "--endpoint",
+                "192.0.2.9:1",
+                "--public-key",
+                "short",
+            ],
+            "public key `short`",
+        ),
+        (
+            &[
+                "node",
+                "add",
+                "h3",
+                "--region",
+                "iad",
+                "--endpoint",
+                "nohost",
+                "--public-key",
+                &key,
+            ],
+            "invalid value 'nohost' for '--endpoint",
+        ),
         (&["node", "remove", "gw1"], "node `gw1` is still in use"),
-        (&["machine", "stop", "00000000000000"], "machine `00000000000000` does not exist"),
-        (&["create", "acme", "iad", "alice", "other.conf"], "peer `alice` already exists"),
-        (&["create", "acme", "ams", "bob", "bob.conf"], "region `ams`: has no gateway node"),
-        (&["create", "acme", "iad", "carol", "alice.conf"], "file `alice.conf`: already exists"),
-        (&["create", "acme", "iad", "carol", "nodir/carol.conf"], "folder `nodir` does not exist"),
-        (&["create", "acme"], "region: missing; give it as an argument"),
-        (&["remove", "acme", "nobody"], "peer `nobody` does not exist"),
+        (
+            &["machine", "stop", "00000000000000"],
+            "machine `00000000000000` does not exist",
+        ),
+        (
+            &["create", "acme", "iad", "alice", "other.conf"],
+            "peer `alice` already exists",
+        ),
+        (
+            &["create", "acme", "ams", "bob", "bob.conf"],
+            "region `ams`: has no gateway node",
+        ),
+        (
+            &["create", "acme", "iad", "carol", "alice.conf"],
+            "file `alice.conf`: already exists",
+        ),
+        (
+            &["create", "acme", "iad", "carol", "nodir/carol.conf"],
+            "folder `nodir` does not exist",
+        ),
+        (
+            &["create", "acme"],
+            "region: missing; give it as an argument",
+        ),
+        (
+            &["remove", "acme", "nobody"],
+            "peer `nobody` does not exist",
+        ),
         (&["list", "nope"], "org `nope` does not exist"),
     ];
     let before = env.snapshot();
     for (args, want) in cases {
         let out = env.run(args);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "wgtool {args:?} exit status; stderr: {err}");
-        assert!(err.contains(want), "wgtool {args:?}: stderr `{err}` lacks `{want}`");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "wgtool {args:?} exit status; stderr: {err}"
+        );
+        assert!(
+            err.contains(want),
+            "wgtool {args:?}: stderr `{err}` lacks `{want}`"
+        );
         if !want.contains("unexpected") && !want.contains("invalid value") {
-            assert_eq!(err.trim_end().lines().count(), 1, "one line for {args:?}: {err}");
+            assert_eq!(
+                err.trim_end().lines().count(),
+                1,
+                "one line for {args:?}: {err}"
+            );
             assert!(out.stdout.is_empty(), "nothing on stdout for {args:?}");
         }
-        assert_eq!(env.snapshot(), before, "wgtool {args:?} changed the registry");
+        assert_eq!(
+            env.snapshot(),
+            before,
+            "wgtool {args:?} changed the registry"
+        );
     }
     assert!(!env.dir.path().join("other.conf").exists());
     assert!(!env.dir.path().join("bob.conf").exists());
@@ -103,7 +245,10 @@ fn bad_input_exits_2_with_one_clear_line_and_writes_nothing() {
 
 #[test]
 fn unreadable_registry_is_a_clear_failure() {
-    let out = Command::new(WGTOOL).args(["--registry", "/nonexistent-sixpn/r.db", "org", "list"]).output().unwrap();
+    let out = Command::new(WGTOOL)
+        .args(["--registry", "/nonexistent-sixpn/r.db", "org", "list"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
@@ -112,10 +257,19 @@ fn unreadable_registry_is_a_clear_failure() {
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.db");
     std::fs::write(&junk, vec![7u8; 8192]).unwrap();
-    let out = Command::new(WGTOOL).arg("--registry").arg(&junk).args(["org", "create", "x"]).output().unwrap();
+    let out = Command::new(WGTOOL)
+        .arg("--registry")
+        .arg(&junk)
+        .args(["org", "create", "x"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a database"));
-    assert_eq!(std::fs::read(&junk).unwrap(), vec![7u8; 8192], "a bad file is left as it was");
+    assert_eq!(
+        std::fs::read(&junk).unwrap(),
+        vec![7u8; 8192],
+        "a bad file is left as it was"
+    );
 }
 
 #[test]
@@ -127,12 +281,32 @@ fn concurrent_processes_get_distinct_addresses() {
             std::thread::spawn(move || {
                 let mut lines = Vec::new();
                 for _ in 0..15 {
-                    let (region, node) = if i % 2 == 0 { ("iad", "gw1") } else { ("ams", "h2") };
+                    let (region, node) = if i % 2 == 0 {
+                        ("iad", "gw1")
+                    } else {
+                        ("ams", "h2")
+                    };
                     let out = Command::new(WGTOOL)
-                        .args(["--registry", &db, "machine", "add", "web", "--org", "acme", "--region", region, "--node", node])
+                        .args([
+                            "--registry",
+                            &db,
+                            "machine",
+                            "add",
+                            "web",
+                            "--org",
+                            "acme",
+                            "--region",
+                            region,
+                            "--node",
+                            node,
+                        ])
                         .output()
                         .unwrap();
-                    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                    assert!(
+                        out.status.success(),
+                        "{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
                     lines.push(String::from_utf8(out.stdout).unwrap());
                 }
                 lines
@@ -143,7 +317,10 @@ fn concurrent_processes_get_distinct_addresses() {
     for w in workers {
         for line in w.join().unwrap() {
             let (_, addr) = line.trim().split_once(' ').unwrap();
-            assert!(addrs.insert(addr.to_string()), "address {addr} handed out twice");
+            assert!(
+                addrs.insert(addr.to_string()),
+                "address {addr} handed out twice"
+            );
         }
     }
     assert_eq!(addrs.len(), 90);
@@ -155,17 +332,37 @@ fn create_writes_a_private_tunnel_file_matching_the_registry() {
     let env = Env::populated();
     env.ok(&["create", "acme", "iad", "alice", "alice.conf"]);
     let path = env.dir.path().join("alice.conf");
-    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let text = std::fs::read_to_string(&path).unwrap();
     let snap = env.snapshot();
     let peer = &snap.peers[&("acme".to_string(), "alice".to_string())];
     let gw = &snap.nodes["gw1"];
-    let private = text.lines().find_map(|l| l.strip_prefix("PrivateKey = ")).unwrap();
-    let mut child = Command::new(WGTOOL).arg("pubkey").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let private = text
+        .lines()
+        .find_map(|l| l.strip_prefix("PrivateKey = "))
+        .unwrap();
+    let mut child = Command::new(WGTOOL)
+        .arg("pubkey")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(private.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(private.as_bytes())
+        .unwrap();
     let derived = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
-    assert_eq!(derived.trim(), peer.public_key, "only the public key is registered");
+    assert_eq!(
+        derived.trim(),
+        peer.public_key,
+        "only the public key is registered"
+    );
     let want = format!(
         "[Interface]\nPrivateKey = {private}\nAddress = {}/128\nDNS = fdaa:0:1::3\n\n[Peer]\nPublicKey = {}\nAllowedIPs = fdaa:0:1::/48\nEndpoint = 192.0.2.1:51820\nPersistentKeepalive = 15\n",
         peer.addr, gw.public_key
@@ -183,11 +380,21 @@ fn create_writes_a_private_tunnel_file_matching_the_registry() {
 
 #[test]
 fn genkey_and_pubkey_agree_with_wg() {
-    let private = String::from_utf8(Command::new(WGTOOL).arg("genkey").output().unwrap().stdout).unwrap();
+    let private =
+        String::from_utf8(Command::new(WGTOOL).arg("genkey").output().unwrap().stdout).unwrap();
     let ours = {
-        let mut c = Command::new(WGTOOL).arg("pubkey").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let mut c = Command::new(WGTOOL)
+            .arg("pubkey")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
         use std::io::Write;
-        c.stdin.take().unwrap().write_all(private.as_bytes()).unwrap();
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(private.as_bytes())
+            .unwrap();
         c.wait_with_output().unwrap().stdout
     };
     let theirs = {
@@ -198,26 +405,76 @@ fn genkey_and_pubkey_agree_with_wg() {
             .spawn()
             .expect("`wg` (wireguard-tools) is needed: scripts/test installs it");
         use std::io::Write;
-        c.stdin.take().unwrap().write_all(private.as_bytes()).unwrap();
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(private.as_bytes())
+            .unwrap();
         c.wait_with_output().unwrap().stdout
     };
     assert_eq!(ours, theirs);
-    let out = Command::new(WGTOOL).arg("pubkey").stdin(Stdio::null()).output().unwrap();
+    let out = Command::new(WGTOOL)
+        .arg("pubkey")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
 fn machines_stop_start_move_and_free_their_address() {
     let env = Env::populated();
-    let line = env.ok(&["machine", "add", "web", "--org", "acme", "--region", "iad", "--node", "gw1"]);
+    let line = env.ok(&[
+        "machine", "add", "web", "--org", "acme", "--region", "iad", "--node", "gw1",
+    ]);
     let (id, addr) = line.trim().split_once(' ').unwrap();
     env.ok(&["machine", "stop", id]);
-    assert_eq!(env.snapshot().machines[id].state, registry::MachineState::Stopped);
+    assert_eq!(
+        env.snapshot().machines[id].state,
+        registry::MachineState::Stopped
+    );
     env.ok(&["machine", "start", id]);
     env.ok(&["machine", "move", id, "--node", "h2"]);
     let m = &env.snapshot().machines[id];
-    assert_eq!((m.node.as_str(), m.region.as_str(), m.addr.to_string()), ("h2", "ams", addr.to_string()));
+    assert_eq!(
+        (m.node.as_str(), m.region.as_str(), m.addr.to_string()),
+        ("h2", "ams", addr.to_string())
+    );
     env.ok(&["machine", "remove", id]);
-    let again = env.ok(&["machine", "add", "api", "--org", "acme", "--region", "iad", "--node", "gw1"]);
-    assert!(again.trim().ends_with(addr), "the freed address is reused: {again}");
+    let again = env.ok(&[
+        "machine", "add", "api", "--org", "acme", "--region", "iad", "--node", "gw1",
+    ]);
+    assert!(
+        again.trim().ends_with(addr),
+        "the freed address is reused: {again}"
+    );
+}
+
+#[test]
+fn registry_copy_moves_everything_and_refuses_a_non_empty_target() {
+    let env = Env::populated();
+    let out = env.ok(&[
+        "machine", "add", "web", "--org", "acme", "--region", "iad", "--node", "gw1",
+    ]);
+    env.ok(&["create", "acme", "iad", "alice", "alice.conf"]);
+    let target = env.dir.path().join("copy.db");
+    let target = target.to_str().unwrap();
+    let said = env.ok(&["registry", "copy", &env.db, target]);
+    assert!(said.starts_with("copied "), "{said}");
+
+    let from = env.snapshot();
+    let to = registry::open(target).unwrap().snapshot().unwrap();
+    assert_eq!(
+        from, to,
+        "the copy holds the same records at the same revision"
+    );
+    let id = out.split_whitespace().next().unwrap();
+    assert!(to.machines.contains_key(id), "{out}");
+
+    // A second copy into the now non-empty target is refused, and changes nothing.
+    let again = env.run(&["registry", "copy", &env.db, target]);
+    assert_eq!(again.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("must be empty"), "{err}");
+    assert_eq!(registry::open(target).unwrap().snapshot().unwrap(), to);
 }
