@@ -29,9 +29,9 @@ if [[ " $IMPLS " == *" boringtun-cli "* ]] && [ ! -x "$TOOLS/bin/boringtun-cli" 
   cargo install --quiet boringtun-cli --version 0.7.1 --root "$TOOLS"
 fi
 if [[ " $IMPLS " == *" meshd "* ]]; then
-  cargo build --quiet --release -p meshd
+  [ -n "${MESHD:-}" ] || cargo build --quiet --release -p meshd
 fi
-MESHD=$PWD/target/release/meshd
+MESHD=${MESHD:-$PWD/target/release/meshd}
 
 tag=$(printf '%x' $(( $$ & 0xffff )))
 A=bpa$tag; B=bpb$tag

@@ -13,7 +13,8 @@ use serde::Deserialize;
 #[derive(Debug, Parser)]
 #[command(name = "dnsd", version)]
 pub struct Cli {
-    /// Registry location: a SQLite path or `sqlite:///path` [default: /var/lib/sixpn/registry.db].
+    /// Registry location: a SQLite path, `sqlite:///path` or `etcd://host:port,...[/prefix]`
+    /// [default: /var/lib/sixpn/registry.db].
     #[arg(long, env = "SIXPN_REGISTRY")]
     pub registry: Option<String>,
     /// Address to serve DNS on, over UDP and TCP; repeat for several [default: [::]:53].
@@ -233,6 +234,15 @@ mod tests {
         let mut all = vec!["dnsd"];
         all.extend_from_slice(args);
         Cli::try_parse_from(all).unwrap()
+    }
+
+    #[test]
+    fn the_example_file_loads() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/dnsd.toml");
+        let c = Config::load(cli(&["--config", path])).unwrap();
+        assert_eq!(c.default_org.as_deref(), Some("acme"));
+        assert_eq!(c.upstreams.len(), 2);
+        assert_eq!(c.metrics, Some("127.0.0.1:9153".parse().unwrap()));
     }
 
     #[test]

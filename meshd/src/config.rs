@@ -252,6 +252,19 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_loads() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/meshd.toml");
+        match args(&["--config", path]).resolve().unwrap() {
+            Mode::Mesh(m) => {
+                assert_eq!(m.node, "iad-1");
+                assert_eq!(m.listen_port, 51820);
+                assert!(!m.gateway);
+            }
+            m => panic!("{m:?}"),
+        }
+    }
+
+    #[test]
     fn interface_alone_is_drop_in() {
         match args(&["wg7"]).resolve().unwrap() {
             Mode::DropIn(d) => {

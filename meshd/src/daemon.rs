@@ -3,8 +3,8 @@
 //! one packet or one change.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
+use std::io::{BufRead, BufReader, IoSliceMut, Write};
+use std::net::Ipv6Addr;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,10 +15,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use arc_swap::ArcSwap;
 use registry::{Change, NodeSpec};
-use tun_rs::SyncDevice;
+use tun_rs::{SyncDevice, VIRTIO_NET_HDR_LEN};
 
+use crate::batch::{self, Batch, Out};
 use crate::config::{DropInConfig, MeshConfig};
-use crate::core::{timers::TICK, Core, Options, Transmit};
+use crate::core::{timers::TICK, Core, Drop, Options};
 use crate::{key, metrics, sync, tun, uapi, udp};
 
 /// Why the process is ending.
@@ -31,33 +32,10 @@ enum Exit {
 pub struct Shell {
     core: Mutex<Core>,
     tun: SyncDevice,
-    udp: ArcSwap<UdpSocket>,
+    udp: ArcSwap<batch::Socket>,
     interface: String,
     health: Option<Arc<registry::Health>>,
     stopping: AtomicBool,
-}
-
-struct Io<'a> {
-    udp: &'a UdpSocket,
-    tun: &'a SyncDevice,
-}
-
-impl Transmit for Io<'_> {
-    fn send_udp(&mut self, to: SocketAddr, datagram: &[u8]) -> bool {
-        match self.udp.send_to(datagram, udp::to_wire(to)) {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::trace!(%to, error = %e, "send failed");
-                false
-            }
-        }
-    }
-
-    fn write_tun(&mut self, packet: &[u8]) {
-        if let Err(e) = self.tun.send(packet) {
-            tracing::trace!(error = %e, "TUN write failed");
-        }
-    }
 }
 
 impl Shell {
@@ -67,14 +45,24 @@ impl Shell {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn with_io<R>(&self, f: impl FnOnce(&mut Core, &mut Io<'_>) -> R) -> R {
+    /// Runs `f` on the core with the lock held, then writes what it produced.
+    fn with_io<R>(&self, f: impl FnOnce(&mut Core, &mut Out<'_>) -> R) -> R {
         let sock = self.udp.load();
-        let mut io = Io {
-            udp: &sock,
-            tun: &self.tun,
-        };
-        let mut core = self.lock();
-        f(&mut core, &mut io)
+        let mut batch = Batch::default();
+        let r = f(&mut self.lock(), &mut batch.out(&sock, &self.tun));
+        self.flush(&mut batch, &sock);
+        r
+    }
+
+    /// Writes a batch out (without the lock) and counts what the kernel refused.
+    fn flush(&self, batch: &mut Batch, sock: &batch::Socket) {
+        batch.flush(sock, &self.tun);
+        let (udp, tun) = batch.take_failures();
+        if udp + tun > 0 {
+            let mut core = self.lock();
+            core.counters.drop_many(Drop::SendFailed, udp);
+            core.counters.drop_many(Drop::TunWriteFailed, tun);
+        }
     }
 
     pub fn sample(&self) -> metrics::Sample {
@@ -105,51 +93,93 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<()> {
     Ok(())
 }
 
-fn tun_loop(shell: Arc<Shell>, exit: mpsc::Sender<Exit>) {
-    let mut buf = vec![0u8; 65_536];
-    loop {
-        match shell.tun.recv(&mut buf) {
-            Ok(0) => continue,
-            Ok(n) => {
-                shell.with_io(|core, io| core.handle_tun_packet(Instant::now(), &buf[..n], io))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let _ = exit.send(Exit::TunGone(e.to_string()));
-                return;
-            }
-        }
+/// Whether a TUN read error means the device is gone (as opposed to one bad packet, such
+/// as a GSO packet tun-rs could not split).
+fn tun_fatal(e: &std::io::Error) -> bool {
+    match e.raw_os_error() {
+        Some(code) => !matches!(code, libc::EINTR | libc::EAGAIN | libc::EINVAL),
+        None => false,
     }
 }
 
+/// TUN → core → UDP: one read (with offload, a TCP segment of up to 64 KiB, split into
+/// packets), one lock, then the datagrams out in GSO runs.
+fn tun_loop(shell: Arc<Shell>, exit: mpsc::Sender<Exit>) {
+    let mut raw = vec![0u8; VIRTIO_NET_HDR_LEN + 65_535];
+    let mut bufs = vec![vec![0u8; 65_535]; batch::TUN_BATCH];
+    let mut sizes = vec![0usize; batch::TUN_BATCH];
+    let mut malformed = 0u64;
+    let mut batch = Batch::default();
+    loop {
+        let n = match shell.tun.recv_multiple(&mut raw, &mut bufs, &mut sizes, 0) {
+            Ok(n) => n,
+            Err(e) if tun_fatal(&e) => {
+                let _ = exit.send(Exit::TunGone(e.to_string()));
+                return;
+            }
+            Err(e) => {
+                malformed += 1;
+                tracing::trace!(error = %e, malformed, "TUN read");
+                continue;
+            }
+        };
+        let sock = shell.udp.load();
+        {
+            let mut out = batch.out(&sock, &shell.tun);
+            let mut core = shell.lock();
+            let now = Instant::now();
+            for (buf, size) in bufs.iter().zip(&sizes).take(n) {
+                if *size > 0 {
+                    core.handle_tun_packet(now, &buf[..*size], &mut out);
+                }
+            }
+        }
+        shell.flush(&mut batch, &sock);
+    }
+}
+
+/// How many receive buffers one `recvmmsg` fills; with UDP GRO each holds up to 64 KiB of
+/// datagrams from one sender.
+const UDP_RECV_BATCH: usize = 16;
+
+/// UDP → core → TUN: one `recvmmsg` (with GRO, many datagrams per buffer), one lock, then
+/// the packets to the TUN coalesced per flow.
 fn udp_loop(shell: Arc<Shell>) {
-    let mut buf = vec![0u8; 65_536];
+    let mut storage = vec![[0u8; 65_536]; UDP_RECV_BATCH];
+    let mut meta = vec![quinn_udp::RecvMeta::default(); UDP_RECV_BATCH];
+    let mut batch = Batch::default();
     while !shell.stopping.load(Ordering::Relaxed) {
         // Loaded per receive: `wg set listen-port` may swap the socket.
         let sock = shell.udp.load_full();
-        match sock.recv_from(&mut buf) {
-            Ok((n, from)) => {
-                let from = udp::from_wire(from);
-                let mut io = Io {
-                    udp: &sock,
-                    tun: &shell.tun,
-                };
-                shell
-                    .lock()
-                    .handle_datagram(Instant::now(), from, &buf[..n], &mut io);
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) => {}
+        if !sock.wait(libc::POLLIN, udp::RECV_TIMEOUT) {
+            continue;
+        }
+        let mut iov: Vec<IoSliceMut<'_>> = storage
+            .iter_mut()
+            .map(|b| IoSliceMut::new(&mut b[..]))
+            .collect();
+        let n = match sock.state.recv((&sock.sock).into(), &mut iov, &mut meta) {
+            Ok(n) => n,
             Err(e) => {
-                // ICMP port unreachable and the like surface here; keep going.
+                // WouldBlock after a spurious wake-up, ICMP errors and the like: go on.
                 tracing::trace!(error = %e, "UDP receive");
+                continue;
+            }
+        };
+        drop(iov);
+        {
+            let mut out = batch.out(&sock, &shell.tun);
+            let mut core = shell.lock();
+            let now = Instant::now();
+            for (m, buf) in meta.iter().zip(&storage).take(n) {
+                let from = udp::from_wire(m.addr);
+                let stride = m.stride.max(1);
+                for datagram in buf[..m.len].chunks(stride) {
+                    core.handle_datagram(now, from, datagram, &mut out);
+                }
             }
         }
+        shell.flush(&mut batch, &sock);
     }
 }
 
@@ -221,6 +251,7 @@ fn rebind(shell: &Shell, port: u16) -> std::result::Result<(), i32> {
     }
     let sock = udp::bind(port).map_err(|e| e.raw_os_error().unwrap_or(98))?;
     let actual = sock.local_addr().map(|a| a.port()).unwrap_or(port);
+    let sock = batch::Socket::new(sock).map_err(|e| e.raw_os_error().unwrap_or(22))?;
     shell.udp.store(Arc::new(sock));
     shell.lock().listen_port = actual;
     tracing::info!(port = actual, "listening");
@@ -255,6 +286,7 @@ fn start(
     catch_signals(tx.clone())?;
     let sock = udp::bind(port).with_context(|| format!("binding UDP port {port}"))?;
     let actual = sock.local_addr().map(|a| a.port()).unwrap_or(port);
+    let sock = batch::Socket::new(sock).context("setting up the UDP socket")?;
     let tun = tun::open(interface)?;
     let mut core = core;
     core.listen_port = actual;

@@ -2,6 +2,7 @@
 //! `tun` → `core` (router, org filter, peer table, timers) → `udp`, with `uapi`, `sync`
 //! (registry → peers), `metrics` and `daemon` (the threads) around it.
 
+pub mod batch;
 pub mod config;
 pub mod core;
 pub mod daemon;

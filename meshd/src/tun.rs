@@ -8,13 +8,27 @@ use crate::error::{Error, Result};
 
 pub const MTU: u16 = 1420;
 
-/// Opens (creates) the TUN interface.
+/// Opens (creates) the TUN interface, with TCP/UDP segmentation offload (`IFF_VNET_HDR`:
+/// the kernel hands over and takes 64 KiB segments) where the kernel has it, and without
+/// where it has not.
 pub fn open(name: &str) -> Result<SyncDevice> {
-    DeviceBuilder::new()
-        .name(name)
-        .mtu(MTU)
-        .build_sync()
-        .map_err(|e| Error::io(format!("creating TUN interface {name}"), e))
+    let build = |offload: bool| {
+        DeviceBuilder::new()
+            .name(name)
+            .mtu(MTU)
+            .offload(offload)
+            .build_sync()
+    };
+    match build(true) {
+        Ok(dev) => {
+            tracing::debug!(tcp = dev.tcp_gso(), udp = dev.udp_gso(), "TUN offload");
+            Ok(dev)
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "TUN offload unavailable; going on without");
+            build(false).map_err(|e| Error::io(format!("creating TUN interface {name}"), e))
+        }
+    }
 }
 
 /// Runs `ip <args>`; slow path only (start-up and registry changes).

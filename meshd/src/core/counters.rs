@@ -33,10 +33,12 @@ pub enum Drop {
     NoKey,
     /// The socket refused to send.
     SendFailed,
+    /// The TUN device refused a write.
+    TunWriteFailed,
 }
 
 impl Drop {
-    pub const ALL: [Drop; 15] = [
+    pub const ALL: [Drop; 16] = [
         Drop::Malformed,
         Drop::UnknownPeer,
         Drop::UnknownIndex,
@@ -52,6 +54,7 @@ impl Drop {
         Drop::NoForward,
         Drop::NoKey,
         Drop::SendFailed,
+        Drop::TunWriteFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +74,7 @@ impl Drop {
             Drop::NoForward => "no_forward",
             Drop::NoKey => "no_key",
             Drop::SendFailed => "send_failed",
+            Drop::TunWriteFailed => "tun_write_failed",
         }
     }
 
@@ -114,6 +118,10 @@ pub struct Counters {
 impl Counters {
     pub fn drop(&mut self, why: Drop) {
         self.drops[why as usize] += 1;
+    }
+
+    pub fn drop_many(&mut self, why: Drop, n: u64) {
+        self.drops[why as usize] += n;
     }
 
     pub fn drops(&self, why: Drop) -> u64 {
