@@ -9,7 +9,7 @@
 //!   `IFF_VNET_HDR` offload, and writes them one by one when it has not.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use tun_rs::{GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
@@ -41,15 +41,19 @@ impl Socket {
 
     /// Waits until the socket is readable (`POLLIN`) or writable (`POLLOUT`), or `timeout`.
     pub fn wait(&self, events: libc::c_short, timeout: Duration) -> bool {
-        let mut fd = libc::pollfd {
-            fd: self.sock.as_raw_fd(),
-            events,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd on the stack, for the length of the call.
-        let n = unsafe { libc::poll(&mut fd, 1, timeout.as_millis() as libc::c_int) };
-        n > 0
+        wait_fd(self.sock.as_raw_fd(), events, timeout)
     }
+}
+
+/// Waits until `fd` is ready for `events`, or `timeout`.
+pub fn wait_fd(fd: RawFd, events: libc::c_short, timeout: Duration) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd on the stack, for the length of the call.
+    unsafe { libc::poll(&mut p, 1, timeout.as_millis() as libc::c_int) > 0 }
 }
 
 /// A run of datagrams to one endpoint, stored back to back in `UdpBatch::buf`.
@@ -108,18 +112,96 @@ impl UdpBatch {
         });
     }
 
-    /// Sends everything; returns how many datagrams could not be sent.
+    /// Sends everything, up to 64 runs per `sendmmsg`; returns how many datagrams could not
+    /// be sent.
     pub fn flush(&mut self, socket: &Socket) -> u64 {
         let mut failed = 0;
-        for run in &self.runs {
-            let contents = &self.buf[run.start..run.start + run.len];
-            failed += send_run(socket, run, contents);
+        let mut i = 0;
+        while i < self.runs.len() {
+            let rest = &self.runs[i..];
+            if rest.len() > 1 {
+                match sendmmsg_runs(socket.sock.as_raw_fd(), rest, &self.buf) {
+                    Ok(sent) => {
+                        i += sent;
+                        continue;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if socket.wait(libc::POLLOUT, SEND_WAIT) {
+                            continue;
+                        }
+                    }
+                    // The first run failed: it goes the careful way below, which also
+                    // notices a kernel that refuses GSO.
+                    Err(_) => {}
+                }
+            }
+            let run = &self.runs[i];
+            failed += send_run(socket, run, &self.buf[run.start..run.start + run.len]);
+            i += 1;
         }
         self.buf.clear();
         self.runs.clear();
         self.datagrams = 0;
         failed
     }
+}
+
+/// Runs per `sendmmsg`.
+const SENDMMSG_MAX: usize = 64;
+/// `UDP_SEGMENT` from linux/udp.h (the libc crate has it only for some targets).
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// Sends the first runs (up to `SENDMMSG_MAX`) in one `sendmmsg`, each a GSO message;
+/// returns how many went. The socket is the dual-stack IPv6 one of `udp::bind`.
+fn sendmmsg_runs(fd: RawFd, runs: &[Run], buf: &[u8]) -> std::io::Result<usize> {
+    let k = runs.len().min(SENDMMSG_MAX);
+    // SAFETY: all-zero is a valid value of these plain C structs.
+    let mut names: [libc::sockaddr_in6; SENDMMSG_MAX] = unsafe { std::mem::zeroed() };
+    let mut iovs: [libc::iovec; SENDMMSG_MAX] = unsafe { std::mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; SENDMMSG_MAX] = unsafe { std::mem::zeroed() };
+    // u64s keep each control buffer aligned for cmsghdr; 3 of them hold CMSG_SPACE(2).
+    let mut controls = [[0u64; 3]; SENDMMSG_MAX];
+    for (i, run) in runs[..k].iter().enumerate() {
+        let SocketAddr::V6(to) = udp::to_wire(run.to) else {
+            return Err(std::io::ErrorKind::InvalidInput.into());
+        };
+        let name = &mut names[i];
+        name.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        name.sin6_port = to.port().to_be();
+        name.sin6_flowinfo = to.flowinfo();
+        name.sin6_addr.s6_addr = to.ip().octets();
+        name.sin6_scope_id = to.scope_id();
+        let contents = &buf[run.start..run.start + run.len];
+        iovs[i] = libc::iovec {
+            iov_base: contents.as_ptr() as *mut libc::c_void,
+            iov_len: contents.len(),
+        };
+        let hdr = &mut hdrs[i].msg_hdr;
+        hdr.msg_name = name as *mut libc::sockaddr_in6 as *mut libc::c_void;
+        hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        hdr.msg_iov = &mut iovs[i];
+        hdr.msg_iovlen = 1;
+        if run.count > 1 {
+            let control = controls[i].as_mut_ptr() as *mut libc::cmsghdr;
+            // SAFETY: `control` points at 24 aligned bytes, room for a cmsghdr and a u16;
+            // the CMSG_* helpers compute within it.
+            unsafe {
+                (*control).cmsg_level = libc::SOL_UDP;
+                (*control).cmsg_type = UDP_SEGMENT;
+                (*control).cmsg_len = libc::CMSG_LEN(2) as _;
+                std::ptr::write_unaligned(libc::CMSG_DATA(control) as *mut u16, run.segment as u16);
+                hdr.msg_control = control as *mut libc::c_void;
+                hdr.msg_controllen = libc::CMSG_SPACE(2) as _;
+            }
+        }
+    }
+    // SAFETY: `hdrs[..k]` point into `names`, `iovs`, `controls` and `buf`, all alive for the
+    // call.
+    let n = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), k as libc::c_uint, 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
 
 fn send_run(socket: &Socket, run: &Run, contents: &[u8]) -> u64 {
@@ -170,20 +252,11 @@ fn try_send(socket: &Socket, transmit: &quinn_udp::Transmit<'_>) -> std::io::Res
 }
 
 /// Packets for the TUN, each behind `VIRTIO_NET_HDR_LEN` bytes of room.
+#[derive(Default)]
 pub struct TunBatch {
     bufs: Vec<Vec<u8>>,
     len: usize,
     gro: GROTable,
-}
-
-impl Default for TunBatch {
-    fn default() -> Self {
-        TunBatch {
-            bufs: Vec::new(),
-            len: 0,
-            gro: GROTable::default(),
-        }
-    }
 }
 
 impl TunBatch {
@@ -370,13 +443,29 @@ mod tests {
         for (i, n) in sizes.iter().enumerate() {
             batch.push(to, &vec![i as u8; *n], tx.state.max_gso_segments());
         }
+        // Runs to a second endpoint in between: several runs, so one sendmmsg.
+        let other = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        other
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        batch.push(
+            other.local_addr().unwrap(),
+            &[9; 77],
+            tx.state.max_gso_segments(),
+        );
+        batch.push(to, &[6; 300], tx.state.max_gso_segments());
+        assert!(batch.runs.len() >= 3);
         assert_eq!(batch.flush(&tx), 0);
         let mut buf = [0u8; 2048];
+        let (got, _) = other.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..got], &[9; 77]);
         for (i, n) in sizes.iter().enumerate() {
             let (got, _) = rx.recv_from(&mut buf).unwrap();
             assert_eq!(got, *n, "datagram {i}");
             assert!(buf[..got].iter().all(|b| *b == i as u8), "datagram {i}");
         }
+        let (got, _) = rx.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..got], &[6; 300]);
         assert!(batch.is_empty());
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, IoSliceMut, Write};
 use std::net::Ipv6Addr;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -102,27 +103,53 @@ fn tun_fatal(e: &std::io::Error) -> bool {
     }
 }
 
-/// TUN → core → UDP: one read (with offload, a TCP segment of up to 64 KiB, split into
-/// packets), one lock, then the datagrams out in GSO runs.
+/// Room a TUN read needs in the batch: a 64 KiB GSO segment splits into at most this many
+/// packets at our MTU (TCP's smallest MSS there is 1,340 bytes).
+const TUN_READ_ROOM: usize = 64;
+/// Most reads gathered into one batch.
+const TUN_DRAIN: usize = 32;
+
+/// TUN → core → UDP: the reads waiting (each, with offload, a TCP segment of up to 64 KiB
+/// split into packets), one lock, then the datagrams out in GSO runs.
 fn tun_loop(shell: Arc<Shell>, exit: mpsc::Sender<Exit>) {
     let mut raw = vec![0u8; VIRTIO_NET_HDR_LEN + 65_535];
     let mut bufs = vec![vec![0u8; 65_535]; batch::TUN_BATCH];
     let mut sizes = vec![0usize; batch::TUN_BATCH];
     let mut malformed = 0u64;
     let mut batch = Batch::default();
+    // Non-blocking, so that a wake-up takes every packet waiting; `poll` does the waiting.
+    let waits = shell.tun.set_nonblocking(true).is_ok();
     loop {
-        let n = match shell.tun.recv_multiple(&mut raw, &mut bufs, &mut sizes, 0) {
-            Ok(n) => n,
-            Err(e) if tun_fatal(&e) => {
-                let _ = exit.send(Exit::TunGone(e.to_string()));
-                return;
+        if waits && !batch::wait_fd(shell.tun.as_raw_fd(), libc::POLLIN, udp::RECV_TIMEOUT) {
+            continue;
+        }
+        let mut n = 0;
+        for _ in 0..TUN_DRAIN {
+            if n + TUN_READ_ROOM > bufs.len() {
+                break;
             }
-            Err(e) => {
-                malformed += 1;
-                tracing::trace!(error = %e, malformed, "TUN read");
-                continue;
+            match shell
+                .tun
+                .recv_multiple(&mut raw, &mut bufs[n..], &mut sizes[n..], 0)
+            {
+                Ok(got) => n += got,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if tun_fatal(&e) => {
+                    let _ = exit.send(Exit::TunGone(e.to_string()));
+                    return;
+                }
+                Err(e) => {
+                    malformed += 1;
+                    tracing::trace!(error = %e, malformed, "TUN read");
+                }
             }
-        };
+            if !waits {
+                break;
+            }
+        }
+        if n == 0 {
+            continue;
+        }
         let sock = shell.udp.load();
         {
             let mut out = batch.out(&sock, &shell.tun);
