@@ -26,6 +26,19 @@ const UDP_BATCH: usize = 256;
 /// How long a send waits for room in a full socket buffer before the datagrams are dropped.
 const SEND_WAIT: Duration = Duration::from_millis(200);
 
+/// Whether to use segmentation offload (TUN `IFF_VNET_HDR`, UDP GSO). On unless the
+/// environment says `MESHD_OFFLOAD=off` (or `0`): for kernels that misbehave with it, and
+/// for measuring what it is worth.
+pub fn offload_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        !matches!(
+            std::env::var("MESHD_OFFLOAD").as_deref(),
+            Ok("off" | "0" | "false" | "no")
+        )
+    })
+}
+
 /// One socket with what quinn-udp learned about it (GSO and GRO support).
 pub struct Socket {
     pub sock: UdpSocket,
@@ -307,7 +320,7 @@ impl Batch {
     /// The core's [`Transmit`] over this batch, for `socket` and `tun`.
     pub fn out<'a>(&'a mut self, socket: &'a Socket, tun: &'a SyncDevice) -> Out<'a> {
         Out {
-            max_segments: socket.state.max_gso_segments().max(1),
+            max_segments: max_segments(socket),
             batch: self,
             socket,
             tun,
@@ -342,6 +355,14 @@ impl Batch {
     }
 }
 
+fn max_segments(socket: &Socket) -> usize {
+    if offload_enabled() {
+        socket.state.max_gso_segments().max(1)
+    } else {
+        1
+    }
+}
+
 /// What the core writes to while the shell holds its lock: gathered in a [`Batch`], written
 /// by [`Batch::flush`] after. A full batch is written at once, lock or not.
 pub struct Out<'a> {
@@ -356,7 +377,7 @@ impl Transmit for Out<'_> {
         if self.batch.udp.len() >= UDP_BATCH {
             self.batch.flush_udp(self.socket);
             // GSO may have been found wanting.
-            self.max_segments = self.socket.state.max_gso_segments().max(1);
+            self.max_segments = max_segments(self.socket);
         }
         self.batch.udp.push(to, datagram, self.max_segments);
         true

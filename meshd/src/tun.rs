@@ -10,7 +10,7 @@ pub const MTU: u16 = 1420;
 
 /// Opens (creates) the TUN interface, with TCP/UDP segmentation offload (`IFF_VNET_HDR`:
 /// the kernel hands over and takes 64 KiB segments) where the kernel has it, and without
-/// where it has not.
+/// where it has not (or `MESHD_OFFLOAD=off`).
 pub fn open(name: &str) -> Result<SyncDevice> {
     let build = |offload: bool| {
         DeviceBuilder::new()
@@ -19,6 +19,9 @@ pub fn open(name: &str) -> Result<SyncDevice> {
             .offload(offload)
             .build_sync()
     };
+    if !crate::batch::offload_enabled() {
+        return build(false).map_err(|e| Error::io(format!("creating TUN interface {name}"), e));
+    }
     match build(true) {
         Ok(dev) => {
             tracing::debug!(tcp = dev.tcp_gso(), udp = dev.udp_gso(), "TUN offload");
