@@ -41,7 +41,8 @@ pub struct RunArgs {
     /// A TOML file with the same settings (flags override it).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Registry location: `sqlite:///path/registry.db` or a plain path.
+    /// Registry location: `sqlite:///path/registry.db`, a plain path, or
+    /// `etcd://[user[:password]@]host:port,...[/prefix][?cacert=..&cert=..&key=..]`.
     #[arg(long)]
     pub registry: Option<String>,
     /// This node's name in the registry.
