@@ -18,6 +18,7 @@ IMPLS=${IMPLS:-"none meshd wireguard-go boringtun-cli"}
 TESTS=${TESTS:-"ping tcp1 tcp4 udp"}
 TOOLS=${TOOLS:-/tmp/sixpn-bench-tools}
 OUT=${OUT:-$(mktemp -d /tmp/sixpn-bench.XXXX)}
+mkdir -p "$OUT"
 
 need=()
 for p in iperf3 wireguard-go wireguard-tools iproute2 iputils-ping python3 openssl; do
@@ -109,12 +110,17 @@ measure() {
   fi
 }
 
+read -r -a order <<< "$IMPLS"
 for round in $(seq "$ROUNDS"); do
-  for impl in $IMPLS; do
+  # Each round starts with the next implementation, so none always follows the same one
+  # (a UDP flood leaves the machine busy for a moment); and a pause between them.
+  k=$(( (round - 1) % ${#order[@]} ))
+  for impl in "${order[@]:k}" "${order[@]:0:k}"; do
     echo "round $round: $impl" >&2
     [ "$impl" = none ] || up "$impl"
     measure "$impl" "$round"
     down "$impl"
+    sleep 2
   done
 done
 
