@@ -1,0 +1,317 @@
+//! The registry going away: meshd and dnsd keep serving the last snapshot, say in their
+//! metrics and logs that they cannot reach it, and catch up once it is back. A real etcd,
+//! killed with SIGKILL and restarted on its data dir and port; two meshd hosts in network
+//! namespaces; dnsd on this namespace's loopback, asked with `dig`.
+
+#[path = "etcd_harness.rs"]
+mod etcd_harness;
+
+use std::net::Ipv6Addr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use etcd_harness::{free_port, Background, Etcd};
+use sixpn_tests::meshd_harness::{wait_address, wait_ping, Host, Mesh};
+use sixpn_tests::{bin, sh, tempdir, unique, Underlay};
+
+const SECS10: Duration = Duration::from_secs(10);
+/// How long, after etcd answers again, everyone may take to show a change made then.
+const CATCH_UP: Duration = Duration::from_secs(15);
+/// What `registry::follow` logs when a read fails, and when reads work again.
+const LOG_UNREACHABLE: &str = "registry unreachable; serving the last snapshot";
+const LOG_REACHABLE: &str = "registry reachable";
+
+/// A dnsd on 127.0.0.1 in the test's own namespace.
+struct Dnsd {
+    proc: Background,
+    port: u16,
+    metrics: u16,
+}
+
+impl Dnsd {
+    fn start(url: &str, dir: &tempdir::Dir) -> Result<Dnsd> {
+        let port = free_port()?;
+        let metrics = free_port()?;
+        let mut cmd = Command::new(bin("dnsd"));
+        cmd.args(["--registry", url])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--default-org", "acme"])
+            .args(["--metrics", &format!("127.0.0.1:{metrics}")])
+            // Nothing listens there: names outside `.internal` are not this test's business.
+            .args(["--upstream", "127.0.0.1:9"]);
+        let proc = Background::spawn(cmd, &dir.path().join("dnsd.log"))?;
+        Ok(Dnsd {
+            proc,
+            port,
+            metrics,
+        })
+    }
+
+    /// The AAAA records dnsd gives for `name`, sorted; an error if it does not answer.
+    fn aaaa(&self, name: &str) -> Result<Vec<Ipv6Addr>> {
+        let out = sh(&format!(
+            "dig @127.0.0.1 -p {} +short +time=1 +tries=1 {name} AAAA",
+            self.port
+        ))?;
+        let mut addrs = out
+            .lines()
+            .map(|l| {
+                l.trim()
+                    .parse()
+                    .with_context(|| format!("dig said {out:?}"))
+            })
+            .collect::<Result<Vec<Ipv6Addr>>>()?;
+        addrs.sort();
+        Ok(addrs)
+    }
+
+    fn answers(&self, name: &str, addr: Ipv6Addr) -> bool {
+        self.aaaa(name).is_ok_and(|a| a == [addr])
+    }
+
+    fn metric(&self, name: &str) -> Result<u64> {
+        let text = sh(&format!(
+            "curl -s --max-time 2 http://127.0.0.1:{}/metrics",
+            self.metrics
+        ))?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .with_context(|| format!("metric {name} not in:\n{text}"))
+    }
+
+    fn log(&self) -> String {
+        self.proc.log()
+    }
+}
+
+/// Polls `done` every 50 ms until it holds; returns how long that took.
+fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut done: impl FnMut() -> Result<bool>,
+) -> Result<Duration> {
+    let start = Instant::now();
+    loop {
+        if done().unwrap_or(false) {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sent and received counts from ping's summary line.
+fn ping_summary(text: &str) -> Result<(u32, u32)> {
+    let line = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .with_context(|| format!("no ping summary in:\n{text}"))?;
+    let number = |word: &str| -> Result<u32> {
+        let before = line
+            .split(',')
+            .find(|part| part.contains(word))
+            .with_context(|| format!("no `{word}` in {line:?}"))?;
+        Ok(before.split_whitespace().next().unwrap_or("").parse()?)
+    };
+    Ok((number("transmitted")?, number("received")?))
+}
+
+fn has_address(host: &Host, addr: Ipv6Addr) -> bool {
+    host.ns
+        .sh(&format!(
+            "ip -6 addr show dev {} | grep -q ' {addr}/'",
+            host.iface
+        ))
+        .is_ok()
+}
+
+fn meshd_reachable(host: &Host) -> Result<u64> {
+    host.metric("meshd_registry_reachable ")
+}
+
+fn meshd_failures(host: &Host) -> Result<u64> {
+    host.metric("meshd_registry_failures_total ")
+}
+
+/// Everything the failure messages need: both meshd logs, dnsd's and etcd's.
+fn logs(a: &Host, b: &Host, dnsd: &Dnsd, etcd: &Etcd) -> String {
+    format!(
+        "--- meshd a ---\n{}\n--- meshd b ---\n{}\n--- dnsd ---\n{}\n{}",
+        a.log(),
+        b.log(),
+        dnsd.log(),
+        etcd.log()
+    )
+}
+
+#[test]
+fn registry_outage_serves_the_last_snapshot_says_so_and_catches_up() -> Result<()> {
+    let mut etcd = Etcd::start()?;
+    let url = etcd.url(&format!("/{}", unique("ro")));
+    let mut mesh = Mesh {
+        underlay: Underlay::new()?,
+        dir: tempdir::Dir::new()?,
+        location: url.clone(),
+        reg: registry::open(&url)?,
+    };
+    mesh.org("acme")?;
+    let mut a = mesh.host("a", false)?;
+    let mut b = mesh.host("b", false)?;
+    let _relay_a = etcd.reach_from(&a.ns)?;
+    let _relay_b = etcd.reach_from(&b.ns)?;
+    mesh.start(&mut a)?;
+    mesh.start(&mut b)?;
+    let web = mesh.machine("acme", "web", &a)?;
+    let db = mesh.machine("acme", "db", &b)?;
+    wait_address(&a, web.addr)?;
+    wait_address(&b, db.addr)?;
+    wait_ping(&a.ns, Some(web.addr), db.addr, SECS10)
+        .with_context(|| format!("a:\n{}\nb:\n{}", a.log(), b.log()))?;
+    let dnsd = Dnsd::start(&url, &mesh.dir)?;
+    wait_until("dnsd to answer web and db", SECS10, || {
+        Ok(dnsd.answers("web.internal", web.addr) && dnsd.answers("db.internal", db.addr))
+    })
+    .with_context(|| dnsd.log())?;
+    ensure!(meshd_reachable(&a)? == 1 && meshd_reachable(&b)? == 1);
+    ensure!(dnsd.metric("dnsd_registry_reachable")? == 1);
+    let failures_at_kill = (meshd_failures(&a)?, meshd_failures(&b)?);
+
+    // etcd dies.
+    etcd.kill();
+    let noticed = wait_until("meshd a, meshd b and dnsd to say so", SECS10, || {
+        Ok(meshd_reachable(&a)? == 0
+            && meshd_reachable(&b)? == 0
+            && dnsd.metric("dnsd_registry_reachable")? == 0)
+    })
+    .with_context(|| logs(&a, &b, &dnsd, &etcd))?;
+    let failures_noticed = (meshd_failures(&a)?, meshd_failures(&b)?);
+    ensure!(
+        mesh.reg.snapshot().is_err(),
+        "the registry still answers the test: the outage is not real"
+    );
+
+    // Five seconds of pings across the mesh while dnsd is asked the old names.
+    let mut ping = a.ns.spawn(
+        "ping",
+        &[
+            "-6",
+            "-c",
+            "25",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            "-I",
+            &web.addr.to_string(),
+            &db.addr.to_string(),
+        ],
+    )?;
+    let mut dns_asked = 0;
+    while ping.running() {
+        ensure!(
+            dnsd.aaaa("web.internal")? == [web.addr] && dnsd.aaaa("db.internal")? == [db.addr],
+            "dnsd forgot a name while etcd was down:\n{}",
+            dnsd.log()
+        );
+        dns_asked += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (sent, received) = ping_summary(&ping.log())?;
+    ensure!(
+        sent == 25 && received == sent,
+        "pings during the outage: {received}/{sent}\n{}",
+        logs(&a, &b, &dnsd, &etcd)
+    );
+    b.ns.sh(&format!(
+        "ping -6 -c 3 -i 0.2 -W 1 -I {} {}",
+        db.addr, web.addr
+    ))
+    .context("b → a during the outage")?;
+    ensure!(has_address(&a, web.addr) && has_address(&b, db.addr));
+    // Still unreachable, and the failures go on being counted while it is.
+    ensure!(meshd_reachable(&a)? == 0 && meshd_reachable(&b)? == 0);
+    ensure!(dnsd.metric("dnsd_registry_reachable")? == 0);
+    let failures_later = (meshd_failures(&a)?, meshd_failures(&b)?);
+    ensure!(
+        failures_noticed.0 > failures_at_kill.0 && failures_later.0 > failures_noticed.0,
+        "meshd a failures: {failures_at_kill:?} at the kill, {failures_noticed:?} when noticed, \
+         {failures_later:?} 5 s later"
+    );
+    ensure!(
+        failures_noticed.1 > failures_at_kill.1 && failures_later.1 > failures_noticed.1,
+        "meshd b failures: {failures_at_kill:?} at the kill, {failures_noticed:?} when noticed, \
+         {failures_later:?} 5 s later"
+    );
+    for (who, log) in [
+        ("meshd a", a.log()),
+        ("meshd b", b.log()),
+        ("dnsd", dnsd.log()),
+    ] {
+        ensure!(
+            log.contains(LOG_UNREACHABLE),
+            "{who} did not log `{LOG_UNREACHABLE}`:\n{log}"
+        );
+    }
+
+    // etcd comes back with its data; a machine added then shows up everywhere.
+    let restarting = Instant::now();
+    etcd.restart()?;
+    let etcd_back = restarting.elapsed();
+    let api = mesh.machine("acme", "api", &b)?;
+    let added = Instant::now();
+    let (mut dns_at, mut addr_at, mut up_at) = (None, None, None);
+    wait_until(
+        "dnsd, meshd b and the metrics to catch up",
+        CATCH_UP,
+        || {
+            if dns_at.is_none() && dnsd.answers("api.internal", api.addr) {
+                dns_at = Some(added.elapsed());
+            }
+            if addr_at.is_none() && has_address(&b, api.addr) {
+                addr_at = Some(added.elapsed());
+            }
+            if up_at.is_none()
+                && meshd_reachable(&a)? == 1
+                && meshd_reachable(&b)? == 1
+                && dnsd.metric("dnsd_registry_reachable")? == 1
+            {
+                up_at = Some(added.elapsed());
+            }
+            Ok(dns_at.is_some() && addr_at.is_some() && up_at.is_some())
+        },
+    )
+    .with_context(|| {
+        format!(
+            "dnsd answered after {dns_at:?}, address on b after {addr_at:?}, all reachable \
+             after {up_at:?}\n{}",
+            logs(&a, &b, &dnsd, &etcd)
+        )
+    })?;
+    ensure!(!has_address(&a, api.addr), "api's address is on a, not b");
+    // What was written before the outage survived it.
+    ensure!(dnsd.aaaa("web.internal")? == [web.addr] && dnsd.aaaa("db.internal")? == [db.addr]);
+    wait_ping(&a.ns, Some(web.addr), api.addr, SECS10).context("web → api after catch-up")?;
+    for (who, log) in [
+        ("meshd a", a.log()),
+        ("meshd b", b.log()),
+        ("dnsd", dnsd.log()),
+    ] {
+        let down = log.find(LOG_UNREACHABLE).unwrap_or(0);
+        ensure!(
+            log[down..].contains(LOG_REACHABLE),
+            "{who} did not log `{LOG_REACHABLE}` after the outage:\n{log}"
+        );
+    }
+    eprintln!(
+        "outage: noticed after {noticed:?}; {received}/{sent} pings and {dns_asked} rounds of \
+         dig answered while down; meshd failures a {:?} b {:?} (kill → noticed → +5 s); \
+         etcd answered {etcd_back:?} after restart; after the write: dnsd {dns_at:?}, \
+         address {addr_at:?}, reachable {up_at:?}",
+        (failures_at_kill.0, failures_noticed.0, failures_later.0),
+        (failures_at_kill.1, failures_noticed.1, failures_later.1),
+    );
+    Ok(())
+}
