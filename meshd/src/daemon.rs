@@ -200,6 +200,11 @@ fn udp_loop(shell: Arc<Shell>) {
             let now = Instant::now();
             for (m, buf) in meta.iter().zip(&storage).take(n) {
                 let from = udp::from_wire(m.addr);
+                if m.len == 0 {
+                    // An empty datagram is one too (malformed), though it has no chunks.
+                    core.handle_datagram(now, from, &[], &mut out);
+                    continue;
+                }
                 let stride = m.stride.max(1);
                 for datagram in buf[..m.len].chunks(stride) {
                     core.handle_datagram(now, from, datagram, &mut out);

@@ -29,10 +29,10 @@ pub use counters::{Counters, Drop};
 pub use peer_table::{Peer, PeerIndex, PeerTable, PublicKey};
 pub use router::Router;
 
-/// Handshake initiations per second before we ask for cookies. Each initiation passes the
-/// limiter twice (our check before the peer lookup, then `Tunn`'s), so this is twice the
-/// intended 100/s, wireguard-go's and boringtun's figure.
-const HANDSHAKE_RATE_LIMIT: u64 = 200;
+/// Handshake messages per second before we ask for cookies: boringtun's figure. Every
+/// initiation and response passes this limiter once, before any Diffie-Hellman; `Tunn`s get
+/// one that checks MAC1 and never limits, so a real handshake is not counted twice.
+const HANDSHAKE_RATE_LIMIT: u64 = 100;
 /// Big enough for any IP packet plus WireGuard's overhead.
 const BUF_LEN: usize = 65_536 + 256;
 const COOKIE_REPLY: u8 = 3;
@@ -63,17 +63,44 @@ pub struct Options {
 struct Identity {
     private: StaticSecret,
     public: X25519Public,
+    /// The one gate for handshake messages (see `HANDSHAKE_RATE_LIMIT`).
     rate_limiter: Arc<RateLimiter>,
+    /// What the `Tunn`s check with: MAC1 only, never under load.
+    tunn_limiter: Arc<RateLimiter>,
 }
 
 impl Identity {
     fn new(private: StaticSecret) -> Identity {
         let public = X25519Public::from(&private);
         let rate_limiter = Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT));
+        let tunn_limiter = Arc::new(RateLimiter::new(&public, u64::MAX));
         Identity {
             private,
             public,
             rate_limiter,
+            tunn_limiter,
+        }
+    }
+
+    /// MACs and the load check, before anything costly: `Err` is the reason to drop, after
+    /// a cookie reply is sent if one is due.
+    fn admit_handshake(
+        &self,
+        from: SocketAddr,
+        datagram: &[u8],
+        buf: &mut [u8],
+        out: &mut impl Transmit,
+    ) -> Result<(), Drop> {
+        match self
+            .rate_limiter
+            .verify_packet(Some(from.ip()), datagram, buf)
+        {
+            Ok(_) => Ok(()),
+            Err(TunnResult::WriteToNetwork(cookie)) => {
+                out.send_udp(from, cookie);
+                Err(Drop::UnderLoad)
+            }
+            Err(_) => Err(Drop::InvalidMac),
         }
     }
 }
@@ -150,7 +177,7 @@ impl Core {
             peer.tunn.set_static_private(
                 self.identity.private.clone(),
                 self.identity.public,
-                Some(self.identity.rate_limiter.clone()),
+                Some(self.identity.tunn_limiter.clone()),
             );
         }
     }
@@ -170,7 +197,7 @@ impl Core {
             psk,
             None,
             index,
-            Some(self.identity.rate_limiter.clone()),
+            Some(self.identity.tunn_limiter.clone()),
         )
     }
 
@@ -373,17 +400,11 @@ impl Core {
             Err(_) => return self.counters.drop(Drop::Malformed),
             Ok(Packet::HandshakeInit(init)) => {
                 // MACs and the load check first: they are cheap, the DH below is not.
-                match self.identity.rate_limiter.verify_packet(
-                    Some(from.ip()),
-                    datagram,
-                    &mut self.buf,
-                ) {
-                    Ok(_) => {}
-                    Err(TunnResult::WriteToNetwork(cookie)) => {
-                        out.send_udp(from, cookie);
-                        return self.counters.drop(Drop::UnderLoad);
-                    }
-                    Err(_) => return self.counters.drop(Drop::InvalidMac),
+                if let Err(why) = self
+                    .identity
+                    .admit_handshake(from, datagram, &mut self.buf, out)
+                {
+                    return self.counters.drop(why);
                 }
                 let half = match parse_handshake_anon(
                     &self.identity.private,
@@ -398,7 +419,15 @@ impl Core {
                     None => return self.counters.drop(Drop::UnknownPeer),
                 }
             }
-            Ok(Packet::HandshakeResponse(p)) => p.receiver_idx >> 8,
+            Ok(Packet::HandshakeResponse(p)) => {
+                if let Err(why) = self
+                    .identity
+                    .admit_handshake(from, datagram, &mut self.buf, out)
+                {
+                    return self.counters.drop(why);
+                }
+                p.receiver_idx >> 8
+            }
             Ok(Packet::PacketCookieReply(p)) => p.receiver_idx >> 8,
             Ok(Packet::PacketData(p)) => p.receiver_idx >> 8,
         };
