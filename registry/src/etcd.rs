@@ -174,20 +174,18 @@ fn connect_options(location: &Location) -> Result<ConnectOptions> {
 fn with_tls(
     options: ConnectOptions,
     tls: &location::TlsFiles,
-    location: &Location,
+    _location: &Location,
 ) -> Result<ConnectOptions> {
     use etcd_client::{Certificate, Identity, TlsOptions};
-    let read = |what: &'static str, path: &str| {
-        std::fs::read(path).map_err(|e| Error::invalid(what, path, format!("cannot read: {e}")))
-    };
     let mut config = TlsOptions::new();
-    if let Some(ca) = &tls.cacert {
-        config = config.ca_certificate(Certificate::from_pem(read("cacert", ca)?));
+    if let Some(path) = &tls.cacert {
+        config = config.ca_certificate(Certificate::from_pem(pem::certificates("cacert", path)?));
     }
     if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
-        config = config.identity(Identity::from_pem(read("cert", cert)?, read("key", key)?));
+        let cert = pem::certificates("cert", cert)?;
+        let key = pem::private_key("key", key)?;
+        config = config.identity(Identity::from_pem(cert, key));
     }
-    let _ = location;
     Ok(options.with_tls(config))
 }
 
@@ -201,8 +199,51 @@ fn with_tls(
         "etcd registry URL",
         &location.shown,
         "asks for TLS (cacert/cert/key or ETCDCTL_CACERT/CERT/KEY), but this build has no TLS \
-         support: build sixpn-registry with its `tls` feature",
+         support: sixpn-registry was built without its `tls` feature",
     ))
+}
+
+/// The TLS files, read and checked before any connection: rustls would otherwise only say
+/// "certificate parse error" at the first call, without saying which file.
+#[cfg(feature = "tls")]
+mod pem {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+    use crate::error::{Error, Result};
+
+    fn read(field: &'static str, path: &str) -> Result<Vec<u8>> {
+        std::fs::read(path).map_err(|e| Error::invalid(field, path, format!("cannot read: {e}")))
+    }
+
+    /// A file of one or more PEM certificates (`cacert`, `cert`).
+    pub fn certificates(field: &'static str, path: &str) -> Result<Vec<u8>> {
+        let bytes = read(field, path)?;
+        let certs = CertificateDer::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::invalid(field, path, format!("not a PEM certificate file: {e}")))?;
+        if certs.is_empty() {
+            return Err(Error::invalid(
+                field,
+                path,
+                "holds no certificate (expected PEM: -----BEGIN CERTIFICATE-----)",
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// A PEM private key (`key`): PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+    pub fn private_key(field: &'static str, path: &str) -> Result<Vec<u8>> {
+        let bytes = read(field, path)?;
+        PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
+            Error::invalid(
+                field,
+                path,
+                format!("holds no usable private key (expected PEM: -----BEGIN ... PRIVATE KEY-----): {e}"),
+            )
+        })?;
+        Ok(bytes)
+    }
 }
 
 /// Whether another member might answer where this one failed.
@@ -217,24 +258,75 @@ fn member_failure(e: &etcd_client::Error) -> bool {
     }
 }
 
-/// One line about an etcd error, without gRPC metadata dumps.
+/// One line about an etcd error, without gRPC metadata dumps: the message and what the
+/// transport said under it, since "transport error" alone says nothing.
 fn brief(e: &etcd_client::Error) -> String {
     use etcd_client::Error as E;
-    match e {
-        E::GRpcStatus(s) if s.message().is_empty() => format!("{:?}", s.code()),
-        E::GRpcStatus(s) => s.message().to_string(),
-        E::TransportError(t) => {
-            let mut text = t.to_string();
-            let mut source = std::error::Error::source(t);
-            while let Some(s) = source {
-                text.push_str(": ");
-                text.push_str(&s.to_string());
-                source = s.source();
-            }
-            text
+    use std::error::Error as _;
+    let (mut text, mut source) = match e {
+        E::GRpcStatus(s) if s.message().is_empty() => (format!("{:?}", s.code()), s.source()),
+        E::GRpcStatus(s) => (s.message().to_string(), s.source()),
+        E::TransportError(t) => (t.to_string(), t.source()),
+        other => return other.to_string(),
+    };
+    while let Some(s) = source {
+        let more = s.to_string();
+        // tonic's wrapper, whose cause comes next.
+        if more == "transport error" {
+            source = s.source();
+            continue;
         }
-        other => other.to_string(),
+        if more.contains(&text) {
+            text = more;
+        } else if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
     }
+    text
+}
+
+/// What went wrong with TLS, or for want of it, as far as the client can tell.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TlsTrouble {
+    /// The member took the connection and hung up, or sent a TLS alert: what a TLS member
+    /// does to a plain-text client or to one without an acceptable certificate.
+    HungUp,
+    /// The member's certificate is not signed by a CA we were given.
+    UntrustedServer,
+}
+
+fn tls_trouble(e: &etcd_client::Error) -> Option<TlsTrouble> {
+    use etcd_client::Error as E;
+    use std::io::ErrorKind as K;
+    let text = brief(e);
+    if text.contains("invalid peer certificate") {
+        return Some(TlsTrouble::UntrustedServer);
+    }
+    // hyper's words when the member closes the connection under a request in flight.
+    if text.contains("received fatal alert") || text.contains("connection closed") {
+        return Some(TlsTrouble::HungUp);
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = match e {
+        E::GRpcStatus(s) => std::error::Error::source(s),
+        E::TransportError(t) => std::error::Error::source(t),
+        E::IoError(io) => Some(io),
+        _ => None,
+    };
+    while let Some(s) = source {
+        let cut = s.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                K::ConnectionReset | K::BrokenPipe | K::UnexpectedEof | K::ConnectionAborted
+            )
+        });
+        if cut {
+            return Some(TlsTrouble::HungUp);
+        }
+        source = s.source();
+    }
+    None
 }
 
 fn write_id() -> String {
@@ -255,8 +347,31 @@ impl Shared {
             Failure::Unreachable(m) => {
                 self.storage(format!("cannot {what}: no etcd member answered ({m})"))
             }
-            Failure::Refused(m) => self.storage(format!("cannot {what}: etcd refused: {m}")),
+            Failure::Refused(m) => {
+                let hint = self.auth_hint(&m);
+                self.storage(format!("cannot {what}: etcd refused: {m}{hint}"))
+            }
         }
+    }
+
+    /// What to do about etcd's refusals for want of credentials or permission.
+    fn auth_hint(&self, refusal: &str) -> String {
+        if refusal.contains("user name is empty") {
+            return "; etcd has authentication on: give etcd://USER:PASSWORD@host:port/... \
+                    (or ETCDCTL_USER and ETCDCTL_PASSWORD)"
+                .into();
+        }
+        if let (true, Some((user, _))) = (
+            refusal.contains("permission denied"),
+            self.location.user.as_ref(),
+        ) {
+            let keys = self.keys.start();
+            return format!(
+                "; etcd user `{user}` needs a role that may read and write the keys under \
+                 `{keys}` (etcdctl role grant-permission ROLE --prefix readwrite {keys})"
+            );
+        }
+        String::new()
     }
 
     async fn client(&self, i: usize) -> Result<Client, etcd_client::Error> {
@@ -290,6 +405,9 @@ impl Shared {
         let n = self.location.endpoints.len();
         let start = self.current();
         let mut failures: Vec<String> = Vec::new();
+        // Some while every member failed the same way TLS fails, so that a member dying under
+        // a request, with others refusing connections, is not read as a TLS problem.
+        let mut trouble: Option<Option<TlsTrouble>> = None;
         for k in 0..n {
             let i = (start + k) % n;
             let endpoint = &self.location.endpoints[i];
@@ -305,11 +423,42 @@ impl Shared {
                 Err(e) if member_failure(&e) => {
                     tracing::debug!(endpoint = %endpoint, error = %brief(&e), "etcd member did not answer");
                     failures.push(format!("{endpoint}: {}", brief(&e)));
+                    let this = tls_trouble(&e);
+                    trouble = Some(trouble.map_or(this, |all| all.and(this)));
                 }
                 Err(e) => return Err(Failure::Refused(brief(&e))),
             }
         }
-        Err(Failure::Unreachable(failures.join("; ")))
+        let mut why = failures.join("; ");
+        if let Some(Some(t)) = trouble {
+            why.push_str(self.tls_hint(t));
+        }
+        Err(Failure::Unreachable(why))
+    }
+
+    /// What to check when TLS failed, by what this client offered.
+    fn tls_hint(&self, trouble: TlsTrouble) -> &'static str {
+        let tls = self.location.tls.as_ref();
+        match (trouble, tls) {
+            (TlsTrouble::UntrustedServer, Some(t)) if t.cacert.is_some() => {
+                "; `cacert` must hold the CA that signed the members' certificates"
+            }
+            (TlsTrouble::UntrustedServer, _) => {
+                "; give ?cacert=PATH with the CA that signed the members' certificates"
+            }
+            (TlsTrouble::HungUp, None) => {
+                "; a member that hangs up at once may serve TLS only: give ?cacert=PATH, \
+                 and &cert=PATH&key=PATH if it checks client certificates"
+            }
+            (TlsTrouble::HungUp, Some(t)) if t.cert.is_none() => {
+                "; a member that hangs up on TLS may want a client certificate: give \
+                 &cert=PATH&key=PATH"
+            }
+            (TlsTrouble::HungUp, Some(_)) => {
+                "; a member that hangs up on TLS may not trust the client certificate: its \
+                 --trusted-ca-file must hold the CA that signed `cert`"
+            }
+        }
     }
 
     /// The whole registry at one etcd revision, and the mod-revision of `meta/revision`.

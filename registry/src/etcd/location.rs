@@ -4,7 +4,9 @@
 //! Credentials and TLS files may also come from etcdctl's own environment variables
 //! (`ETCDCTL_USER` as `name` or `name:password`, `ETCDCTL_PASSWORD`, `ETCDCTL_CACERT`,
 //! `ETCDCTL_CERT`, `ETCDCTL_KEY`), so a host already set up for etcdctl needs nothing more;
-//! the URL wins where both say something. The password never appears in [`Location::shown`].
+//! the URL wins where both say something. A URL may name the user alone
+//! (`etcd://sixpn@host:port`) and leave the password to `ETCDCTL_PASSWORD`, so it need not
+//! sit in a command line or a unit file. The password never appears in [`Location::shown`].
 
 use crate::error::{Error, Result};
 
@@ -105,6 +107,11 @@ impl Location {
                         "unknown option `{other}` (known: cacert, cert, key)"
                     )))
                 }
+            }
+        }
+        if let Some((_, password)) = &mut user {
+            if password.is_empty() {
+                *password = env("ETCDCTL_PASSWORD").unwrap_or_default();
             }
         }
         if user.is_none() {
@@ -291,6 +298,13 @@ mod tests {
         let l = Location::parse_with_env("etcd://h:1", env).unwrap();
         assert_eq!(l.user, Some(("root".into(), "pw".into())));
         assert_eq!(l.tls.unwrap().cacert.as_deref(), Some("/etc/etcd/ca.pem"));
+        // A user named in the URL without a password takes ETCDCTL_PASSWORD; one with a
+        // password keeps it.
+        let l = Location::parse_with_env("etcd://sixpn@h:1", env).unwrap();
+        assert_eq!(l.user, Some(("sixpn".into(), "pw".into())));
+        assert_eq!(l.shown, "etcd://sixpn@h:1/sixpn");
+        let l = Location::parse_with_env("etcd://sixpn:own@h:1", env).unwrap();
+        assert_eq!(l.user, Some(("sixpn".into(), "own".into())));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Test fixtures: a registry of either backend, and real `etcd` members (from Debian's
-//! etcd-server) on free loopback ports with their data in a temp dir. Members are killed and
-//! their files removed on drop, panics included.
+//! etcd-server) on free loopback ports with their data in a temp dir, plain or behind TLS.
+//! Members are killed and their files removed on drop, panics included.
 #![allow(dead_code)]
+
+pub mod pki;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -10,6 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use registry::{Change, NodeSpec, Registry};
+
+use pki::Pki;
 
 pub const KEY_A: &str = "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=";
 pub const KEY_B: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
@@ -41,11 +45,22 @@ struct Member {
     child: Option<Child>,
 }
 
+/// What a member behind TLS serves with and asks of its clients.
+struct ServerTls {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    /// Clients must show a certificate this CA signed (`--client-cert-auth`).
+    client_ca: std::path::PathBuf,
+    /// What `url()` appends so the fixture's own clients get in.
+    client_query: String,
+}
+
 /// An etcd cluster of one or more members on loopback.
 pub struct Etcd {
     dir: tempfile::TempDir,
     members: Vec<Member>,
     token: String,
+    tls: Option<ServerTls>,
 }
 
 impl Etcd {
@@ -54,6 +69,25 @@ impl Etcd {
     }
 
     pub fn cluster(size: usize) -> Etcd {
+        Etcd::launch(size, None)
+    }
+
+    /// One member serving clients only over TLS with `pki`'s server certificate, and only to
+    /// clients with a certificate from `pki`'s CA. `pki` must outlive the member: etcd reads
+    /// its files again at each handshake.
+    pub fn single_tls(pki: &Pki) -> Etcd {
+        Etcd::launch(
+            1,
+            Some(ServerTls {
+                cert: pki.server_cert(),
+                key: pki.server_key(),
+                client_ca: pki.ca(),
+                client_query: pki.client_query(),
+            }),
+        )
+    }
+
+    fn launch(size: usize, tls: Option<ServerTls>) -> Etcd {
         let dir = tempfile::tempdir().expect("temp dir");
         let members = (0..size)
             .map(|i| Member {
@@ -67,6 +101,7 @@ impl Etcd {
             token: format!("sixpn-test-{}", dir.path().display()),
             dir,
             members,
+            tls,
         };
         for i in 0..size {
             etcd.start(i);
@@ -94,9 +129,21 @@ impl Etcd {
         )
         .expect("log file");
         let m = &mut self.members[i];
-        let client = format!("http://127.0.0.1:{}", m.client);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", m.client);
         let peer = format!("http://127.0.0.1:{}", m.peer);
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.client_ca)
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&data)
@@ -136,7 +183,8 @@ impl Etcd {
             .iter()
             .map(|m| format!("127.0.0.1:{}", m.client))
             .collect();
-        format!("etcd://{}{prefix}", endpoints.join(","))
+        let query = self.tls.as_ref().map_or("", |t| &t.client_query);
+        format!("etcd://{}{prefix}{query}", endpoints.join(","))
     }
 
     /// The URL with member `first`'s endpoint first, so clients talk to it until it fails.
