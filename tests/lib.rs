@@ -263,3 +263,19 @@ pub mod tempdir {
         }
     }
 }
+
+/// Sent and received counts from ping's summary line ("5 packets transmitted, 5 received").
+pub fn ping_summary(text: &str) -> Result<(u64, u64)> {
+    let line = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .with_context(|| format!("no ping summary in:\n{text}"))?;
+    let number = |word: &str| -> Result<u64> {
+        let part = line
+            .split(',')
+            .find(|part| part.contains(word))
+            .with_context(|| format!("no `{word}` in {line:?}"))?;
+        Ok(part.split_whitespace().next().unwrap_or("").parse()?)
+    };
+    Ok((number("transmitted")?, number("received")?))
+}

@@ -15,7 +15,7 @@ use registry::Machine;
 use sixpn_tests::meshd_harness::{
     meshd_pubkey, wait_address, wait_ping, wg_keypair, wireguard_go, Host, Mesh, METRICS_PORT, PORT,
 };
-use sixpn_tests::{Netns, Proc};
+use sixpn_tests::{ping_summary, Netns, Proc};
 
 const SECS10: Duration = Duration::from_secs(10);
 /// The drop reasons only a datagram from the network can cause.
@@ -501,22 +501,6 @@ fn handshake_floods_are_counted_and_answered_with_cookies_under_load() -> Result
         bad.get("seconds") as f64 / 1000.0,
     );
     Ok(())
-}
-
-/// Sent and received counts from ping's summary line.
-fn ping_summary(text: &str) -> Result<(u64, u64)> {
-    let line = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .with_context(|| format!("no ping summary in:\n{text}"))?;
-    let number = |word: &str| -> Result<u64> {
-        let part = line
-            .split(',')
-            .find(|part| part.contains(word))
-            .with_context(|| format!("no `{word}` in {line:?}"))?;
-        Ok(part.split_whitespace().next().unwrap_or("").parse()?)
-    };
-    Ok((number("transmitted")?, number("received")?))
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use etcd_harness::{free_port, Background, Etcd};
 use sixpn_tests::meshd_harness::{wait_address, wait_ping, Host, Mesh};
-use sixpn_tests::{bin, sh, tempdir, unique, Underlay};
+use sixpn_tests::{bin, ping_summary, sh, tempdir, unique, Underlay};
 
 const SECS10: Duration = Duration::from_secs(10);
 /// How long, after etcd answers again, everyone may take to show a change made then.
@@ -101,22 +101,6 @@ fn wait_until(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Sent and received counts from ping's summary line.
-fn ping_summary(text: &str) -> Result<(u32, u32)> {
-    let line = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .with_context(|| format!("no ping summary in:\n{text}"))?;
-    let number = |word: &str| -> Result<u32> {
-        let before = line
-            .split(',')
-            .find(|part| part.contains(word))
-            .with_context(|| format!("no `{word}` in {line:?}"))?;
-        Ok(before.split_whitespace().next().unwrap_or("").parse()?)
-    };
-    Ok((number("transmitted")?, number("received")?))
 }
 
 fn has_address(host: &Host, addr: Ipv6Addr) -> bool {
