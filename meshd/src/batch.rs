@@ -59,7 +59,7 @@ impl Socket {
 }
 
 /// Waits until `fd` is ready for `events`, or `timeout`.
-pub fn wait_fd(fd: RawFd, events: libc::c_short, timeout: Duration) -> bool {
+fn wait_fd(fd: RawFd, events: libc::c_short, timeout: Duration) -> bool {
     let mut p = libc::pollfd {
         fd,
         events,
