@@ -16,6 +16,7 @@ DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-2}
 IMPLS=${IMPLS:-"none meshd wireguard-go boringtun-cli"}
 TESTS=${TESTS:-"ping tcp1 tcp4 udp"}
+PINGS=${PINGS:-300}
 TOOLS=${TOOLS:-/tmp/sixpn-bench-tools}
 OUT=${OUT:-$(mktemp -d /tmp/sixpn-bench.XXXX)}
 mkdir -p "$OUT"
@@ -94,7 +95,7 @@ measure() {
   [ "$impl" = none ] && dst=10.201.0.2
   # Ping first, on an idle tunnel: after the UDP flood the receive queues are still full.
   if [[ " $TESTS " == *" ping "* ]]; then
-    ip netns exec $A ping -q -c 100 -i 0.02 $dst > "$OUT/$impl-$round-ping.txt" || true
+    ip netns exec $A ping -c "$PINGS" -i 0.01 $dst > "$OUT/$impl-$round-ping.txt" || true
   fi
   if [[ " $TESTS " == *" tcp1 "* ]]; then
     ip netns exec $B iperf3 -s -D -1 -p 5201 >/dev/null; sleep 0.2
@@ -143,12 +144,11 @@ def udp(j):
     if not s or not s.get("packets"): return (None, None)
     got = s["packets"] - s["lost_packets"]
     return (got / s["seconds"], s["lost_percent"])
-def rtt(path):
+def pings(path):
     try:
-        m = re.search(r"= [\d.]+/([\d.]+)/", open(path).read())
-        return float(m.group(1)) if m else None
+        return [float(t) for t in re.findall(r"time=([\d.]+) ms", open(path).read())]
     except Exception:
-        return None
+        return []
 def med(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -160,13 +160,15 @@ for impl in impls:
         med(tcp(load(f"{out}/{impl}-{i}-tcp4.json")) for i in r),
         med(udp(load(f"{out}/{impl}-{i}-udp.json"))[0] for i in r),
         med(udp(load(f"{out}/{impl}-{i}-udp.json"))[1] for i in r),
-        med(rtt(f"{out}/{impl}-{i}-ping.txt") for i in r),
+        med([t for i in r for t in pings(f"{out}/{impl}-{i}-ping.txt")]),
+        min([t for i in r for t in pings(f"{out}/{impl}-{i}-ping.txt")], default=None),
     )
 fmt = lambda v, f: "-" if v is None else f.format(v)
 print(f"medians of {rounds} rounds, {duration} s per iperf3 run; raw results in {out}")
-print(f"{'implementation':<16}{'TCP 1 stream':>14}{'TCP 4 streams':>15}{'UDP pkts/s':>12}{'UDP loss':>10}{'RTT':>10}")
-for impl, (t1, t4, pps, loss, r) in rows.items():
-    print(f"{impl:<16}{fmt(t1,'{:.2f} Gbit/s'):>14}{fmt(t4,'{:.2f} Gbit/s'):>15}{fmt(pps,'{:.0f}'):>12}{fmt(loss,'{:.1f}%'):>10}{fmt(r,'{:.3f} ms'):>10}")
+print(f"RTT: median (and minimum) of every ping of every round")
+print(f"{'implementation':<16}{'TCP 1 stream':>14}{'TCP 4 streams':>15}{'UDP pkts/s':>12}{'UDP loss':>10}{'RTT':>10}{'(min)':>10}")
+for impl, (t1, t4, pps, loss, r, rmin) in rows.items():
+    print(f"{impl:<16}{fmt(t1,'{:.2f} Gbit/s'):>14}{fmt(t4,'{:.2f} Gbit/s'):>15}{fmt(pps,'{:.0f}'):>12}{fmt(loss,'{:.1f}%'):>10}{fmt(r,'{:.3f} ms'):>10}{fmt(rmin,'({:.3f})'):>10}")
 def ratio(a, b, i):
     x, y = rows.get(a), rows.get(b)
     if not x or not y or x[i] is None or not y[i]: return "-"
