@@ -301,6 +301,20 @@ fn wg_show_lists_peers_with_handshakes_and_transfer() -> Result<()> {
         conf.contains("[Peer]") && conf.contains("AllowedIPs = fdaa:"),
         "{conf}"
     );
+    // The metrics show the same peer, by name and key: bytes both ways, and a handshake
+    // within the last minute.
+    let labels = format!("{{peer=\"node/{}\",public_key=\"{b_key}\"}}", b.node);
+    let tx = a.metric(&format!("meshd_peer_transmit_bytes_total{labels}"))?;
+    let rx = a.metric(&format!("meshd_peer_receive_bytes_total{labels}"))?;
+    ensure!(tx > 0 && rx > 0, "per-peer bytes: tx {tx}, rx {rx}");
+    let handshake = a.metric(&format!("meshd_peer_latest_handshake_seconds{labels}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    ensure!(
+        handshake <= now && now - handshake < 60,
+        "latest handshake {handshake}, now {now}"
+    );
     Ok(())
 }
 

@@ -68,8 +68,23 @@ impl Shell {
 
     pub fn sample(&self) -> metrics::Sample {
         let core = self.lock();
+        let now = SystemTime::now();
         metrics::Sample {
             counters: core.counters.clone(),
+            per_peer: core
+                .peers()
+                .iter()
+                .map(|p| {
+                    let (tx_bytes, rx_bytes) = p.transfer();
+                    metrics::PeerSample {
+                        name: p.name.clone(),
+                        public_key: key::to_base64(&p.public_key),
+                        tx_bytes,
+                        rx_bytes,
+                        latest_handshake: p.latest_handshake(now).map_or(0, |d| d.as_secs()),
+                    }
+                })
+                .collect(),
             peers: core.peers().len(),
             peers_with_session: core
                 .peers()

@@ -12,10 +12,38 @@ use crate::daemon::Shell;
 
 pub struct Sample {
     pub counters: Counters,
+    /// One per configured peer, in the order of the peer table.
+    pub per_peer: Vec<PeerSample>,
     pub peers: usize,
     pub peers_with_session: usize,
     pub registry_reachable: Option<bool>,
     pub registry_failures: u64,
+}
+
+/// What the metrics show of one peer, as `wg show` does: by name (`node/<name>`,
+/// `peer/<org>/<name>`, empty for peers made over UAPI) and public key.
+pub struct PeerSample {
+    pub name: String,
+    pub public_key: String,
+    pub tx_bytes: u64,
+    pub rx_bytes: u64,
+    /// Seconds since the Unix epoch, 0 before the first handshake (as wireguard exporters
+    /// give it).
+    pub latest_handshake: u64,
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn label_value(v: &str) -> String {
+    let mut o = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => o.push_str("\\\\"),
+            '"' => o.push_str("\\\""),
+            '\n' => o.push_str("\\n"),
+            c => o.push(c),
+        }
+    }
+    o
 }
 
 pub fn render(s: &Sample) -> String {
@@ -98,6 +126,42 @@ pub fn render(s: &Sample) -> String {
         "Packets dropped, by reason.",
         &drops,
     );
+    let peer_labels: Vec<String> = s
+        .per_peer
+        .iter()
+        .map(|p| {
+            format!(
+                "{{peer=\"{}\",public_key=\"{}\"}}",
+                label_value(&p.name),
+                label_value(&p.public_key)
+            )
+        })
+        .collect();
+    let per_peer = |f: fn(&PeerSample) -> u64| -> Vec<(&str, u64)> {
+        peer_labels
+            .iter()
+            .zip(&s.per_peer)
+            .map(|(l, p)| (l.as_str(), f(p)))
+            .collect()
+    };
+    metric(
+        "peer_transmit_bytes_total",
+        "counter",
+        "Bytes sent to a peer on the wire, handshakes included.",
+        &per_peer(|p| p.tx_bytes),
+    );
+    metric(
+        "peer_receive_bytes_total",
+        "counter",
+        "Bytes received from a peer on the wire, handshakes included.",
+        &per_peer(|p| p.rx_bytes),
+    );
+    metric(
+        "peer_latest_handshake_seconds",
+        "gauge",
+        "Unix time of a peer's latest completed handshake; 0 before the first.",
+        &per_peer(|p| p.latest_handshake),
+    );
     if let Some(up) = s.registry_reachable {
         metric(
             "registry_reachable",
@@ -134,4 +198,64 @@ pub fn serve(addr: SocketAddr, shell: Arc<Shell>) -> std::io::Result<()> {
             }
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(per_peer: Vec<PeerSample>) -> Sample {
+        Sample {
+            counters: Counters::default(),
+            per_peer,
+            peers: 0,
+            peers_with_session: 0,
+            registry_reachable: None,
+            registry_failures: 0,
+        }
+    }
+
+    #[test]
+    fn per_peer_series_carry_name_and_key_with_values_escaped() {
+        let text = render(&sample(vec![
+            PeerSample {
+                name: "node/b".into(),
+                public_key: "k+/=".into(),
+                tx_bytes: 148,
+                rx_bytes: 92,
+                latest_handshake: 1_795_000_000,
+            },
+            PeerSample {
+                name: "odd\"name\\\n".into(),
+                public_key: "k2".into(),
+                tx_bytes: 0,
+                rx_bytes: 0,
+                latest_handshake: 0,
+            },
+        ]));
+        for want in [
+            "# TYPE meshd_peer_transmit_bytes_total counter",
+            "meshd_peer_transmit_bytes_total{peer=\"node/b\",public_key=\"k+/=\"} 148",
+            "meshd_peer_receive_bytes_total{peer=\"node/b\",public_key=\"k+/=\"} 92",
+            "meshd_peer_latest_handshake_seconds{peer=\"node/b\",public_key=\"k+/=\"} 1795000000",
+            "meshd_peer_latest_handshake_seconds{peer=\"odd\\\"name\\\\\\n\",public_key=\"k2\"} 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == want),
+                "no line {want:?} in:\n{text}"
+            );
+        }
+        // Every sample line is `name{labels} value` on one line.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<u64>().is_ok(), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn no_peers_no_per_peer_samples() {
+        let text = render(&sample(Vec::new()));
+        assert!(text.contains("# TYPE meshd_peer_receive_bytes_total counter"));
+        assert!(!text.contains("meshd_peer_receive_bytes_total{"));
+    }
 }

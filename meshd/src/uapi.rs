@@ -77,17 +77,15 @@ fn get(core: &Core) -> String {
         if let Some(ep) = p.endpoint {
             let _ = writeln!(s, "endpoint={ep}");
         }
-        let (since, tx, rx, _, _) = p.tunn.stats();
-        let (sec, nsec) = since
-            .and_then(|d| now.checked_sub(d))
-            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        let (sec, nsec) = p
+            .latest_handshake(now)
             .map(|d| (d.as_secs(), d.subsec_nanos()))
             .unwrap_or((0, 0));
         let _ = writeln!(s, "last_handshake_time_sec={sec}");
         let _ = writeln!(s, "last_handshake_time_nsec={nsec}");
-        // Like wireguard-go: bytes on the wire, handshakes included.
-        let _ = writeln!(s, "tx_bytes={}", p.tx_bytes.max(tx as u64));
-        let _ = writeln!(s, "rx_bytes={}", p.rx_bytes.max(rx as u64));
+        let (tx, rx) = p.transfer();
+        let _ = writeln!(s, "tx_bytes={tx}");
+        let _ = writeln!(s, "rx_bytes={rx}");
         let _ = writeln!(
             s,
             "persistent_keepalive_interval={}",

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use boringtun::noise::Tunn;
 use ipnet::IpNet;
@@ -30,6 +30,24 @@ pub struct Peer {
     pub last_sent: Option<Instant>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+}
+
+impl Peer {
+    /// When the last handshake completed, as time since the Unix epoch; `None` before the
+    /// first.
+    pub fn latest_handshake(&self, now: SystemTime) -> Option<Duration> {
+        let (since, ..) = self.tunn.stats();
+        since
+            .and_then(|d| now.checked_sub(d))
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+    }
+
+    /// Bytes sent and received on the wire, handshakes included, as wireguard-go counts
+    /// them: (tx, rx).
+    pub fn transfer(&self) -> (u64, u64) {
+        let (_, tx, rx, ..) = self.tunn.stats();
+        (self.tx_bytes.max(tx as u64), self.rx_bytes.max(rx as u64))
+    }
 }
 
 #[derive(Default)]
