@@ -10,7 +10,7 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tun_rs::{GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
 
@@ -23,7 +23,9 @@ const MAX_GSO_BYTES: usize = 65_000;
 pub const TUN_BATCH: usize = tun_rs::IDEAL_BATCH_SIZE;
 /// Datagrams gathered before a flush, likewise.
 const UDP_BATCH: usize = 256;
-/// How long a send waits for room in a full socket buffer before the datagrams are dropped.
+/// How long one flush may wait, in all, for room in a full socket buffer before the rest of
+/// its datagrams are dropped (the I/O thread carries both directions, so it must not sit
+/// on a stalled send for long).
 const SEND_WAIT: Duration = Duration::from_millis(200);
 
 /// Whether to use segmentation offload (TUN `IFF_VNET_HDR`, UDP GSO). On unless the
@@ -128,6 +130,7 @@ impl UdpBatch {
     /// Sends everything, up to 64 runs per `sendmmsg`; returns how many datagrams could not
     /// be sent.
     pub fn flush(&mut self, socket: &Socket) -> u64 {
+        let deadline = Instant::now() + SEND_WAIT;
         let mut failed = 0;
         let mut i = 0;
         while i < self.runs.len() {
@@ -139,9 +142,12 @@ impl UdpBatch {
                         continue;
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        if socket.wait(libc::POLLOUT, SEND_WAIT) {
+                        if wait_writable(socket, deadline) {
                             continue;
                         }
+                        // No room before the deadline: the rest is dropped.
+                        failed += rest.iter().map(|r| r.count as u64).sum::<u64>();
+                        break;
                     }
                     // The first run failed: it goes the careful way below, which also
                     // notices a kernel that refuses GSO.
@@ -149,7 +155,12 @@ impl UdpBatch {
                 }
             }
             let run = &self.runs[i];
-            failed += send_run(socket, run, &self.buf[run.start..run.start + run.len]);
+            failed += send_run(
+                socket,
+                run,
+                &self.buf[run.start..run.start + run.len],
+                deadline,
+            );
             i += 1;
         }
         self.buf.clear();
@@ -157,6 +168,12 @@ impl UdpBatch {
         self.datagrams = 0;
         failed
     }
+}
+
+/// Waits for room to send until `deadline`; false if there is none by then.
+fn wait_writable(socket: &Socket, deadline: Instant) -> bool {
+    let left = deadline.saturating_duration_since(Instant::now());
+    !left.is_zero() && socket.wait(libc::POLLOUT, left)
 }
 
 /// Runs per `sendmmsg`.
@@ -217,7 +234,7 @@ fn sendmmsg_runs(fd: RawFd, runs: &[Run], buf: &[u8]) -> std::io::Result<usize> 
     Ok(n as usize)
 }
 
-fn send_run(socket: &Socket, run: &Run, contents: &[u8]) -> u64 {
+fn send_run(socket: &Socket, run: &Run, contents: &[u8], deadline: Instant) -> u64 {
     let transmit = quinn_udp::Transmit {
         destination: udp::to_wire(run.to),
         ecn: None,
@@ -225,7 +242,7 @@ fn send_run(socket: &Socket, run: &Run, contents: &[u8]) -> u64 {
         segment_size: (run.count > 1).then_some(run.segment),
         src_ip: None,
     };
-    match try_send(socket, &transmit) {
+    match try_send(socket, &transmit, deadline) {
         Ok(()) => 0,
         Err(e) if run.count > 1 => {
             // quinn-udp turns GSO off after the kernel refuses it; send them one by one.
@@ -237,7 +254,7 @@ fn send_run(socket: &Socket, run: &Run, contents: &[u8]) -> u64 {
                     segment_size: None,
                     ..transmit
                 };
-                if try_send(socket, &single).is_err() {
+                if try_send(socket, &single, deadline).is_err() {
                     failed += 1;
                 }
             }
@@ -250,12 +267,17 @@ fn send_run(socket: &Socket, run: &Run, contents: &[u8]) -> u64 {
     }
 }
 
-fn try_send(socket: &Socket, transmit: &quinn_udp::Transmit<'_>) -> std::io::Result<()> {
+fn try_send(
+    socket: &Socket,
+    transmit: &quinn_udp::Transmit<'_>,
+    deadline: Instant,
+) -> std::io::Result<()> {
     loop {
         match socket.state.try_send((&socket.sock).into(), transmit) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                // The socket buffer is full: wait for room, as a blocking send would.
-                if !socket.wait(libc::POLLOUT, SEND_WAIT) {
+                // The socket buffer is full: wait for room, as a blocking send would, but
+                // not past the flush's deadline.
+                if !wait_writable(socket, deadline) {
                     return Err(e);
                 }
             }

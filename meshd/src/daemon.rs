@@ -118,9 +118,9 @@ fn tun_fatal(e: &std::io::Error) -> bool {
     }
 }
 
-/// Room a TUN read needs in the batch: a 64 KiB GSO segment splits into at most this many
-/// packets at our MTU (TCP's smallest MSS there is 1,340 bytes).
-const TUN_READ_ROOM: usize = 64;
+/// Room a TUN read needs in the batch: the kernel puts at most this many segments in one
+/// offloaded packet (`tun::open` sets the device's `gso_max_segs`).
+const TUN_READ_ROOM: usize = tun::MAX_GSO_SEGMENTS;
 /// Most reads gathered into one batch.
 const TUN_DRAIN: usize = 32;
 /// How many receive buffers one `recvmmsg` fills; with UDP GRO each holds up to 64 KiB of
@@ -133,7 +133,6 @@ struct Outbound {
     raw: Vec<u8>,
     bufs: Vec<Vec<u8>>,
     sizes: Vec<usize>,
-    malformed: u64,
     batch: Batch,
 }
 
@@ -143,7 +142,6 @@ impl Outbound {
             raw: vec![0u8; VIRTIO_NET_HDR_LEN + 65_535],
             bufs: vec![vec![0u8; 65_535]; batch::TUN_BATCH],
             sizes: vec![0usize; batch::TUN_BATCH],
-            malformed: 0,
             batch: Batch::default(),
         }
     }
@@ -175,10 +173,10 @@ impl Shell {
             raw,
             bufs,
             sizes,
-            malformed,
             batch,
         } = st;
         let mut n = 0;
+        let mut failed = 0;
         for _ in 0..TUN_DRAIN {
             if n + TUN_READ_ROOM > bufs.len() {
                 break;
@@ -191,10 +189,13 @@ impl Shell {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if tun_fatal(&e) => return Err(e.to_string()),
                 Err(e) => {
-                    *malformed += 1;
-                    tracing::trace!(error = %e, malformed = *malformed, "TUN read");
+                    failed += 1;
+                    tracing::debug!(error = %e, "TUN read failed");
                 }
             }
+        }
+        if failed > 0 {
+            self.lock().counters.drop_many(Drop::TunReadFailed, failed);
         }
         if n == 0 {
             return Ok(0);

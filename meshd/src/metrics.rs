@@ -187,6 +187,8 @@ pub fn serve(addr: SocketAddr, shell: Arc<Shell>) -> std::io::Result<()> {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
                 let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                // A client that never reads must not hold up the next scrape for long.
+                let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
                 let mut req = [0u8; 1024];
                 let _ = conn.read(&mut req);
                 let body = render(&shell.sample());

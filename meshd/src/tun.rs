@@ -8,6 +8,11 @@ use crate::error::{Error, Result};
 
 pub const MTU: u16 = 1420;
 
+/// Most segments the kernel may put in one offloaded TCP/UDP packet it hands us, so that one
+/// read always fits the room the reader keeps (a 64 KiB segment at a small MSS would
+/// otherwise split into more packets than there are buffers, and be lost whole).
+pub const MAX_GSO_SEGMENTS: usize = 64;
+
 /// Opens (creates) the TUN interface, with TCP/UDP segmentation offload (`IFF_VNET_HDR`:
 /// the kernel hands over and takes 64 KiB segments) where the kernel has it, and without
 /// where it has not (or `MESHD_OFFLOAD=off`).
@@ -25,6 +30,12 @@ pub fn open(name: &str) -> Result<SyncDevice> {
     match build(true) {
         Ok(dev) => {
             tracing::debug!(tcp = dev.tcp_gso(), udp = dev.udp_gso(), "TUN offload");
+            let segs = MAX_GSO_SEGMENTS.to_string();
+            if let Err(e) = ip(&["link", "set", "dev", name, "gso_max_segs", &segs]) {
+                // The kernel may then hand over a segment too large for one read; it is
+                // counted as a failed TUN read rather than going unnoticed.
+                tracing::warn!(error = %e, "cannot limit GSO segments");
+            }
             Ok(dev)
         }
         Err(e) => {

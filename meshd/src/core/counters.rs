@@ -35,10 +35,13 @@ pub enum Drop {
     SendFailed,
     /// The TUN device refused a write.
     TunWriteFailed,
+    /// A TUN read failed without the device being gone (an offloaded segment that could
+    /// not be split).
+    TunReadFailed,
 }
 
 impl Drop {
-    pub const ALL: [Drop; 16] = [
+    pub const ALL: [Drop; 17] = [
         Drop::Malformed,
         Drop::UnknownPeer,
         Drop::UnknownIndex,
@@ -55,6 +58,7 @@ impl Drop {
         Drop::NoKey,
         Drop::SendFailed,
         Drop::TunWriteFailed,
+        Drop::TunReadFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +79,7 @@ impl Drop {
             Drop::NoKey => "no_key",
             Drop::SendFailed => "send_failed",
             Drop::TunWriteFailed => "tun_write_failed",
+            Drop::TunReadFailed => "tun_read_failed",
         }
     }
 

@@ -434,10 +434,15 @@ impl Core {
         let Some(peer) = self.peers.get_mut(index) else {
             return self.counters.drop(Drop::UnknownIndex);
         };
-        let delivered = match peer
+        let result = peer
             .tunn
-            .decapsulate(Some(from.ip()), datagram, &mut self.buf)
-        {
+            .decapsulate(Some(from.ip()), datagram, &mut self.buf);
+        if !matches!(result, TunnResult::Err(_)) {
+            // Everything the session accepted, handshakes and keepalives included, as
+            // wireguard-go counts it.
+            peer.rx_bytes += datagram.len() as u64;
+        }
+        let delivered = match result {
             TunnResult::Done => None,
             TunnResult::Err(e) => {
                 tracing::trace!(peer = %peer.name, error = ?e, "datagram dropped");
@@ -461,7 +466,6 @@ impl Core {
             }
             TunnResult::WriteToTunnelV4(p, _) | TunnResult::WriteToTunnelV6(p, _) => {
                 peer.endpoint = Some(from);
-                peer.rx_bytes += datagram.len() as u64;
                 Some(p.len())
             }
         };

@@ -145,6 +145,36 @@ fn two_cores_handshake_and_carry_a_packet() {
 }
 
 #[test]
+fn received_bytes_count_handshakes_and_data_but_not_rejects() {
+    let (mut a, mut b) = pair();
+    let p = ip6("fdaa:0:1:a7b:1:1:0:2", "fdaa:0:1:a7b:2:5:0:2", b"hello");
+    let mut out = Wire::default();
+    a.core.handle_tun_packet(Instant::now(), &p, &mut out);
+    let init_len = out.udp[0].1.len() as u64;
+    let _ = pump(&mut a, &mut b, out);
+    let rx = |n: &Node, of: &Node| n.core.peer(&of.public).unwrap().transfer().1;
+    let tx = |n: &Node, of: &Node| n.core.peer(&of.public).unwrap().tx_bytes;
+    // A received only B's handshake response (92 bytes), which decrypts to nothing: it
+    // counts all the same, as it does for wireguard-go.
+    assert_eq!(rx(&a, &b), 92);
+    // Everything one side sent, the other counted: the initiation, the data, a keepalive.
+    assert!(rx(&b, &a) > init_len);
+    assert_eq!(rx(&b, &a), tx(&a, &b));
+    assert_eq!(rx(&a, &b), tx(&b, &a));
+    // A replay is rejected and not counted.
+    let mut out = Wire::default();
+    a.core.handle_tun_packet(Instant::now(), &p, &mut out);
+    let datagram = out.udp[0].1.clone();
+    let mut sink = Wire::default();
+    b.core
+        .handle_datagram(Instant::now(), a.addr, &datagram, &mut sink);
+    let before = b.core.peer(&a.public).unwrap().transfer().1;
+    b.core
+        .handle_datagram(Instant::now(), a.addr, &datagram, &mut sink);
+    assert_eq!(b.core.peer(&a.public).unwrap().transfer().1, before);
+}
+
+#[test]
 fn replayed_garbage_and_unknown_index_are_dropped_and_counted() {
     let (mut a, mut b) = pair();
     let p = ip6("fdaa:0:1:a7b:1:1:0:2", "fdaa:0:1:a7b:2:5:0:2", b"x");
