@@ -153,6 +153,17 @@ impl Mesh {
         }
     }
 
+    /// `acme`'s `web` on `a` and `db` on `b`, once both addresses are up and web reaches db.
+    pub fn web_and_db(&self, a: &Host, b: &Host) -> Result<(Machine, Machine)> {
+        let web = self.machine("acme", "web", a)?;
+        let db = self.machine("acme", "db", b)?;
+        wait_address(a, web.addr)?;
+        wait_address(b, db.addr)?;
+        wait_ping(&a.ns, Some(web.addr), db.addr, Duration::from_secs(10))
+            .with_context(|| format!("a:\n{}\nb:\n{}", a.log(), b.log()))?;
+        Ok((web, db))
+    }
+
     /// Registers a node that is not a meshd (wireguard-go, or a fake).
     pub fn foreign_node(&self, name: &str, public_key: &str, endpoint: &str) -> Result<()> {
         self.apply(Change::AddNode(NodeSpec {

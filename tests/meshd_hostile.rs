@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use registry::Machine;
 use sixpn_tests::meshd_harness::{
-    meshd_pubkey, wait_address, wait_ping, wg_keypair, wireguard_go, Host, Mesh, METRICS_PORT, PORT,
+    meshd_pubkey, wg_keypair, wireguard_go, Host, Mesh, METRICS_PORT, PORT,
 };
 use sixpn_tests::{ping_summary, Netns, Proc};
 
@@ -80,12 +80,7 @@ fn world(capture: Option<&str>) -> Result<World> {
     }
     mesh.start(&mut a)?;
     mesh.start(&mut b)?;
-    let web = mesh.machine("acme", "web", &a)?;
-    let db = mesh.machine("acme", "db", &b)?;
-    wait_address(&a, web.addr)?;
-    wait_address(&b, db.addr)?;
-    wait_ping(&a.ns, Some(web.addr), db.addr, SECS10)
-        .with_context(|| format!("a:\n{}\nb:\n{}", a.log(), b.log()))?;
+    let (web, db) = mesh.web_and_db(&a, &b)?;
     let capture = match capturing {
         None => None,
         Some((p, file)) => {

@@ -50,12 +50,7 @@ fn two_hosts(mesh: &mut Mesh) -> Result<(Host, Host)> {
 fn machines_on_two_hosts_exchange_icmp_and_10mb_tcp() -> Result<()> {
     let mut mesh = Mesh::new()?;
     let (a, b) = two_hosts(&mut mesh)?;
-    let ma = mesh.machine("acme", "web", &a)?;
-    let mb = mesh.machine("acme", "db", &b)?;
-    wait_address(&a, ma.addr)?;
-    wait_address(&b, mb.addr)?;
-    wait_ping(&a.ns, Some(ma.addr), mb.addr, SECS10)
-        .with_context(|| format!("a:\n{}\nb:\n{}", a.log(), b.log()))?;
+    let (ma, mb) = mesh.web_and_db(&a, &b)?;
     a.ns.sh(&format!(
         "ping -6 -c 3 -i 0.2 -W 2 -I {} {}",
         ma.addr, mb.addr
@@ -280,11 +275,7 @@ fn interop_with_stock_wireguard_go_host() -> Result<()> {
 fn wg_show_lists_peers_with_handshakes_and_transfer() -> Result<()> {
     let mut mesh = Mesh::new()?;
     let (a, b) = two_hosts(&mut mesh)?;
-    let ma = mesh.machine("acme", "web", &a)?;
-    let mb = mesh.machine("acme", "db", &b)?;
-    wait_address(&a, ma.addr)?;
-    wait_address(&b, mb.addr)?;
-    wait_ping(&a.ns, Some(ma.addr), mb.addr, SECS10)?;
+    let _ = mesh.web_and_db(&a, &b)?;
     let show = a.ns.sh(&format!("wg show {}", a.iface))?;
     let b_key = meshd_pubkey(&b.key)?;
     for want in [
@@ -406,11 +397,7 @@ fn drop_in_interfaces_configured_by_wg_and_wg_quick() -> Result<()> {
 fn killed_meshd_recovers_within_two_seconds_of_restart() -> Result<()> {
     let mut mesh = Mesh::new()?;
     let (a, mut b) = two_hosts(&mut mesh)?;
-    let ma = mesh.machine("acme", "web", &a)?;
-    let mb = mesh.machine("acme", "db", &b)?;
-    wait_address(&a, ma.addr)?;
-    wait_address(&b, mb.addr)?;
-    wait_ping(&a.ns, Some(ma.addr), mb.addr, SECS10)?;
+    let (ma, mb) = mesh.web_and_db(&a, &b)?;
     if let Some(p) = b.meshd.as_mut() {
         p.kill();
     }
@@ -478,11 +465,7 @@ fn live_changes_do_not_stall_a_running_transfer() -> Result<()> {
     let (a, b) = two_hosts(&mut mesh)?;
     let mut c = mesh.host("c", true)?;
     mesh.start(&mut c)?;
-    let ma = mesh.machine("acme", "web", &a)?;
-    let mb = mesh.machine("acme", "db", &b)?;
-    wait_address(&a, ma.addr)?;
-    wait_address(&b, mb.addr)?;
-    wait_ping(&a.ns, Some(ma.addr), mb.addr, SECS10)?;
+    let (ma, mb) = mesh.web_and_db(&a, &b)?;
     let _srv =
         b.ns.spawn("iperf3", &["-s", "-1", "-B", &mb.addr.to_string()])?;
     b.ns.wait_for("ss -ltn | grep -q ':5201 '", SECS10)?;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use etcd_harness::{free_port, Background, Etcd};
-use sixpn_tests::meshd_harness::{wait_address, wait_ping, Host, Mesh};
+use sixpn_tests::meshd_harness::{wait_ping, Host, Mesh};
 use sixpn_tests::{bin, ping_summary, sh, tempdir, unique, Underlay};
 
 const SECS10: Duration = Duration::from_secs(10);
@@ -148,12 +148,7 @@ fn registry_outage_serves_the_last_snapshot_says_so_and_catches_up() -> Result<(
     let _relay_b = etcd.reach_from(&b.ns)?;
     mesh.start(&mut a)?;
     mesh.start(&mut b)?;
-    let web = mesh.machine("acme", "web", &a)?;
-    let db = mesh.machine("acme", "db", &b)?;
-    wait_address(&a, web.addr)?;
-    wait_address(&b, db.addr)?;
-    wait_ping(&a.ns, Some(web.addr), db.addr, SECS10)
-        .with_context(|| format!("a:\n{}\nb:\n{}", a.log(), b.log()))?;
+    let (web, db) = mesh.web_and_db(&a, &b)?;
     let dnsd = Dnsd::start(&url, &mesh.dir)?;
     wait_until("dnsd to answer web and db", SECS10, || {
         Ok(dnsd.answers("web.internal", web.addr) && dnsd.answers("db.internal", db.addr))

@@ -74,15 +74,12 @@ impl Shell {
             per_peer: core
                 .peers()
                 .iter()
-                .map(|p| {
-                    let (tx_bytes, rx_bytes) = p.transfer();
-                    metrics::PeerSample {
-                        name: p.name.clone(),
-                        public_key: key::to_base64(&p.public_key),
-                        tx_bytes,
-                        rx_bytes,
-                        latest_handshake: p.latest_handshake(now).map_or(0, |d| d.as_secs()),
-                    }
+                .map(|p| metrics::PeerSample {
+                    name: p.name.clone(),
+                    public_key: key::to_base64(&p.public_key),
+                    tx_bytes: p.tx_bytes,
+                    rx_bytes: p.rx_bytes,
+                    latest_handshake: p.latest_handshake(now).map_or(0, |d| d.as_secs()),
                 })
                 .collect(),
             peers: core.peers().len(),
@@ -268,11 +265,18 @@ impl Shell {
 /// the write returns, and waking a thread on another CPU to carry the answer added ~60 µs
 /// to each round trip, while throughput was no higher with two.
 fn io_loop(shell: Arc<Shell>, exit: mpsc::Sender<Exit>) {
-    // Non-blocking, so that a wake-up takes every packet waiting; `poll` does the waiting.
-    if let Err(e) = shell.tun.set_nonblocking(true) {
-        let _ = exit.send(Exit::TunGone(format!("making the TUN non-blocking: {e}")));
-        return;
+    if let Err(why) = carry(&shell) {
+        let _ = exit.send(Exit::TunGone(why));
     }
+}
+
+/// The body of [`io_loop`]: returns when meshd stops (`Ok`) or the TUN is gone (`Err`).
+fn carry(shell: &Shell) -> std::result::Result<(), String> {
+    // Non-blocking, so that a wake-up takes every packet waiting; `poll` does the waiting.
+    shell
+        .tun
+        .set_nonblocking(true)
+        .map_err(|e| format!("making the TUN non-blocking: {e}"))?;
     let mut outbound = Outbound::new();
     let mut inbound = Inbound::new();
     while !shell.stopping.load(Ordering::Relaxed) {
@@ -299,23 +303,16 @@ fn io_loop(shell: Arc<Shell>, exit: mpsc::Sender<Exit>) {
         let (tun_ready, udp_ready) = (fds[0].revents != 0, fds[1].revents != 0);
         // Each pump that moved packets makes the other direction worth one try: what was
         // written to the TUN may already be answered, what was sent may have drawn a reply.
-        let mut sent = 0;
-        if tun_ready {
-            match shell.pump_out(&mut outbound) {
-                Ok(n) => sent = n,
-                Err(e) => {
-                    let _ = exit.send(Exit::TunGone(e));
-                    return;
-                }
-            }
-        }
+        let sent = if tun_ready {
+            shell.pump_out(&mut outbound)?
+        } else {
+            0
+        };
         if (udp_ready || sent > 0) && shell.pump_in(&mut inbound, &sock) > 0 {
-            if let Err(e) = shell.pump_out(&mut outbound) {
-                let _ = exit.send(Exit::TunGone(e));
-                return;
-            }
+            shell.pump_out(&mut outbound)?;
         }
     }
+    Ok(())
 }
 
 fn timer_loop(shell: Arc<Shell>) {

@@ -83,9 +83,8 @@ fn get(core: &Core) -> String {
             .unwrap_or((0, 0));
         let _ = writeln!(s, "last_handshake_time_sec={sec}");
         let _ = writeln!(s, "last_handshake_time_nsec={nsec}");
-        let (tx, rx) = p.transfer();
-        let _ = writeln!(s, "tx_bytes={tx}");
-        let _ = writeln!(s, "rx_bytes={rx}");
+        let _ = writeln!(s, "tx_bytes={}", p.tx_bytes);
+        let _ = writeln!(s, "rx_bytes={}", p.rx_bytes);
         let _ = writeln!(
             s,
             "persistent_keepalive_interval={}",

@@ -28,6 +28,8 @@ pub struct Peer {
     pub name: String,
     /// When we last sent anything to it, for persistent keepalive.
     pub last_sent: Option<Instant>,
+    /// Bytes received and sent on the wire, every datagram the session accepted or sent
+    /// (handshakes and keepalives included), as wireguard-go counts them.
     pub rx_bytes: u64,
     pub tx_bytes: u64,
 }
@@ -40,13 +42,6 @@ impl Peer {
         since
             .and_then(|d| now.checked_sub(d))
             .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-    }
-
-    /// Bytes sent and received on the wire, handshakes included, as wireguard-go counts
-    /// them: (tx, rx).
-    pub fn transfer(&self) -> (u64, u64) {
-        let (_, tx, rx, ..) = self.tunn.stats();
-        (self.tx_bytes.max(tx as u64), self.rx_bytes.max(rx as u64))
     }
 }
 
