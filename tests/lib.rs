@@ -168,6 +168,21 @@ impl Proc {
         self.child.id()
     }
 
+    /// Waits until the output holds `text`; returns the output then.
+    pub fn wait_log(&self, text: &str, limit: Duration) -> Result<String> {
+        let start = Instant::now();
+        loop {
+            let log = self.log();
+            if log.contains(text) {
+                return Ok(log);
+            }
+            if start.elapsed() > limit {
+                bail!("no `{text}` within {limit:?}:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Kills the process at once (SIGKILL) and reaps it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -75,7 +75,7 @@ fn world(capture: Option<&str>) -> Result<World> {
                 types,
             ],
         )?;
-        wait_log(&p, "capturing", SECS10)?;
+        p.wait_log("capturing", SECS10)?;
         capturing = Some((p, file));
     }
     mesh.start(&mut a)?;
@@ -84,7 +84,7 @@ fn world(capture: Option<&str>) -> Result<World> {
     let capture = match capturing {
         None => None,
         Some((p, file)) => {
-            wait_log(&p, "captured", Duration::from_secs(25))?;
+            p.wait_log("captured", Duration::from_secs(25))?;
             let text = std::fs::read_to_string(&file)?;
             let types: Vec<&str> = text.lines().filter_map(|l| l.split(' ').next()).collect();
             let want: Vec<&str> = capture.unwrap_or("").split(',').collect();
@@ -106,17 +106,6 @@ fn world(capture: Option<&str>) -> Result<World> {
         script,
         capture,
     })
-}
-
-fn wait_log(p: &Proc, text: &str, limit: Duration) -> Result<()> {
-    let start = Instant::now();
-    while !p.log().contains(text) {
-        if start.elapsed() > limit {
-            bail!("no `{text}` within {limit:?}:\n{}", p.log());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
 }
 
 /// Every `meshd_*` sample on host's metrics port, by name and labels.
