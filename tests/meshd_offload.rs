@@ -194,8 +194,8 @@ fn fragmented_udp_arrives_whole_and_in_order() -> Result<()> {
     std::fs::write(&script, FRAGMENTS_PY)?;
     let script = script.to_string_lossy().into_owned();
     let count = 3000;
-    // Both ways: the fast side reads many fragments per wake-up and sends its big ones
-    // grouped; the plain side reads them one by one.
+    // Both ways: the fast side reads many fragments per wake-up and sends them in GSO
+    // runs; the plain side reads and sends them one by one.
     for (from, to, addr) in [(&fast, &plain, "fd00:88::2"), (&plain, &fast, "fd00:88::1")] {
         let receiver = to.ns.spawn(
             "python3",

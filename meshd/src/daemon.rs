@@ -202,13 +202,11 @@ impl Shell {
             let mut out = batch.out(&sock, &self.tun);
             let mut core = self.lock();
             let now = Instant::now();
-            let packets = bufs
-                .iter()
-                .zip(sizes.iter())
-                .take(n)
-                .filter(|(_, size)| **size > 0)
-                .map(|(buf, size)| &buf[..*size]);
-            core.handle_tun_packets(now, packets, &mut out);
+            for (buf, size) in bufs.iter().zip(sizes.iter()).take(n) {
+                if *size > 0 {
+                    core.handle_tun_packet(now, &buf[..*size], &mut out);
+                }
+            }
         }
         self.flush(batch, &sock);
         Ok(n)

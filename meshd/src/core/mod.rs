@@ -361,27 +361,6 @@ impl Core {
         }
     }
 
-    /// Packets read from the TUN together. Leading IP fragments (see
-    /// [`packet::is_leading_fragment`]) go first, the rest after them, each group in the
-    /// order read. A datagram bigger than the tunnel's MTU arrives as a big and a small
-    /// fragment, and equal-sized datagrams to one peer are what one UDP GSO send can
-    /// carry: interleaved, each pair is a send of its own; grouped, a batch's big
-    /// fragments go in one. The receiver still completes datagrams in the order sent,
-    /// since only last fragments and whole packets complete one and their order is kept.
-    pub fn handle_tun_packets<'p>(
-        &mut self,
-        now: Instant,
-        packets: impl Iterator<Item = &'p [u8]> + Clone,
-        out: &mut impl Transmit,
-    ) {
-        for p in packets.clone().filter(|p| packet::is_leading_fragment(p)) {
-            self.handle_tun_packet(now, p, out);
-        }
-        for p in packets.filter(|p| !packet::is_leading_fragment(p)) {
-            self.handle_tun_packet(now, p, out);
-        }
-    }
-
     /// A packet a local process sent into the TUN.
     pub fn handle_tun_packet(&mut self, now: Instant, packet: &[u8], out: &mut impl Transmit) {
         self.counters.tun_rx_packets += 1;
