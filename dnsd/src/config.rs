@@ -13,7 +13,7 @@ use serde::Deserialize;
 #[derive(Debug, Parser)]
 #[command(name = "dnsd", version)]
 pub struct Cli {
-    /// Registry location: a SQLite path, `sqlite:///path` or `etcd://host:port,...[/prefix]`
+    /// Registry location: a SQLite path, `sqlite:///path` or `etcd[s]://host:port,...[/prefix]`
     /// [default: /var/lib/sixpn/registry.db].
     #[arg(long, env = "SIXPN_REGISTRY")]
     pub registry: Option<String>,

@@ -42,7 +42,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Registry location: `sqlite:///path/registry.db`, a plain path, or
-    /// `etcd://[user[:password]@]host:port,...[/prefix][?cacert=..&cert=..&key=..]`.
+    /// `etcd[s]://[user[:password]@]host:port,...[/prefix][?cacert=..&cert=..&key=..]`.
     #[arg(long)]
     pub registry: Option<String>,
     /// This node's name in the registry.

@@ -178,8 +178,13 @@ fn with_tls(
 ) -> Result<ConnectOptions> {
     use etcd_client::{Certificate, Identity, TlsOptions};
     let mut config = TlsOptions::new();
-    if let Some(path) = &tls.cacert {
-        config = config.ca_certificate(Certificate::from_pem(pem::certificates("cacert", path)?));
+    let ca = match (&tls.cacert, &tls.system_ca) {
+        (Some(path), _) => Some(("cacert", path)),
+        (None, Some(path)) => Some(("system CA bundle", path)),
+        (None, None) => None,
+    };
+    if let Some((field, path)) = ca {
+        config = config.ca_certificate(Certificate::from_pem(pem::certificates(field, path)?));
     }
     if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
         let cert = pem::certificates("cert", cert)?;
@@ -198,8 +203,8 @@ fn with_tls(
     Err(Error::invalid(
         "etcd registry URL",
         &location.shown,
-        "asks for TLS (cacert/cert/key or ETCDCTL_CACERT/CERT/KEY), but this build has no TLS \
-         support: sixpn-registry was built without its `tls` feature",
+        "asks for TLS (etcds://, cacert/cert/key or ETCDCTL_CACERT/CERT/KEY), but this build \
+         has no TLS support: sixpn-registry was built without its `tls` feature",
     ))
 }
 
@@ -431,17 +436,24 @@ impl Shared {
         }
         let mut why = failures.join("; ");
         if let Some(Some(t)) = trouble {
-            why.push_str(self.tls_hint(t));
+            why.push_str(&self.tls_hint(t));
         }
         Err(Failure::Unreachable(why))
     }
 
     /// What to check when TLS failed, by what this client offered.
-    fn tls_hint(&self, trouble: TlsTrouble) -> &'static str {
+    fn tls_hint(&self, trouble: TlsTrouble) -> String {
         let tls = self.location.tls.as_ref();
-        match (trouble, tls) {
+        let hint = match (trouble, tls) {
             (TlsTrouble::UntrustedServer, Some(t)) if t.cacert.is_some() => {
                 "; `cacert` must hold the CA that signed the members' certificates"
+            }
+            (TlsTrouble::UntrustedServer, Some(t)) if t.system_ca.is_some() => {
+                return format!(
+                    "; the system's trusted CAs ({}) do not include the CA that signed the \
+                     members' certificates: give ?cacert=PATH with that CA",
+                    t.system_ca.as_deref().unwrap_or_default()
+                );
             }
             (TlsTrouble::UntrustedServer, _) => {
                 "; give ?cacert=PATH with the CA that signed the members' certificates"
@@ -458,7 +470,8 @@ impl Shared {
                 "; a member that hangs up on TLS may not trust the client certificate: its \
                  --trusted-ca-file must hold the CA that signed `cert`"
             }
-        }
+        };
+        hint.to_string()
     }
 
     /// The whole registry at one etcd revision, and the mod-revision of `meta/revision`.

@@ -108,12 +108,13 @@ pub fn copy(from: &dyn Registry, to: &dyn Registry) -> Result<Copied> {
 }
 
 /// Opens a registry by URL: `sqlite:///path/to.db` or a plain path (embedded), or
-/// `etcd://host:port[,host:port...][/prefix]` (see [`etcd::location`] for credentials and TLS).
+/// `etcd://host:port[,host:port...][/prefix]` or `etcds://...` for TLS (see [`etcd::location`]
+/// for credentials and TLS).
 pub fn open(location: &str) -> Result<Arc<dyn Registry>> {
     if let Some(rest) = location.strip_prefix("sqlite://") {
         return Ok(Arc::new(sqlite::SqliteRegistry::open(rest)?));
     }
-    if location.starts_with("etcd://") {
+    if location.starts_with("etcd://") || location.starts_with("etcds://") {
         return Ok(Arc::new(etcd::EtcdRegistry::open(location)?));
     }
     if let Some((scheme, _)) = location.split_once("://") {
@@ -121,7 +122,7 @@ pub fn open(location: &str) -> Result<Arc<dyn Registry>> {
             "registry",
             location,
             format!(
-                "unknown scheme `{scheme}` (use sqlite:///path, a plain path, or etcd://host:port)"
+                "unknown scheme `{scheme}` (use sqlite:///path, a plain path, etcd://host:port or etcds://host:port)"
             ),
         ));
     }

@@ -95,6 +95,8 @@ fn tls_etcd_refuses_plain_text_an_unknown_ca_and_a_missing_or_unknown_client_cer
     let no_ca = first_read_fails(&at(format!("?{client}")));
     eprintln!("no cacert: {no_ca}");
     assert!(no_ca.contains("UnknownIssuer"), "{no_ca}");
+    // Without cacert the system's CAs were asked, and they do not know the test CA.
+    assert!(no_ca.contains("the system's trusted CAs ("), "{no_ca}");
     assert!(no_ca.contains("give ?cacert=PATH"), "{no_ca}");
 
     let wrong_ca = first_read_fails(&at(format!("?cacert={}&{client}", pki.arg("other-ca.pem"))));

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "wgtool", version, propagate_version = true)]
 pub struct Cli {
-    /// The registry: a SQLite path, sqlite:///path, or etcd://host:port,...[/prefix].
+    /// The registry: a SQLite path, sqlite:///path, or etcd[s]://host:port,...[/prefix].
     #[arg(long, global = true, env = registry::LOCATION_ENV, default_value = registry::DEFAULT_LOCATION)]
     pub registry: String,
 

@@ -1,6 +1,10 @@
 //! An etcd registry's URL: `etcd://[user[:password]@]host[:port][,host[:port]...][/prefix]
 //! [?cacert=PATH&cert=PATH&key=PATH]`.
 //!
+//! TLS is on when the URL starts with `etcds://` or names any of the files. Without
+//! `cacert`, the members' certificates are checked against the system's trusted CAs, as
+//! etcdctl does: the file `SSL_CERT_FILE` names, else the distribution's bundle.
+//!
 //! Credentials and TLS files may also come from etcdctl's own environment variables
 //! (`ETCDCTL_USER` as `name` or `name:password`, `ETCDCTL_PASSWORD`, `ETCDCTL_CACERT`,
 //! `ETCDCTL_CERT`, `ETCDCTL_KEY`), so a host already set up for etcdctl needs nothing more;
@@ -15,12 +19,22 @@ pub const DEFAULT_PORT: u16 = 2379;
 /// Where the records live when the URL names no prefix.
 pub const DEFAULT_PREFIX: &str = "/sixpn";
 
+/// Where distributions keep the bundle of trusted CAs: Debian and Ubuntu, Fedora and
+/// RHEL, Alpine and the BSDs.
+pub const SYSTEM_CA_BUNDLES: [&str; 3] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
 /// Files for TLS to etcd, as etcdctl's `--cacert`, `--cert` and `--key`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsFiles {
     pub cacert: Option<String>,
     pub cert: Option<String>,
     pub key: Option<String>,
+    /// The system's CA bundle, found when `cacert` is not given.
+    pub system_ca: Option<String>,
 }
 
 /// A parsed etcd registry URL.
@@ -55,9 +69,15 @@ impl Location {
     /// As [`Location::parse`], with the environment given (tests).
     pub fn parse_with_env(url: &str, env: impl Fn(&str) -> Option<String>) -> Result<Location> {
         let bad = |rule: &str| Error::invalid("etcd registry URL", redact(url), rule);
-        let rest = url
-            .strip_prefix("etcd://")
-            .ok_or_else(|| bad("must start with etcd://"))?;
+        let (scheme, rest) = if let Some(rest) = url.strip_prefix("etcd://") {
+            ("etcd://", rest)
+        } else if let Some(rest) = url.strip_prefix("etcds://") {
+            ("etcds://", rest)
+        } else {
+            return Err(bad(
+                "must start with etcd:// (or etcds:// for TLS checked against the system's CAs)",
+            ));
+        };
         let (rest, query) = match rest.split_once('?') {
             Some((r, q)) => (r, Some(q)),
             None => (rest, None),
@@ -131,9 +151,23 @@ impl Location {
         if tls.cert.is_some() != tls.key.is_some() {
             return Err(bad("cert and key go together: give both or neither"));
         }
-        let tls = (tls != TlsFiles::default()).then_some(tls);
+        let mut tls = (tls != TlsFiles::default() || scheme == "etcds://").then_some(tls);
+        if let Some(tls) = tls.as_mut().filter(|t| t.cacert.is_none()) {
+            tls.system_ca = Some(system_ca_bundle(&env).ok_or_else(|| {
+                Error::invalid(
+                    "cacert",
+                    "(not given)",
+                    format!(
+                        "TLS to etcd needs the CA that signed the members' certificates: \
+                         give ?cacert=PATH (there is no system CA bundle: SSL_CERT_FILE is \
+                         unset and none of {} exists)",
+                        SYSTEM_CA_BUNDLES.join(", ")
+                    ),
+                )
+            })?);
+        }
 
-        let mut shown = String::from("etcd://");
+        let mut shown = String::from(scheme);
         if let Some((name, _)) = &user {
             shown.push_str(name);
             shown.push('@');
@@ -150,16 +184,30 @@ impl Location {
     }
 }
 
+/// The system's bundle of trusted CAs: `SSL_CERT_FILE` (as OpenSSL and rustls-native-certs
+/// take it) or the first of [`SYSTEM_CA_BUNDLES`] that exists.
+fn system_ca_bundle(env: &impl Fn(&str) -> Option<String>) -> Option<String> {
+    env("SSL_CERT_FILE").filter(|f| !f.is_empty()).or_else(|| {
+        SYSTEM_CA_BUNDLES
+            .iter()
+            .find(|p| std::path::Path::new(p).is_file())
+            .map(|p| p.to_string())
+    })
+}
+
 /// The URL with any password masked, for error messages about the URL itself.
 fn redact(url: &str) -> String {
-    let Some(rest) = url.strip_prefix("etcd://") else {
+    let Some((scheme, rest)) = ["etcd://", "etcds://"]
+        .into_iter()
+        .find_map(|s| Some((s, url.strip_prefix(s)?)))
+    else {
         return url.to_string();
     };
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     match rest[..end].rsplit_once('@') {
         Some((userinfo, _)) => {
             let name = userinfo.split(':').next().unwrap_or("");
-            format!("etcd://{name}:***@{}", &rest[userinfo.len() + 1..])
+            format!("{scheme}{name}:***@{}", &rest[userinfo.len() + 1..])
         }
         None => url.to_string(),
     }
@@ -308,6 +356,34 @@ mod tests {
     }
 
     #[test]
+    fn without_cacert_tls_trusts_the_system_bundle() {
+        let env = |k: &str| (k == "SSL_CERT_FILE").then(|| "/srv/ca-bundle.pem".to_string());
+        // etcds:// alone is TLS.
+        let l = Location::parse_with_env("etcds://h:1/p", env).unwrap();
+        let tls = l.tls.unwrap();
+        assert_eq!(tls.system_ca.as_deref(), Some("/srv/ca-bundle.pem"));
+        assert_eq!(tls.cacert, None);
+        assert_eq!(l.shown, "etcds://h:1/p");
+        // A client certificate without cacert, as etcdctl takes it.
+        let l = Location::parse_with_env("etcd://h:1?cert=/c&key=/k", env).unwrap();
+        assert_eq!(
+            l.tls.unwrap().system_ca.as_deref(),
+            Some("/srv/ca-bundle.pem")
+        );
+        // cacert wins; plain etcd:// with no files is not TLS.
+        let l = Location::parse_with_env("etcds://h:1?cacert=/ca", env).unwrap();
+        assert_eq!(l.tls.unwrap().system_ca, None);
+        assert_eq!(
+            Location::parse_with_env("etcd://h:1", env).unwrap().tls,
+            None
+        );
+        // The password stays hidden under either scheme.
+        let err = Location::parse_with_env("etcds://u:hunter2@h:0", env).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(err.to_string().contains("etcds://u:***@h:0"), "{err}");
+    }
+
+    #[test]
     fn bad_urls_name_the_rule() {
         let cases = [
             ("etcd://", "needs at least one endpoint"),
@@ -323,6 +399,7 @@ mod tests {
             ("etcd://h:1?tls=yes", "unknown option `tls`"),
             ("etcd://h:1?cert=/c", "cert and key go together"),
             ("etcd://:pw@h:1", "user name must not be empty"),
+            ("https://h:1", "must start with etcd:// (or etcds://"),
         ];
         for (url, rule) in cases {
             let err = parse(url).unwrap_err();
