@@ -279,3 +279,64 @@ fn a_wrong_password_no_credentials_or_another_prefix_are_refused_clearly() {
     .unwrap();
     assert_eq!(right.snapshot().unwrap().revision, Revision(0));
 }
+
+#[test]
+fn an_expired_auth_token_is_renewed_without_the_caller_seeing_it() {
+    // Simple tokens that live 2 s instead of etcd's default 300.
+    let etcd = Etcd::single_with(&["--auth-token", "simple", "--auth-token-ttl", "2"]);
+    let port = etcd.client_port(0);
+    let prefix = common::unique_prefix();
+    enable_auth(&etcd, &prefix, "pw");
+    let url = format!("etcd://sixpn:pw@127.0.0.1:{port}{prefix}");
+    let writer = registry::open(&url).unwrap();
+    setup(&*writer);
+    let reader = registry::open(&url).unwrap();
+    let seen = reader.snapshot().unwrap().revision;
+    assert_eq!(seen, Revision(2));
+    // The control, beside it: a client that logs in once and never renews.
+    let control = {
+        let prefix = prefix.clone();
+        std::thread::spawn(move || stale_token_is_refused(port, &prefix))
+    };
+
+    // Both handles' tokens expire; every kind of call still goes through, the writer's
+    // transactions, the reader's snapshot and its watch.
+    std::thread::sleep(Duration::from_secs(5));
+    writer.apply(&machine("web")).unwrap();
+    assert_eq!(
+        reader.wait_newer(seen, Duration::from_secs(10)).unwrap(),
+        Some(Revision(3))
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(reader.snapshot().unwrap().revision, Revision(3));
+    writer.apply(&machine("db")).unwrap();
+    assert_eq!(writer.snapshot().unwrap().revision, Revision(4));
+    // The control was refused after the same wait, so the tokens above really expired.
+    assert!(
+        control.join().unwrap(),
+        "etcd's tokens did not expire: nothing above was tested"
+    );
+}
+
+/// Whether a client that logs in once and never renews is refused 5 s later.
+fn stale_token_is_refused(port: u16, prefix: &str) -> bool {
+    use etcd_client::{Client, ConnectOptions};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let options = ConnectOptions::new().with_user("sixpn", "pw");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let mut c = Client::connect([endpoint], Some(options)).await.unwrap();
+        c.get(format!("{prefix}/"), None).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        match c.get(format!("{prefix}/"), None).await {
+            Ok(_) => false,
+            Err(e) => {
+                eprintln!("stale token: {e}");
+                e.to_string().contains("invalid auth token")
+            }
+        }
+    })
+}

@@ -61,6 +61,8 @@ pub struct Etcd {
     members: Vec<Member>,
     token: String,
     tls: Option<ServerTls>,
+    /// More flags for every member, e.g. a short `--auth-token-ttl`.
+    extra: Vec<String>,
 }
 
 impl Etcd {
@@ -69,7 +71,12 @@ impl Etcd {
     }
 
     pub fn cluster(size: usize) -> Etcd {
-        Etcd::launch(size, None)
+        Etcd::launch(size, None, &[])
+    }
+
+    /// One member started with `flags` besides the usual ones.
+    pub fn single_with(flags: &[&str]) -> Etcd {
+        Etcd::launch(1, None, flags)
     }
 
     /// One member serving clients only over TLS with `pki`'s server certificate, and only to
@@ -84,10 +91,11 @@ impl Etcd {
                 client_ca: pki.ca(),
                 client_query: pki.client_query(),
             }),
+            &[],
         )
     }
 
-    fn launch(size: usize, tls: Option<ServerTls>) -> Etcd {
+    fn launch(size: usize, tls: Option<ServerTls>, flags: &[&str]) -> Etcd {
         let dir = tempfile::tempdir().expect("temp dir");
         let members = (0..size)
             .map(|i| Member {
@@ -102,6 +110,7 @@ impl Etcd {
             dir,
             members,
             tls,
+            extra: flags.iter().map(|f| f.to_string()).collect(),
         };
         for i in 0..size {
             etcd.start(i);
@@ -156,6 +165,7 @@ impl Etcd {
             .args(["--initial-cluster-token", &self.token])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(["--log-level", "warn"])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
