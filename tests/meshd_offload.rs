@@ -48,7 +48,7 @@ fn side(underlay: &mut Underlay, prefix: &str, offload: bool) -> Result<Side> {
     })
 }
 
-/// Pairs two sides as WireGuard peers, fd00:88::1 and ::2.
+/// Pairs two sides as WireGuard peers, fd00:88::1 and ::2, 10.88.0.1 and .2.
 fn pair(x: &Side, y: &Side) -> Result<()> {
     let (xk, xp) = wg_keypair()?;
     let (yk, yp) = wg_keypair()?;
@@ -58,8 +58,9 @@ fn pair(x: &Side, y: &Side) -> Result<()> {
         let keyfile = std::env::temp_dir().join(unique("key"));
         std::fs::write(&keyfile, key)?;
         let r = s.ns.sh(&format!(
-            "wg set {i} private-key {k} listen-port 4100{n} peer {peer} endpoint {peer_ip}:4100{peer_n} allowed-ips fd00:88::{peer_n}/128 \
-             && ip -6 addr add fd00:88::{n}/64 dev {i} nodad && ip link set {i} up",
+            "wg set {i} private-key {k} listen-port 4100{n} peer {peer} endpoint {peer_ip}:4100{peer_n} allowed-ips fd00:88::{peer_n}/128,10.88.0.{peer_n}/32 \
+             && ip -6 addr add fd00:88::{n}/64 dev {i} nodad && ip addr add 10.88.0.{n}/24 dev {i} \
+             && ip link set {i} up",
             i = s.iface,
             k = keyfile.display()
         ));
@@ -155,30 +156,37 @@ fn offload_and_plain_paths_carry_bulk_tcp_byte_exact_both_ways() -> Result<()> {
 }
 
 /// Sends `count` UDP datagrams of 1,400 bytes (bigger than the tunnel's MTU, so each
-/// leaves the sender in two IPv6 fragments) in bursts, each numbered; the receiver prints
-/// how many came and how many came after a higher number.
+/// leaves the sender in two fragments) in bursts, each numbered and filled with a pattern
+/// that starts where its number says; the receiver prints how many came, how many came
+/// after a higher number and how many were not what was sent.
 const FRAGMENTS_PY: &str = r#"
 import socket, struct, sys, time
 mode, addr, port, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+pattern = bytes(range(256)) * 7
+def body(n):
+    return struct.pack("!I", n) + pattern[n % 256 : n % 256 + 1396]
+s = socket.socket(family, socket.SOCK_DGRAM)
 if mode == "recv":
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     s.bind((addr, port))
     s.settimeout(5)
     print("listening", flush=True)
-    got, late, last = 0, 0, -1
+    got, late, bad, last = 0, 0, 0, -1
     try:
         while got < count:
-            n = struct.unpack("!I", s.recv(2048)[:4])[0]
+            data = s.recv(2048)
+            n = struct.unpack("!I", data[:4])[0]
             got += 1
             late += n < last
+            bad += data != body(n)
             last = max(last, n)
     except socket.timeout:
         pass
-    print(f"got {got} late {late}", flush=True)
+    print(f"got {got} late {late} bad {bad}", flush=True)
 else:
     for n in range(count):
-        s.sendto(struct.pack("!I", n) + bytes(1396), (addr, port))
+        s.sendto(body(n), (addr, port))
         if n % 20 == 19:
             time.sleep(0.002)
 "#;
@@ -195,8 +203,16 @@ fn fragmented_udp_arrives_whole_and_in_order() -> Result<()> {
     let script = script.to_string_lossy().into_owned();
     let count = 3000;
     // Both ways: the fast side reads many fragments per wake-up and sends them in GSO
-    // runs; the plain side reads and sends them one by one.
-    for (from, to, addr) in [(&fast, &plain, "fd00:88::2"), (&plain, &fast, "fd00:88::1")] {
+    // runs; the plain side reads and sends them one by one. IPv4 fragments that arrive
+    // together are joined before the TUN, IPv6 ones never.
+    for (from, to, addr) in [
+        (&fast, &plain, "fd00:88::2"),
+        (&plain, &fast, "fd00:88::1"),
+        (&fast, &plain, "10.88.0.2"),
+        (&plain, &fast, "10.88.0.1"),
+    ] {
+        let joined_before = fragments_joined(to)?;
+        let reassembled_before = reassembled(to, "IpReasmOKs")?;
         let receiver = to.ns.spawn(
             "python3",
             &[&script, "recv", addr, "9200", &count.to_string()],
@@ -206,20 +222,48 @@ fn fragmented_udp_arrives_whole_and_in_order() -> Result<()> {
             .sh(&format!("python3 {script} send {addr} 9200 {count}"))?;
         let report = receiver.wait_log("got ", SECS10)?;
         ensure!(
-            report.contains(&format!("got {count} late 0")),
+            report.contains(&format!("got {count} late 0 bad 0")),
             "{} → {addr}: {report}",
             from.iface
         );
+        // Every datagram was put together once: by meshd or by the kernel.
+        let joined = fragments_joined(to)? - joined_before;
+        let kernel = reassembled(to, "IpReasmOKs")? - reassembled_before;
+        if addr.contains(':') {
+            ensure!(joined == 0, "{joined} IPv6 fragments joined to {addr}");
+        } else {
+            ensure!(
+                joined + kernel == count && joined > 0,
+                "to {addr}: meshd joined {joined}, the kernel reassembled {kernel} of {count}"
+            );
+        }
     }
-    // The datagrams did cross as fragments.
-    let stats = plain.ns.sh("nstat -az Ip6ReasmOKs")?;
-    ensure!(
-        stats.lines().any(|l| l.starts_with("Ip6ReasmOKs")
-            && l.split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<u64>().ok())
-                >= Some(count)),
-        "no reassembly on the receiving side:\n{stats}"
-    );
+    // The IPv6 datagrams did cross as fragments.
+    let kernel = reassembled(&plain, "Ip6ReasmOKs")?;
+    ensure!(kernel >= count, "{kernel} IPv6 datagrams reassembled");
     Ok(())
+}
+
+/// A kernel counter of the side's namespace (`nstat` names), since it was made.
+fn reassembled(side: &Side, counter: &str) -> Result<u64> {
+    let stats = side.ns.sh(&format!("nstat -az {counter}"))?;
+    stats
+        .lines()
+        .find_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some(counter)).then(|| words.next()?.parse().ok())?
+        })
+        .with_context(|| format!("no {counter} in:\n{stats}"))
+}
+
+/// meshd's count of IPv4 fragments joined before the TUN.
+fn fragments_joined(side: &Side) -> Result<u64> {
+    let text = side
+        .ns
+        .sh("curl -s --max-time 2 http://127.0.0.1:9109/metrics")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("meshd_tun_fragments_joined_total "))
+        .context("no meshd_tun_fragments_joined_total")?
+        .parse()
+        .context("meshd_tun_fragments_joined_total")
 }

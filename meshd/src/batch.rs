@@ -6,7 +6,8 @@
 //!   back to one datagram per call where the kernel lacks GSO.
 //! - TUN: packets are kept with room for a virtio-net header in front, so that tun-rs can
 //!   coalesce TCP and UDP segments of one flow into one GRO write when the device has
-//!   `IFF_VNET_HDR` offload, and writes them one by one when it has not.
+//!   `IFF_VNET_HDR` offload, and writes them one by one when it has not. IPv4 fragments that
+//!   arrived together are joined first (`reassembly`).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use tun_rs::{GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use crate::core::Transmit;
-use crate::udp;
+use crate::{reassembly, udp};
 
 /// Bytes one UDP GSO send may carry (the UDP length field's limit, less headers).
 const MAX_GSO_BYTES: usize = 65_000;
@@ -292,6 +293,8 @@ pub struct TunBatch {
     bufs: Vec<Vec<u8>>,
     len: usize,
     gro: GROTable,
+    /// Fragments joined into the datagram before them since the last look.
+    joined: u64,
 }
 
 impl TunBatch {
@@ -321,7 +324,9 @@ impl TunBatch {
         if self.len == 0 {
             return Ok(());
         }
-        let n = std::mem::take(&mut self.len);
+        let packets = std::mem::take(&mut self.len);
+        let n = reassembly::join_fragments(&mut self.bufs, packets, VIRTIO_NET_HDR_LEN);
+        self.joined += (packets - n) as u64;
         tun.send_multiple(&mut self.gro, &mut self.bufs[..n], VIRTIO_NET_HDR_LEN)
             .map(|_| ())
     }
@@ -374,6 +379,11 @@ impl Batch {
             std::mem::take(&mut self.send_failures),
             std::mem::take(&mut self.tun_failures),
         )
+    }
+
+    /// IPv4 fragments joined to the one before them since the last call, and resets it.
+    pub fn take_joined(&mut self) -> u64 {
+        std::mem::take(&mut self.packets.joined)
     }
 }
 

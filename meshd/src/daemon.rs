@@ -8,7 +8,7 @@ use std::net::Ipv6Addr;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -37,6 +37,9 @@ pub struct Shell {
     interface: String,
     health: Option<Arc<registry::Health>>,
     stopping: AtomicBool,
+    /// IPv4 fragments joined before the TUN; kept outside the core so that counting them
+    /// takes no lock.
+    fragments_joined: AtomicU64,
 }
 
 impl Shell {
@@ -58,6 +61,10 @@ impl Shell {
     /// Writes a batch out (without the lock) and counts what the kernel refused.
     fn flush(&self, batch: &mut Batch, sock: &batch::Socket) {
         batch.flush(sock, &self.tun);
+        let joined = batch.take_joined();
+        if joined > 0 {
+            self.fragments_joined.fetch_add(joined, Ordering::Relaxed);
+        }
         let (udp, tun) = batch.take_failures();
         if udp + tun > 0 {
             let mut core = self.lock();
@@ -71,6 +78,7 @@ impl Shell {
         let now = SystemTime::now();
         metrics::Sample {
             counters: core.counters.clone(),
+            fragments_joined: self.fragments_joined.load(Ordering::Relaxed),
             per_peer: core
                 .peers()
                 .iter()
@@ -429,6 +437,7 @@ fn start(
         interface: interface.into(),
         health,
         stopping: AtomicBool::new(false),
+        fragments_joined: AtomicU64::new(0),
     });
     uapi_listen(shell.clone())?;
     let s = shell.clone();

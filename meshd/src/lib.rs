@@ -1,5 +1,6 @@
 //! meshd: sixpn's data plane. The files follow the packet path:
-//! `tun` → `core` (router, org filter, peer table, timers) → `udp`, with `uapi`, `sync`
+//! `tun` → `core` (router, org filter, peer table, timers) → `udp` and back through
+//! `reassembly` and `batch`, with `uapi`, `sync`
 //! (registry → peers), `metrics` and `daemon` (the threads) around it.
 
 pub mod batch;
@@ -9,6 +10,7 @@ pub mod daemon;
 pub mod error;
 pub mod key;
 pub mod metrics;
+pub mod reassembly;
 pub mod sync;
 pub mod tun;
 pub mod uapi;

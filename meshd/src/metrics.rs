@@ -12,6 +12,8 @@ use crate::daemon::Shell;
 
 pub struct Sample {
     pub counters: Counters,
+    /// IPv4 fragments joined to the one before them on the way to the TUN.
+    pub fragments_joined: u64,
     /// One per configured peer, in the order of the peer table.
     pub per_peer: Vec<PeerSample>,
     pub peers: usize,
@@ -108,6 +110,13 @@ pub fn render(s: &Sample) -> String {
             ("{direction=\"rx\"}", c.tun_rx_bytes),
             ("{direction=\"tx\"}", c.tun_tx_bytes),
         ],
+    );
+    metric(
+        "tun_fragments_joined_total",
+        "counter",
+        "IPv4 fragments that arrived with the rest of their datagram and went to the TUN \
+         joined to it (the kernel reassembles the others).",
+        &[("", s.fragments_joined)],
     );
     metric(
         "forwarded_total",
@@ -209,6 +218,7 @@ mod tests {
     fn sample(per_peer: Vec<PeerSample>) -> Sample {
         Sample {
             counters: Counters::default(),
+            fragments_joined: 0,
             per_peer,
             peers: 0,
             peers_with_session: 0,
