@@ -36,13 +36,18 @@ impl Host {
 
     /// A metric's value from this host's meshd.
     pub fn metric(&self, name_and_labels: &str) -> Result<u64> {
-        let text = self.ns.sh(&format!(
-            "curl -s --max-time 2 http://127.0.0.1:{METRICS_PORT}/metrics"
-        ))?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
-            .with_context(|| format!("metric {name_and_labels} not in:\n{text}"))
+        metric(&self.ns, name_and_labels)
     }
+}
+
+/// A metric's value from the meshd in `ns` that serves metrics on [`METRICS_PORT`].
+pub fn metric(ns: &Netns, name_and_labels: &str) -> Result<u64> {
+    let text = ns.sh(&format!(
+        "curl -s --max-time 2 http://127.0.0.1:{METRICS_PORT}/metrics"
+    ))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .with_context(|| format!("metric {name_and_labels} not in:\n{text}"))
 }
 
 pub struct Mesh {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use sixpn_tests::meshd_harness::{wait_ping, wg_keypair};
+use sixpn_tests::meshd_harness::{metric, wait_ping, wg_keypair, METRICS_PORT};
 use sixpn_tests::{bin, sh, unique, Netns, Proc, Underlay};
 
 const SECS10: Duration = Duration::from_secs(10);
@@ -36,7 +36,7 @@ fn side(underlay: &mut Underlay, prefix: &str, offload: bool) -> Result<Side> {
             "-f",
             &iface,
             "--metrics",
-            "127.0.0.1:9109",
+            &format!("127.0.0.1:{METRICS_PORT}"),
         ],
     )?;
     ns.wait_for(&format!("wg show {iface}"), SECS10)?;
@@ -212,7 +212,7 @@ fn fragmented_udp_arrives_whole_and_in_order() -> Result<()> {
         (&plain, &fast, "10.88.0.1"),
     ] {
         let joined_before = fragments_joined(to)?;
-        let reassembled_before = reassembled(to, "IpReasmOKs")?;
+        let reassembled_before = kernel_counter(to, "IpReasmOKs")?;
         let receiver = to.ns.spawn(
             "python3",
             &[&script, "recv", addr, "9200", &count.to_string()],
@@ -228,7 +228,7 @@ fn fragmented_udp_arrives_whole_and_in_order() -> Result<()> {
         );
         // Every datagram was put together once: by meshd or by the kernel.
         let joined = fragments_joined(to)? - joined_before;
-        let kernel = reassembled(to, "IpReasmOKs")? - reassembled_before;
+        let kernel = kernel_counter(to, "IpReasmOKs")? - reassembled_before;
         if addr.contains(':') {
             ensure!(joined == 0, "{joined} IPv6 fragments joined to {addr}");
         } else {
@@ -239,13 +239,13 @@ fn fragmented_udp_arrives_whole_and_in_order() -> Result<()> {
         }
     }
     // The IPv6 datagrams did cross as fragments.
-    let kernel = reassembled(&plain, "Ip6ReasmOKs")?;
+    let kernel = kernel_counter(&plain, "Ip6ReasmOKs")?;
     ensure!(kernel >= count, "{kernel} IPv6 datagrams reassembled");
     Ok(())
 }
 
 /// A kernel counter of the side's namespace (`nstat` names), since it was made.
-fn reassembled(side: &Side, counter: &str) -> Result<u64> {
+fn kernel_counter(side: &Side, counter: &str) -> Result<u64> {
     let stats = side.ns.sh(&format!("nstat -az {counter}"))?;
     stats
         .lines()
@@ -258,12 +258,5 @@ fn reassembled(side: &Side, counter: &str) -> Result<u64> {
 
 /// meshd's count of IPv4 fragments joined before the TUN.
 fn fragments_joined(side: &Side) -> Result<u64> {
-    let text = side
-        .ns
-        .sh("curl -s --max-time 2 http://127.0.0.1:9109/metrics")?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("meshd_tun_fragments_joined_total "))
-        .context("no meshd_tun_fragments_joined_total")?
-        .parse()
-        .context("meshd_tun_fragments_joined_total")
+    metric(&side.ns, "meshd_tun_fragments_joined_total ")
 }
