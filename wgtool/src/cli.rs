@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::tunnel::Format;
+
 /// Keys, tunnel files and registry administration for sixpn.
 #[derive(Debug, Parser)]
 #[command(name = "wgtool", version, propagate_version = true)]
@@ -41,6 +43,9 @@ pub enum Command {
     List(ListPeersArgs),
     /// Removes a WireGuard peer.
     Remove(RemovePeerArgs),
+    /// Prints a peer's configuration again from the registry (e.g. after the org's sites
+    /// changed), with a placeholder where the private key goes.
+    Config(ConfigArgs),
     /// The registry itself.
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -179,6 +184,22 @@ pub struct CreateArgs {
     /// Let the peer in for this long only, e.g. 30d or 12h.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub expires_in: Option<std::time::Duration>,
+    /// The configuration format; `networkd` writes FILE.netdev and FILE.network.
+    #[arg(long, value_enum, default_value_t = Format::WgQuick)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    pub org: String,
+    /// The peer's name.
+    pub name: String,
+    /// The configuration format; `networkd` writes FILE.netdev and FILE.network.
+    #[arg(long, value_enum, default_value_t = Format::WgQuick)]
+    pub format: Format,
+    /// Write here (new, mode 0600) instead of to stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@
 //! 1 for other failures. A failing command writes nothing.
 
 mod admin;
+mod allowed_ips;
 mod cli;
 mod key;
 mod peer;
@@ -60,6 +61,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Create(a) => peer::create(&cli.registry, a),
         Command::List(a) => peer::list(&cli.registry, a),
         Command::Remove(a) => peer::remove(&cli.registry, a),
+        Command::Config(a) => peer::config(&cli.registry, a),
     }
 }
 

@@ -3,12 +3,12 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use registry::{Change, Record};
+use registry::{Change, Peer, Record, Snapshot};
 
 use crate::admin::open;
-use crate::cli::{CreateArgs, ListPeersArgs, RemovePeerArgs};
+use crate::cli::{ConfigArgs, CreateArgs, ListPeersArgs, RemovePeerArgs};
 use crate::tunnel::{self, TunnelFile};
-use crate::{key, prompt, table, usage};
+use crate::{allowed_ips, key, prompt, table, usage};
 
 /// What Fly's tunnel files use, so NAT mappings stay open.
 const KEEPALIVE_SECS: u16 = 15;
@@ -45,7 +45,9 @@ pub fn create(location: &str, a: CreateArgs) -> Result<()> {
     };
     let file: Option<PathBuf> = a.file.filter(|f| f.as_os_str() != "-");
     if let Some(f) = &file {
-        tunnel::check_writable(f).map_err(|e| usage(e.to_string()))?;
+        for path in tunnel::paths(f, a.format) {
+            tunnel::check_writable(&path).map_err(|e| usage(e.to_string()))?;
+        }
     }
     let expires = a.expires_in.map(|d| now_unix() + d.as_secs() as i64);
 
@@ -63,55 +65,95 @@ pub fn create(location: &str, a: CreateArgs) -> Result<()> {
     let Some(Record::Peer(peer)) = applied.record else {
         anyhow::bail!("the registry did not return the new peer");
     };
-    let written = render(&*reg, &peer, private_key).and_then(|text| match &file {
-        Some(f) => tunnel::write_new(f, &text),
-        None => {
-            print!("{text}");
-            Ok(())
-        }
-    });
+    let written = reg
+        .snapshot()
+        .map_err(anyhow::Error::from)
+        .and_then(|snap| tunnel_file(&snap, &peer, Some(private_key)))
+        .and_then(|t| emit(&t.render(a.format), file.as_deref()));
     if let Err(e) = written {
         // Nothing half-done: the peer goes again if its file could not be made.
         let _ = reg.apply(&Change::RemovePeer { org, name });
         return Err(e);
     }
     if let Some(f) = &file {
+        let names: Vec<String> = tunnel::paths(f, a.format)
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
         eprintln!(
             "Wrote WireGuard configuration for peer {} ({}) to {}; load it in your WireGuard client",
             peer.name,
             peer.addr,
-            f.display()
+            names.join(" and ")
         );
     }
     Ok(())
 }
 
-fn render(
-    reg: &dyn registry::Registry,
-    peer: &registry::Peer,
-    private_key: String,
-) -> Result<String> {
-    let snap = reg.snapshot()?;
+/// `wgtool config`: the configuration again, from the registry, without the private key.
+pub fn config(location: &str, a: ConfigArgs) -> Result<()> {
+    let snap = open(location)?.snapshot()?;
+    let Some(peer) = snap.peers.get(&(a.org.clone(), a.name.clone())) else {
+        if !snap.orgs.contains_key(&a.org) {
+            return Err(registry::Error::not_found(registry::Kind::Org, &a.org).into());
+        }
+        return Err(registry::Error::not_found(registry::Kind::Peer, &a.name).into());
+    };
+    let file = a.output.filter(|f| f.as_os_str() != "-");
+    if let Some(f) = &file {
+        for path in tunnel::paths(f, a.format) {
+            tunnel::check_writable(&path).map_err(|e| usage(e.to_string()))?;
+        }
+    }
+    let parts = tunnel_file(&snap, peer, None)?.render(a.format);
+    emit(&parts, file.as_deref())
+}
+
+/// Writes the parts under `file`, or prints them.
+fn emit(parts: &[tunnel::Part], file: Option<&std::path::Path>) -> Result<()> {
+    match file {
+        Some(f) => tunnel::write_parts(f, parts).map(|_| ()),
+        None => {
+            tunnel::print(parts);
+            Ok(())
+        }
+    }
+}
+
+/// Everything the peer's configuration says, from the registry.
+fn tunnel_file(snap: &Snapshot, peer: &Peer, private_key: Option<String>) -> Result<TunnelFile> {
     let gw = snap.nodes.get(&peer.gateway).with_context(|| {
         format!(
-            "gateway node `{}` vanished while the peer was made",
-            peer.gateway
+            "gateway node `{}` of peer `{}` does not exist",
+            peer.gateway, peer.name
         )
     })?;
     let org = snap
         .orgs
         .get(&peer.org)
-        .with_context(|| format!("org `{}` vanished while the peer was made", peer.org))?;
+        .with_context(|| format!("org `{}` of peer `{}` does not exist", peer.org, peer.name))?;
+    let org_prefix = org.network.prefix();
+    let has_v4 = peer.routes.iter().any(|r| matches!(r, ipnet::IpNet::V4(_)));
     Ok(TunnelFile {
+        org: peer.org.clone(),
+        name: peer.name.clone(),
         private_key,
+        public_key: peer.public_key.clone(),
         address: peer.addr,
         dns: org.network.dns_addr(),
+        gateway: gw.name.clone(),
         gateway_public_key: gw.public_key.clone(),
-        allowed_ips: org.network.prefix(),
+        allowed_ips: allowed_ips::of(snap, peer, org_prefix, now_unix()),
         endpoint: gw.endpoint,
         keepalive: KEEPALIVE_SECS,
-    }
-    .render())
+        org_prefix,
+        site_routes: peer.routes.clone(),
+        via: if has_v4 {
+            registry::addr::via_prefix(peer.addr)
+        } else {
+            None
+        },
+    })
 }
 
 pub fn list(location: &str, a: ListPeersArgs) -> Result<()> {
