@@ -29,10 +29,8 @@ pub const VIA_HOST_HI: u16 = 0x0b1a;
 /// LAN): a /16 of the shared address space (RFC 6598) that a site's tunnel file routes back.
 /// Not all of `100.64.0.0/10`, so sites that also run Tailscale (which draws its addresses
 /// from all of it at random) collide less often.
-pub const NAT64_POOL: ipnet::Ipv4Net = match ipnet::Ipv4Net::new(Ipv4Addr::new(100, 127, 0, 0), 16) {
-    Ok(n) => n,
-    Err(_) => panic!("constant prefix"),
-};
+pub const NAT64_POOL: ipnet::Ipv4Net =
+    ipnet::Ipv4Net::new_assert(Ipv4Addr::new(100, 127, 0, 0), 16);
 
 /// An org's 32-bit network id.
 #[derive(

@@ -5,12 +5,16 @@
 use std::net::SocketAddr;
 
 use base64::Engine;
-use ipnet::IpNet;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::addr::{self, OrgNetwork, HOST_RANGE, SLOT_RANGE};
 use crate::error::{Error, Kind, Result};
-use crate::model::{App, Machine, MachineState, Node, Org, Peer, Record, RecordKey, Snapshot};
+use crate::model::{
+    App, Machine, MachineState, Node, Org, Peer, Peering, Record, RecordKey, Snapshot,
+};
 use crate::{name, region};
 
 /// A node as its operator (or its own meshd) describes it.
@@ -72,6 +76,17 @@ pub enum Change {
     RemovePeer {
         org: String,
         name: String,
+    },
+    /// Lets the addresses of orgs `a` and `b` talk to each other (in both directions); the
+    /// only way traffic crosses orgs. The order of the two does not matter.
+    PeerOrgs {
+        a: String,
+        b: String,
+    },
+    /// Ends the peering of `a` and `b`, in either order.
+    UnpeerOrgs {
+        a: String,
+        b: String,
     },
 }
 
@@ -214,6 +229,8 @@ pub fn plan(snap: &Snapshot, change: &Change, ctx: &mut dyn Context) -> Result<P
                 Some(Record::Peer(p.clone())),
             ))
         }
+        Change::PeerOrgs { a, b } => peer_orgs(snap, a, b),
+        Change::UnpeerOrgs { a, b } => unpeer_orgs(snap, a, b),
     }
 }
 
@@ -333,6 +350,14 @@ fn remove_org(snap: &Snapshot, name: &str) -> Result<Plan> {
             })
         })
         .collect();
+    // A peering names two orgs; one that outlived an org would let a later org of the
+    // same name inherit it.
+    writes.extend(
+        snap.peerings
+            .iter()
+            .filter(|(a, b)| a == name || b == name)
+            .map(|(a, b)| Write::Delete(RecordKey::peering(a.clone(), b.clone()))),
+    );
     writes.push(Write::Delete(RecordKey::Org { name: name.into() }));
     Ok(Plan {
         writes,
@@ -557,9 +582,6 @@ fn add_peer(snap: &Snapshot, req: PeerRequest, ctx: &mut dyn Context) -> Result<
             return Err(Error::invalid("expires", e, "must be in the future"));
         }
     }
-    for route in req.routes {
-        check_route(snap, *route)?;
-    }
     let gw = pick_gateway(snap, &req)?;
     let slot = free_slot(snap, o.network, gw.host)?;
     let peer = Peer {
@@ -573,37 +595,169 @@ fn add_peer(snap: &Snapshot, req: PeerRequest, ctx: &mut dyn Context) -> Result<
         created: now,
         expires: req.expires,
     };
+    check_routes(snap, &peer, req.routes)?;
     Ok(Plan::one(
         Write::Put(Record::Peer(peer.clone())),
         Some(Record::Peer(peer)),
     ))
 }
 
-/// A site's prefix must stay out of the mesh's own address plan and must not overlap another
-/// peer's, since gateways route on it.
-fn check_route(snap: &Snapshot, route: IpNet) -> Result<()> {
-    let mesh: IpNet = "fdaa::/16".parse().unwrap_or(route);
-    if overlaps(route, mesh) {
-        return Err(Error::invalid(
-            "route",
-            route,
-            "overlaps the mesh prefix fdaa::/16, which the address plan owns",
-        ));
+fn peer_orgs(snap: &Snapshot, a: &str, b: &str) -> Result<Plan> {
+    if a == b {
+        return Err(Error::invalid("org", a, "cannot peer with itself"));
     }
-    if route.prefix_len() == 0 {
-        return Err(Error::invalid(
-            "route",
-            route,
-            "a default route cannot be routed to one peer",
-        ));
+    org(snap, a)?;
+    org(snap, b)?;
+    let peering = Peering::new(a, b);
+    if snap.peered(a, b) {
+        return Err(Error::exists(Kind::Peering, peering.to_string()));
     }
-    for p in snap.peers.values() {
-        if let Some(r) = p.routes.iter().find(|r| overlaps(route, **r)) {
+    Ok(Plan::one(
+        Write::Put(Record::Peering(peering.clone())),
+        Some(Record::Peering(peering)),
+    ))
+}
+
+fn unpeer_orgs(snap: &Snapshot, a: &str, b: &str) -> Result<Plan> {
+    if a == b {
+        return Err(Error::invalid("org", a, "cannot peer with itself"));
+    }
+    let peering = Peering::new(a, b);
+    if !snap.peered(a, b) {
+        // Name the org that is missing, if one is: that is the likelier typo.
+        org(snap, a)?;
+        org(snap, b)?;
+        return Err(Error::not_found(Kind::Peering, peering.to_string()));
+    }
+    Ok(Plan::one(
+        Write::Delete(RecordKey::peering(a, b)),
+        Some(Record::Peering(peering)),
+    ))
+}
+
+/// Prefixes no site route may touch, and why. A route that overlaps one (holds it, or lies
+/// inside it) is refused: a gateway would otherwise send a site traffic that is not the site's.
+const RESERVED: &[(IpNet, &str)] = &[
+    (
+        v4(Ipv4Addr::UNSPECIFIED, 32),
+        "holds the unspecified address 0.0.0.0, which no host has",
+    ),
+    (
+        v6(Ipv6Addr::UNSPECIFIED, 128),
+        "holds the unspecified address ::, which no host has",
+    ),
+    (
+        v4(Ipv4Addr::new(127, 0, 0, 0), 8),
+        "overlaps loopback 127.0.0.0/8, which never leaves a host",
+    ),
+    (
+        v6(Ipv6Addr::LOCALHOST, 128),
+        "holds loopback ::1, which never leaves a host",
+    ),
+    (
+        v4(Ipv4Addr::new(169, 254, 0, 0), 16),
+        "overlaps link-local 169.254.0.0/16, which no router forwards",
+    ),
+    (
+        v6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10),
+        "overlaps link-local fe80::/10, which no router forwards",
+    ),
+    (
+        v4(Ipv4Addr::new(224, 0, 0, 0), 4),
+        "overlaps multicast 224.0.0.0/4, which is not routed to one peer",
+    ),
+    (
+        v6(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8),
+        "overlaps multicast ff00::/8, which is not routed to one peer",
+    ),
+    (
+        v4(Ipv4Addr::BROADCAST, 32),
+        "holds the broadcast address 255.255.255.255, which no router forwards",
+    ),
+    (
+        v6(Ipv6Addr::new(addr::MESH_PREFIX, 0, 0, 0, 0, 0, 0, 0), 16),
+        "overlaps the mesh prefix fdaa::/16, which the address plan owns",
+    ),
+    (
+        IpNet::V4(addr::NAT64_POOL),
+        "overlaps 100.127.0.0/16, the pool site gateways translate IPv6 sources into",
+    ),
+    (
+        v6(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96),
+        "overlaps ::ffff:0:0/96, IPv4-mapped addresses, which only exist inside a host",
+    ),
+];
+
+const fn v4(addr: Ipv4Addr, len: u8) -> IpNet {
+    IpNet::V4(Ipv4Net::new_assert(addr, len))
+}
+
+const fn v6(addr: Ipv6Addr, len: u8) -> IpNet {
+    IpNet::V6(Ipv6Net::new_assert(addr, len))
+}
+
+/// Checks a new peer's site routes: each must be routable to one site (`check_route`), none
+/// may overlap another of the same list, and IPv4 ones need the peer's 4via6 prefix.
+fn check_routes(snap: &Snapshot, peer: &Peer, routes: &[IpNet]) -> Result<()> {
+    for (i, route) in routes.iter().enumerate() {
+        check_route(snap, peer, *route)?;
+        if let Some(earlier) = routes[..i].iter().find(|r| overlaps(**r, *route)) {
             return Err(Error::invalid(
                 "route",
                 route,
-                format!("overlaps {r} of peer `{}` in org `{}`", p.name, p.org),
+                format!("overlaps {earlier}, also in this peer's routes"),
             ));
+        }
+    }
+    Ok(())
+}
+
+/// One site route of `peer` (whose address is already chosen). IPv6 routes are routed
+/// natively, so one may belong to one peer in the whole registry; IPv4 routes are reached
+/// through the peer's own 4via6 /96, so every site may have its 192.168.1.0/24.
+fn check_route(snap: &Snapshot, peer: &Peer, given: IpNet) -> Result<()> {
+    let route = given.trunc();
+    if route.prefix_len() == 0 {
+        return Err(Error::invalid(
+            "route",
+            given,
+            "a default route cannot be routed to one peer",
+        ));
+    }
+    if let Some((_, why)) = RESERVED.iter().find(|(r, _)| overlaps(route, *r)) {
+        return Err(Error::invalid("route", given, *why));
+    }
+    match route {
+        IpNet::V4(_) => {
+            if addr::via_prefix(peer.addr).is_none() {
+                return Err(Error::invalid(
+                    "route",
+                    given,
+                    format!(
+                        "this peer's slot is above 65535, so it has no 4via6 prefix; attach it \
+                         to another gateway than `{}`, or give it IPv6 routes only",
+                        peer.gateway
+                    ),
+                ));
+            }
+        }
+        IpNet::V6(_) => {
+            for (other, p) in snap.site_routes() {
+                if !overlaps(route, other) {
+                    continue;
+                }
+                // Another org's peer names stay that org's business.
+                let whose = if p.org == peer.org {
+                    format!("of peer `{}`", p.name)
+                } else {
+                    "of a peer of another org".to_string()
+                };
+                return Err(Error::invalid(
+                    "route",
+                    given,
+                    format!("overlaps {other} {whose}; IPv6 site routes must be unique"),
+                ));
+            }
         }
     }
     Ok(())

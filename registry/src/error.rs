@@ -78,6 +78,8 @@ pub enum Kind {
     App,
     Machine,
     Peer,
+    /// An org-to-org peering; its name is `a <-> b`.
+    Peering,
     Region,
 }
 
@@ -89,6 +91,7 @@ impl fmt::Display for Kind {
             Kind::App => "app",
             Kind::Machine => "machine",
             Kind::Peer => "peer",
+            Kind::Peering => "peering",
             Kind::Region => "region",
         })
     }

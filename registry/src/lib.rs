@@ -21,7 +21,7 @@ pub use change::{Change, NodeSpec};
 pub use error::{Error, Kind, Result};
 pub use follow::{follow, Follower, Health};
 pub use model::{
-    App, Machine, MachineState, Node, Org, Peer, Record, RecordKey, Revision, Snapshot,
+    App, Machine, MachineState, Node, Org, Peer, Peering, Record, RecordKey, Revision, Snapshot,
 };
 
 /// Where the registry lives when nobody says.

@@ -1,9 +1,9 @@
 //! The registry's records and the snapshot that holds them all.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv6Addr, SocketAddr};
 
-use ipnet::{IpNet, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::addr::OrgNetwork;
@@ -107,6 +107,70 @@ impl Peer {
     pub fn expired(&self, now_unix: i64) -> bool {
         self.expires.is_some_and(|e| e <= now_unix)
     }
+
+    /// The peer's 4via6 /96 (see [`crate::addr::via_prefix`]) when it routes IPv4 prefixes:
+    /// an IPv4 address `a.b.c.d` behind it is `<via>::a.b.c.d` to the rest of the org.
+    /// `None` for a peer without IPv4 routes (the registry refuses IPv4 routes to a peer
+    /// whose address has no 4via6 prefix).
+    pub fn via(&self) -> Option<Ipv6Net> {
+        if !self.routes.iter().any(|r| matches!(r, IpNet::V4(_))) {
+            return None;
+        }
+        crate::addr::via_prefix(self.addr)
+    }
+
+    /// The peer's IPv6 routes (routed natively, unique in the registry).
+    pub fn routes_v6(&self) -> impl Iterator<Item = Ipv6Net> + '_ {
+        self.routes.iter().filter_map(|r| match r {
+            IpNet::V6(n) => Some(*n),
+            IpNet::V4(_) => None,
+        })
+    }
+
+    /// The peer's IPv4 routes (reached through its 4via6 prefix; other sites may hold the
+    /// same ones).
+    pub fn routes_v4(&self) -> impl Iterator<Item = Ipv4Net> + '_ {
+        self.routes.iter().filter_map(|r| match r {
+            IpNet::V4(n) => Some(*n),
+            IpNet::V6(_) => None,
+        })
+    }
+}
+
+/// Two orgs whose addresses may talk to each other: the only way traffic crosses orgs.
+/// Unordered; stored with `a < b` (build it with [`Peering::new`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Peering {
+    pub a: String,
+    pub b: String,
+}
+
+impl Peering {
+    /// The peering of `x` and `y`, in either order.
+    pub fn new(x: impl Into<String>, y: impl Into<String>) -> Peering {
+        let (x, y) = (x.into(), y.into());
+        if x <= y {
+            Peering { a: x, b: y }
+        } else {
+            Peering { a: y, b: x }
+        }
+    }
+
+    /// The same peering with `a < b`, whatever order it was built in.
+    pub fn normalised(self) -> Peering {
+        Peering::new(self.a, self.b)
+    }
+
+    /// Whether `org` is one of the two.
+    pub fn involves(&self, org: &str) -> bool {
+        self.a == org || self.b == org
+    }
+}
+
+impl std::fmt::Display for Peering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} <-> {}", self.a, self.b)
+    }
 }
 
 /// One record of any kind, as a write puts it.
@@ -118,17 +182,43 @@ pub enum Record {
     App(App),
     Machine(Machine),
     Peer(Peer),
+    Peering(Peering),
 }
 
 /// The key of a record, as a write deletes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum RecordKey {
-    Org { name: String },
-    Node { name: String },
-    App { org: String, name: String },
-    Machine { id: String },
-    Peer { org: String, name: String },
+    Org {
+        name: String,
+    },
+    Node {
+        name: String,
+    },
+    App {
+        org: String,
+        name: String,
+    },
+    Machine {
+        id: String,
+    },
+    Peer {
+        org: String,
+        name: String,
+    },
+    /// Always with `a < b` when made by [`Record::key`] or [`RecordKey::peering`].
+    Peering {
+        a: String,
+        b: String,
+    },
+}
+
+impl RecordKey {
+    /// The key of the peering of `x` and `y`, in either order.
+    pub fn peering(x: impl Into<String>, y: impl Into<String>) -> RecordKey {
+        let Peering { a, b } = Peering::new(x, y);
+        RecordKey::Peering { a, b }
+    }
 }
 
 impl Record {
@@ -149,6 +239,7 @@ impl Record {
                 org: p.org.clone(),
                 name: p.name.clone(),
             },
+            Record::Peering(p) => RecordKey::peering(p.a.clone(), p.b.clone()),
         }
     }
 }
@@ -167,6 +258,10 @@ pub struct Snapshot {
     pub machines: BTreeMap<String, Machine>,
     /// Keyed by (org, peer name).
     pub peers: BTreeMap<(String, String), Peer>,
+    /// Org-to-org peerings, each pair sorted (`a < b`). Absent in snapshots written before
+    /// peerings existed.
+    #[serde(default)]
+    pub peerings: BTreeSet<(String, String)>,
 }
 
 impl Snapshot {
@@ -188,6 +283,10 @@ impl Snapshot {
             Record::Peer(p) => {
                 self.peers.insert((p.org.clone(), p.name.clone()), p);
             }
+            Record::Peering(p) => {
+                let Peering { a, b } = p.normalised();
+                self.peerings.insert((a, b));
+            }
         }
     }
 
@@ -208,6 +307,10 @@ impl Snapshot {
             }
             RecordKey::Peer { org, name } => {
                 self.peers.remove(&(org.clone(), name.clone()));
+            }
+            RecordKey::Peering { a, b } => {
+                let Peering { a, b } = Peering::new(a.clone(), b.clone());
+                self.peerings.remove(&(a, b));
             }
         }
     }
@@ -236,7 +339,70 @@ impl Snapshot {
         hosts
     }
 
-    /// Every record, in a stable order (orgs, nodes, apps, machines, peers).
+    /// Whether orgs `x` and `y` are peered, in either order. Never for an org with itself
+    /// (an org needs no peering to reach its own addresses). Looks through every peering
+    /// without allocating; readers asking per packet keep their own index.
+    pub fn peered(&self, x: &str, y: &str) -> bool {
+        if x == y {
+            return false;
+        }
+        let (a, b) = if x < y { (x, y) } else { (y, x) };
+        self.peerings.iter().any(|(pa, pb)| pa == a && pb == b)
+    }
+
+    /// The orgs `org` is peered with, sorted.
+    pub fn peers_of_org(&self, org: &str) -> Vec<&str> {
+        let mut orgs: Vec<&str> = self
+            .peerings
+            .iter()
+            .filter_map(|(a, b)| {
+                if a == org {
+                    Some(b.as_str())
+                } else if b == org {
+                    Some(a.as_str())
+                } else {
+                    None
+                }
+            })
+            .collect();
+        orgs.sort_unstable();
+        orgs
+    }
+
+    /// Every site route in the registry with the peer it is routed to, expired peers
+    /// included (filter with [`Peer::expired`]). IPv6 routes are unique; IPv4 routes may
+    /// repeat between peers, each reached through its own peer's [`Peer::via`].
+    pub fn site_routes(&self) -> impl Iterator<Item = (IpNet, &Peer)> + '_ {
+        self.peers
+            .values()
+            .flat_map(|p| p.routes.iter().map(move |r| (*r, p)))
+    }
+
+    /// The IPv6 site prefixes of `org`: the IPv6 routes of its peers that have not expired
+    /// at `now_unix`, sorted.
+    pub fn site_prefixes_v6(&self, org: &str, now_unix: i64) -> Vec<Ipv6Net> {
+        let mut prefixes: Vec<Ipv6Net> = self
+            .peers
+            .values()
+            .filter(|p| p.org == org && !p.expired(now_unix))
+            .flat_map(|p| p.routes_v6())
+            .collect();
+        prefixes.sort_unstable();
+        prefixes
+    }
+
+    /// The peer whose IPv6 site route holds `addr` (the longest, should old records overlap),
+    /// expired peers included; its `org` is the org the address belongs to.
+    pub fn site_peer_of(&self, addr: Ipv6Addr) -> Option<&Peer> {
+        self.peers
+            .values()
+            .flat_map(|p| p.routes_v6().map(move |r| (r, p)))
+            .filter(|(r, _)| r.contains(&addr))
+            .max_by_key(|(r, _)| r.prefix_len())
+            .map(|(_, p)| p)
+    }
+
+    /// Every record, in a stable order (orgs, nodes, apps, machines, peers, peerings).
     pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
         self.orgs
             .values()
@@ -246,5 +412,11 @@ impl Snapshot {
             .chain(self.apps.values().cloned().map(Record::App))
             .chain(self.machines.values().cloned().map(Record::Machine))
             .chain(self.peers.values().cloned().map(Record::Peer))
+            .chain(self.peerings.iter().map(|(a, b)| {
+                Record::Peering(Peering {
+                    a: a.clone(),
+                    b: b.clone(),
+                })
+            }))
     }
 }

@@ -13,7 +13,7 @@ use rusqlite::{
 use crate::change::{self, Change, SystemContext, Write};
 use crate::error::{Error, Result};
 use crate::model::{
-    App, Machine, MachineState, Node, Org, Peer, Record, RecordKey, Revision, Snapshot,
+    App, Machine, MachineState, Node, Org, Peer, Peering, Record, RecordKey, Revision, Snapshot,
 };
 use crate::{Applied, OrgNetwork, Registry};
 
@@ -26,7 +26,9 @@ const POLL: Duration = Duration::from_millis(10);
 const RECHECK: Duration = Duration::from_millis(250);
 
 /// Schema versions, applied in order; `PRAGMA user_version` records how far a file got.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO meta (key, value) VALUES ('revision', 0), ('next_network', 1);
 CREATE TABLE orgs (
@@ -68,7 +70,17 @@ CREATE TABLE peers (
     expires INTEGER,
     PRIMARY KEY (org, name)
 );
-"#];
+"#,
+    // 2: org-to-org peerings. Files made before it open and gain the (empty) table.
+    r#"
+CREATE TABLE IF NOT EXISTS peerings (
+    a TEXT NOT NULL,
+    b TEXT NOT NULL,
+    PRIMARY KEY (a, b),
+    CHECK (a < b)
+);
+"#,
+];
 
 pub struct SqliteRegistry {
     location: String,
@@ -280,6 +292,18 @@ impl SqliteRegistry {
                 expires,
             }));
         }
+        let mut stmt = tx.prepare("SELECT a, b FROM peerings").map_err(e)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Peering {
+                    a: r.get(0)?,
+                    b: r.get(1)?,
+                })
+            })
+            .map_err(e)?;
+        for row in rows {
+            snap.put(Record::Peering(row.map_err(e)?));
+        }
         Ok(snap)
     }
 }
@@ -335,6 +359,13 @@ fn put(tx: &Transaction, record: &Record) -> rusqlite::Result<()> {
                 p.expires
             ],
         ),
+        Record::Peering(p) => {
+            let Peering { a, b } = p.clone().normalised();
+            tx.execute(
+                "INSERT OR REPLACE INTO peerings (a, b) VALUES (?1, ?2)",
+                params![a, b],
+            )
+        }
     }
     .map(drop)
 }
@@ -351,6 +382,10 @@ fn delete(tx: &Transaction, key: &RecordKey) -> rusqlite::Result<()> {
             "DELETE FROM peers WHERE org = ?1 AND name = ?2",
             [org, name],
         ),
+        RecordKey::Peering { a, b } => {
+            let Peering { a, b } = Peering::new(a.clone(), b.clone());
+            tx.execute("DELETE FROM peerings WHERE a = ?1 AND b = ?2", [a, b])
+        }
     }
     .map(drop)
 }

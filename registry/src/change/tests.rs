@@ -1,5 +1,7 @@
 use std::collections::HashSet;
 
+use base64::Engine;
+
 use super::*;
 use crate::model::Revision;
 
@@ -233,38 +235,404 @@ fn peer_needs_a_gateway_in_its_region() {
     assert_eq!(err.to_string(), "region `ams`: has no gateway node");
 }
 
-#[test]
-fn peer_routes_stay_out_of_the_mesh_and_each_other() {
-    let mut s = base();
-    let peer = |name: &str, key: &str, route: &str| Change::AddPeer {
-        org: "acme".into(),
+/// A WireGuard key of its own for the `i`th test peer.
+fn key(i: u8) -> String {
+    base64::engine::general_purpose::STANDARD.encode([i; 32])
+}
+
+fn site(org: &str, name: &str, key: &str, routes: &[&str]) -> Change {
+    Change::AddPeer {
+        org: org.into(),
         name: name.into(),
         region: Some("iad".into()),
         gateway: None,
         public_key: key.into(),
-        routes: vec![route.parse().unwrap()],
+        routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
         expires: None,
-    };
-    let err = apply(&mut s, peer("site", KEY_C, "fdaa:0:9::/48")).unwrap_err();
-    assert!(
-        err.to_string().contains("overlaps the mesh prefix"),
-        "{err}"
-    );
-    apply(&mut s, peer("site", KEY_C, "10.1.0.0/16")).unwrap();
+    }
+}
+
+fn added_peer(r: Option<Record>) -> Peer {
+    match r {
+        Some(Record::Peer(p)) => p,
+        other => panic!("expected a peer, got {other:?}"),
+    }
+}
+
+/// Plans a site with `routes` on `s`; the error's text if refused.
+fn refusal(s: &Snapshot, routes: &[&str]) -> Option<String> {
+    let change = site("acme", "site", &key(200), routes);
+    match plan(s, &change, &mut ctx()) {
+        Ok(_) => None,
+        Err(e) => {
+            assert!(e.is_user_error(), "{e}");
+            assert!(matches!(e, Error::Invalid { field: "route", .. }), "{e}");
+            Some(e.to_string())
+        }
+    }
+}
+
+#[test]
+fn routes_that_no_site_can_own_are_refused_and_their_neighbours_taken() {
+    let s = base();
+    // (refused, the rule it breaks, a near miss that is fine)
+    let cases = [
+        ("0.0.0.0/0", "a default route", "10.0.0.0/8"),
+        ("::/0", "a default route", "2001:db8::/32"),
+        ("0.0.0.0/8", "unspecified address 0.0.0.0", "1.0.0.0/8"),
+        ("::/96", "unspecified address ::", "100::/64"),
+        ("127.0.0.0/8", "loopback 127.0.0.0/8", "126.0.0.0/8"),
+        ("127.1.2.0/24", "loopback 127.0.0.0/8", "128.0.0.0/8"),
+        ("::1/128", "loopback ::1", "::2/128"),
+        (
+            "169.254.10.0/24",
+            "link-local 169.254.0.0/16",
+            "169.253.0.0/16",
+        ),
+        ("fe80::/64", "link-local fe80::/10", "fe00::/9"),
+        ("224.0.0.0/24", "multicast 224.0.0.0/4", "223.255.255.0/24"),
+        ("239.1.0.0/16", "multicast 224.0.0.0/4", "240.0.0.0/8"),
+        ("192.0.0.0/2", "multicast 224.0.0.0/4", "192.0.0.0/3"),
+        ("ff02::/16", "multicast ff00::/8", "fec0::/10"),
+        (
+            "255.255.255.255/32",
+            "broadcast address 255.255.255.255",
+            "255.255.255.254/32",
+        ),
+        ("fdaa:0:9::/48", "the mesh prefix fdaa::/16", "fdab::/16"),
+        ("fd00::/8", "the mesh prefix fdaa::/16", "fd00::/9"),
+        (
+            "100.127.3.0/24",
+            "100.127.0.0/16, the pool",
+            "100.126.0.0/16",
+        ),
+        (
+            "100.64.0.0/10",
+            "100.127.0.0/16, the pool",
+            "100.128.0.0/16",
+        ),
+        (
+            "::ffff:10.0.0.0/104",
+            "::ffff:0:0/96, IPv4-mapped",
+            "::fffe:0:0/96",
+        ),
+    ];
+    for (bad, rule, near) in cases {
+        let err = refusal(&s, &[bad]).unwrap_or_else(|| panic!("{bad} was accepted"));
+        assert!(
+            err.starts_with(&format!("route `{bad}`: ")) && err.contains(rule),
+            "{bad}: got `{err}`, want `{rule}`"
+        );
+        assert_eq!(refusal(&s, &[near]), None, "{near} is fine");
+    }
+}
+
+#[test]
+fn a_refused_route_refuses_the_whole_peer() {
+    let mut s = base();
+    let before = s.clone();
     let err = apply(
         &mut s,
-        peer(
-            "site2",
-            "mWq5Dz4MqlNmo0L+0wDXjgp+LF8l4vqzr9s7ZSDZTYY=",
-            "10.1.2.0/24",
+        site("acme", "site", &key(1), &["10.0.0.0/24", "127.0.0.0/8"]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("loopback"), "{err}");
+    assert_eq!(s, before, "nothing written");
+}
+
+#[test]
+fn ipv6_site_routes_are_unique_across_the_registry() {
+    let mut s = base();
+    apply(
+        &mut s,
+        Change::CreateOrg {
+            name: "globex".into(),
+        },
+    )
+    .unwrap();
+    apply(&mut s, site("acme", "site1", &key(1), &["2001:db8:1::/48"])).unwrap();
+    // Inside it, around it, and from another org.
+    let err = apply(
+        &mut s,
+        site("acme", "site2", &key(2), &["2001:db8:1:5::/64"]),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "route `2001:db8:1:5::/64`: overlaps 2001:db8:1::/48 of peer `site1`; \
+         IPv6 site routes must be unique"
+    );
+    let err = apply(&mut s, site("globex", "site2", &key(2), &["2001:db8::/32"])).unwrap_err();
+    assert!(
+        err.to_string().contains("of a peer of another org") && !err.to_string().contains("site1"),
+        "another org's peer names are not shown: {err}"
+    );
+    // The next /48 over is free, in either org.
+    apply(
+        &mut s,
+        site("globex", "site2", &key(2), &["2001:db8:2::/48"]),
+    )
+    .unwrap();
+    apply(&mut s, site("acme", "site3", &key(3), &["2001:db8:3::/48"])).unwrap();
+    // Gone with its peer.
+    apply(
+        &mut s,
+        Change::RemovePeer {
+            org: "acme".into(),
+            name: "site1".into(),
+        },
+    )
+    .unwrap();
+    apply(
+        &mut s,
+        site("globex", "site4", &key(4), &["2001:db8:1::/48"]),
+    )
+    .unwrap();
+}
+
+#[test]
+fn ipv4_site_routes_repeat_between_sites_but_not_within_one() {
+    let mut s = base();
+    apply(
+        &mut s,
+        Change::CreateOrg {
+            name: "globex".into(),
+        },
+    )
+    .unwrap();
+    let a = added_peer(apply(&mut s, site("acme", "site1", &key(1), &["192.168.1.0/24"])).unwrap());
+    let b = added_peer(apply(&mut s, site("acme", "site2", &key(2), &["192.168.1.0/24"])).unwrap());
+    apply(
+        &mut s,
+        site("globex", "site3", &key(3), &["192.168.0.0/16"]),
+    )
+    .unwrap();
+    // Each reached through its own 4via6 prefix.
+    assert_ne!(a.via(), b.via());
+    let err = apply(
+        &mut s,
+        site("acme", "site4", &key(4), &["10.0.0.0/16", "10.0.5.0/24"]),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "route `10.0.5.0/24`: overlaps 10.0.0.0/16, also in this peer's routes"
+    );
+    let err = apply(
+        &mut s,
+        site(
+            "acme",
+            "site4",
+            &key(4),
+            &["2001:db8:9::/48", "2001:db8:9:1::/64"],
         ),
     )
     .unwrap_err();
     assert!(
-        err.to_string()
-            .contains("overlaps 10.1.0.0/16 of peer `site`"),
+        err.to_string().contains("also in this peer's routes"),
         "{err}"
     );
+    let d = added_peer(
+        apply(
+            &mut s,
+            site(
+                "acme",
+                "site4",
+                &key(4),
+                &["10.0.0.0/24", "10.0.1.0/24", "2001:db8:9::/48"],
+            ),
+        )
+        .unwrap(),
+    );
+    assert_eq!(d.routes.len(), 3);
+}
+
+#[test]
+fn routes_are_stored_as_their_network() {
+    let mut s = base();
+    let p = added_peer(apply(&mut s, site("acme", "site", &key(1), &["10.1.2.3/24"])).unwrap());
+    assert_eq!(p.routes, vec!["10.1.2.0/24".parse::<IpNet>().unwrap()]);
+}
+
+#[test]
+fn ipv4_routes_need_a_slot_with_a_4via6_prefix() {
+    let mut s = base();
+    let network = s.orgs["acme"].network;
+    let host = s.nodes["host-a"].host;
+    // Machines hold slots 1..=65534 of acme's /80 on host-a.
+    for slot in 1..=0xfffe_u32 {
+        s.put(Record::Machine(Machine {
+            id: format!("{slot:014x}"),
+            org: "acme".into(),
+            app: "web".into(),
+            region: "iad".into(),
+            node: "host-a".into(),
+            process_group: "app".into(),
+            state: MachineState::Started,
+            addr: network.slot_addr(host, slot),
+        }));
+    }
+    // Slot 65535 still has a /96.
+    let last = added_peer(apply(&mut s, site("acme", "site1", &key(1), &["10.0.0.0/24"])).unwrap());
+    assert_eq!(addr::slot_of(last.addr), 0xffff);
+    assert!(last.via().is_some());
+    // Slot 65536 has none: IPv4 is refused, IPv6 alone is fine.
+    let err = apply(&mut s, site("acme", "site2", &key(2), &["10.0.0.0/24"])).unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            "route `10.0.0.0/24`: this peer's slot is above 65535, so it has no 4via6 prefix;"
+        ),
+        "{err}"
+    );
+    let v6 = added_peer(apply(&mut s, site("acme", "site2", &key(2), &["2001:db8::/48"])).unwrap());
+    assert_eq!(addr::slot_of(v6.addr), 0x1_0000);
+    assert_eq!(v6.via(), None);
+}
+
+fn orgs(names: &[&str]) -> Snapshot {
+    let mut s = Snapshot::default();
+    for name in names {
+        apply(
+            &mut s,
+            Change::CreateOrg {
+                name: (*name).into(),
+            },
+        )
+        .unwrap();
+    }
+    s
+}
+
+fn peer_orgs(a: &str, b: &str) -> Change {
+    Change::PeerOrgs {
+        a: a.into(),
+        b: b.into(),
+    }
+}
+
+fn unpeer_orgs(a: &str, b: &str) -> Change {
+    Change::UnpeerOrgs {
+        a: a.into(),
+        b: b.into(),
+    }
+}
+
+#[test]
+fn orgs_peer_in_either_order_once() {
+    let mut s = orgs(&["acme", "globex", "initech"]);
+    let made = apply(&mut s, peer_orgs("globex", "acme")).unwrap();
+    assert_eq!(
+        made,
+        Some(Record::Peering(Peering {
+            a: "acme".into(),
+            b: "globex".into()
+        }))
+    );
+    assert!(s.peered("acme", "globex") && s.peered("globex", "acme"));
+    assert!(!s.peered("acme", "initech") && !s.peered("acme", "acme"));
+    assert_eq!(s.peers_of_org("globex"), vec!["acme"]);
+    for again in [peer_orgs("acme", "globex"), peer_orgs("globex", "acme")] {
+        let err = plan(&s, &again, &mut ctx()).unwrap_err();
+        assert_eq!(err.to_string(), "peering `acme <-> globex` already exists");
+        assert!(matches!(
+            err,
+            Error::Exists {
+                kind: Kind::Peering,
+                ..
+            }
+        ));
+    }
+    apply(&mut s, peer_orgs("initech", "globex")).unwrap();
+    assert_eq!(s.peers_of_org("globex"), vec!["acme", "initech"]);
+}
+
+#[test]
+fn peering_refusals_name_the_org_and_the_rule_and_write_nothing() {
+    let mut s = orgs(&["acme", "globex"]);
+    apply(&mut s, peer_orgs("acme", "globex")).unwrap();
+    apply(
+        &mut s,
+        Change::CreateOrg {
+            name: "initech".into(),
+        },
+    )
+    .unwrap();
+    let cases = [
+        (
+            peer_orgs("acme", "acme"),
+            "org `acme`: cannot peer with itself",
+        ),
+        (
+            unpeer_orgs("acme", "acme"),
+            "org `acme`: cannot peer with itself",
+        ),
+        (peer_orgs("acme", "nope"), "org `nope` does not exist"),
+        (peer_orgs("nope", "acme"), "org `nope` does not exist"),
+        (unpeer_orgs("nope", "acme"), "org `nope` does not exist"),
+        (
+            unpeer_orgs("acme", "initech"),
+            "peering `acme <-> initech` does not exist",
+        ),
+        (
+            unpeer_orgs("initech", "acme"),
+            "peering `acme <-> initech` does not exist",
+        ),
+    ];
+    for (change, want) in cases {
+        let err = plan(&s, &change, &mut ctx()).unwrap_err();
+        assert_eq!(err.to_string(), want, "{change:?}");
+        assert!(err.is_user_error());
+    }
+}
+
+#[test]
+fn unpeering_takes_the_pair_out_in_either_order() {
+    let mut s = orgs(&["acme", "globex"]);
+    apply(&mut s, peer_orgs("acme", "globex")).unwrap();
+    let plan = plan(&s, &unpeer_orgs("globex", "acme"), &mut ctx()).unwrap();
+    assert_eq!(
+        plan.writes,
+        vec![Write::Delete(RecordKey::Peering {
+            a: "acme".into(),
+            b: "globex".into()
+        })]
+    );
+    plan.apply_to(&mut s);
+    assert!(!s.peered("acme", "globex"));
+    assert!(s.peerings.is_empty());
+    // And they may peer again.
+    apply(&mut s, peer_orgs("acme", "globex")).unwrap();
+}
+
+#[test]
+fn removing_an_org_removes_its_peerings_in_the_same_write() {
+    let mut s = orgs(&["acme", "globex", "initech"]);
+    apply(&mut s, peer_orgs("acme", "globex")).unwrap();
+    apply(&mut s, peer_orgs("globex", "initech")).unwrap();
+    apply(&mut s, peer_orgs("acme", "initech")).unwrap();
+    let rev = s.revision;
+    apply(
+        &mut s,
+        Change::RemoveOrg {
+            name: "globex".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(s.revision.0, rev.0 + 1, "one write");
+    assert_eq!(
+        s.peerings.iter().cloned().collect::<Vec<_>>(),
+        vec![("acme".to_string(), "initech".to_string())]
+    );
+    // A new org of the same name inherits nothing.
+    apply(
+        &mut s,
+        Change::CreateOrg {
+            name: "globex".into(),
+        },
+    )
+    .unwrap();
+    assert!(!s.peered("acme", "globex"));
+    assert!(s.peers_of_org("globex").is_empty());
 }
 
 #[test]

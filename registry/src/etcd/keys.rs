@@ -5,6 +5,7 @@
 //! <prefix>/meta/next_network    N
 //! <prefix>/orgs/<name>          <prefix>/nodes/<name>          <prefix>/apps/<org>/<app>
 //! <prefix>/machines/<id>        <prefix>/peers/<org>/<name>
+//! <prefix>/peerings/<a>/<b>     (org names, a < b)
 //! ```
 //!
 //! Every write compares `meta/revision`'s etcd mod-revision with the one it read and puts a
@@ -60,6 +61,11 @@ impl Keys {
             RecordKey::App { org, name } => format!("{p}/apps/{org}/{name}"),
             RecordKey::Machine { id } => format!("{p}/machines/{id}"),
             RecordKey::Peer { org, name } => format!("{p}/peers/{org}/{name}"),
+            RecordKey::Peering { a, b } => {
+                // One key per pair whichever order the caller named it in.
+                let (a, b) = if a <= b { (a, b) } else { (b, a) };
+                format!("{p}/peerings/{a}/{b}")
+            }
         }
     }
 }
