@@ -123,6 +123,7 @@ fn main() -> anyhow::Result<()> {
     let opts = dnsd::index::Options {
         default_org: Some("bench".into()),
         local_region: Some("iad".into()),
+        ..Default::default()
     };
     let t = std::time::Instant::now();
     let index = dnsd::index::Index::build(&snap, &opts, 1_700_000_000);

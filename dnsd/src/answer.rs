@@ -1,10 +1,10 @@
 //! What the answer is: a pure function of the index, the question and the querier's
 //! address. How it travels (wire format, EDNS, truncation) is `wire`'s business.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use crate::index::{Entry, Index};
-use crate::scope::{scope, Scope};
+use crate::index::{Entry, Index, OrgZone};
+use crate::scope::{scope, Refusal, Scope};
 
 pub const TYPE_A: u16 = 1;
 pub const TYPE_SOA: u16 = 6;
@@ -28,10 +28,10 @@ pub struct Question<'a> {
 /// The answer to a question.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Answer<'a> {
-    /// Not a `.internal` name: ask upstream.
+    /// Not a `.internal` name, from a querier that may have it forwarded: ask upstream.
     Forward,
-    /// A `.internal` question from a querier outside every org, with no default org.
-    Refused,
+    /// REFUSED, and why.
+    Refused(Refusal),
     /// The name does not exist (for this querier's org).
     NxDomain,
     /// The name exists but has no record of this type.
@@ -41,6 +41,8 @@ pub enum Answer<'a> {
         addrs: &'a [[u8; 16]],
         shuffle: bool,
     },
+    /// One computed AAAA record (a 4via6 address behind a site).
+    Address([u8; 16]),
     /// One TXT record (its rdata).
     Txt(&'a [u8]),
     /// The zone's SOA (a question for `internal.` itself).
@@ -59,22 +61,29 @@ pub fn under_zone(name: &[u8]) -> Option<&[u8]> {
     (name[cut] == b'.' && &name[cut + 1..] == ZONE).then(|| &name[..cut])
 }
 
-/// Answers `q` for a querier at `src`; `now` is unix seconds (for peer expiry).
+/// Answers `q` for a querier at `src`; `now` is unix seconds (for peer expiry). Who may
+/// ask is decided first: a source [`scope`] refuses gets nothing, forwarding included.
 pub fn answer<'a>(index: &'a Index, q: &Question<'_>, src: IpAddr, now: i64) -> Answer<'a> {
+    let scope = scope(index, src);
     let Some(rel) = under_zone(q.name) else {
-        return Answer::Forward;
+        return match scope {
+            Scope::Refused(why) => Answer::Refused(why),
+            Scope::Org { .. } | Scope::Trusted => Answer::Forward,
+        };
     };
-    let Scope::Org { zone, region } = scope(index, src) else {
-        return Answer::Refused;
+    let (zone, region) = match scope {
+        Scope::Org { zone, region } => (zone, region),
+        Scope::Trusted => return Answer::Refused(Refusal::NoDefaultOrg),
+        Scope::Refused(why) => return Answer::Refused(why),
     };
     if q.qclass != CLASS_IN {
-        return Answer::Refused;
+        return Answer::Refused(Refusal::Class);
     }
     if let Some((n, app)) = parse_nearest(rel) {
         let Some(by_region) = zone.nearest.get(app) else {
             return Answer::NxDomain;
         };
-        if q.qtype != TYPE_AAAA {
+        if q.qtype != TYPE_AAAA && q.qtype != TYPE_ANY {
             return Answer::NoData;
         }
         let list = region
@@ -90,6 +99,9 @@ pub fn answer<'a>(index: &'a Index, q: &Question<'_>, src: IpAddr, now: i64) -> 
             shuffle: false,
         };
     }
+    if let Some((v4, site)) = parse_via(rel) {
+        return via(zone, v4, site, q.qtype, now);
+    }
     let Some(entry) = zone.names.get(rel) else {
         return Answer::NxDomain;
     };
@@ -99,16 +111,64 @@ pub fn answer<'a>(index: &'a Index, q: &Question<'_>, src: IpAddr, now: i64) -> 
     records(entry, rel, q.qtype)
 }
 
-fn records<'a>(entry: &'a Entry, rel: &[u8], qtype: u16) -> Answer<'a> {
+/// `<a-b-c-d>.<site>._site`: the 4via6 address of `a.b.c.d` behind that site of the
+/// querier's org, if the address is inside one of the site's IPv4 routes.
+fn via<'a>(zone: &OrgZone, v4: Ipv4Addr, site: &[u8], qtype: u16, now: i64) -> Answer<'a> {
+    let Some(s) = zone.sites.get(site) else {
+        return Answer::NxDomain;
+    };
+    if s.expires.is_some_and(|e| e <= now) || !s.routes.iter().any(|r| r.contains(&v4)) {
+        return Answer::NxDomain;
+    }
     match qtype {
-        TYPE_AAAA if !entry.aaaa.is_empty() => Answer::Aaaa {
+        TYPE_AAAA | TYPE_ANY => Answer::Address(registry::addr::via_addr(s.via, v4).octets()),
+        _ => Answer::NoData,
+    }
+}
+
+/// The records of `entry` for `qtype`. ANY gets one RRset, not all of them (RFC 8482
+/// section 4.1): the addresses if the name has some, else its text, else the apex's SOA.
+fn records<'a>(entry: &'a Entry, rel: &[u8], qtype: u16) -> Answer<'a> {
+    let txt = entry.txt.as_deref();
+    match qtype {
+        TYPE_AAAA | TYPE_ANY if !entry.aaaa.is_empty() => Answer::Aaaa {
             addrs: &entry.aaaa,
             shuffle: entry.aaaa.len() > 1,
         },
-        TYPE_TXT => entry.txt.as_deref().map_or(Answer::NoData, Answer::Txt),
-        TYPE_SOA if rel.is_empty() => Answer::Soa,
+        TYPE_TXT | TYPE_ANY if txt.is_some() => txt.map_or(Answer::NoData, Answer::Txt),
+        TYPE_SOA | TYPE_ANY if rel.is_empty() => Answer::Soa,
         _ => Answer::NoData,
     }
+}
+
+/// `<a-b-c-d>.<site>._site` → (a.b.c.d, site). The address is in dotted-quad order with
+/// dashes, each part decimal 0-255 without leading zeros (one name per address).
+fn parse_via(rel: &[u8]) -> Option<(Ipv4Addr, &[u8])> {
+    let rest = rel.strip_suffix(b"._site")?;
+    let (first, site) = split_label(rest)?;
+    if site.is_empty() || site.contains(&b'.') {
+        return None;
+    }
+    let mut octets = [0u8; 4];
+    let mut parts = first.split(|&b| b == b'-');
+    for o in &mut octets {
+        *o = parse_octet(parts.next()?)?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((Ipv4Addr::from(octets), site))
+}
+
+fn parse_octet(digits: &[u8]) -> Option<u8> {
+    let leading_zero = digits.len() > 1 && digits[0] == b'0';
+    if digits.is_empty() || digits.len() > 3 || leading_zero {
+        return None;
+    }
+    digits.iter().try_fold(0u8, |n, &d| {
+        let d = d.checked_sub(b'0').filter(|d| *d <= 9)?;
+        n.checked_mul(10)?.checked_add(d)
+    })
 }
 
 /// `top<N>.nearest.of.<app>` → (N, app). N is 1 to 64.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
+use ipnet::IpNet;
 use serde::Deserialize;
 
 /// sixpn's DNS server: answers `.internal` names from the registry, scoped to the querier's
@@ -20,10 +21,15 @@ pub struct Cli {
     /// Address to serve DNS on, over UDP and TCP; repeat for several [default: [::]:53].
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Vec<SocketAddr>,
-    /// Org whose names clients outside every org network (loopback, underlay) see; without
-    /// it they get REFUSED for `.internal`.
+    /// Org whose names loopback clients and `--allow`ed networks see; without it they get
+    /// REFUSED for `.internal` (names outside it are still forwarded for them).
     #[arg(long, value_name = "ORG")]
     pub default_org: Option<String>,
+    /// Network (e.g. `10.0.0.0/8`, `2001:db8::/32`, or one address) whose clients are trusted
+    /// like loopback: they see the default org and get other names forwarded; repeat for
+    /// several. Anyone else outside every org is REFUSED.
+    #[arg(long, value_name = "NET", value_parser = parse_allow)]
+    pub allow: Vec<IpNet>,
     /// Upstream resolver for names outside `.internal` (`ip` or `ip:port`); repeat for
     /// failover [default: the nameservers in /etc/resolv.conf].
     #[arg(long, value_name = "IP[:PORT]", value_parser = parse_upstream)]
@@ -55,6 +61,7 @@ pub struct File {
     pub registry: Option<String>,
     pub listen: Option<Vec<SocketAddr>>,
     pub default_org: Option<String>,
+    pub allow: Option<Vec<String>>,
     pub upstreams: Option<Vec<String>>,
     pub upstream_timeout: Option<String>,
     pub metrics: Option<SocketAddr>,
@@ -91,6 +98,8 @@ pub struct Config {
     pub registry: String,
     pub listen: Vec<SocketAddr>,
     pub default_org: Option<String>,
+    /// Trusted networks besides loopback.
+    pub allow: Vec<IpNet>,
     /// Empty: names outside `.internal` get REFUSED.
     pub upstreams: Vec<SocketAddr>,
     pub upstream_timeout: Duration,
@@ -108,6 +117,34 @@ pub fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
     s.parse::<IpAddr>()
         .map(|ip| SocketAddr::new(ip, 53))
         .map_err(|_| "use an IP address or IP:PORT".to_string())
+}
+
+/// A trusted network: `addr/len` with no host bits set, or one address. Not everything
+/// (`/0` would make dnsd an open resolver) and not IPv4-mapped IPv6 (IPv4 clients are
+/// matched as IPv4).
+pub fn parse_allow(s: &str) -> Result<IpNet, String> {
+    let net = match s.parse::<IpNet>() {
+        Ok(n) => n,
+        Err(_) => s
+            .parse::<IpAddr>()
+            .map(IpNet::from)
+            .map_err(|_| "use a network such as 10.0.0.0/8 or 2001:db8::/32, or one address")?,
+    };
+    if net.trunc() != net {
+        return Err(format!("host bits set: the network is {}", net.trunc()));
+    }
+    if net.prefix_len() == 0 {
+        return Err("allowing everyone would make dnsd an open resolver".into());
+    }
+    if let IpNet::V6(n) = net {
+        if n.network().to_ipv4_mapped().is_some() {
+            return Err(
+                "an IPv4-mapped network: write it as IPv4 (IPv4 clients are matched as IPv4)"
+                    .into(),
+            );
+        }
+    }
+    Ok(net)
 }
 
 /// The nameservers of a resolv.conf text.
@@ -135,6 +172,12 @@ impl Config {
                 upstreams.push(parse_upstream(&u).map_err(|rule| invalid("upstreams", &u, rule))?);
             }
         }
+        let mut allow = cli.allow;
+        if allow.is_empty() {
+            for a in file.allow.unwrap_or_default() {
+                allow.push(parse_allow(&a).map_err(|rule| invalid("allow", &a, rule))?);
+            }
+        }
         let timeout = match (cli.upstream_timeout, file.upstream_timeout) {
             (Some(d), _) => d.into(),
             (None, Some(s)) => humantime::parse_duration(&s)
@@ -154,6 +197,7 @@ impl Config {
                 .unwrap_or_else(|| registry::DEFAULT_LOCATION.to_string()),
             listen,
             default_org: cli.default_org.or(file.default_org),
+            allow,
             upstreams,
             upstream_timeout: timeout,
             metrics: cli.metrics.or(file.metrics),

@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv6Addr;
 
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
 use registry::region::REGIONS;
 use registry::{Machine, Snapshot};
 
@@ -53,6 +55,63 @@ pub struct Entry {
     pub expires: Option<i64>,
 }
 
+/// A site peer, for its 4via6 names `<a-b-c-d>.<site>._site`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    /// The site's 4via6 /96 (`registry::addr::via_prefix` of the peer's address).
+    pub via: Ipv6Net,
+    /// The site's IPv4 routes: only addresses inside them have a 4via6 name.
+    pub routes: Vec<Ipv4Net>,
+    /// Unix seconds after which the peer (and its names) are gone.
+    pub expires: Option<i64>,
+}
+
+/// Who a source address in an IPv6 site prefix is: the org of the site peer whose route
+/// holds it, and that peer's region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SiteOwner {
+    pub network: u32,
+    pub region: Option<RegionId>,
+}
+
+/// IPv6 site prefixes → their owner, by longest prefix: one hash map per prefix length,
+/// longest first, so a lookup is a few masked hash probes.
+#[derive(Debug, Default)]
+pub struct SitePrefixes {
+    by_len: Vec<(u8, HashMap<u128, SiteOwner>)>,
+}
+
+impl SitePrefixes {
+    fn insert(&mut self, net: Ipv6Net, owner: SiteOwner) {
+        let len = net.prefix_len();
+        let i = match self.by_len.iter().position(|(l, _)| *l <= len) {
+            Some(i) if self.by_len[i].0 == len => i,
+            Some(i) => {
+                self.by_len.insert(i, (len, HashMap::new()));
+                i
+            }
+            None => {
+                self.by_len.push((len, HashMap::new()));
+                self.by_len.len() - 1
+            }
+        };
+        self.by_len[i].1.insert(u128::from(net.network()), owner);
+    }
+
+    /// The owner of the longest site prefix holding `addr`.
+    pub fn owner(&self, addr: Ipv6Addr) -> Option<SiteOwner> {
+        let bits = u128::from(addr);
+        self.by_len.iter().find_map(|(len, map)| {
+            let mask = u128::MAX.checked_shl(128 - u32::from(*len)).unwrap_or(0);
+            map.get(&(bits & mask)).copied()
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_len.is_empty()
+    }
+}
+
 /// One org's names, keyed by the lowercase name without the `.internal` suffix
 /// (`web`, `iad.web`, `_apps`; the apex `internal.` is the empty key).
 #[derive(Debug, Default)]
@@ -62,6 +121,8 @@ pub struct OrgZone {
     /// Per app: its started machines ordered by distance from each region a querier can
     /// be in (indexed by [`Index::nearest_slot`]).
     pub nearest: NameMap<Vec<Vec<[u8; 16]>>>,
+    /// Site peers (peers with routes) by name, for `<a-b-c-d>.<site>._site`.
+    pub sites: NameMap<Site>,
 }
 
 /// Everything dnsd answers from, at one registry revision.
@@ -83,6 +144,10 @@ pub struct Index {
     /// there). Only regions with a node, a peer or the local region get one, which keeps the
     /// rebuild after each registry change short.
     pub nearest_slot: [u8; REGIONS.len()],
+    /// IPv6 site prefixes → the org whose names their hosts see.
+    pub site_prefixes: SitePrefixes,
+    /// Networks whose hosts see the default org (and may forward), besides loopback.
+    pub allow: Vec<IpNet>,
 }
 
 /// No `nearest` list for this region.
@@ -99,6 +164,8 @@ impl Default for Index {
             local_region: None,
             next_expiry: None,
             nearest_slot: [NO_SLOT; REGIONS.len()],
+            site_prefixes: SitePrefixes::default(),
+            allow: Vec::new(),
         }
     }
 }
@@ -108,6 +175,9 @@ impl Default for Index {
 pub struct Options {
     pub default_org: Option<String>,
     pub local_region: Option<String>,
+    /// Networks (besides loopback) whose hosts are trusted: they see the default org and
+    /// may have names forwarded. `--allow`.
+    pub allow: Vec<IpNet>,
 }
 
 /// A region's id by code.
@@ -228,6 +298,7 @@ impl Index {
             revision: snap.revision.0,
             local_region: opts.local_region.as_deref().and_then(region_id),
             nearest_slot: [NO_SLOT; REGIONS.len()],
+            allow: opts.allow.clone(),
             ..Index::default()
         };
         let querier_regions: BTreeSet<RegionId> = snap
@@ -344,6 +415,9 @@ fn build_zone(
     );
 
     let mut peer_names = Vec::new();
+    let mut site_names = Vec::new();
+    let mut sites = NameMap::default();
+    let network = snap.orgs.get(org).map(|o| o.network.0);
     for p in snap.peers.values().filter(|p| p.org == org) {
         if p.expired(now) {
             continue;
@@ -367,13 +441,42 @@ fn build_zone(
         if listed_peer(&p.name) {
             peer_names.push(p.name.as_str());
         }
+        if p.routes.is_empty() {
+            continue;
+        }
+        site_names.push(p.name.as_str());
+        z.exists(format!("{}._site", p.name));
+        for r in &p.routes {
+            if let (IpNet::V6(net), Some(network)) = (r, network) {
+                let owner = SiteOwner { network, region };
+                index.site_prefixes.insert(net.trunc(), owner);
+            }
+        }
+        if let Some(via) = registry::addr::via_prefix(p.addr) {
+            let routes: Vec<Ipv4Net> = p
+                .routes
+                .iter()
+                .filter_map(|r| match r {
+                    IpNet::V4(n) => Some(n.trunc()),
+                    IpNet::V6(_) => None,
+                })
+                .collect();
+            let site = Site {
+                via,
+                routes,
+                expires: p.expires,
+            };
+            sites.insert(p.name.as_bytes().into(), site);
+        }
     }
     z.txt("_peer".into(), &joined(peer_names, ","));
+    z.txt("_site".into(), &joined(site_names, ","));
 
     OrgZone {
         name: org.to_string(),
         names: z.finish(),
         nearest,
+        sites,
     }
 }
 

@@ -76,6 +76,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     let opts = Options {
         default_org: config.default_org.clone(),
         local_region: config.region.clone(),
+        allow: config.allow.clone(),
     };
     let metrics = Arc::new(Metrics::default());
     let resolv = std::fs::read_to_string("/etc/resolv.conf").ok();
@@ -129,6 +130,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         listen = ?config.listen,
         upstreams = ?upstreams,
+        allow = ?config.allow,
         revision = shared.index.load().revision,
         "dnsd serving"
     );

@@ -9,6 +9,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::scope::Refusal;
+
 const TYPES: [(&str, u16); 6] = [
     ("A", 1),
     ("AAAA", 28),
@@ -46,6 +48,7 @@ pub struct Metrics {
     pub revision: AtomicU64,
     pub index_names: AtomicU64,
     pub registry_reachable: AtomicU64,
+    refused: [AtomicU64; Refusal::ALL.len()],
 }
 
 impl Metrics {
@@ -67,6 +70,12 @@ impl Metrics {
             .fetch_add(took.as_nanos() as u64, Relaxed);
     }
 
+    /// Counts a REFUSED answer by its reason.
+    pub fn refused(&self, why: Refusal) {
+        let i = Refusal::ALL.iter().position(|r| *r == why).unwrap_or(0);
+        self.refused[i].fetch_add(1, Relaxed);
+    }
+
     pub fn render(&self) -> String {
         let mut s = String::with_capacity(4096);
         s.push_str("# HELP dnsd_queries_total Queries answered, by type and rcode.\n");
@@ -79,6 +88,12 @@ impl Metrics {
                     "dnsd_queries_total{{type=\"{tname}\",rcode=\"{rname}\"}} {v}"
                 );
             }
+        }
+        s.push_str("# HELP dnsd_refused_total Queries REFUSED, by reason (outsider: the source is in no org, not loopback and not allowed).\n");
+        s.push_str("# TYPE dnsd_refused_total counter\n");
+        for (i, why) in Refusal::ALL.iter().enumerate() {
+            let v = self.refused[i].load(Relaxed);
+            let _ = writeln!(s, "dnsd_refused_total{{reason=\"{}\"}} {v}", why.label());
         }
         s.push_str("# HELP dnsd_query_duration_seconds Time from packet in to answer out.\n");
         s.push_str("# TYPE dnsd_query_duration_seconds histogram\n");

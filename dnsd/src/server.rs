@@ -15,6 +15,7 @@ use crate::answer::{answer, Answer};
 use crate::forward::Forwarder;
 use crate::index::Index;
 use crate::metrics::Metrics;
+use crate::scope::Refusal;
 use crate::udp_batch::Batch;
 use crate::wire::{self, Query, Reject};
 
@@ -92,8 +93,12 @@ pub fn handle(
     let limit = limit(&q, transport);
     let index = shared.index.load();
     let ans = answer(&index, &q.as_question(), src.ip(), clock.unix);
+    if let Answer::Refused(why) = ans {
+        shared.metrics.refused(why);
+    }
     if ans == Answer::Forward {
         let Some(fwd) = &shared.forwarder else {
+            shared.metrics.refused(Refusal::NoUpstream);
             let w = wire::write_rcode(&q, wire::RCODE_REFUSED, out);
             shared.metrics.query(q.qtype, w.rcode, start.elapsed());
             return Step::Reply;

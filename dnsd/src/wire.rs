@@ -340,7 +340,7 @@ pub fn write_answer(
 ) -> Written {
     out.clear();
     let (rcode, authoritative) = match answer {
-        Answer::Refused | Answer::Forward => (RCODE_REFUSED, false),
+        Answer::Refused(_) | Answer::Forward => (RCODE_REFUSED, false),
         Answer::NxDomain => (RCODE_NXDOMAIN, true),
         _ => (RCODE_NOERROR, true),
     };
@@ -369,6 +369,11 @@ pub fn write_answer(
             }
             an = n as u16;
         }
+        Answer::Address(addr) => {
+            record_head(out, crate::answer::TYPE_AAAA, 16);
+            out.extend_from_slice(addr);
+            an = 1;
+        }
         Answer::Txt(rdata) => {
             record_head(out, crate::answer::TYPE_TXT, rdata.len());
             out.extend_from_slice(rdata);
@@ -382,7 +387,7 @@ pub fn write_answer(
             soa(out, serial, false);
             ns = 1;
         }
-        Answer::Refused | Answer::Forward => {}
+        Answer::Refused(_) | Answer::Forward => {}
     }
     let opt_len = if q.edns.is_some() { 11 } else { 0 };
     let truncated = out.len() + opt_len > limit;

@@ -136,7 +136,7 @@ fn index(w: &World, default_org: Option<&str>) -> Index {
         &w.snap,
         &Options {
             default_org: default_org.map(Into::into),
-            local_region: None,
+            ..Options::default()
         },
         NOW,
     )
@@ -479,35 +479,133 @@ fn an_org_never_sees_another_orgs_names() {
     );
 }
 
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn index_allowing(w: &World, default_org: Option<&str>, allow: &[&str]) -> Index {
+    Index::build(
+        &w.snap,
+        &Options {
+            default_org: default_org.map(Into::into),
+            allow: allow.iter().map(|n| n.parse().unwrap()).collect(),
+            ..Options::default()
+        },
+        NOW,
+    )
+}
+
 #[test]
-fn clients_outside_every_org_get_the_default_org_or_refused() {
+fn loopback_in_every_form_gets_the_default_org() {
     let w = world();
-    let loopback: IpAddr = "::1".parse().unwrap();
-    let v4: IpAddr = "192.0.2.7".parse().unwrap();
-    let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
-    let ix = index(&w, None);
-    for from in [loopback, v4, mapped] {
-        assert_eq!(ask(&ix, "web.internal", TYPE_AAAA, from), Answer::Refused);
-        assert_eq!(ask(&ix, "example.com", TYPE_AAAA, from), Answer::Forward);
-    }
     let ix = index(&w, Some("acme"));
-    for from in [loopback, v4, mapped] {
+    for from in ["::1", "127.0.0.1", "127.3.4.5", "::ffff:127.0.0.1"] {
         assert_eq!(
-            addrs(&ask(&ix, "web.internal", TYPE_AAAA, from)),
-            sorted(&[&w.web[0], &w.web[1], &w.web[3]])
+            addrs(&ask(&ix, "web.internal", TYPE_AAAA, ip(from))),
+            sorted(&[&w.web[0], &w.web[1], &w.web[3]]),
+            "{from}"
+        );
+        assert_eq!(
+            ask(&ix, "example.com", TYPE_AAAA, ip(from)),
+            Answer::Forward,
+            "{from}"
         );
     }
-    // An fdaa address of no org is not "outside": it does not get the default org.
-    let stranger: IpAddr = "fdaa:0:ffff::2".parse().unwrap();
+}
+
+#[test]
+fn loopback_without_a_default_org_is_refused_internal_but_forwarded() {
+    let w = world();
+    // No default org, and one that names no org: the same.
+    for default_org in [None, Some("nobody")] {
+        let ix = index(&w, default_org);
+        for from in ["::1", "127.0.0.1", "::ffff:127.0.0.1"] {
+            assert_eq!(
+                ask(&ix, "web.internal", TYPE_AAAA, ip(from)),
+                Answer::Refused(Refusal::NoDefaultOrg),
+                "{from}"
+            );
+            assert_eq!(
+                ask(&ix, "example.com", TYPE_AAAA, ip(from)),
+                Answer::Forward,
+                "{from}"
+            );
+        }
+    }
+}
+
+#[test]
+fn outsiders_are_refused_internal_names_and_forwarding() {
+    let w = world();
+    let ix = index(&w, Some("acme"));
+    for from in [
+        "192.0.2.7",
+        "::ffff:192.0.2.7",
+        "2001:db8::7",
+        "10.0.0.1",
+        "fe80::1",
+        "::",
+        "0.0.0.0",
+    ] {
+        for name in ["web.internal", "internal", "example.com", ""] {
+            assert_eq!(
+                ask(&ix, name, TYPE_AAAA, ip(from)),
+                Answer::Refused(Refusal::Outsider),
+                "{name} from {from}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_mesh_address_of_no_org_is_refused_not_defaulted() {
+    let w = world();
+    // Even with the whole ULA range allowed: a mesh source is judged by its org bits only.
+    let ix = index_allowing(&w, Some("acme"), &["fd00::/8"]);
+    let stranger = ip("fdaa:0:ffff::2");
+    for name in ["web.internal", "example.com"] {
+        assert_eq!(
+            ask(&ix, name, TYPE_AAAA, stranger),
+            Answer::Refused(Refusal::UnknownOrg),
+            "{name}"
+        );
+    }
+    // An org member sees its org and gets forwarding, with or without a default org.
+    let ix = index(&w, None);
     assert_eq!(
-        ask(&ix, "web.internal", TYPE_AAAA, stranger),
-        Answer::Refused
+        ask(&ix, "example.com", TYPE_AAAA, acme(&w)),
+        Answer::Forward
     );
-    // A default org that does not exist refuses.
-    let ix = index(&w, Some("nobody"));
+}
+
+#[test]
+fn allowed_networks_are_trusted_like_loopback() {
+    let w = world();
+    let allow = ["10.0.0.0/8", "2001:db8:1::/48"];
+    let ix = index_allowing(&w, Some("acme"), &allow);
+    for from in ["10.1.2.3", "::ffff:10.1.2.3", "2001:db8:1::9"] {
+        assert_eq!(
+            addrs(&ask(&ix, "web.internal", TYPE_AAAA, ip(from))),
+            sorted(&[&w.web[0], &w.web[1], &w.web[3]]),
+            "{from}"
+        );
+        assert_eq!(ask(&ix, "example.com", TYPE_A, ip(from)), Answer::Forward);
+    }
+    for from in ["11.0.0.1", "2001:db8:2::9"] {
+        assert_eq!(
+            ask(&ix, "example.com", TYPE_A, ip(from)),
+            Answer::Refused(Refusal::Outsider),
+            "{from}"
+        );
+    }
+    let ix = index_allowing(&w, None, &allow);
     assert_eq!(
-        ask(&ix, "web.internal", TYPE_AAAA, loopback),
-        Answer::Refused
+        ask(&ix, "web.internal", TYPE_AAAA, ip("10.1.2.3")),
+        Answer::Refused(Refusal::NoDefaultOrg)
+    );
+    assert_eq!(
+        ask(&ix, "example.com", TYPE_A, ip("10.1.2.3")),
+        Answer::Forward
     );
 }
 
@@ -520,5 +618,223 @@ fn other_classes_are_refused() {
         qtype: TYPE_AAAA,
         qclass: 3,
     };
-    assert_eq!(answer(&ix, &q, acme(&w), NOW), Answer::Refused);
+    assert_eq!(
+        answer(&ix, &q, acme(&w), NOW),
+        Answer::Refused(Refusal::Class)
+    );
+}
+
+#[test]
+fn any_gets_one_rrset_not_all() {
+    let w = world();
+    let ix = index(&w, None);
+    let from = acme(&w);
+    // A name with addresses: its AAAA set (the same a AAAA question gets).
+    assert_eq!(
+        addrs(&ask(&ix, "web.internal", TYPE_ANY, from)),
+        sorted(&[&w.web[0], &w.web[1], &w.web[3]])
+    );
+    assert_eq!(
+        addrs(&ask(&ix, "top1.nearest.of.web.internal", TYPE_ANY, from)).len(),
+        1
+    );
+    // A name with text: the TXT record.
+    assert_eq!(text(&ask(&ix, "_apps.internal", TYPE_ANY, from)), "db,web");
+    // The apex: its SOA.
+    assert_eq!(ask(&ix, "internal", TYPE_ANY, from), Answer::Soa);
+    // An empty non-terminal: nothing; an unknown name: NXDOMAIN.
+    assert_eq!(ask(&ix, "vm.web.internal", TYPE_ANY, from), Answer::NoData);
+    assert_eq!(ask(&ix, "nope.internal", TYPE_ANY, from), Answer::NxDomain);
+}
+
+fn site(snap: &mut Snapshot, org: &str, name: &str, n: u8, routes: &[&str]) -> registry::Peer {
+    apply(
+        snap,
+        Change::AddPeer {
+            org: org.into(),
+            name: name.into(),
+            region: Some("iad".into()),
+            gateway: None,
+            public_key: key(n),
+            routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
+            expires: None,
+        },
+    );
+    snap.peers[&(org.to_string(), name.to_string())].clone()
+}
+
+/// acme: site-ams (10.1.0.0/16, 192.168.5.0/24, 2001:db8:a::/48) and site-fra (IPv6 only);
+/// globex: its own site-ams (10.2.0.0/16, 2001:db8:b::/48).
+struct Sites {
+    w: World,
+    acme_ams: registry::Peer,
+    globex_ams: registry::Peer,
+}
+
+fn sites() -> Sites {
+    let mut w = world();
+    let acme_ams = site(
+        &mut w.snap,
+        "acme",
+        "site-ams",
+        20,
+        &["10.1.0.0/16", "192.168.5.0/24", "2001:db8:a::/48"],
+    );
+    site(&mut w.snap, "acme", "site-fra", 21, &["2001:db8:f::/48"]);
+    let globex_ams = site(
+        &mut w.snap,
+        "globex",
+        "site-ams",
+        22,
+        &["10.2.0.0/16", "2001:db8:b::/48"],
+    );
+    Sites {
+        w,
+        acme_ams,
+        globex_ams,
+    }
+}
+
+fn via(peer: &registry::Peer, v4: &str) -> Ipv6Addr {
+    let prefix = registry::addr::via_prefix(peer.addr).unwrap();
+    registry::addr::via_addr(prefix, v4.parse().unwrap())
+}
+
+fn address(a: &Answer<'_>) -> Ipv6Addr {
+    let Answer::Address(octets) = a else {
+        panic!("not one computed address: {a:?}");
+    };
+    Ipv6Addr::from(*octets)
+}
+
+#[test]
+fn site_names_are_4via6_addresses_inside_the_sites_ipv4_routes() {
+    let s = sites();
+    let ix = index(&s.w, None);
+    let from = acme(&s.w);
+    let a = ask(&ix, "10-1-2-3.site-ams._site.internal", TYPE_AAAA, from);
+    assert_eq!(address(&a), via(&s.acme_ams, "10.1.2.3"));
+    // The address is the site's /96 with the IPv4 address in its low 32 bits.
+    assert!(registry::addr::is_via(address(&a)));
+    assert_eq!(
+        u128::from(address(&a)) as u32,
+        u32::from_be_bytes([10, 1, 2, 3])
+    );
+    let a = ask(
+        &ix,
+        "192-168-5-255.site-ams._site.internal",
+        TYPE_AAAA,
+        from,
+    );
+    assert_eq!(address(&a), via(&s.acme_ams, "192.168.5.255"));
+    let a = ask(&ix, "10-1-0-0.site-ams._site.internal", TYPE_ANY, from);
+    assert_eq!(address(&a), via(&s.acme_ams, "10.1.0.0"));
+    // A valid name, another type: NODATA.
+    for qtype in [TYPE_A, TYPE_TXT] {
+        assert_eq!(
+            ask(&ix, "10-1-2-3.site-ams._site.internal", qtype, from),
+            Answer::NoData
+        );
+    }
+}
+
+#[test]
+fn site_names_outside_the_routes_or_malformed_are_nxdomain() {
+    let s = sites();
+    let ix = index(&s.w, None);
+    let from = acme(&s.w);
+    for name in [
+        // Outside every IPv4 route of the site.
+        "10-2-0-1.site-ams._site.internal",
+        "192-168-6-1.site-ams._site.internal",
+        // A site with IPv6 routes only.
+        "10-1-2-3.site-fra._site.internal",
+        // No such site; a peer that is not a site.
+        "10-1-2-3.site-nope._site.internal",
+        "10-1-2-3.alice._site.internal",
+        // Not an IPv4 address in the dashed form.
+        "10-1-2.site-ams._site.internal",
+        "10-1-2-3-4.site-ams._site.internal",
+        "10-1-2-256.site-ams._site.internal",
+        "10-1-2-03.site-ams._site.internal",
+        "10-1-2-x.site-ams._site.internal",
+        "10-1--3.site-ams._site.internal",
+        "x.10-1-2-3.site-ams._site.internal",
+    ] {
+        assert_eq!(ask(&ix, name, TYPE_AAAA, from), Answer::NxDomain, "{name}");
+    }
+    // The site's own name and `_site` exist (NOERROR), with no address.
+    assert_eq!(
+        ask(&ix, "site-ams._site.internal", TYPE_AAAA, from),
+        Answer::NoData
+    );
+    assert_eq!(ask(&ix, "_site.internal", TYPE_AAAA, from), Answer::NoData);
+}
+
+#[test]
+fn site_names_are_the_queriers_orgs_own() {
+    let s = sites();
+    let ix = index(&s.w, None);
+    let globex = IpAddr::V6(s.w.secret.addr);
+    // globex's site-ams is globex's: its routes, its /96.
+    let a = ask(&ix, "10-2-0-1.site-ams._site.internal", TYPE_AAAA, globex);
+    assert_eq!(address(&a), via(&s.globex_ams, "10.2.0.1"));
+    assert_ne!(address(&a), via(&s.acme_ams, "10.2.0.1"));
+    // acme's routes are not globex's.
+    assert_eq!(
+        ask(&ix, "10-1-2-3.site-ams._site.internal", TYPE_AAAA, globex),
+        Answer::NxDomain
+    );
+    assert_eq!(
+        ask(
+            &ix,
+            "10-2-0-1.site-ams._site.internal",
+            TYPE_AAAA,
+            acme(&s.w)
+        ),
+        Answer::NxDomain
+    );
+    assert_eq!(
+        text(&ask(&ix, "_site.internal", TYPE_TXT, acme(&s.w))),
+        "site-ams,site-fra"
+    );
+    assert_eq!(
+        text(&ask(&ix, "_site.internal", TYPE_TXT, globex)),
+        "site-ams"
+    );
+    // Sites are peers too.
+    assert_eq!(
+        text(&ask(&ix, "_peer.internal", TYPE_TXT, globex)),
+        "carol,site-ams"
+    );
+}
+
+#[test]
+fn hosts_in_an_ipv6_site_prefix_see_the_sites_org() {
+    let s = sites();
+    let ix = index(&s.w, Some("globex"));
+    for from in ["2001:db8:a::10", "2001:db8:a:ffff::1", "2001:db8:f::1"] {
+        assert_eq!(
+            addrs(&ask(&ix, "web.internal", TYPE_AAAA, ip(from))),
+            sorted(&[&s.w.web[0], &s.w.web[1], &s.w.web[3]]),
+            "{from}"
+        );
+        assert_eq!(
+            ask(&ix, "example.com", TYPE_AAAA, ip(from)),
+            Answer::Forward
+        );
+    }
+    let from = ip("2001:db8:b::10");
+    assert_eq!(text(&ask(&ix, "_apps.internal", TYPE_TXT, from)), "secret");
+    // Next to a site prefix is nobody's.
+    assert_eq!(
+        ask(&ix, "web.internal", TYPE_AAAA, ip("2001:db8:c::1")),
+        Answer::Refused(Refusal::Outsider)
+    );
+    // An IPv4 site route is not a source of its own (IPv4 LAN hosts reach dnsd through
+    // the allow list, if at all).
+    assert_eq!(
+        ask(&ix, "example.com", TYPE_AAAA, ip("10.1.2.3")),
+        Answer::Refused(Refusal::Outsider)
+    );
 }

@@ -177,6 +177,27 @@ fn aaaa_answers_are_authoritative_with_ttl_5_and_the_question_echoed() {
 }
 
 #[test]
+fn a_computed_address_is_one_aaaa_record_also_for_any() {
+    let addr: std::net::Ipv6Addr = "fdaa:0:18:b1a:1:5:a00:10".parse().unwrap();
+    for qtype in [TYPE_AAAA, crate::answer::TYPE_ANY] {
+        let p = query(9, "10-0-0-16.site-ams._site.internal", qtype, Some(1232));
+        let (w, m) = respond(&p, &Answer::Address(addr.octets()), 1232);
+        assert_eq!(w.rcode, RCODE_NOERROR);
+        assert!(m.metadata.authoritative);
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(m.answers[0].ttl, 5);
+        assert_eq!(
+            m.answers[0].name.to_string(),
+            "10-0-0-16.site-ams._site.internal."
+        );
+        let RData::AAAA(a) = &m.answers[0].data else {
+            panic!("{:?}", m.answers[0]);
+        };
+        assert_eq!(a.0, addr);
+    }
+}
+
+#[test]
 fn shuffled_answers_change_order_between_queries() {
     let list = addrs(8);
     let p = query(1, "web.internal", TYPE_AAAA, None);
@@ -230,7 +251,7 @@ fn negative_answers_carry_the_soa() {
     assert_eq!(m.answers[0].name.to_string(), "internal.");
     assert!(m.authorities.is_empty());
 
-    let (w, m) = respond(&p, &Answer::Refused, 1232);
+    let (w, m) = respond(&p, &Answer::Refused(crate::scope::Refusal::Outsider), 1232);
     assert_eq!(w.rcode, RCODE_REFUSED);
     assert!(!m.metadata.authoritative);
 }
