@@ -21,8 +21,17 @@ pub enum Drop {
     NoSession,
     /// A decapsulated packet whose source is outside the sender's allowed IPs.
     SourceNotAllowed,
-    /// Source and destination in different orgs.
+    /// Source and destination in different orgs that the registry has not peered.
     OrgMismatch,
+    /// A source address that belongs to no org (not a mesh address, not a site prefix).
+    SourceNoOrg,
+    /// A destination that belongs to no org: a gateway's own addresses, the internet.
+    DestinationNoOrg,
+    /// A packet for a site's IPv4 LAN (4via6) the translator does not carry: fragments,
+    /// extension headers, ICMP other than echo, an address outside the site's routes.
+    NotTranslated,
+    /// An IPv4 answer from a site to a pool address that stands for no one (any more).
+    NoBinding,
     /// No peer routes the destination.
     NoRoute,
     /// The peer's endpoint is not known yet.
@@ -41,7 +50,7 @@ pub enum Drop {
 }
 
 impl Drop {
-    pub const ALL: [Drop; 17] = [
+    pub const ALL: [Drop; 21] = [
         Drop::Malformed,
         Drop::UnknownPeer,
         Drop::UnknownIndex,
@@ -52,6 +61,10 @@ impl Drop {
         Drop::NoSession,
         Drop::SourceNotAllowed,
         Drop::OrgMismatch,
+        Drop::SourceNoOrg,
+        Drop::DestinationNoOrg,
+        Drop::NotTranslated,
+        Drop::NoBinding,
         Drop::NoRoute,
         Drop::NoEndpoint,
         Drop::NoForward,
@@ -73,6 +86,10 @@ impl Drop {
             Drop::NoSession => "no_session",
             Drop::SourceNotAllowed => "source_not_allowed",
             Drop::OrgMismatch => "org_mismatch",
+            Drop::SourceNoOrg => "source_no_org",
+            Drop::DestinationNoOrg => "destination_no_org",
+            Drop::NotTranslated => "not_translated",
+            Drop::NoBinding => "no_binding",
             Drop::NoRoute => "no_route",
             Drop::NoEndpoint => "no_endpoint",
             Drop::NoForward => "no_forward",

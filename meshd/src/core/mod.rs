@@ -9,23 +9,26 @@
 //! TUN write, or (gateways) encapsulate again for the peer that routes the destination.
 
 pub mod counters;
+pub mod nat64;
 pub mod org_filter;
 pub mod packet;
 pub mod peer_table;
 pub mod router;
 pub mod timers;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use registry::OrgNetwork;
 use x25519_dalek::{PublicKey as X25519Public, StaticSecret};
 
 pub use counters::{Counters, Drop};
+pub use org_filter::OrgPolicy;
 pub use peer_table::{Peer, PeerIndex, PeerTable, PublicKey};
 pub use router::Router;
 
@@ -50,13 +53,25 @@ pub enum Target {
     /// Delivered to this host's TUN (its machines, its /80s, the org DNS address).
     Local,
     Peer(PeerIndex),
+    /// A site's 4via6 /96 on its gateway: translated to IPv4 and sent to the site's router.
+    Via(PeerIndex),
+}
+
+impl Target {
+    fn peer(self) -> Option<PeerIndex> {
+        match self {
+            Target::Local => None,
+            Target::Peer(i) | Target::Via(i) => Some(i),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
     /// Pass packets between peers (gateways).
     pub forward: bool,
-    /// Drop packets whose source and destination orgs differ (mesh mode).
+    /// Mesh mode: every address belongs to an org, packets cross orgs only where the
+    /// registry peered them, and sites' IPv4 LANs are reached through 4via6.
     pub org_isolation: bool,
 }
 
@@ -115,8 +130,12 @@ pub struct Core {
     pub listen_port: u16,
     pub fwmark: u32,
     timers: timers::Schedule,
+    policy: OrgPolicy,
+    nat: nat64::Bindings,
     buf: Box<[u8]>,
     fwd: Box<[u8]>,
+    /// A translated packet, before it is encapsulated.
+    nat_buf: Box<[u8]>,
 }
 
 /// What to change on a peer; `None` leaves a field as it is.
@@ -143,8 +162,11 @@ impl Core {
             listen_port: 0,
             fwmark: 0,
             timers: timers::Schedule::default(),
+            policy: OrgPolicy::default(),
+            nat: nat64::Bindings::new(registry::addr::NAT64_POOL),
             buf: vec![0u8; BUF_LEN].into_boxed_slice(),
             fwd: vec![0u8; BUF_LEN].into_boxed_slice(),
+            nat_buf: vec![0u8; BUF_LEN].into_boxed_slice(),
         }
     }
 
@@ -214,6 +236,8 @@ impl Core {
             tunn,
             endpoint: None,
             allowed_ips: Vec::new(),
+            via: None,
+            site_v4: Vec::new(),
             keepalive: None,
             preshared_key: None,
             name: String::new(),
@@ -262,8 +286,7 @@ impl Core {
         let Some(peer) = self.peers.remove(key) else {
             return false;
         };
-        let gone = Target::Peer(peer.index);
-        self.router.retain(|t| *t != gone);
+        self.router.retain(|t| t.peer() != Some(peer.index));
         true
     }
 
@@ -319,6 +342,37 @@ impl Core {
         }
     }
 
+    /// Makes the peer a site with IPv4 routes reached through the 4via6 prefix `via`, or
+    /// (`None`) no such site.
+    pub fn set_site(&mut self, key: &PublicKey, via: Option<Ipv6Net>, v4: &[Ipv4Net]) {
+        let Some(index) = self.peers.index_of(key) else {
+            return;
+        };
+        let old = self.peers.get(index).and_then(|p| p.via);
+        if let Some(old) = old.filter(|o| Some(*o) != via) {
+            if self.router.get(IpNet::V6(old)) == Some(Target::Via(index)) {
+                self.router.remove(IpNet::V6(old));
+            }
+        }
+        if let Some(via) = via {
+            self.router.insert(IpNet::V6(via.trunc()), Target::Via(index));
+        }
+        if let Some(p) = self.peers.get_mut(index) {
+            p.via = via;
+            p.site_v4 = v4.iter().map(|n| n.trunc()).collect();
+        }
+    }
+
+    /// The org boundary: IPv6 site prefixes with their orgs, and the peered org pairs.
+    pub fn set_org_policy(
+        &mut self,
+        sites: &[(IpNet, OrgNetwork)],
+        peerings: impl IntoIterator<Item = (OrgNetwork, OrgNetwork)>,
+    ) {
+        self.policy.set_sites(sites);
+        self.policy.set_peerings(peerings);
+    }
+
     pub fn clear_allowed_ips(&mut self, key: &PublicKey) {
         self.set_allowed_ips(key, &[]);
     }
@@ -371,16 +425,21 @@ impl Core {
         let Some((src, dst)) = packet::addrs(packet) else {
             return self.counters.drop(Drop::Malformed);
         };
-        if self.options.org_isolation && org_filter::crosses_orgs(src, dst) {
-            return self.counters.drop(Drop::OrgMismatch);
+        if self.options.org_isolation {
+            if let Err(why) = self.policy.check(src, dst) {
+                return self.counters.drop(why);
+            }
         }
-        let Some(Target::Peer(index)) = self.router.lookup(dst) else {
-            return self.counters.drop(Drop::NoRoute);
-        };
-        let Some(peer) = self.peers.get_mut(index) else {
-            return self.counters.drop(Drop::NoRoute);
-        };
-        encapsulate(&mut self.counters, peer, now, packet, &mut self.buf, out);
+        match self.router.lookup(dst) {
+            Some(Target::Peer(index)) => {
+                let Some(peer) = self.peers.get_mut(index) else {
+                    return self.counters.drop(Drop::NoRoute);
+                };
+                encapsulate(&mut self.counters, peer, now, packet, &mut self.buf, out);
+            }
+            Some(Target::Via(index)) => self.translate_out(now, index, src, packet, out),
+            _ => self.counters.drop(Drop::NoRoute),
+        }
     }
 
     /// A UDP datagram from the network.
@@ -477,15 +536,46 @@ impl Core {
     /// A packet `from` decapsulated into `self.buf[..len]`: check it, then hand it to the
     /// TUN or (gateways) to the peer that routes its destination.
     fn deliver(&mut self, now: Instant, from: PeerIndex, len: usize, out: &mut impl Transmit) {
-        let packet = &self.buf[..len];
+        let buf = std::mem::take(&mut self.buf);
+        self.deliver_packet(now, from, &buf[..len], out);
+        self.buf = buf;
+    }
+
+    fn deliver_packet(
+        &mut self,
+        now: Instant,
+        from: PeerIndex,
+        packet: &[u8],
+        out: &mut impl Transmit,
+    ) {
         let Some((src, dst)) = packet::addrs(packet) else {
             return self.counters.drop(Drop::Malformed);
         };
+        if let (IpAddr::V4(src4), IpAddr::V4(dst4)) = (src, dst) {
+            if self.options.org_isolation {
+                return self.translate_in(now, from, src4, dst4, packet, out);
+            }
+        }
         if self.router.lookup(src) != Some(Target::Peer(from)) {
             return self.counters.drop(Drop::SourceNotAllowed);
         }
-        if self.options.org_isolation && org_filter::crosses_orgs(src, dst) {
-            return self.counters.drop(Drop::OrgMismatch);
+        self.pass(now, from, src, dst, packet, out);
+    }
+
+    /// A packet from peer `from` whose source is checked: the org boundary, then on.
+    fn pass(
+        &mut self,
+        now: Instant,
+        from: PeerIndex,
+        src: IpAddr,
+        dst: IpAddr,
+        packet: &[u8],
+        out: &mut impl Transmit,
+    ) {
+        if self.options.org_isolation {
+            if let Err(why) = self.policy.check(src, dst) {
+                return self.counters.drop(why);
+            }
         }
         match self.router.lookup(dst) {
             Some(Target::Peer(to)) if self.options.forward && to != from => {
@@ -495,16 +585,91 @@ impl Core {
                 self.counters.forwarded += 1;
                 encapsulate(&mut self.counters, peer, now, packet, &mut self.fwd, out);
             }
-            Some(Target::Peer(_)) if self.options.org_isolation => {
+            Some(Target::Via(to)) if self.options.forward => {
+                self.counters.forwarded += 1;
+                self.translate_out(now, to, src, packet, out);
+            }
+            Some(Target::Peer(_) | Target::Via(_)) if self.options.org_isolation => {
                 // Mesh mode without forwarding: not ours, and not ours to pass on.
                 self.counters.drop(Drop::NoForward)
             }
+            // Mesh mode knows every prefix of this host; nothing else goes to its kernel.
+            None if self.options.org_isolation => self.counters.drop(Drop::NoRoute),
             _ => {
                 self.counters.tun_tx_packets += 1;
-                self.counters.tun_tx_bytes += len as u64;
+                self.counters.tun_tx_bytes += packet.len() as u64;
                 out.write_tun(packet);
             }
         }
+    }
+
+    /// An org's IPv6 packet to a 4via6 address of site `to`: out to the site as IPv4, from
+    /// the pool address that stands for its source.
+    fn translate_out(
+        &mut self,
+        now: Instant,
+        to: PeerIndex,
+        src: IpAddr,
+        packet: &[u8],
+        out: &mut impl Transmit,
+    ) {
+        let (IpAddr::V6(src6), Some(dst4)) = (src, packet.get(36..40)) else {
+            return self.counters.drop(Drop::NotTranslated);
+        };
+        let dst4 = Ipv4Addr::new(dst4[0], dst4[1], dst4[2], dst4[3]);
+        let Some(peer) = self.peers.get_mut(to) else {
+            return self.counters.drop(Drop::NoRoute);
+        };
+        if !peer.site_v4.iter().any(|n| n.contains(&dst4)) {
+            return self.counters.drop(Drop::NotTranslated);
+        }
+        let src4 = self.nat.outbound(src6);
+        match nat64::six_to_four(packet, src4, &mut self.nat_buf) {
+            Ok(n) => encapsulate(
+                &mut self.counters,
+                peer,
+                now,
+                &self.nat_buf[..n],
+                &mut self.fwd,
+                out,
+            ),
+            Err(_) => self.counters.drop(Drop::NotTranslated),
+        }
+    }
+
+    /// An IPv4 packet from a site's LAN to a pool address: on into the mesh as IPv6 from the
+    /// LAN host's 4via6 address to the source the pool address stands for.
+    fn translate_in(
+        &mut self,
+        now: Instant,
+        from: PeerIndex,
+        src4: Ipv4Addr,
+        dst4: Ipv4Addr,
+        packet: &[u8],
+        out: &mut impl Transmit,
+    ) {
+        let Some(peer) = self.peers.get(from) else {
+            return self.counters.drop(Drop::UnknownIndex);
+        };
+        let Some(via) = peer.via.filter(|_| peer.site_v4.iter().any(|n| n.contains(&src4)))
+        else {
+            return self.counters.drop(Drop::SourceNotAllowed);
+        };
+        let Some(dst6) = self.nat.inbound(dst4) else {
+            return self.counters.drop(Drop::NoBinding);
+        };
+        let src6 = registry::addr::via_addr(via, src4);
+        let mut buf = std::mem::take(&mut self.nat_buf);
+        match nat64::four_to_six(packet, src6, dst6, &mut buf) {
+            Ok(n) => self.pass(now, from, src6.into(), dst6.into(), &buf[..n], out),
+            Err(_) => self.counters.drop(Drop::NotTranslated),
+        }
+        self.nat_buf = buf;
+    }
+
+    /// How many IPv6 sources hold a NAT64 binding (for metrics).
+    pub fn nat64_bindings(&self) -> usize {
+        self.nat.len()
     }
 }
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use boringtun::noise::Tunn;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 /// A public key, raw.
 pub type PublicKey = [u8; 32];
@@ -22,6 +22,11 @@ pub struct Peer {
     pub tunn: Tunn,
     pub endpoint: Option<SocketAddr>,
     pub allowed_ips: Vec<IpNet>,
+    /// A site's 4via6 /96 (mesh mode): the org reaches the site's IPv4 LAN through it.
+    pub via: Option<Ipv6Net>,
+    /// The site's IPv4 routes, reached only through `via`: they may overlap other sites'
+    /// (every site is 192.168.1.0/24), so they are checked per peer, never routed on.
+    pub site_v4: Vec<Ipv4Net>,
     pub keepalive: Option<u16>,
     pub preshared_key: Option<[u8; 32]>,
     /// What the registry calls it, for logs (empty for UAPI-made peers).
