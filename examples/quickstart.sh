@@ -4,30 +4,33 @@
 #   three hosts (h1 is the gateway) on a bridge underlay, each running meshd against one
 #   embedded (SQLite) registry, and dnsd beside each; a machine on h3 serving HTTP; a laptop
 #   that joins with a `wgtool create` tunnel file through wg-quick (meshd as the userspace
-#   WireGuard), resolves web.internal through the gateway's dnsd and fetches the page
-#   through the gateway.
+#   WireGuard where the kernel has no WireGuard module), resolves web.internal through the
+#   gateway's dnsd and fetches the page by name through the gateway.
 #
-# Needs root; installs iproute2, wireguard-tools, socat, curl and dnsutils with apt if they
-# are missing, and builds the binaries. Cleans up after itself.
+# Needs root; installs what it needs with apt if missing (`scripts/deps run`: the build's
+# protobuf-compiler, iproute2, wireguard-tools, socat, curl, dnsutils) and builds the binaries
+# (SIXPN_BIN=DIR uses binaries already built there instead). Every step is checked: it exits
+# non-zero, with the logs' tails, if one fails, and cleans up in every case.
 # Usage: sudo examples/quickstart.sh        (KEEP=1 to pause before cleaning up)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=${SIXPN_BIN:-$ROOT/target/debug}
 [[ $(id -u) == 0 ]] || { echo "quickstart: run as root (it makes network namespaces)" >&2; exit 2; }
-missing=()
-for p in iproute2 wireguard-tools socat curl dnsutils; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [[ ${#missing[@]} -gt 0 ]]; then
-    echo "== installing ${missing[*]}"
-    apt-get update -qq
-    # --no-install-recommends: wireguard-tools would otherwise pull in a kernel image.
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-if [[ -z ${SIXPN_BIN:-} ]]; then
+"$ROOT/scripts/deps" run
+if [[ -n ${SIXPN_BIN:-} ]]; then
+    BIN=$(realpath -m "$SIXPN_BIN")
+else
+    command -v cargo >/dev/null || {
+        echo "quickstart: no cargo in PATH (install Rust from https://rustup.rs, or build as yourself and run with SIXPN_BIN=target/debug)" >&2
+        exit 2
+    }
+    echo "== building meshd, wgtool, dnsd"
     (cd "$ROOT" && cargo build --bins -p meshd -p wgtool -p dnsd)
+    BIN=$(cd "$ROOT" && realpath -m "${CARGO_TARGET_DIR:-target}/debug")
 fi
+for b in meshd wgtool dnsd; do
+    [[ -x $BIN/$b ]] || { echo "quickstart: $BIN/$b is missing" >&2; exit 2; }
+done
 
 ID=$$
 WORK=$(mktemp -d /tmp/sixpn-quickstart.XXXXXX)
@@ -39,17 +42,45 @@ LAPIF=sxl$ID
 NAMESPACES=()
 wgtool() { "$BIN/wgtool" --registry "$REG" "$@"; }
 in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+fail() { # message: says what failed, with the logs' tails, and exits 1 (cleanup still runs)
+    echo "quickstart: FAILED: $*" >&2
+    for f in "$WORK"/*.log; do [[ -f $f ]] && { echo "--- $f" >&2; tail -n 20 "$f" >&2; }; done
+    exit 1
+}
 
 cleanup() {
+    local rc=$?
     set +e
-    in_ns "$LAPTOP" env PATH="$BIN:$PATH" wg-quick down "$WORK/$LAPIF.conf" >/dev/null 2>&1
-    for ns in "${NAMESPACES[@]}"; do
-        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
-        ip netns del "$ns" 2>/dev/null
-    done
-    rm -rf "$WORK" "/etc/netns/$LAPTOP"
+    [[ -f $WORK/$LAPIF.conf ]] &&
+        in_ns "$LAPTOP" env PATH="$BIN:$PATH" wg-quick down "$WORK/$LAPIF.conf" >/dev/null 2>&1
+    local ns pids=()
+    for ns in "${NAMESPACES[@]}"; do pids+=($(ip netns pids "$ns" 2>/dev/null)); done
+    if [[ ${#pids[@]} -gt 0 ]]; then
+        kill "${pids[@]}" 2>/dev/null
+        local pid alive
+        for _ in $(seq 20); do # a moment to stop cleanly, then SIGKILL
+            alive=0
+            for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+            [[ $alive == 0 ]] && break
+            sleep 0.1
+        done
+        kill -9 "${pids[@]}" 2>/dev/null
+    fi
+    for ns in "${NAMESPACES[@]}"; do ip netns del "$ns" 2>/dev/null; done
+    for h in "${HOSTS[@]}"; do rm -f "/var/run/wireguard/sx$h$ID.sock"; done
+    rm -f "/var/run/wireguard/$LAPIF.sock"
+    rm -rf "/etc/netns/$LAPTOP"
+    if [[ $rc == 0 ]]; then
+        rm -rf "$WORK"
+    else # keep the logs and the registry, not the keys
+        rm -f "$WORK"/*.key "$WORK"/*.conf
+        echo "quickstart: exit $rc; cleaned up, logs kept in $WORK" >&2
+    fi
 }
 trap cleanup EXIT
+# Ctrl-C or a kill (a CI timeout) exits through the EXIT trap too.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 echo "== underlay: a bridge in $NS_BR, 10.99.0.0/24"
 ip netns add "$NS_BR"
@@ -85,14 +116,22 @@ for h in "${HOSTS[@]}"; do
         >"$WORK/$h-dnsd.log" 2>&1 &
 done
 for h in "${HOSTS[@]}"; do
-    for _ in $(seq 100); do wgtool node list 2>/dev/null | grep -q "^$h " && break; sleep 0.1; done
+    for i in $(seq 100); do
+        wgtool node list 2>/dev/null | grep -q "^$h " && break
+        [[ $i == 100 ]] && fail "$h's meshd did not register its node in 10 s"
+        sleep 0.1
+    done
 done
 wgtool node list
 
 echo "== a machine on h3 serving HTTP"
-read -r MID MADDR < <(wgtool machine add web --org acme --region iad --node h3)
+read -r MID MADDR < <(wgtool machine add web --org acme --region iad --node h3) || fail "wgtool machine add"
 echo "machine $MID at $MADDR"
-for _ in $(seq 100); do in_ns "sxh3$ID" ip -6 addr show | grep -q "$MADDR/" && break; sleep 0.1; done
+for i in $(seq 100); do
+    in_ns "sxh3$ID" ip -6 addr show | grep -q "$MADDR/" && break
+    [[ $i == 100 ]] && fail "meshd on h3 did not put $MADDR on sxh3$ID in 10 s"
+    sleep 0.1
+done
 printf 'HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello from machine %s on h3\n' "$MID" >"$WORK/page"
 in_ns "sxh3$ID" socat "TCP6-LISTEN:8080,bind=[$MADDR],reuseaddr,fork" "SYSTEM:cat $WORK/page" 2>/dev/null &
 
@@ -102,34 +141,45 @@ wgtool create acme iad alice "$WORK/alice.conf"
 # wg-quick would hand the DNS line to resolvconf, which rewrites this machine's own
 # /etc/resolv.conf even from a namespace; the laptop namespace gets its own file instead.
 DNS=$(sed -n 's/^DNS = //p' "$WORK/alice.conf")
+[[ -n $DNS ]] || fail "the tunnel file has no DNS line"
 mkdir -p "/etc/netns/$LAPTOP"
 echo "nameserver $DNS" >"/etc/netns/$LAPTOP/resolv.conf"
 grep -v '^DNS' "$WORK/alice.conf" >"$WORK/$LAPIF.conf"
 chmod 600 "$WORK/$LAPIF.conf"
-in_ns "$LAPTOP" env WG_QUICK_USERSPACE_IMPLEMENTATION=meshd PATH="$BIN:$PATH" wg-quick up "$WORK/$LAPIF.conf"
+in_ns "$LAPTOP" env WG_QUICK_USERSPACE_IMPLEMENTATION=meshd PATH="$BIN:$PATH" \
+    wg-quick up "$WORK/$LAPIF.conf" || fail "wg-quick up"
+# The laptop's only way to the org's network is the tunnel.
+route=$(in_ns "$LAPTOP" ip -6 route get "$MADDR" 2>&1) || true
+[[ $route == *" dev $LAPIF "* ]] || fail "the laptop routes $MADDR not through $LAPIF: $route"
 
 echo "== laptop: dig web.internal AAAA @$DNS (dnsd on the gateway, through the tunnel)"
 for i in $(seq 50); do
     got=$(in_ns "$LAPTOP" dig +short +time=1 +tries=1 AAAA web.internal "@$DNS" 2>/dev/null || true)
     [[ $got == "$MADDR" ]] && { echo "$got"; break; }
-    [[ $i == 50 ]] && { echo "quickstart: web.internal did not resolve to $MADDR (got '$got'); logs in $WORK" >&2; tail -n 20 "$WORK"/*.log >&2; exit 1; }
+    [[ $i == 50 ]] && fail "web.internal did not resolve to $MADDR (got '$got')"
     sleep 0.2
 done
-in_ns "$LAPTOP" dig +short TXT vms.web.internal "@$DNS"
+txt=$(in_ns "$LAPTOP" dig +short +time=2 +tries=2 TXT vms.web.internal "@$DNS" || true)
+echo "$txt"
+[[ $txt == *"$MID"* ]] || fail "TXT vms.web.internal does not list machine $MID (got '$txt')"
 
-echo "== laptop: curl http://web.internal:8080/ (laptop → h1 gateway → h3)"
+echo "== laptop: curl http://web.internal:8080/ (laptop → h1 gateway → h3; the name from the laptop's resolver)"
+want="hello from machine $MID on h3"
 for i in $(seq 50); do
-    if out=$(in_ns "$LAPTOP" curl -s --max-time 2 "http://web.internal:8080/"); then
-        echo "$out"
+    out=$(in_ns "$LAPTOP" curl -sS --max-time 2 -w '%{remote_ip}' "http://web.internal:8080/" 2>&1 || true)
+    if [[ $out == "$want"$'\n'"$MADDR" ]]; then
+        echo "${out%$'\n'*}   (from $MADDR)"
         break
     fi
-    [[ $i == 50 ]] && { echo "quickstart: the laptop could not reach the machine; logs in $WORK" >&2; tail -n 20 "$WORK"/*.log >&2; exit 1; }
+    [[ $i == 50 ]] && fail "the laptop could not fetch the page by name (got '$out')"
     sleep 0.2
 done
+hs=$(in_ns "$LAPTOP" wg show "$LAPIF" latest-handshakes | awk '{print $2}')
+[[ ${hs:-0} -gt 0 ]] || fail "the laptop's tunnel has no handshake"
 
 cat <<MSG
 
-== It works. What to look at (while it runs, or re-run with KEEP=1):
+== It works ($SECONDS s). What to look at (re-run with KEEP=1 to keep it up):
   ip netns exec sxh1$ID wg show sxh1$ID          # the gateway's peers: h2, h3 and alice, with handshakes
   ip netns exec sxh3$ID ip -6 addr show sxh3$ID  # meshd put the machine's address (and the org DNS ::3) there
   ip netns exec $LAPTOP dig AAAA web.internal     # the laptop's resolver is the org's dnsd
