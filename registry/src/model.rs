@@ -420,3 +420,6 @@ impl Snapshot {
             }))
     }
 }
+
+#[cfg(test)]
+mod tests;

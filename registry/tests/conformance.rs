@@ -7,7 +7,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::{machine, node, setup, Fixture, KEY_A, KEY_B};
-use registry::{Change, MachineState, Record, Revision};
+
+/// More peer keys than the fixtures hold.
+const KEY_C: &str = "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=";
+const KEY_D: &str = "mWq5Dz4MqlNmo0L+0wDXjgp+LF8l4vqzr9s7ZSDZTYY=";
+use registry::{Change, MachineState, Peering, Record, Revision};
 
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -30,6 +34,8 @@ conformance!(
     removals_take_records_out,
     follower_publishes_each_new_snapshot,
     copy_preserves_everything_and_refuses_a_non_empty_target,
+    peerings_are_stored_followed_and_go_with_their_org,
+    site_routes_are_checked_against_every_stored_peer,
 );
 
 fn writes_persist_and_reopen_identically(f: &Fixture) {
@@ -232,6 +238,11 @@ fn copy_preserves_everything_and_refuses_a_non_empty_target(f: &Fixture) {
         name: "other".into(),
     })
     .unwrap();
+    from.apply(&Change::PeerOrgs {
+        a: "other".into(),
+        b: "acme".into(),
+    })
+    .unwrap();
     let (to_url, _keep) = f.sibling();
     let to = registry::open(&to_url).unwrap();
     let copied = registry::copy(&*from, &*to).unwrap();
@@ -239,6 +250,7 @@ fn copy_preserves_everything_and_refuses_a_non_empty_target(f: &Fixture) {
     assert_eq!(copied.revision, source.revision);
     assert_eq!(copied.records, source.records().count());
     assert_eq!(to.snapshot().unwrap(), source);
+    assert!(to.snapshot().unwrap().peered("acme", "other"));
     // The copy goes on allocating where the source left off.
     let next = to.apply(&Change::CreateOrg { name: "new".into() }).unwrap();
     assert_eq!(next.revision, Revision(source.revision.0 + 1));
@@ -246,4 +258,105 @@ fn copy_preserves_everything_and_refuses_a_non_empty_target(f: &Fixture) {
 
     let err = registry::copy(&*from, &*to).unwrap_err();
     assert!(err.to_string().contains("must be empty"), "{err}");
+}
+
+fn peerings_are_stored_followed_and_go_with_their_org(f: &Fixture) {
+    let follower = registry::follow(f.open());
+    let mut rx = follower.snapshots.clone();
+    let reg = f.open();
+    for name in ["acme", "globex", "initech"] {
+        reg.apply(&Change::CreateOrg { name: name.into() }).unwrap();
+    }
+    let made = reg
+        .apply(&Change::PeerOrgs {
+            a: "globex".into(),
+            b: "acme".into(),
+        })
+        .unwrap();
+    assert_eq!(
+        made.record,
+        Some(Record::Peering(Peering::new("acme", "globex")))
+    );
+    reg.apply(&Change::PeerOrgs {
+        a: "globex".into(),
+        b: "initech".into(),
+    })
+    .unwrap();
+    let err = reg
+        .apply(&Change::PeerOrgs {
+            a: "acme".into(),
+            b: "globex".into(),
+        })
+        .unwrap_err();
+    assert!(matches!(err, registry::Error::Exists { .. }), "{err}");
+
+    // Another handle, and the follower, see both.
+    let snap = f.open().snapshot().unwrap();
+    assert!(snap.peered("acme", "globex") && snap.peered("initech", "globex"));
+    assert!(!snap.peered("acme", "initech"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while rx.borrow_and_update().revision < snap.revision {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "follower never caught up"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(rx.borrow().peerings, snap.peerings);
+
+    reg.apply(&Change::UnpeerOrgs {
+        a: "initech".into(),
+        b: "globex".into(),
+    })
+    .unwrap();
+    assert!(!f.open().snapshot().unwrap().peered("globex", "initech"));
+    // Removing an org takes its peerings in the same write.
+    let before = reg.snapshot().unwrap().revision;
+    let gone = reg
+        .apply(&Change::RemoveOrg {
+            name: "globex".into(),
+        })
+        .unwrap();
+    assert_eq!(gone.revision, Revision(before.0 + 1));
+    let snap = f.open().snapshot().unwrap();
+    assert!(snap.peerings.is_empty(), "{:?}", snap.peerings);
+    reg.apply(&Change::CreateOrg {
+        name: "globex".into(),
+    })
+    .unwrap();
+    assert!(!f.open().snapshot().unwrap().peered("acme", "globex"));
+}
+
+fn site_routes_are_checked_against_every_stored_peer(f: &Fixture) {
+    let reg = f.open();
+    setup(&*reg);
+    let site = |name: &str, key: &str, route: &str| Change::AddPeer {
+        org: "acme".into(),
+        name: name.into(),
+        region: Some("iad".into()),
+        gateway: None,
+        public_key: key.into(),
+        routes: vec![route.parse().unwrap()],
+        expires: None,
+    };
+    reg.apply(&site("ams", KEY_B, "2001:db8:1::/48")).unwrap();
+    let before = reg.snapshot().unwrap();
+    let err = reg
+        .apply(&site("nrt", KEY_C, "2001:db8:1:2::/64"))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("overlaps 2001:db8:1::/48 of peer `ams`"),
+        "{err}"
+    );
+    let err = reg
+        .apply(&site("nrt", KEY_C, "100.127.0.0/24"))
+        .unwrap_err();
+    assert!(err.is_user_error(), "{err}");
+    assert_eq!(reg.snapshot().unwrap(), before, "nothing written");
+    reg.apply(&site("nrt", KEY_C, "192.168.1.0/24")).unwrap();
+    reg.apply(&site("fra", KEY_D, "192.168.1.0/24")).unwrap();
+    let snap = f.open().snapshot().unwrap();
+    let vias: BTreeSet<_> = snap.peers.values().filter_map(|p| p.via()).collect();
+    assert_eq!(vias.len(), 2, "each IPv4 site has its own 4via6 prefix");
 }

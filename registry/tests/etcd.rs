@@ -198,12 +198,24 @@ fn an_embedded_registry_copies_into_etcd_whole() {
             expires: Some(4_000_000_000),
         })
         .unwrap();
+    sqlite
+        .apply(&Change::CreateOrg {
+            name: "globex".into(),
+        })
+        .unwrap();
+    sqlite
+        .apply(&Change::PeerOrgs {
+            a: "acme".into(),
+            b: "globex".into(),
+        })
+        .unwrap();
     let etcd = Etcd::single();
     let target = registry::open(&etcd.url()).unwrap();
     let copied = registry::copy(&*sqlite, &*target).unwrap();
     let source = sqlite.snapshot().unwrap();
     assert_eq!(copied.records, source.records().count());
     assert_eq!(target.snapshot().unwrap(), source);
+    assert!(target.snapshot().unwrap().peered("globex", "acme"));
     // Allocation goes on from the copied state: the next machine gets the next slot.
     let next = target.apply(&machine("web")).unwrap();
     assert_eq!(next.revision, Revision(source.revision.0 + 1));

@@ -114,7 +114,7 @@ pub fn decode(keys: &Keys, kvs: &[(String, Vec<u8>, i64)]) -> Result<(Snapshot, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Org;
+    use crate::model::{Org, Peering};
     use crate::OrgNetwork;
 
     #[test]
@@ -142,6 +142,27 @@ mod tests {
         assert_eq!(snap.revision, Revision(4));
         assert_eq!(snap.next_network, 8);
         assert_eq!(snap.orgs["acme"].network, OrgNetwork(7));
+    }
+
+    #[test]
+    fn a_peering_has_one_key_whichever_order_it_is_named_in() {
+        let keys = Keys::new("/t");
+        let key = "/t/peerings/acme/globex";
+        for (a, b) in [("acme", "globex"), ("globex", "acme")] {
+            let k = RecordKey::Peering {
+                a: a.into(),
+                b: b.into(),
+            };
+            assert_eq!(keys.record(&k), key);
+        }
+        let peering = Record::Peering(Peering::new("globex", "acme"));
+        let kvs = vec![(key.to_string(), serde_json::to_vec(&peering).unwrap(), 1)];
+        let (snap, _) = decode(&keys, &kvs).unwrap();
+        assert!(snap.peered("globex", "acme"));
+        // Stored backwards by hand, it is still the pair's own key.
+        let backwards = br#"{"kind":"peering","a":"globex","b":"acme"}"#.to_vec();
+        let (snap, _) = decode(&keys, &[(key.to_string(), backwards, 1)]).unwrap();
+        assert!(snap.peered("acme", "globex"));
     }
 
     #[test]

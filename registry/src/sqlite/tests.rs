@@ -106,3 +106,70 @@ fn unusable_locations_give_clear_errors() {
     let err = SqliteRegistry::open(junk.to_str().unwrap()).err().unwrap();
     assert!(err.to_string().contains("not a database"), "{err}");
 }
+
+#[test]
+fn a_file_from_before_peerings_opens_and_takes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    // What a registry made before migration 2 holds: the first schema, two orgs.
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO orgs (name, network) VALUES ('acme', 1), ('globex', 2);
+             UPDATE meta SET value = 3 WHERE key = 'next_network';
+             UPDATE meta SET value = 2 WHERE key = 'revision';",
+        )
+        .unwrap();
+    }
+    let path = path.to_str().unwrap();
+    let reg = SqliteRegistry::open(path).unwrap();
+    let snap = reg.snapshot().unwrap();
+    assert_eq!(snap.revision, Revision(2));
+    assert_eq!(snap.orgs.len(), 2);
+    assert!(snap.peerings.is_empty());
+    reg.apply(&Change::PeerOrgs {
+        a: "globex".into(),
+        b: "acme".into(),
+    })
+    .unwrap();
+    drop(reg);
+    let again = SqliteRegistry::open(path).unwrap();
+    assert!(again.snapshot().unwrap().peered("acme", "globex"));
+    let version: i64 = again
+        .lock()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, MIGRATIONS.len() as i64);
+}
+
+#[test]
+fn a_peering_is_one_row_whichever_order_it_was_named_in() {
+    let (_dir, reg) = fresh();
+    for name in ["acme", "globex"] {
+        reg.apply(&Change::CreateOrg { name: name.into() }).unwrap();
+    }
+    reg.apply(&Change::PeerOrgs {
+        a: "globex".into(),
+        b: "acme".into(),
+    })
+    .unwrap();
+    let rows: Vec<(String, String)> = {
+        let conn = reg.lock();
+        let mut stmt = conn.prepare("SELECT a, b FROM peerings").unwrap();
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        rows
+    };
+    assert_eq!(rows, vec![("acme".to_string(), "globex".to_string())]);
+    reg.apply(&Change::UnpeerOrgs {
+        a: "globex".into(),
+        b: "acme".into(),
+    })
+    .unwrap();
+    assert!(reg.snapshot().unwrap().peerings.is_empty());
+}

@@ -1,0 +1,172 @@
+use super::*;
+
+fn peer(org: &str, name: &str, slot: u32, routes: &[&str]) -> Peer {
+    Peer {
+        org: org.into(),
+        name: name.into(),
+        gateway: "host-a".into(),
+        region: "iad".into(),
+        public_key: String::new(),
+        addr: OrgNetwork(7).slot_addr(0x0a7b_0003, slot),
+        routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
+        created: 0,
+        expires: None,
+    }
+}
+
+fn with_peers(peers: Vec<Peer>) -> Snapshot {
+    let mut s = Snapshot::default();
+    for p in peers {
+        s.put(Record::Peer(p));
+    }
+    s
+}
+
+#[test]
+fn a_peering_is_stored_sorted_whichever_order_it_comes_in() {
+    let mut s = Snapshot::default();
+    let backwards = Peering {
+        a: "globex".into(),
+        b: "acme".into(),
+    };
+    assert_eq!(
+        Record::Peering(backwards.clone()).key(),
+        RecordKey::Peering {
+            a: "acme".into(),
+            b: "globex".into()
+        }
+    );
+    assert_eq!(
+        RecordKey::peering("globex", "acme"),
+        RecordKey::peering("acme", "globex")
+    );
+    s.put(Record::Peering(backwards));
+    assert_eq!(
+        s.peerings.iter().cloned().collect::<Vec<_>>(),
+        vec![("acme".to_string(), "globex".to_string())]
+    );
+    assert!(s.peered("acme", "globex") && s.peered("globex", "acme"));
+    s.delete(&RecordKey::Peering {
+        a: "globex".into(),
+        b: "acme".into(),
+    });
+    assert!(s.peerings.is_empty());
+    assert!(!s.peered("acme", "globex"));
+}
+
+#[test]
+fn no_org_is_peered_with_itself() {
+    let mut s = Snapshot::default();
+    s.peerings.insert(("acme".into(), "acme".into()));
+    assert!(!s.peered("acme", "acme"));
+}
+
+#[test]
+fn peers_of_org_names_the_other_side_of_each_peering() {
+    let mut s = Snapshot::default();
+    for (a, b) in [("b", "z"), ("a", "b"), ("b", "c"), ("x", "y")] {
+        s.put(Record::Peering(Peering::new(a, b)));
+    }
+    assert_eq!(s.peers_of_org("b"), vec!["a", "c", "z"]);
+    assert_eq!(s.peers_of_org("y"), vec!["x"]);
+    assert!(s.peers_of_org("q").is_empty());
+}
+
+#[test]
+fn records_rebuild_the_snapshot_peerings_included() {
+    let mut s = with_peers(vec![peer("acme", "site", 1, &["10.0.0.0/24"])]);
+    s.put(Record::Org(Org {
+        name: "acme".into(),
+        network: OrgNetwork(7),
+    }));
+    s.put(Record::Peering(Peering::new("globex", "acme")));
+    let records: Vec<Record> = s.records().collect();
+    assert_eq!(
+        records.last(),
+        Some(&Record::Peering(Peering::new("acme", "globex")))
+    );
+    let mut again = Snapshot::default();
+    for r in records {
+        again.put(r);
+    }
+    assert_eq!(again, s);
+}
+
+#[test]
+fn a_snapshot_written_before_peerings_reads_with_none() {
+    let mut s = Snapshot::default();
+    s.put(Record::Peering(Peering::new("acme", "globex")));
+    let mut json = serde_json::to_value(&s).unwrap();
+    assert!(json["peerings"].is_array());
+    json.as_object_mut().unwrap().remove("peerings");
+    let old: Snapshot = serde_json::from_value(json).unwrap();
+    assert!(old.peerings.is_empty());
+    let round: Snapshot = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert_eq!(round, s);
+}
+
+#[test]
+fn via_is_the_96_of_a_peer_with_ipv4_routes_only() {
+    let site = peer("acme", "site", 7, &["192.168.1.0/24", "2001:db8::/48"]);
+    assert_eq!(site.via().unwrap().to_string(), "fdaa:0:7:b1a:3:7::/96");
+    assert_eq!(site.via(), crate::addr::via_prefix(site.addr));
+    assert_eq!(peer("acme", "v6", 7, &["2001:db8::/48"]).via(), None);
+    assert_eq!(peer("acme", "laptop", 7, &[]).via(), None);
+    assert_eq!(
+        peer("acme", "high", 0x1_0000, &["192.168.1.0/24"]).via(),
+        None
+    );
+}
+
+#[test]
+fn site_prefixes_v6_are_the_orgs_live_ipv6_routes() {
+    let mut expired = peer("acme", "old", 3, &["2001:db8:3::/48"]);
+    expired.expires = Some(100);
+    let mut later = peer("acme", "later", 4, &["2001:db8:4::/48"]);
+    later.expires = Some(101);
+    let s = with_peers(vec![
+        peer("acme", "b", 1, &["2001:db8:2::/48", "10.0.0.0/8"]),
+        peer("acme", "a", 2, &["2001:db8:1::/48"]),
+        peer("globex", "c", 5, &["2001:db8:5::/48"]),
+        expired,
+        later,
+    ]);
+    let got: Vec<String> = s
+        .site_prefixes_v6("acme", 100)
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(
+        got,
+        ["2001:db8:1::/48", "2001:db8:2::/48", "2001:db8:4::/48"]
+    );
+    assert!(s.site_prefixes_v6("initech", 100).is_empty());
+}
+
+#[test]
+fn site_routes_and_site_peer_of_find_who_owns_a_site_address() {
+    let s = with_peers(vec![
+        peer("acme", "ams", 1, &["2001:db8:1::/48", "192.168.1.0/24"]),
+        peer("globex", "nrt", 2, &["2001:db8:2::/48", "192.168.1.0/24"]),
+        peer("acme", "laptop", 3, &[]),
+    ]);
+    let routes: Vec<(String, &str)> = s
+        .site_routes()
+        .map(|(r, p)| (r.to_string(), p.name.as_str()))
+        .collect();
+    assert_eq!(routes.len(), 4);
+    assert!(routes.contains(&("192.168.1.0/24".into(), "ams")));
+    assert!(routes.contains(&("192.168.1.0/24".into(), "nrt")));
+    let owner = s.site_peer_of("2001:db8:2::9".parse().unwrap()).unwrap();
+    assert_eq!((owner.org.as_str(), owner.name.as_str()), ("globex", "nrt"));
+    assert_eq!(
+        s.site_peer_of("2001:db8:1:ffff::1".parse().unwrap())
+            .map(|p| p.org.as_str()),
+        Some("acme")
+    );
+    assert!(s.site_peer_of("2001:db8:3::1".parse().unwrap()).is_none());
+    // A mesh address is nobody's site.
+    assert!(s
+        .site_peer_of(s.peers[&("acme".to_string(), "ams".to_string())].addr)
+        .is_none());
+}
