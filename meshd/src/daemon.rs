@@ -549,6 +549,7 @@ fn sync_loop(
     };
     let mut snapshots = follower.snapshots;
     let mut addresses: BTreeSet<Ipv6Addr> = BTreeSet::new();
+    let mut routes: BTreeSet<ipnet::Ipv6Net> = BTreeSet::new();
     let mut last = None;
     rt.block_on(async {
         loop {
@@ -585,6 +586,21 @@ fn sync_loop(
                     }
                     addresses.remove(&a);
                 }
+                let (add, del) = sync::route_diff(&routes, &want.routes);
+                for r in add {
+                    match tun::add_route(&shell.interface, r) {
+                        Ok(()) => {
+                            routes.insert(r);
+                        }
+                        Err(e) => tracing::warn!(error = %e, route = %r, "adding a site route"),
+                    }
+                }
+                for r in del {
+                    if let Err(e) = tun::remove_route(&shell.interface, r) {
+                        tracing::warn!(error = %e, route = %r, "removing a site route");
+                    }
+                    routes.remove(&r);
+                }
                 tracing::info!(
                     revision = snap.revision.0,
                     peers = want.peers.len(),
@@ -592,6 +608,7 @@ fn sync_loop(
                     removed = applied.removed,
                     updated = applied.updated,
                     addresses = addresses.len(),
+                    site_routes = routes.len(),
                     "applied registry"
                 );
                 last = Some(want);

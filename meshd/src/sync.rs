@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
-use ipnet::{IpNet, Ipv6Net};
-use registry::Snapshot;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use registry::{OrgNetwork, Snapshot};
 
 use crate::core::{Core, PeerUpdate, PublicKey, Transmit};
 use crate::key::parse_base64;
@@ -18,6 +18,9 @@ pub struct DesiredPeer {
     /// Nodes have one; laptops and sites are found by their handshakes.
     pub endpoint: Option<SocketAddr>,
     pub allowed_ips: Vec<IpNet>,
+    /// A site at this gateway: its 4via6 /96 and the IPv4 routes reached through it.
+    pub via: Option<Ipv6Net>,
+    pub site_v4: Vec<Ipv4Net>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,6 +31,13 @@ pub struct Desired {
     /// Addresses to put on the interface: local machines and the DNS address of each org
     /// present here.
     pub addresses: BTreeSet<Ipv6Addr>,
+    /// Every IPv6 site prefix in the registry and its org: the org boundary needs them all.
+    pub sites: Vec<(IpNet, OrgNetwork)>,
+    /// Peered org pairs.
+    pub peerings: Vec<(OrgNetwork, OrgNetwork)>,
+    /// Kernel routes into the interface besides the mesh prefix: the IPv6 site prefixes of
+    /// the orgs present on this host.
+    pub routes: BTreeSet<Ipv6Net>,
 }
 
 fn host128(a: Ipv6Addr) -> IpNet {
@@ -81,33 +91,57 @@ pub fn desired(snap: &Snapshot, me: &str, now_unix: i64) -> Desired {
                 .insert(IpNet::V6(m.prefix()));
         }
     }
-    // WireGuard peers: ours if we are their gateway; otherwise their site routes lead to
-    // their gateway (their /128 already lies in its /80).
+    // WireGuard peers: ours if we are their gateway; otherwise their IPv6 site routes and
+    // their 4via6 /96 lead to their gateway (their /128 already lies in its /80). IPv4 site
+    // routes are never routed on: the org reaches them through the /96.
     let mut peers = BTreeMap::new();
+    let mut sites = Vec::new();
     for p in snap.peers.values().filter(|p| !p.expired(now_unix)) {
+        let Some(network) = snap.orgs.get(&p.org).map(|o| o.network) else {
+            continue;
+        };
+        sites.extend(p.routes_v6().map(|r| (IpNet::V6(r), network)));
         if p.gateway == me {
             let Ok(key) = parse_base64("public_key", &p.public_key) else {
                 tracing::warn!(org = %p.org, peer = %p.name, "peer has an unreadable public key; skipped");
                 continue;
             };
             let mut ips = vec![host128(p.addr)];
-            ips.extend(p.routes.iter().copied());
+            ips.extend(p.routes_v6().map(IpNet::V6));
             present_orgs.insert(p.org.as_str());
+            let site_v4 = p
+                .routes
+                .iter()
+                .filter_map(|r| match r {
+                    IpNet::V4(n) => Some(*n),
+                    IpNet::V6(_) => None,
+                })
+                .collect();
             peers.insert(
                 key,
                 DesiredPeer {
                     name: format!("peer/{}/{}", p.org, p.name),
                     endpoint: None,
                     allowed_ips: ips,
+                    via: p.via(),
+                    site_v4,
                 },
             );
         } else if snap.nodes.contains_key(&p.gateway) {
-            allowed
-                .entry(p.gateway.as_str())
-                .or_default()
-                .extend(p.routes.iter().copied());
+            let to_gateway = allowed.entry(p.gateway.as_str()).or_default();
+            to_gateway.extend(p.routes_v6().map(IpNet::V6));
+            to_gateway.extend(p.via().map(IpNet::V6));
         }
     }
+    let mut routes = BTreeSet::new();
+    for org in &present_orgs {
+        routes.extend(snap.site_prefixes_v6(org, now_unix));
+    }
+    let peerings = snap
+        .peerings
+        .iter()
+        .filter_map(|(a, b)| Some((snap.orgs.get(a)?.network, snap.orgs.get(b)?.network)))
+        .collect();
     for org in present_orgs {
         if let Some(o) = snap.orgs.get(org) {
             let dns = o.network.dns_addr();
@@ -137,6 +171,8 @@ pub fn desired(snap: &Snapshot, me: &str, now_unix: i64) -> Desired {
                     .unwrap_or_default()
                     .into_iter()
                     .collect(),
+                via: None,
+                site_v4: Vec::new(),
             },
         );
     }
@@ -144,6 +180,9 @@ pub fn desired(snap: &Snapshot, me: &str, now_unix: i64) -> Desired {
         peers,
         local: local.into_iter().collect(),
         addresses,
+        sites,
+        peerings,
+        routes,
     }
 }
 
@@ -171,11 +210,12 @@ pub fn apply(core: &mut Core, want: &Desired, now: Instant, out: &mut impl Trans
     }
     // Local routes first, so a prefix that moved here stops pointing at a peer.
     core.set_local_routes(&want.local);
+    core.set_org_policy(&want.sites, want.peerings.iter().copied());
     for (key, p) in &want.peers {
         let added = core.ensure_peer(*key);
         let before = core
             .peer(key)
-            .map(|x| (x.endpoint, sorted(&x.allowed_ips), x.name.clone()));
+            .map(|x| (x.endpoint, sorted(&x.allowed_ips), x.name.clone(), x.via, x.site_v4.clone()));
         // A laptop's endpoint is learned from its handshakes: keep it.
         core.update_peer(
             key,
@@ -186,9 +226,10 @@ pub fn apply(core: &mut Core, want: &Desired, now: Instant, out: &mut impl Trans
             },
         );
         core.set_allowed_ips(key, &p.allowed_ips);
+        core.set_site(key, p.via, &p.site_v4);
         let after = core
             .peer(key)
-            .map(|x| (x.endpoint, sorted(&x.allowed_ips), x.name.clone()));
+            .map(|x| (x.endpoint, sorted(&x.allowed_ips), x.name.clone(), x.via, x.site_v4.clone()));
         if added {
             applied.added += 1;
             if p.endpoint.is_some() {
@@ -212,6 +253,17 @@ pub fn address_diff(
     have: &BTreeSet<Ipv6Addr>,
     want: &BTreeSet<Ipv6Addr>,
 ) -> (Vec<Ipv6Addr>, Vec<Ipv6Addr>) {
+    (
+        want.difference(have).copied().collect(),
+        have.difference(want).copied().collect(),
+    )
+}
+
+/// Kernel routes to add and to remove.
+pub fn route_diff(
+    have: &BTreeSet<Ipv6Net>,
+    want: &BTreeSet<Ipv6Net>,
+) -> (Vec<Ipv6Net>, Vec<Ipv6Net>) {
     (
         want.difference(have).copied().collect(),
         have.difference(want).copied().collect(),

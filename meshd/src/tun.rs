@@ -80,6 +80,15 @@ pub fn add_address(name: &str, addr: std::net::Ipv6Addr) -> Result<()> {
     ])
 }
 
+/// Routes an IPv6 site prefix into the interface.
+pub fn add_route(name: &str, net: ipnet::Ipv6Net) -> Result<()> {
+    ip(&["-6", "route", "replace", &net.to_string(), "dev", name])
+}
+
+pub fn remove_route(name: &str, net: ipnet::Ipv6Net) -> Result<()> {
+    ip(&["-6", "route", "del", &net.to_string(), "dev", name])
+}
+
 pub fn remove_address(name: &str, addr: std::net::Ipv6Addr) -> Result<()> {
     ip(&["-6", "addr", "del", &format!("{addr}/128"), "dev", name])
 }

@@ -108,43 +108,81 @@ fn moved_machine_routes_its_slash112_to_where_it_runs() {
 }
 
 #[test]
-fn gateway_holds_its_wireguard_peers() {
+fn gateway_holds_its_wireguard_peers_and_sites_are_routed_by_family() {
     let mut s = mesh();
-    let site: IpNet = "192.168.7.0/24".parse().unwrap();
+    let site4: IpNet = "192.168.7.0/24".parse().unwrap();
+    let site6: IpNet = "2001:db8:7::/48".parse().unwrap();
     apply_change(
         &mut s,
         Change::AddPeer {
             org: "acme".into(),
-            name: "alice".into(),
+            name: "site-ams".into(),
             region: None,
             gateway: Some("gw".into()),
             public_key: KEY_L.into(),
-            routes: vec![site],
+            routes: vec![site4, site6],
             expires: None,
         },
     );
+    machine(&mut s, "acme", "b");
     let p = s.peers.values().next().unwrap().clone();
+    let via = p.via().expect("a site with IPv4 routes has a 4via6 prefix");
     let d = desired(&s, "gw", 0);
-    let laptop = &d.peers[&key(KEY_L)];
-    assert_eq!(laptop.endpoint, None);
-    assert!(laptop.allowed_ips.contains(&host128(p.addr)));
-    assert!(laptop.allowed_ips.contains(&site));
-    // Others reach the laptop (and its site) through the gateway.
+    let site = &d.peers[&key(KEY_L)];
+    assert_eq!(site.endpoint, None);
+    assert!(site.allowed_ips.contains(&host128(p.addr)));
+    // IPv6 natively; IPv4 only behind the /96, never as a route.
+    assert!(site.allowed_ips.contains(&site6));
+    assert!(!site.allowed_ips.contains(&site4));
+    assert_eq!(site.via, Some(via));
+    assert_eq!(site.site_v4, vec!["192.168.7.0/24".parse::<ipnet::Ipv4Net>().unwrap()]);
+    // Others reach the site (its /128, IPv6 prefix and /96) through the gateway, and route
+    // its IPv6 prefix into their interface because they serve acme.
     let on_b = desired(&s, "b", 0);
     let gw = &on_b.peers[&key(KEY_A)];
     assert!(gw
         .allowed_ips
         .iter()
         .any(|n| n.contains(&IpAddr::V6(p.addr))));
-    assert!(gw.allowed_ips.contains(&site));
+    assert!(gw.allowed_ips.contains(&site6));
+    assert!(gw.allowed_ips.contains(&IpNet::V6(via)));
+    assert!(!gw.allowed_ips.contains(&site4));
     assert!(!on_b.peers.contains_key(&key(KEY_L)));
-    // Expired peers are let go.
+    assert!(on_b.routes.contains(&"2001:db8:7::/48".parse().unwrap()));
+    let acme = s.orgs["acme"].network;
+    assert_eq!(on_b.sites, vec![(site6, acme)]);
+    // c serves no acme machine: no site route into its kernel, but it still knows whose
+    // prefix it is.
+    let on_c = desired(&s, "c", 0);
+    assert!(on_c.routes.is_empty());
+    assert_eq!(on_c.sites, vec![(site6, acme)]);
+    // Expired peers are let go, with their routes.
     let later = p.created + 10;
     let mut s2 = s.clone();
     s2.peers
         .values_mut()
         .for_each(|p| p.expires = Some(later - 1));
-    assert!(!desired(&s2, "gw", later).peers.contains_key(&key(KEY_L)));
+    let d2 = desired(&s2, "gw", later);
+    assert!(!d2.peers.contains_key(&key(KEY_L)));
+    assert!(d2.sites.is_empty());
+    assert!(desired(&s2, "b", later).routes.is_empty());
+}
+
+#[test]
+fn peerings_name_both_networks() {
+    let mut s = mesh();
+    apply_change(&mut s, Change::CreateOrg { name: "beta".into() });
+    assert!(desired(&s, "b", 0).peerings.is_empty());
+    apply_change(
+        &mut s,
+        Change::PeerOrgs {
+            a: "beta".into(),
+            b: "acme".into(),
+        },
+    );
+    let (acme, beta) = (s.orgs["acme"].network, s.orgs["beta"].network);
+    let got = desired(&s, "b", 0).peerings;
+    assert!(got == vec![(acme, beta)] || got == vec![(beta, acme)], "{got:?}");
 }
 
 #[test]
