@@ -345,6 +345,59 @@ mod tests {
     }
 
     #[test]
+    fn allow_takes_networks_and_single_addresses_from_flags_and_file() {
+        let c = Config::load(cli(&["--allow", "10.0.0.0/8", "--allow", "2001:db8::7"])).unwrap();
+        let want: Vec<IpNet> = vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "2001:db8::7/128".parse().unwrap(),
+        ];
+        assert_eq!(c.allow, want);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dnsd.toml");
+        std::fs::write(&path, "allow = [\"192.0.2.0/24\", \"192.0.2.9\"]\n").unwrap();
+        let p = path.to_str().unwrap();
+        let c = Config::load(cli(&["--config", p])).unwrap();
+        let want: Vec<IpNet> = vec![
+            "192.0.2.0/24".parse().unwrap(),
+            "192.0.2.9/32".parse().unwrap(),
+        ];
+        assert_eq!(c.allow, want);
+        // Flags win over the file.
+        let c = Config::load(cli(&["--config", p, "--allow", "10.0.0.0/8"])).unwrap();
+        assert_eq!(c.allow, vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]);
+        assert!(Config::load(cli(&[])).unwrap().allow.is_empty());
+    }
+
+    #[test]
+    fn bad_allow_entries_name_the_field_and_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dnsd.toml");
+        let p = path.to_str().unwrap();
+        for (entry, rule) in [
+            ("10.0.0.0/33", "use a network such as 10.0.0.0/8"),
+            ("example.com", "use a network such as 10.0.0.0/8"),
+            ("10.1.2.3/8", "host bits set: the network is 10.0.0.0/8"),
+            (
+                "0.0.0.0/0",
+                "allowing everyone would make dnsd an open resolver",
+            ),
+            ("::/0", "allowing everyone would make dnsd an open resolver"),
+            (
+                "::ffff:10.0.0.0/104",
+                "an IPv4-mapped network: write it as IPv4",
+            ),
+        ] {
+            std::fs::write(&path, format!("allow = [\"{entry}\"]\n")).unwrap();
+            let e = Config::load(cli(&["--config", p])).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("allow `{entry}`: {rule}")), "{e}");
+            let e = Cli::try_parse_from(["dnsd", "--allow", entry])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("--allow") && e.contains(rule), "{e}");
+        }
+    }
+
+    #[test]
     fn file_rejects_unknown_fields_and_flags_win() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dnsd.toml");

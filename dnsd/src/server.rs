@@ -232,3 +232,114 @@ async fn tcp_conn(shared: Arc<Shared>, mut conn: TcpStream, src: SocketAddr) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use registry::{Change, Snapshot};
+
+    use super::*;
+    use crate::cache::Cache;
+    use crate::index::Options;
+
+    fn query(name: &str) -> Vec<u8> {
+        let mut p = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.split('.') {
+            p.push(label.len() as u8);
+            p.extend_from_slice(label.as_bytes());
+        }
+        p.extend_from_slice(&[0, 0, 28, 0, 1]);
+        p
+    }
+
+    fn shared(default_org: Option<&str>, upstream: bool) -> Shared {
+        let mut snap = Snapshot::default();
+        let mut ctx = Fixed;
+        let change = Change::CreateOrg {
+            name: "acme".into(),
+        };
+        registry::change::plan(&snap, &change, &mut ctx)
+            .unwrap()
+            .apply_to(&mut snap);
+        let opts = Options {
+            default_org: default_org.map(Into::into),
+            ..Options::default()
+        };
+        let metrics = Arc::new(Metrics::default());
+        let forwarder = upstream.then(|| {
+            let cache = Cache::new(10, Duration::from_secs(1));
+            let upstreams = vec!["127.0.0.1:9".parse().unwrap()];
+            Forwarder::new(upstreams, Duration::from_secs(1), cache, metrics.clone())
+        });
+        Shared {
+            index: ArcSwap::from_pointee(Index::build(&snap, &opts, 0)),
+            forwarder,
+            metrics,
+        }
+    }
+
+    struct Fixed;
+
+    impl registry::change::Context for Fixed {
+        fn random_u64(&mut self) -> u64 {
+            7
+        }
+        fn now_unix(&self) -> i64 {
+            1_700_000_000
+        }
+    }
+
+    fn ask(shared: &Shared, name: &str, from: &str) -> (Step, u8) {
+        let src = SocketAddr::new(from.parse().unwrap(), 5353);
+        let mut out = Vec::new();
+        let step = handle(
+            shared,
+            &query(name),
+            src,
+            Transport::Udp,
+            Clock::now(),
+            &mut out,
+        );
+        (step, out.get(3).map_or(0xff, |b| b & 0xf))
+    }
+
+    fn refused(shared: &Shared, reason: &str) -> String {
+        let m = shared.metrics.render();
+        let prefix = format!("dnsd_refused_total{{reason=\"{reason}\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{m}"))
+            .to_string()
+    }
+
+    #[test]
+    fn outsiders_are_refused_before_forwarding_and_counted() {
+        let s = shared(Some("acme"), true);
+        for name in ["example.com", "web.internal"] {
+            let (step, rcode) = ask(&s, name, "192.0.2.7");
+            assert_eq!((step, rcode), (Step::Reply, 5), "{name}");
+        }
+        assert_eq!(refused(&s, "outsider"), "2");
+        // Loopback is forwarded (nothing answered inline, the upstream is asked).
+        assert_eq!(ask(&s, "example.com", "::1").0, Step::Forward);
+        assert_eq!(ask(&s, "example.com", "::ffff:127.0.0.1").0, Step::Forward);
+        assert_eq!(refused(&s, "outsider"), "2");
+        assert!(s
+            .metrics
+            .render()
+            .contains("dnsd_queries_total{type=\"AAAA\",rcode=\"REFUSED\"} 2\n"));
+    }
+
+    #[test]
+    fn other_refusals_are_counted_by_reason() {
+        let s = shared(None, false);
+        assert_eq!(ask(&s, "web.internal", "127.0.0.1"), (Step::Reply, 5));
+        assert_eq!(refused(&s, "no_default_org"), "1");
+        assert_eq!(ask(&s, "example.com", "127.0.0.1"), (Step::Reply, 5));
+        assert_eq!(refused(&s, "no_upstream"), "1");
+        assert_eq!(ask(&s, "web.internal", "fdaa:0:ffff::2"), (Step::Reply, 5));
+        assert_eq!(refused(&s, "unknown_org"), "1");
+        assert_eq!(refused(&s, "outsider"), "0");
+    }
+}

@@ -38,6 +38,13 @@ fn bad_flags_exit_2_with_one_line_naming_the_field() {
     let (code, err) = dnsd(&["--upstream", "x.y"]);
     assert_eq!(code, Some(2));
     assert!(one_line(&err).contains("--upstream"), "{err}");
+    let (code, err) = dnsd(&["--allow", "0.0.0.0/0", "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, Some(2));
+    let line = one_line(&err);
+    assert!(
+        line.contains("--allow") && line.contains("open resolver"),
+        "{err}"
+    );
     let (code, err) = dnsd(&["--registry", "ftp://x", "--listen", "127.0.0.1:0"]);
     assert_eq!(code, Some(2));
     assert!(one_line(&err).contains("unknown scheme `ftp`"), "{err}");

@@ -1,6 +1,6 @@
 //! Real clients inside network namespaces whose source addresses are in an org network:
-//! the system resolver (`getent`) through `/etc/netns/<ns>/resolv.conf`, and two orgs that
-//! must not see each other's names.
+//! the system resolver (`getent`) through `/etc/netns/<ns>/resolv.conf`, two orgs that
+//! must not see each other's names, and sources outside every org that get nothing.
 
 mod common;
 
@@ -102,4 +102,90 @@ fn two_orgs_cannot_see_each_others_names() {
     assert!(out.contains(&secret.id) && !out.contains(&web.id), "{out}");
     // Loopback (no org, no default org): refused.
     assert!(ask("::1", "web.internal", "AAAA").contains("status: REFUSED"));
+}
+
+#[test]
+fn sources_outside_every_org_are_refused_internal_names_and_forwarding() {
+    let reg = TestRegistry::new();
+    let acme = reg.org("acme");
+    reg.node("host-iad", "iad", true);
+    let web = reg.machine("acme", "web", "iad", "host-iad");
+    let ns = Netns::new("refuse");
+    // `[::]:53` takes IPv4 as well, whatever the host's default.
+    ns.exec(&["sysctl", "-q", "-w", "net.ipv6.bindv6only=0"]);
+    let member = acme.network.slot_addr(0x0a7b_0001, 0xfff0).to_string();
+    let (outsider6, outsider4, allowed4) = ("2001:db8::5", "192.0.2.5", "198.51.100.7");
+    ns.add_addr(&member);
+    ns.add_addr(outsider6);
+    ns.add_addr4(outsider4);
+    ns.add_addr4(allowed4);
+    let stub = StubUpstream::start_in(&ns.name, 60);
+    let metrics: SocketAddr = "127.0.0.1:9153".parse().unwrap();
+    let d = Dnsd::start(
+        Some(&ns.name),
+        "[::]:53".parse().unwrap(),
+        &[
+            "--registry",
+            &reg.url(),
+            "--default-org",
+            "acme",
+            "--upstream",
+            &stub.addr.to_string(),
+            "--allow",
+            "198.51.100.0/24",
+            "--metrics",
+            &metrics.to_string(),
+        ],
+    );
+    // Each querier asks dnsd at its own address: a wildcard UDP socket answers from the
+    // address the kernel picks for the way back, and dig only takes the one it asked.
+    let at = |ip: &str| SocketAddr::new(ip.parse().unwrap(), 53);
+    let ask = |from: &str, extra: &str, name: &str, qtype: &str| {
+        let args = ["+time=2", "+tries=1", "-b", from, extra, name, qtype];
+        dig(Some(&ns.name), at(from), &args)
+    };
+    let web_addr = web.addr.to_string();
+
+    // An org member, loopback over IPv6 and IPv4 (the latter through the dual-stack socket,
+    // as ::ffff:127.0.0.1) and an allowed IPv4 network get answers, forwarded ones too.
+    for from in [member.as_str(), "::1", "127.0.0.1", allowed4] {
+        let out = ask(from, "+short", "web.internal", "AAAA");
+        assert_eq!(out.trim(), web_addr, "from {from}");
+        let out = ask(from, "+short", "example.com", "A");
+        assert_eq!(out.trim(), "192.0.2.1", "from {from}");
+    }
+    assert_eq!(
+        stub.count(),
+        1,
+        "example.com was not cached after the first ask"
+    );
+
+    // Outsiders, over UDP and TCP, IPv6 and IPv4 (through the dual-stack socket): REFUSED,
+    // for .internal, for a cached name and for a new one, which never reaches the upstream.
+    let mut refused = 0;
+    for from in [outsider6, outsider4] {
+        for transport in ["+notcp", "+tcp"] {
+            for (name, qtype) in [
+                ("web.internal", "AAAA"),
+                ("example.com", "A"),
+                ("fresh.example", "A"),
+            ] {
+                let out = ask(from, transport, name, qtype);
+                assert!(
+                    out.contains("status: REFUSED") && out.contains("ANSWER: 0"),
+                    "{name} from {from} {transport}: {out}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(stub.count(), 1, "an outsider's query was forwarded");
+    let m = in_netns(&ns.name, move || Dnsd::metrics(metrics));
+    assert!(
+        m.contains(&format!(
+            "dnsd_refused_total{{reason=\"outsider\"}} {refused}\n"
+        )),
+        "{m}"
+    );
+    drop(d);
 }

@@ -264,6 +264,10 @@ impl Netns {
         ]);
     }
 
+    pub fn add_addr4(&self, addr: &str) {
+        self.exec(&["ip", "addr", "add", &format!("{addr}/32"), "dev", "lo"]);
+    }
+
     pub fn etc_dir(&self) -> PathBuf {
         PathBuf::from("/etc/netns").join(&self.name)
     }
@@ -278,6 +282,22 @@ impl Drop for Netns {
     }
 }
 
+/// Runs `f` on a thread that has entered network namespace `netns`: sockets it opens live
+/// there (and keep working when used from other threads afterwards).
+pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    use std::os::fd::AsRawFd;
+    let path = format!("/var/run/netns/{netns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: setns only changes this (short-lived) thread's network namespace.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("thread in the namespace")
+}
+
 /// A tiny upstream resolver on loopback: answers every question with one A record
 /// (`192.0.2.1`, TTL `ttl`), counting the queries it got. Stops (port closed) on drop.
 pub struct StubUpstream {
@@ -289,7 +309,16 @@ pub struct StubUpstream {
 
 impl StubUpstream {
     pub fn start(ttl: u32) -> StubUpstream {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        StubUpstream::serve(UdpSocket::bind("127.0.0.1:0").unwrap(), ttl)
+    }
+
+    /// The same, on loopback inside network namespace `netns`.
+    pub fn start_in(netns: &str, ttl: u32) -> StubUpstream {
+        let sock = in_netns(netns, || UdpSocket::bind("127.0.0.1:0").unwrap());
+        StubUpstream::serve(sock, ttl)
+    }
+
+    fn serve(sock: UdpSocket, ttl: u32) -> StubUpstream {
         sock.set_read_timeout(Some(Duration::from_millis(20)))
             .unwrap();
         let addr = sock.local_addr().unwrap();
