@@ -24,6 +24,20 @@ pub fn org(location: &str, cmd: OrgCommand) -> Result<()> {
             reg.apply(&Change::RemoveOrg { name: name.clone() })?;
             println!("removed org {name}");
         }
+        OrgCommand::Peer { a, b } => {
+            reg.apply(&Change::PeerOrgs {
+                a: a.clone(),
+                b: b.clone(),
+            })?;
+            println!("peered orgs {a} and {b}");
+        }
+        OrgCommand::Unpeer { a, b } => {
+            reg.apply(&Change::UnpeerOrgs {
+                a: a.clone(),
+                b: b.clone(),
+            })?;
+            println!("unpeered orgs {a} and {b}");
+        }
         OrgCommand::List { json } => {
             let snap = reg.snapshot()?;
             if json {
@@ -36,6 +50,7 @@ pub fn org(location: &str, cmd: OrgCommand) -> Result<()> {
                             "network": o.network.0,
                             "prefix": o.network.prefix().to_string(),
                             "dns": o.network.dns_addr().to_string(),
+                            "peered_with": snap.peers_of_org(&o.name),
                         })
                     })
                     .collect();
@@ -45,14 +60,20 @@ pub fn org(location: &str, cmd: OrgCommand) -> Result<()> {
                 .orgs
                 .values()
                 .map(|o| {
+                    let peered = snap.peers_of_org(&o.name);
                     vec![
                         o.name.clone(),
                         o.network.prefix().to_string(),
                         o.network.dns_addr().to_string(),
+                        if peered.is_empty() {
+                            "-".into()
+                        } else {
+                            peered.join(",")
+                        },
                     ]
                 })
                 .collect();
-            table::print(&["NAME", "NETWORK", "DNS"], &rows);
+            table::print(&["NAME", "NETWORK", "DNS", "PEERED WITH"], &rows);
         }
     }
     Ok(())

@@ -8,7 +8,7 @@ use registry::{Peer, Snapshot};
 /// The allowed IPs of `peer`'s tunnel file, the org's /48 first.
 pub fn of(snap: &Snapshot, peer: &Peer, org_prefix: Ipv6Net, now_unix: i64) -> Vec<IpNet> {
     let mut nets = vec![IpNet::V6(org_prefix)];
-    for site in site_prefixes_v6(snap, &peer.org, now_unix) {
+    for site in snap.site_prefixes_v6(&peer.org, now_unix) {
         let net = IpNet::V6(site);
         if org_prefix.contains(&site) || peer.routes.contains(&net) || nets.contains(&net) {
             continue;
@@ -21,19 +21,59 @@ pub fn of(snap: &Snapshot, peer: &Peer, org_prefix: Ipv6Net, now_unix: i64) -> V
     nets
 }
 
-/// The IPv6 site prefixes of `org`'s peers that are still let in.
-fn site_prefixes_v6(snap: &Snapshot, org: &str, now_unix: i64) -> Vec<Ipv6Net> {
-    let mut v: Vec<Ipv6Net> = snap
-        .peers
-        .values()
-        .filter(|p| p.org == org && !p.expired(now_unix))
-        .flat_map(|p| p.routes.iter())
-        .filter_map(|r| match r {
-            IpNet::V6(n) => Some(*n),
-            IpNet::V4(_) => None,
-        })
-        .collect();
-    v.sort();
-    v.dedup();
-    v
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use registry::OrgNetwork;
+
+    fn peer(org: &str, name: &str, slot: u32, routes: &[&str], expires: Option<i64>) -> Peer {
+        Peer {
+            org: org.into(),
+            name: name.into(),
+            gateway: "gw1".into(),
+            region: "iad".into(),
+            public_key: String::new(),
+            addr: OrgNetwork(1).slot_addr(0x0a7b_0001, slot),
+            routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
+            created: 0,
+            expires,
+        }
+    }
+
+    #[test]
+    fn sites_get_the_org_the_other_sites_and_the_pool_but_not_their_own_lan() {
+        let mut snap = Snapshot::default();
+        let peers = [
+            peer("acme", "alice", 1, &[], None),
+            peer("acme", "ams", 2, &["10.20.0.0/24", "2001:db8:5::/48"], None),
+            peer("acme", "fra", 3, &["2001:db8:7::/48"], None),
+            peer("acme", "old", 4, &["2001:db8:8::/48"], Some(100)),
+            peer("globex", "lon", 5, &["2001:db8:9::/48"], None),
+        ];
+        for p in &peers {
+            snap.put(registry::Record::Peer(p.clone()));
+        }
+        let org: Ipv6Net = "fdaa:0:1::/48".parse().unwrap();
+        let of = |p: &Peer| -> Vec<String> {
+            of(&snap, p, org, 200)
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert_eq!(
+            of(&peers[0]),
+            ["fdaa:0:1::/48", "2001:db8:5::/48", "2001:db8:7::/48"],
+            "a laptop: the org and its live sites, no other org's"
+        );
+        assert_eq!(
+            of(&peers[1]),
+            ["fdaa:0:1::/48", "2001:db8:7::/48", "100.127.0.0/16"],
+            "an IPv4 site: not its own LAN, and the NAT64 pool"
+        );
+        assert_eq!(
+            of(&peers[2]),
+            ["fdaa:0:1::/48", "2001:db8:5::/48"],
+            "an IPv6-only site: no pool"
+        );
+    }
 }

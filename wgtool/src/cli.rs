@@ -72,7 +72,12 @@ pub enum RegistryCommand {
 pub enum OrgCommand {
     /// Creates an org and allocates its network id.
     Create { name: String },
-    /// Lists orgs with their networks.
+    /// Lets two orgs' addresses talk to each other, both ways (the only way traffic crosses
+    /// orgs).
+    Peer { a: String, b: String },
+    /// Ends the peering of two orgs.
+    Unpeer { a: String, b: String },
+    /// Lists orgs with their networks and the orgs each is peered with.
     List {
         #[arg(long)]
         json: bool,

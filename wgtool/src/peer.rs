@@ -133,7 +133,6 @@ fn tunnel_file(snap: &Snapshot, peer: &Peer, private_key: Option<String>) -> Res
         .get(&peer.org)
         .with_context(|| format!("org `{}` of peer `{}` does not exist", peer.org, peer.name))?;
     let org_prefix = org.network.prefix();
-    let has_v4 = peer.routes.iter().any(|r| matches!(r, ipnet::IpNet::V4(_)));
     Ok(TunnelFile {
         org: peer.org.clone(),
         name: peer.name.clone(),
@@ -148,11 +147,7 @@ fn tunnel_file(snap: &Snapshot, peer: &Peer, private_key: Option<String>) -> Res
         keepalive: KEEPALIVE_SECS,
         org_prefix,
         site_routes: peer.routes.clone(),
-        via: if has_v4 {
-            registry::addr::via_prefix(peer.addr)
-        } else {
-            None
-        },
+        via: peer.via(),
     })
 }
 

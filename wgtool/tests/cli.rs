@@ -478,3 +478,86 @@ fn registry_copy_moves_everything_and_refuses_a_non_empty_target() {
     assert!(err.contains("must be empty"), "{err}");
     assert_eq!(registry::open(target).unwrap().snapshot().unwrap(), to);
 }
+
+#[test]
+fn orgs_peer_unpeer_and_list_their_peerings() {
+    let env = Env::populated();
+    env.ok(&["org", "create", "globex"]);
+    env.ok(&["org", "create", "initech"]);
+    assert_eq!(
+        env.ok(&["org", "peer", "globex", "acme"]),
+        "peered orgs globex and acme\n"
+    );
+    env.ok(&["org", "peer", "acme", "initech"]);
+    assert!(env.snapshot().peered("acme", "globex"));
+    let table = env.ok(&["org", "list"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].ends_with("PEERED WITH"), "{table}");
+    assert!(
+        lines[1].starts_with("acme ") && lines[1].ends_with(" globex,initech"),
+        "{table}"
+    );
+    assert!(
+        lines[2].starts_with("globex ") && lines[2].ends_with(" acme"),
+        "{table}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["org", "list", "--json"])).unwrap();
+    assert_eq!(
+        json[0]["peered_with"],
+        serde_json::json!(["globex", "initech"])
+    );
+    assert_eq!(json[1]["peered_with"], serde_json::json!(["acme"]));
+
+    let before = env.snapshot();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["org", "peer", "acme", "acme"],
+            "org `acme`: cannot peer with itself",
+        ),
+        (
+            &["org", "peer", "acme", "nope"],
+            "org `nope` does not exist",
+        ),
+        (
+            &["org", "peer", "acme", "globex"],
+            "peering `acme <-> globex` already exists",
+        ),
+        (
+            &["org", "unpeer", "globex", "initech"],
+            "peering `globex <-> initech` does not exist",
+        ),
+        (
+            &["org", "unpeer", "acme", "nope"],
+            "org `nope` does not exist",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = env.run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "wgtool {args:?}: {err}");
+        assert!(
+            err.contains(want),
+            "wgtool {args:?}: `{err}` lacks `{want}`"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(out.stdout.is_empty());
+        assert_eq!(
+            env.snapshot(),
+            before,
+            "wgtool {args:?} changed the registry"
+        );
+    }
+
+    env.ok(&["org", "unpeer", "acme", "globex"]);
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["org", "list", "--json"])).unwrap();
+    assert_eq!(json[0]["peered_with"], serde_json::json!(["initech"]));
+    assert_eq!(json[1]["peered_with"], serde_json::json!([]));
+    assert!(env
+        .ok(&["org", "list"])
+        .lines()
+        .nth(2)
+        .unwrap()
+        .ends_with(" -"));
+}
