@@ -176,7 +176,7 @@ pub fn print(parts: &[Part]) {
         if i > 0 {
             println!();
         }
-        println!("# ---- FILE{} ----", p.suffix);
+        println!("# ---- save as <name>{} ----", p.suffix);
         print!("{}", p.text);
     }
 }

@@ -21,8 +21,9 @@ pub fn render(t: &TunnelFile) -> String {
     let has_v4 = t.allowed_ips.iter().any(|n| matches!(n, IpNet::V4(_)));
     if has_v4 {
         s.push_str(
-            "# NetworkManager puts no IPv4 routes on an interface without an IPv4 address, so\n\
-             # route the NAT64 pool yourself once it is up, e.g. from a dispatcher script:\n",
+            "# The tunnel has no IPv4 address, so [ipv4] is disabled and NetworkManager adds no\n\
+             # IPv4 routes: route the NAT64 pool yourself once it is up, e.g. from a dispatcher\n\
+             # script:\n",
         );
         for net in t.allowed_ips.iter().filter(|n| matches!(n, IpNet::V4(_))) {
             let _ = writeln!(s, "#   ip route add {net} dev {INTERFACE}");
