@@ -2,11 +2,9 @@
 //! needs and returns the records to put and delete. Every backend persists a plan in one
 //! transaction, so validation and allocation live here once.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use base64::Engine;
-use std::net::{Ipv4Addr, Ipv6Addr};
-
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
