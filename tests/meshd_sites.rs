@@ -1,0 +1,375 @@
+//! Sites end to end: an on-prem router running stock wireguard-go from a `wgtool create
+//! --route` file, a LAN behind it with an IPv6 prefix and an IPv4 /24, machines and laptops
+//! reaching the LAN (IPv6 natively, IPv4 through 4via6) and the LAN reaching machines; and
+//! the org boundary against a hostile site router and laptop of another org.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use registry::Machine;
+use sixpn_tests::meshd_harness::{wait_address, wait_ping, wireguard_go, Host, Mesh};
+use sixpn_tests::{bin, sh, unique, Netns, Proc};
+
+const SECS15: Duration = Duration::from_secs(15);
+
+/// A WireGuard peer (laptop or site router) made with `wgtool create`, on wireguard-go.
+struct Peer {
+    ns: Netns,
+    iface: String,
+    addr: Ipv6Addr,
+    allowed: Vec<String>,
+    _wg: Proc,
+}
+
+fn wgtool(mesh: &Mesh, args: &str) -> Result<String> {
+    sh(&format!(
+        "{} --registry {} {args}",
+        bin("wgtool").display(),
+        mesh.location
+    ))
+}
+
+/// `wgtool create` a peer, then bring it up as wg-quick would (address, a route per
+/// AllowedIPs entry) on wireguard-go configured by `wg setconf`.
+fn wg_peer(mesh: &mut Mesh, org: &str, name: &str, routes: &[&str]) -> Result<Peer> {
+    let (ns, _) = mesh.underlay.host("sp")?;
+    let iface = unique("sw");
+    let conf = mesh.dir.path().join(format!("{iface}.conf"));
+    let conf = conf.to_string_lossy().into_owned();
+    let route_args: String = routes.iter().map(|r| format!(" --route {r}")).collect();
+    wgtool(mesh, &format!("create {org} iad {name} {conf}{route_args}"))?;
+    let text = std::fs::read_to_string(&conf)?;
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().to_string())
+            .with_context(|| format!("tunnel file has no {key}:\n{text}"))
+    };
+    let addr: Ipv6Addr = field("Address = ")?
+        .split('/')
+        .next()
+        .context("Address")?
+        .parse()?;
+    let allowed: Vec<String> = field("AllowedIPs = ")?
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect();
+    let wg = wireguard_go(&ns, &iface)?;
+    ns.sh(&format!(
+        "wg-quick strip {conf} > {conf}.stripped && wg setconf {iface} {conf}.stripped && \
+         ip -6 addr add {addr}/128 dev {iface} && ip link set {iface} up"
+    ))?;
+    for net in &allowed {
+        let family = if net.contains(':') { "-6" } else { "-4" };
+        ns.sh(&format!("ip {family} route add {net} dev {iface}"))?;
+    }
+    Ok(Peer {
+        ns,
+        iface,
+        addr,
+        allowed,
+        _wg: wg,
+    })
+}
+
+/// A LAN namespace behind a site router: `<v4 prefix>.5` and `<v6 prefix>::5` on the LAN,
+/// the router at `.1` / `::1`, forwarding, and the LAN's default routes via the router.
+struct Lan {
+    ns: Netns,
+}
+
+fn lan(router: &Peer, v4_24: &str, v6_64: Option<&str>) -> Result<Lan> {
+    let ns = Netns::new("sl")?;
+    let (inner, outer) = (unique("li"), unique("lo"));
+    sh(&format!(
+        "ip link add {inner} netns {} type veth peer name {outer} netns {}",
+        ns.name(),
+        router.ns.name()
+    ))?;
+    router.ns.sh(&format!(
+        "sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 && \
+         ip addr add {v4_24}.1/24 dev {outer} && ip link set {outer} up"
+    ))?;
+    ns.sh(&format!(
+        "ip link set {inner} name eth0 && ip addr add {v4_24}.5/24 dev eth0 && \
+         ip link set eth0 up && ip route add default via {v4_24}.1"
+    ))?;
+    if let Some(p) = v6_64 {
+        router
+            .ns
+            .sh(&format!("ip -6 addr add {p}::1/64 dev {outer} nodad"))?;
+        ns.sh(&format!(
+            "ip -6 addr add {p}::5/64 dev eth0 nodad && ip -6 route add default via {p}::1"
+        ))?;
+    }
+    Ok(Lan { ns })
+}
+
+/// A TCP server answering `text` on both families.
+fn serve(ns: &Netns, port: u16, text: &str) -> Result<(Proc, Proc)> {
+    let v4 = ns.spawn(
+        "socat",
+        &[
+            &format!("TCP4-LISTEN:{port},reuseaddr,fork"),
+            &format!("SYSTEM:echo {text}"),
+        ],
+    )?;
+    let v6 = ns.spawn(
+        "socat",
+        &[
+            &format!("TCP6-LISTEN:{port},ipv6only=1,reuseaddr,fork"),
+            &format!("SYSTEM:echo {text}"),
+        ],
+    )?;
+    ns.wait_for(&format!("ss -ltn | grep -c ':{port} ' | grep -q 2"), SECS15)?;
+    Ok((v4, v6))
+}
+
+/// A TCP request from `ns` (from `src` when given); the answer, or "" on failure.
+fn request(ns: &Netns, src: Option<Ipv6Addr>, dst: &str, port: u16) -> String {
+    let bind = src.map(|s| format!(",bind=[{s}]")).unwrap_or_default();
+    let target = if dst.contains(':') {
+        format!("TCP6:[{dst}]:{port}")
+    } else {
+        format!("TCP4:{dst}:{port}")
+    };
+    ns.sh(&format!(
+        "socat -T 3 - {target},connect-timeout=2{bind} </dev/null"
+    ))
+    .unwrap_or_default()
+    .trim()
+    .to_string()
+}
+
+/// Retries `request` until it answers `want` or 15 s pass.
+fn reaches(ns: &Netns, src: Option<Ipv6Addr>, dst: &str, port: u16, want: &str) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let got = request(ns, src, dst, port);
+        if got == want {
+            return Ok(());
+        }
+        if start.elapsed() > SECS15 {
+            bail!("{dst}:{port} answered {got:?}, not {want:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn via_addr(mesh: &Mesh, org: &str, site: &str, v4: Ipv4Addr) -> Result<Ipv6Addr> {
+    let snap = mesh.reg.snapshot()?;
+    let p = snap
+        .peers
+        .get(&(org.to_string(), site.to_string()))
+        .context("site peer")?;
+    let via = p.via().context("site has no 4via6 prefix")?;
+    Ok(registry::addr::via_addr(via, v4))
+}
+
+fn machine(mesh: &Mesh, org: &str, host: &Host) -> Result<Machine> {
+    let m = mesh.machine(org, "web", host)?;
+    wait_address(host, m.addr)?;
+    Ok(m)
+}
+
+fn logs(hosts: &[&Host]) -> String {
+    hosts
+        .iter()
+        .map(|h| format!("--- {}:\n{}", h.node, h.log()))
+        .collect()
+}
+
+#[test]
+fn sites_are_reached_both_ways_and_overlapping_ipv4_sites_stay_apart() -> Result<()> {
+    let mut mesh = Mesh::new()?;
+    mesh.org("acme")?;
+    mesh.org("beta")?;
+    let mut gw = mesh.host("gw", true)?;
+    let mut b = mesh.host("b", false)?;
+    mesh.start(&mut gw)?;
+    mesh.start(&mut b)?;
+    let web = machine(&mesh, "acme", &b)?;
+    let beta_web = machine(&mesh, "beta", &b)?;
+
+    // acme's site: 2001:db8:20::/64 and 10.20.0.0/24; beta's: the same IPv4 /24.
+    let site = wg_peer(&mut mesh, "acme", "site-ams", &["10.20.0.0/24", "2001:db8:20::/64"])?;
+    let lan_a = lan(&site, "10.20.0", Some("2001:db8:20:0"))?;
+    let beta_site = wg_peer(&mut mesh, "beta", "site-fra", &["10.20.0.0/24"])?;
+    let lan_b = lan(&beta_site, "10.20.0", None)?;
+    ensure!(
+        site.allowed.iter().any(|a| a == "100.127.0.0/16"),
+        "a site with IPv4 routes must route the NAT64 pool back: {:?}",
+        site.allowed
+    );
+    let _srv_a = serve(&lan_a.ns, 8080, "lan-acme")?;
+    let _srv_b = serve(&lan_b.ns, 8080, "lan-beta")?;
+    let _srv_web = serve(&b.ns, 8081, "web-b")?;
+    // Site routers speak first, as a router with PersistentKeepalive does.
+    for (p, m) in [(&site, &web), (&beta_site, &beta_web)] {
+        wait_ping(&p.ns, Some(p.addr), m.addr, SECS15).with_context(|| logs(&[&gw, &b]))?;
+    }
+
+    // A machine on a non-gateway host: IPv6 natively, IPv4 through 4via6.
+    reaches(&b.ns, Some(web.addr), "2001:db8:20::5", 8080, "lan-acme")
+        .with_context(|| logs(&[&gw, &b]))?;
+    let lan_host = Ipv4Addr::new(10, 20, 0, 5);
+    let acme_via = via_addr(&mesh, "acme", "site-ams", lan_host)?;
+    let beta_via = via_addr(&mesh, "beta", "site-fra", lan_host)?;
+    reaches(&b.ns, Some(web.addr), &acme_via.to_string(), 8080, "lan-acme")
+        .with_context(|| logs(&[&gw, &b]))?;
+    // Beta's machine reaches beta's 10.20.0.5 at the same time: the same IPv4 address,
+    // another site, another org.
+    reaches(&b.ns, Some(beta_web.addr), &beta_via.to_string(), 8080, "lan-beta")
+        .with_context(|| logs(&[&gw, &b]))?;
+    // Each org reaches only its own.
+    ensure!(request(&b.ns, Some(web.addr), &beta_via.to_string(), 8080).is_empty());
+    ensure!(request(&b.ns, Some(beta_web.addr), &acme_via.to_string(), 8080).is_empty());
+    ensure!(request(&b.ns, Some(beta_web.addr), "2001:db8:20::5", 8080).is_empty());
+
+    // The LAN host opens TCP to the machine by its fdaa address.
+    reaches(&lan_a.ns, None, &web.addr.to_string(), 8081, "web-b")
+        .with_context(|| logs(&[&gw, &b]))?;
+
+    // An acme laptop: its tunnel file carries the site's IPv6 prefix.
+    let lap = wg_peer(&mut mesh, "acme", "alice", &[])?;
+    ensure!(
+        lap.allowed.iter().any(|a| a == "2001:db8:20::/64"),
+        "laptop's AllowedIPs lack the site prefix: {:?}",
+        lap.allowed
+    );
+    reaches(&lap.ns, Some(lap.addr), "2001:db8:20::5", 8080, "lan-acme")
+        .with_context(|| logs(&[&gw, &b]))?;
+    reaches(&lap.ns, Some(lap.addr), &acme_via.to_string(), 8080, "lan-acme")
+        .with_context(|| logs(&[&gw, &b]))?;
+    ensure!(gw.metric("meshd_drops_total{reason=\"not_translated\"}")? == 0);
+    Ok(())
+}
+
+/// Counts UDP datagrams arriving at `addr`:9999 in `ns` (into a file read by `count`).
+struct Listener {
+    ns_name: String,
+    file: std::path::PathBuf,
+    _p: Proc,
+}
+
+fn listen(ns: &Netns, dir: &std::path::Path, addr: &str) -> Result<Listener> {
+    let file = dir.join(unique("rx"));
+    std::fs::write(&file, "")?;
+    let (family, bind) = if addr.contains(':') {
+        ("UDP6-RECV", format!("[{addr}]"))
+    } else {
+        ("UDP4-RECV", addr.to_string())
+    };
+    let p = ns.spawn(
+        "socat",
+        &[
+            "-u",
+            &format!("{family}:9999,bind={bind},reuseaddr"),
+            &format!("OPEN:{},append", file.display()),
+        ],
+    )?;
+    ns.wait_for("ss -lun | grep -q ':9999 '", SECS15)?;
+    Ok(Listener {
+        ns_name: ns.name().to_string(),
+        file,
+        _p: p,
+    })
+}
+
+impl Listener {
+    fn received(&self) -> Result<usize> {
+        Ok(std::fs::read_to_string(&self.file)?.matches("spoof").count())
+    }
+}
+
+fn send_udp(ns: &Netns, src: &str, dst: &str) -> Result<()> {
+    let (kind, d, s) = if dst.contains(':') {
+        ("UDP6-SENDTO", format!("[{dst}]"), format!("[{src}]"))
+    } else {
+        ("UDP4-SENDTO", dst.to_string(), src.to_string())
+    };
+    for _ in 0..3 {
+        ns.sh(&format!(
+            "echo spoof | socat -u - {kind}:{d}:9999,bind={s}"
+        ))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn another_orgs_site_and_laptop_reach_nothing_of_ours_until_peered() -> Result<()> {
+    let mut mesh = Mesh::new()?;
+    mesh.org("acme")?;
+    mesh.org("beta")?;
+    let mut gw = mesh.host("gw", true)?;
+    let mut b = mesh.host("b", false)?;
+    mesh.start(&mut gw)?;
+    mesh.start(&mut b)?;
+    let web = machine(&mesh, "acme", &b)?;
+    // On another host than acme's: machines on one host share its kernel, which meshd
+    // never sees between them.
+    let beta_web = machine(&mesh, "beta", &gw)?;
+    let site = wg_peer(&mut mesh, "acme", "site-ams", &["10.20.0.0/24", "2001:db8:20::/64"])?;
+    let lan_a = lan(&site, "10.20.0", Some("2001:db8:20:0"))?;
+    // Beta's site router, set up by a hostile owner: everything into the tunnel.
+    let evil = wg_peer(&mut mesh, "beta", "site-evil", &["10.30.0.0/24", "2001:db8:30::/64"])?;
+    let gw_key = sixpn_tests::meshd_harness::meshd_pubkey(&gw.key)?;
+    evil.ns.sh(&format!(
+        "wg set {i} peer {gw_key} allowed-ips fdaa::/16,::/0,0.0.0.0/0 && \
+         ip -6 addr add 2001:db8:30::77/128 dev lo && ip addr add 10.30.0.77/32 dev lo && \
+         ip -6 route replace default dev {i} && ip route add 192.0.2.0/24 dev {i}",
+        i = evil.iface
+    ))?;
+    // The gateway host's own address, outside every org.
+    gw.ns.sh("ip -6 addr add 2001:db8:ff::1/64 dev eth0 nodad")?;
+    let lap = wg_peer(&mut mesh, "beta", "mallory", &[])?;
+    lap.ns.sh(&format!(
+        "wg set {i} peer {gw_key} allowed-ips ::/0 && ip -6 route replace default dev {i}",
+        i = lap.iface
+    ))?;
+    wait_ping(&evil.ns, Some(evil.addr), beta_web.addr, SECS15).with_context(|| logs(&[&gw, &b]))?;
+    wait_ping(&lap.ns, Some(lap.addr), beta_web.addr, SECS15).with_context(|| logs(&[&gw, &b]))?;
+
+    let dir = mesh.dir.path().to_path_buf();
+    let at_web = listen(&b.ns, &dir, &web.addr.to_string())?;
+    let at_lan = listen(&lan_a.ns, &dir, "2001:db8:20::5")?;
+    let at_gw = listen(&gw.ns, &dir, "2001:db8:ff::1")?;
+    let drops = |why: &str| gw.metric(&format!("meshd_drops_total{{reason=\"{why}\"}}"));
+    let (mismatch, no_org, no_binding) =
+        (drops("org_mismatch")?, drops("destination_no_org")?, drops("no_binding")?);
+
+    // From the site's own prefix (spoofed from the router), and from the laptop.
+    for (ns, src) in [(&evil.ns, "2001:db8:30::77".to_string()), (&lap.ns, lap.addr.to_string())] {
+        send_udp(ns, &src, &web.addr.to_string())?;
+        send_udp(ns, &src, "2001:db8:20::5")?;
+        send_udp(ns, &src, "2001:db8:ff::1")?;
+    }
+    // IPv4 from the site's LAN space to somewhere that is no pool address.
+    send_udp(&evil.ns, "10.30.0.77", "192.0.2.1")?;
+    std::thread::sleep(Duration::from_millis(500));
+    for (what, l) in [("acme machine", &at_web), ("acme LAN", &at_lan), ("gateway", &at_gw)] {
+        ensure!(l.received()? == 0, "beta's spoofed datagrams reached the {what} ({})", l.ns_name);
+    }
+    ensure!(drops("org_mismatch")? >= mismatch + 12, "org_mismatch");
+    ensure!(drops("destination_no_org")? >= no_org + 6, "destination_no_org");
+    ensure!(drops("no_binding")? >= no_binding + 3, "no_binding");
+
+    // A peering opens the two orgs to each other, live; unpeering closes them again.
+    let _srv = serve(&b.ns, 8082, "web-acme")?;
+    ensure!(request(&gw.ns, Some(beta_web.addr), &web.addr.to_string(), 8082).is_empty());
+    wgtool(&mesh, "org peer acme beta")?;
+    ensure!(
+        wgtool(&mesh, "org list")?.contains("beta"),
+        "org list does not show the peering"
+    );
+    reaches(&gw.ns, Some(beta_web.addr), &web.addr.to_string(), 8082, "web-acme")
+        .with_context(|| logs(&[&gw, &b]))?;
+    wgtool(&mesh, "org unpeer acme beta")?;
+    let start = Instant::now();
+    while !request(&gw.ns, Some(beta_web.addr), &web.addr.to_string(), 8082).is_empty() {
+        ensure!(start.elapsed() < SECS15, "unpeer never closed the path");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
