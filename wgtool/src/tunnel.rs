@@ -153,14 +153,24 @@ impl TunnelFile {
     }
 }
 
+impl Format {
+    /// What each file of this format adds to the path the user gave.
+    pub fn suffixes(self) -> &'static [&'static str] {
+        match self {
+            Format::Networkd => &networkd::SUFFIXES,
+            _ => &[""],
+        }
+    }
+}
+
 /// The paths a rendered configuration goes to, when written under `base`.
 pub fn paths(base: &Path, format: Format) -> Vec<PathBuf> {
-    let probe = TunnelFile::probe().render(format);
-    probe
+    format
+        .suffixes()
         .iter()
-        .map(|p| {
+        .map(|suffix| {
             let mut s = base.as_os_str().to_owned();
-            s.push(p.suffix);
+            s.push(suffix);
             PathBuf::from(s)
         })
         .collect()
@@ -198,28 +208,6 @@ pub fn write_parts(base: &Path, parts: &[Part]) -> Result<Vec<PathBuf>> {
         made.push(path);
     }
     Ok(made)
-}
-
-impl TunnelFile {
-    /// A value with every field set, to learn a format's file suffixes.
-    fn probe() -> TunnelFile {
-        TunnelFile {
-            org: String::new(),
-            name: String::new(),
-            private_key: None,
-            public_key: String::new(),
-            address: Ipv6Addr::UNSPECIFIED,
-            dns: Ipv6Addr::UNSPECIFIED,
-            gateway: String::new(),
-            gateway_public_key: String::new(),
-            allowed_ips: Vec::new(),
-            endpoint: SocketAddr::from(([0, 0, 0, 0], 0)),
-            keepalive: 0,
-            org_prefix: Ipv6Net::default(),
-            site_routes: Vec::new(),
-            via: None,
-        }
-    }
 }
 
 /// Fails unless `path` can be created new: it must not exist and its folder must.
@@ -327,6 +315,17 @@ mod tests {
             ]
         );
         assert_eq!(paths(&base, Format::WgQuick), vec![base.clone()]);
+        for f in [
+            Format::WgQuick,
+            Format::Networkd,
+            Format::Nmconnection,
+            Format::Routeros,
+            Format::Vyos,
+            Format::Json,
+        ] {
+            let rendered: Vec<&str> = sample_site().render(f).iter().map(|p| p.suffix).collect();
+            assert_eq!(rendered, f.suffixes(), "{f:?}");
+        }
         std::fs::write(dir.path().join("50-sixpn.network"), "theirs").unwrap();
         let parts = sample_site().render(Format::Networkd);
         assert!(write_parts(&base, &parts).is_err());

@@ -5,14 +5,17 @@ use std::fmt::Write as _;
 
 use super::{Part, TunnelFile, INTERFACE};
 
+/// The device file, then the network file.
+pub const SUFFIXES: [&str; 2] = [".netdev", ".network"];
+
 pub fn render(t: &TunnelFile) -> Vec<Part> {
     vec![
         Part {
-            suffix: ".netdev",
+            suffix: SUFFIXES[0],
             text: netdev(t),
         },
         Part {
-            suffix: ".network",
+            suffix: SUFFIXES[1],
             text: network(t),
         },
     ]
