@@ -211,6 +211,34 @@ fn bad_input_exits_2_with_one_clear_line_and_writes_nothing() {
             "peer `nobody` does not exist",
         ),
         (&["list", "nope"], "org `nope` does not exist"),
+        (
+            &[
+                "create",
+                "acme",
+                "iad",
+                "site",
+                "site.conf",
+                "--route",
+                "0.0.0.0/0",
+            ],
+            "route `0.0.0.0/0`: a default route",
+        ),
+        (
+            &[
+                "create",
+                "acme",
+                "iad",
+                "site",
+                "site.conf",
+                "--route",
+                "100.127.1.0/24",
+            ],
+            "route `100.127.1.0/24`: overlaps 100.127.0.0/16",
+        ),
+        (
+            &["config", "acme", "nobody", "--format", "networkd"],
+            "peer `nobody` does not exist",
+        ),
     ];
     let before = env.snapshot();
     for (args, want) in cases {
@@ -241,6 +269,7 @@ fn bad_input_exits_2_with_one_clear_line_and_writes_nothing() {
     }
     assert!(!env.dir.path().join("other.conf").exists());
     assert!(!env.dir.path().join("bob.conf").exists());
+    assert!(!env.dir.path().join("site.conf").exists());
 }
 
 #[test]
