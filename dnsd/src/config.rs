@@ -286,6 +286,7 @@ mod tests {
         let c = Config::load(cli(&["--config", path])).unwrap();
         assert_eq!(c.default_org.as_deref(), Some("acme"));
         assert_eq!(c.upstreams.len(), 2);
+        assert_eq!(c.allow, vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]);
         assert_eq!(c.metrics, Some("127.0.0.1:9153".parse().unwrap()));
     }
 
