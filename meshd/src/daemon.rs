@@ -549,7 +549,7 @@ fn sync_loop(
     };
     let mut snapshots = follower.snapshots;
     let mut addresses: BTreeSet<Ipv6Addr> = BTreeSet::new();
-    let mut routes: BTreeSet<ipnet::Ipv6Net> = BTreeSet::new();
+    let mut routes: BTreeSet<sync::KernelRoute> = BTreeSet::new();
     let mut last = None;
     rt.block_on(async {
         loop {
@@ -587,19 +587,21 @@ fn sync_loop(
                     addresses.remove(&a);
                 }
                 let (add, del) = sync::route_diff(&routes, &want.routes);
+                // Removals first: a route whose preferred source changed is removed, then
+                // added again with the new one.
+                for r in del {
+                    if let Err(e) = tun::remove_route(&shell.interface, r.0) {
+                        tracing::warn!(error = %e, route = %r.0, "removing a site route");
+                    }
+                    routes.remove(&r);
+                }
                 for r in add {
-                    match tun::add_route(&shell.interface, r) {
+                    match tun::add_route(&shell.interface, r.0, r.1) {
                         Ok(()) => {
                             routes.insert(r);
                         }
-                        Err(e) => tracing::warn!(error = %e, route = %r, "adding a site route"),
+                        Err(e) => tracing::warn!(error = %e, route = %r.0, "adding a site route"),
                     }
-                }
-                for r in del {
-                    if let Err(e) = tun::remove_route(&shell.interface, r) {
-                        tracing::warn!(error = %e, route = %r, "removing a site route");
-                    }
-                    routes.remove(&r);
                 }
                 tracing::info!(
                     revision = snap.revision.0,

@@ -36,8 +36,10 @@ pub struct Desired {
     /// Peered org pairs.
     pub peerings: Vec<(OrgNetwork, OrgNetwork)>,
     /// Kernel routes into the interface besides the mesh prefix: the IPv6 site prefixes of
-    /// the orgs present on this host.
-    pub routes: BTreeSet<Ipv6Net>,
+    /// the orgs present on this host, each with the source address the kernel should pick
+    /// (a machine of that org here, if any): on a host with several orgs, the kernel's own
+    /// choice could be another org's address, which the org boundary would drop.
+    pub routes: BTreeSet<KernelRoute>,
 }
 
 fn host128(a: Ipv6Addr) -> IpNet {
@@ -56,6 +58,7 @@ pub fn desired(snap: &Snapshot, me: &str, now_unix: i64) -> Desired {
     let mut local: BTreeSet<IpNet> = BTreeSet::new();
     let mut addresses = BTreeSet::new();
     let mut present_orgs = BTreeSet::new();
+    let mut org_src: BTreeMap<&str, Ipv6Addr> = BTreeMap::new();
 
     // Every node serving an org gets that org's /80 on it.
     for org in snap.orgs.values() {
@@ -82,6 +85,8 @@ pub fn desired(snap: &Snapshot, me: &str, now_unix: i64) -> Desired {
         let moved = registry::addr::host_of(m.addr) != runs_on.host;
         if m.node == me {
             addresses.insert(m.addr);
+            let src = org_src.entry(m.org.as_str()).or_insert(m.addr);
+            *src = (*src).min(m.addr);
             present_orgs.insert(m.org.as_str());
             local.insert(IpNet::V6(m.prefix()));
         } else if moved {
@@ -135,7 +140,12 @@ pub fn desired(snap: &Snapshot, me: &str, now_unix: i64) -> Desired {
     }
     let mut routes = BTreeSet::new();
     for org in &present_orgs {
-        routes.extend(snap.site_prefixes_v6(org, now_unix));
+        let src = org_src.get(org).copied();
+        routes.extend(
+            snap.site_prefixes_v6(org, now_unix)
+                .into_iter()
+                .map(|r| (r, src)),
+        );
     }
     let peerings = snap
         .peerings
@@ -259,11 +269,14 @@ pub fn address_diff(
     )
 }
 
+/// A kernel route: a prefix and the source address to prefer.
+pub type KernelRoute = (Ipv6Net, Option<Ipv6Addr>);
+
 /// Kernel routes to add and to remove.
 pub fn route_diff(
-    have: &BTreeSet<Ipv6Net>,
-    want: &BTreeSet<Ipv6Net>,
-) -> (Vec<Ipv6Net>, Vec<Ipv6Net>) {
+    have: &BTreeSet<KernelRoute>,
+    want: &BTreeSet<KernelRoute>,
+) -> (Vec<KernelRoute>, Vec<KernelRoute>) {
     (
         want.difference(have).copied().collect(),
         have.difference(want).copied().collect(),

@@ -80,9 +80,14 @@ pub fn add_address(name: &str, addr: std::net::Ipv6Addr) -> Result<()> {
     ])
 }
 
-/// Routes an IPv6 site prefix into the interface.
-pub fn add_route(name: &str, net: ipnet::Ipv6Net) -> Result<()> {
-    ip(&["-6", "route", "replace", &net.to_string(), "dev", name])
+/// Routes an IPv6 site prefix into the interface, preferring source `src` if given.
+pub fn add_route(name: &str, net: ipnet::Ipv6Net, src: Option<std::net::Ipv6Addr>) -> Result<()> {
+    let (net, src) = (net.to_string(), src.map(|s| s.to_string()));
+    let mut args = vec!["-6", "route", "replace", &net, "dev", name];
+    if let Some(s) = &src {
+        args.extend(["src", s]);
+    }
+    ip(&args)
 }
 
 pub fn remove_route(name: &str, net: ipnet::Ipv6Net) -> Result<()> {

@@ -148,7 +148,14 @@ fn gateway_holds_its_wireguard_peers_and_sites_are_routed_by_family() {
     assert!(gw.allowed_ips.contains(&IpNet::V6(via)));
     assert!(!gw.allowed_ips.contains(&site4));
     assert!(!on_b.peers.contains_key(&key(KEY_L)));
-    assert!(on_b.routes.contains(&"2001:db8:7::/48".parse().unwrap()));
+    let web_on_b = s.machines.values().find(|m| m.node == "b").unwrap().addr;
+    assert!(on_b
+        .routes
+        .contains(&("2001:db8:7::/48".parse().unwrap(), Some(web_on_b))));
+    // The gateway serves acme through the site alone: the route, with no source to prefer.
+    assert!(desired(&s, "gw", 0)
+        .routes
+        .contains(&("2001:db8:7::/48".parse().unwrap(), None)));
     let acme = s.orgs["acme"].network;
     assert_eq!(on_b.sites, vec![(site6, acme)]);
     // c serves no acme machine: no site route into its kernel, but it still knows whose
