@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 pub mod meshd_harness;
+pub mod site_harness;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
