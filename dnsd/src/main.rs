@@ -67,7 +67,12 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     // Best effort: a smaller buffer only means drops under bursts.
     let _ = sock.set_recv_buffer_size(UDP_RECV_BUFFER);
     sock.bind(&addr.into())?;
-    Ok(sock.into())
+    let sock: UdpSocket = sock.into();
+    if let Err(e) = dnsd::udp_batch::enable_pktinfo(&sock) {
+        // Answers still go out, from the address the kernel picks for the way back.
+        tracing::warn!(%addr, error = %e, "cannot learn each query's destination address");
+    }
+    Ok(sock)
 }
 
 fn run(config: Config) -> anyhow::Result<()> {

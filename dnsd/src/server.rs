@@ -16,7 +16,7 @@ use crate::forward::Forwarder;
 use crate::index::Index;
 use crate::metrics::Metrics;
 use crate::scope::Refusal;
-use crate::udp_batch::Batch;
+use crate::udp_batch::{self, Batch};
 use crate::wire::{self, Query, Reject};
 
 /// How long a TCP client may sit idle between queries.
@@ -167,12 +167,13 @@ pub fn udp_worker(shared: Arc<Shared>, sock: Arc<UdpSocket>, runtime: Handle) {
                 Step::Drop => {}
                 Step::Forward => {
                     let packet = packet.to_vec();
+                    let dst = batch.dst(i);
                     let (shared, sock) = (shared.clone(), sock.clone());
                     runtime.spawn(async move {
                         let mut out = Vec::new();
                         forward(&shared, &packet, Transport::Udp, &mut out).await;
                         if !out.is_empty() {
-                            let _ = sock.send_to(&out, src);
+                            let _ = udp_batch::send_one(&sock, &out, src, dst);
                         }
                     });
                 }

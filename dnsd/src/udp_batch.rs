@@ -1,6 +1,10 @@
 //! Batched UDP: one `recvmmsg` takes every query waiting on the socket (up to [`BATCH`]) and
 //! one `sendmmsg` sends all their answers, so under load the syscall cost per query shrinks
 //! by the batch size. Under light load a batch is one packet, as with `recv_from`.
+//!
+//! Each answer leaves from the address its query went to (IP_PKTINFO / IPV6_PKTINFO): a
+//! socket on `[::]:53` on a host with every org's `fdaa:<net>::3` would otherwise answer from
+//! whichever address the kernel picks for the way back, and resolvers drop such answers.
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -12,10 +16,51 @@ pub const BATCH: usize = 32;
 /// Receive buffer per datagram; a query that does not fit is dropped (MSG_TRUNC).
 pub const MAX_QUERY: usize = 4096;
 
+/// Room for one PKTINFO control message of either family (aligned for `cmsghdr`).
+type Control = [u64; 8];
+
+/// Asks the kernel to say which local address each datagram on `sock` went to.
+pub fn enable_pktinfo(sock: &UdpSocket) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    let set = |level, name| {
+        // SAFETY: a c_int option value of the right size, on a socket we own.
+        let r = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                level,
+                name,
+                (&on as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    match sock.local_addr()? {
+        SocketAddr::V4(_) => set(libc::IPPROTO_IP, libc::IP_PKTINFO),
+        // IPv4 datagrams through a dual-stack socket get IPV6_PKTINFO too (v4-mapped), and
+        // an answer sent with it leaves from that IPv4 address.
+        SocketAddr::V6(_) => set(libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO),
+    }
+}
+
+/// The local address a datagram went to, as its PKTINFO said.
+#[derive(Clone, Copy)]
+pub enum Dst {
+    V4(libc::in_pktinfo),
+    V6(libc::in6_pktinfo),
+}
+
 /// Buffers for one batch, reused for every batch.
 pub struct Batch {
     bufs: Vec<[u8; MAX_QUERY]>,
     addrs: Vec<libc::sockaddr_storage>,
+    ctrl: Vec<Control>,
+    dsts: Vec<Option<Dst>>,
+    send_ctrl: Vec<Control>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
     lens: Vec<usize>,
@@ -44,6 +89,9 @@ impl Batch {
         Batch {
             bufs: vec![[0u8; MAX_QUERY]; BATCH],
             addrs: vec![zero_addr; BATCH],
+            ctrl: vec![[0; 8]; BATCH],
+            dsts: vec![None; BATCH],
+            send_ctrl: vec![[0; 8]; BATCH],
             iovs: vec![
                 libc::iovec {
                     iov_base: std::ptr::null_mut(),
@@ -72,8 +120,8 @@ impl Batch {
             h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_iov = &mut self.iovs[i];
             h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
+            h.msg_control = self.ctrl[i].as_mut_ptr().cast();
+            h.msg_controllen = size_of::<Control>() as _;
             h.msg_flags = 0;
             self.hdrs[i].msg_len = 0;
         }
@@ -95,6 +143,7 @@ impl Batch {
         for i in 0..self.count {
             self.lens[i] = (self.hdrs[i].msg_len as usize).min(MAX_QUERY);
             self.truncated[i] = self.hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            self.dsts[i] = pktinfo(&self.hdrs[i].msg_hdr);
         }
         self.reply_to.clear();
         Ok(self.count)
@@ -110,6 +159,11 @@ impl Batch {
     pub fn slot(&mut self, i: usize) -> (Option<&[u8]>, Option<SocketAddr>, &mut Vec<u8>) {
         let bytes = (!self.truncated[i]).then(|| &self.bufs[i][..self.lens[i]]);
         (bytes, to_socket_addr(&self.addrs[i]), &mut self.replies[i])
+    }
+
+    /// The local address datagram `i` went to (for an answer sent later by [`send_one`]).
+    pub fn dst(&self, i: usize) -> Option<Dst> {
+        self.dsts[i]
     }
 
     /// The buffer to write the answer to datagram `i` into.
@@ -139,9 +193,14 @@ impl Batch {
             h.msg_namelen = namelen as libc::socklen_t;
             h.msg_iov = &mut self.iovs[k];
             h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
             h.msg_flags = 0;
+            let len = self.dsts[i].map_or(0, |d| source_cmsg(d, &mut self.send_ctrl[k]));
+            h.msg_control = if len == 0 {
+                std::ptr::null_mut()
+            } else {
+                self.send_ctrl[k].as_mut_ptr().cast()
+            };
+            h.msg_controllen = len as _;
         }
         let mut sent = 0;
         while sent < n {
@@ -170,6 +229,127 @@ impl Batch {
         }
         self.reply_to.clear();
         Ok(sent)
+    }
+}
+
+/// Sends one answer to `to`, leaving from `dst` (the address its query went to) if known.
+pub fn send_one(sock: &UdpSocket, buf: &[u8], to: SocketAddr, dst: Option<Dst>) -> io::Result<()> {
+    let mut name: libc::sockaddr_storage = unsafe { zeroed() };
+    let namelen = from_socket_addr(to, &mut name);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr().cast_mut().cast(),
+        iov_len: buf.len(),
+    };
+    let mut ctrl: Control = [0; 8];
+    let ctrl_len = dst.map_or(0, |d| source_cmsg(d, &mut ctrl));
+    // SAFETY: all-zero is a valid msghdr; every pointer set below outlives the call, and
+    // sendmsg only reads through `iov_base`.
+    let mut h: libc::msghdr = unsafe { zeroed() };
+    h.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+    h.msg_namelen = namelen;
+    h.msg_iov = &mut iov;
+    h.msg_iovlen = 1;
+    if ctrl_len > 0 {
+        h.msg_control = ctrl.as_mut_ptr().cast();
+        h.msg_controllen = ctrl_len as _;
+    }
+    // SAFETY: as above.
+    let r = unsafe { libc::sendmsg(sock.as_raw_fd(), &h, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Writes `addr` into `ss` in the socket's family; returns its length.
+fn from_socket_addr(addr: SocketAddr, ss: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: storage is large and aligned enough for a sockaddr_in.
+            let s =
+                unsafe { &mut *(ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            s.sin_family = libc::AF_INET as libc::sa_family_t;
+            s.sin_port = a.port().to_be();
+            s.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+            size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let s =
+                unsafe { &mut *(ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            s.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            s.sin6_port = a.port().to_be();
+            s.sin6_addr.s6_addr = a.ip().octets();
+            s.sin6_flowinfo = a.flowinfo();
+            s.sin6_scope_id = a.scope_id();
+            size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
+/// The PKTINFO control message of a received datagram, if any.
+fn pktinfo(h: &libc::msghdr) -> Option<Dst> {
+    // SAFETY: `h` was filled by recvmmsg; the CMSG_* walk stays inside its control buffer.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            let data = libc::CMSG_DATA(c);
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                    let info = std::ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
+                    return Some(Dst::V6(info));
+                }
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    let info = std::ptr::read_unaligned(data.cast::<libc::in_pktinfo>());
+                    return Some(Dst::V4(info));
+                }
+                _ => {}
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    None
+}
+
+/// Writes into `buf` the control message that makes an answer leave from `dst`; returns its
+/// length.
+fn source_cmsg(dst: Dst, buf: &mut Control) -> usize {
+    let (level, kind, len) = match dst {
+        Dst::V4(_) => (
+            libc::IPPROTO_IP,
+            libc::IP_PKTINFO,
+            size_of::<libc::in_pktinfo>(),
+        ),
+        Dst::V6(_) => (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_PKTINFO,
+            size_of::<libc::in6_pktinfo>(),
+        ),
+    };
+    *buf = [0; 8];
+    // SAFETY: CMSG_SPACE of either pktinfo fits in `Control` (64 bytes); `buf` is aligned
+    // for cmsghdr (u64), and the data pointer lies inside it.
+    unsafe {
+        let space = libc::CMSG_SPACE(len as u32) as usize;
+        debug_assert!(space <= size_of::<Control>());
+        let c = buf.as_mut_ptr().cast::<libc::cmsghdr>();
+        (*c).cmsg_level = level;
+        (*c).cmsg_type = kind;
+        (*c).cmsg_len = libc::CMSG_LEN(len as u32) as _;
+        let data = libc::CMSG_DATA(c);
+        match dst {
+            Dst::V4(info) => {
+                // Leave from the address the query was sent to, on whatever interface.
+                let out = libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: info.ipi_addr,
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                std::ptr::write_unaligned(data.cast::<libc::in_pktinfo>(), out);
+            }
+            Dst::V6(info) => std::ptr::write_unaligned(data.cast::<libc::in6_pktinfo>(), info),
+        }
+        space
     }
 }
 
@@ -235,6 +415,41 @@ mod tests {
             let mut buf = [0u8; 16];
             let (len, from) = c.recv_from(&mut buf).unwrap();
             assert_eq!((&buf[..len], from), (&[i as u8, 0xee][..], addr));
+        }
+    }
+
+    /// A query to 127.0.0.2 from 127.0.0.1: without PKTINFO the kernel would answer from
+    /// 127.0.0.1 (the loopback route's source), which the client must not accept.
+    #[test]
+    fn answers_leave_from_the_address_the_query_went_to() {
+        for bind in ["0.0.0.0:0", "[::]:0"] {
+            let server = UdpSocket::bind(bind).unwrap();
+            enable_pktinfo(&server).unwrap();
+            let port = server.local_addr().unwrap().port();
+            let asked: SocketAddr = ([127, 0, 0, 2], port).into();
+            let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+            client
+                .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap();
+            for later in [false, true] {
+                client.send_to(b"q", asked).unwrap();
+                let mut b = Batch::new();
+                assert_eq!(b.recv(&server).unwrap(), 1);
+                let (_, src) = b.packet(0);
+                let src = src.unwrap();
+                if later {
+                    // As a forwarded answer goes: after the batch, on its own.
+                    send_one(&server, b"a", src, b.dst(0)).unwrap();
+                } else {
+                    b.reply_buf(0).clear();
+                    b.reply_buf(0).extend_from_slice(b"a");
+                    b.reply(0);
+                    assert_eq!(b.send(&server).unwrap(), 1);
+                }
+                let mut buf = [0u8; 4];
+                let (_, from) = client.recv_from(&mut buf).unwrap();
+                assert_eq!(from, asked, "{bind}, later: {later}");
+            }
         }
     }
 }

@@ -110,13 +110,31 @@ fn sources_outside_every_org_are_refused_internal_names_and_forwarding() {
     let acme = reg.org("acme");
     reg.node("host-iad", "iad", true);
     let web = reg.machine("acme", "web", "iad", "host-iad");
+    use base64::Engine;
+    reg.apply(registry::Change::AddPeer {
+        org: "acme".into(),
+        name: "site-ams".into(),
+        region: Some("iad".into()),
+        gateway: None,
+        public_key: base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
+        routes: vec![
+            "10.1.0.0/16".parse().unwrap(),
+            "2001:db8:a::/48".parse().unwrap(),
+        ],
+        expires: None,
+    });
+    let site =
+        reg.reg.snapshot().unwrap().peers[&("acme".to_string(), "site-ams".to_string())].clone();
     let ns = Netns::new("refuse");
     // `[::]:53` takes IPv4 as well, whatever the host's default.
     ns.exec(&["sysctl", "-q", "-w", "net.ipv6.bindv6only=0"]);
+    let dns = acme.network.dns_addr().to_string();
     let member = acme.network.slot_addr(0x0a7b_0001, 0xfff0).to_string();
+    let site_host = "2001:db8:a::10";
     let (outsider6, outsider4, allowed4) = ("2001:db8::5", "192.0.2.5", "198.51.100.7");
-    ns.add_addr(&member);
-    ns.add_addr(outsider6);
+    for a in [dns.as_str(), &member, site_host, outsider6] {
+        ns.add_addr(a);
+    }
     ns.add_addr4(outsider4);
     ns.add_addr4(allowed4);
     let stub = StubUpstream::start_in(&ns.name, 60);
@@ -137,28 +155,54 @@ fn sources_outside_every_org_are_refused_internal_names_and_forwarding() {
             &metrics.to_string(),
         ],
     );
-    // Each querier asks dnsd at its own address: a wildcard UDP socket answers from the
-    // address the kernel picks for the way back, and dig only takes the one it asked.
-    let at = |ip: &str| SocketAddr::new(ip.parse().unwrap(), 53);
+    // IPv6 queriers ask the org's DNS address, IPv4 ones 127.0.0.1, all through the one
+    // wildcard socket. Every querier's own address is local too, so an answer that left from
+    // the address the kernel picks for the way back (that address itself) would not be
+    // taken by dig: this also proves answers leave from the address asked.
     let ask = |from: &str, extra: &str, name: &str, qtype: &str| {
+        let server = if from.contains(':') {
+            dns.as_str()
+        } else {
+            "127.0.0.1"
+        };
+        let server = SocketAddr::new(server.parse().unwrap(), 53);
         let args = ["+time=2", "+tries=1", "-b", from, extra, name, qtype];
-        dig(Some(&ns.name), at(from), &args)
+        dig(Some(&ns.name), server, &args)
     };
     let web_addr = web.addr.to_string();
 
-    // An org member, loopback over IPv6 and IPv4 (the latter through the dual-stack socket,
+    // An org member, a host in the org's site prefix, loopback over IPv6 and IPv4 (the latter
     // as ::ffff:127.0.0.1) and an allowed IPv4 network get answers, forwarded ones too.
-    for from in [member.as_str(), "::1", "127.0.0.1", allowed4] {
-        let out = ask(from, "+short", "web.internal", "AAAA");
-        assert_eq!(out.trim(), web_addr, "from {from}");
-        let out = ask(from, "+short", "example.com", "A");
-        assert_eq!(out.trim(), "192.0.2.1", "from {from}");
+    for from in [member.as_str(), site_host, "::1", "127.0.0.1", allowed4] {
+        for transport in ["+notcp", "+tcp"] {
+            let out = ask(from, transport, "web.internal", "AAAA");
+            assert!(
+                out.contains(&format!("IN\tAAAA\t{web_addr}")),
+                "from {from} {transport}: {out}"
+            );
+            let out = ask(from, transport, "example.com", "A");
+            assert!(
+                out.contains("IN\tA\t192.0.2.1"),
+                "from {from} {transport}: {out}"
+            );
+        }
     }
     assert_eq!(
         stub.count(),
         1,
         "example.com was not cached after the first ask"
     );
+    let via = registry::addr::via_addr(
+        registry::addr::via_prefix(site.addr).unwrap(),
+        "10.1.2.3".parse().unwrap(),
+    );
+    let out = ask(
+        site_host,
+        "+short",
+        "10-1-2-3.site-ams._site.internal",
+        "AAAA",
+    );
+    assert_eq!(out.trim(), via.to_string());
 
     // Outsiders, over UDP and TCP, IPv6 and IPv4 (through the dual-stack socket): REFUSED,
     // for .internal, for a cached name and for a new one, which never reaches the upstream.
