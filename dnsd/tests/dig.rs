@@ -114,6 +114,32 @@ fn dig_over_udp_and_tcp_answers_aaaa_names() {
 }
 
 #[test]
+fn any_gets_one_rrset() {
+    let w = world();
+    let out = dig(
+        None,
+        w.dnsd.addr,
+        &["+noall", "+answer", "web.internal", "ANY"],
+    );
+    let recs = records(&out);
+    assert_eq!(recs.len(), started_addrs(&w).len(), "{out}");
+    assert!(recs.iter().all(|r| r.contains(" IN AAAA ")), "{out}");
+    let out = dig(
+        None,
+        w.dnsd.addr,
+        &["+noall", "+answer", "_apps.internal", "ANY"],
+    );
+    assert_eq!(
+        records(&out),
+        vec!["_apps.internal. 5 IN TXT \"db,web\""],
+        "{out}"
+    );
+    let out = dig(None, w.dnsd.addr, &["+noall", "+answer", "internal", "ANY"]);
+    let recs = records(&out);
+    assert!(recs.len() == 1 && recs[0].contains(" IN SOA "), "{out}");
+}
+
+#[test]
 fn dig_and_kdig_get_txt_names_in_flys_formats() {
     let w = world();
     let out = dig(None, w.dnsd.addr, &["+short", "_apps.internal", "TXT"]);
