@@ -11,7 +11,13 @@
 # protobuf-compiler, iproute2, wireguard-tools, socat, curl, dnsutils) and builds the binaries
 # (SIXPN_BIN=DIR uses binaries already built there instead). Every step is checked: it exits
 # non-zero, with the logs' tails, if one fails, and cleans up in every case.
-# Usage: sudo examples/quickstart.sh        (KEEP=1 to pause before cleaning up)
+#
+# SITE=1 adds an on-prem site: a router namespace joined with a `wgtool create --route` file
+# (wg-quick, meshd as its userspace WireGuard) and a LAN behind it with 2001:db8:20::/64 and
+# 10.20.0.0/24. The laptop then fetches a page from the LAN host over IPv6 and, by name,
+# over IPv4 through its 4via6 address (10-20-0-5.site-ams._site.internal), and the LAN
+# host fetches the machine's page by its fdaa address.
+# Usage: sudo examples/quickstart.sh        (KEEP=1 to pause before cleaning up, SITE=1)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,6 +45,9 @@ NS_BR=sxbr$ID
 HOSTS=(h1 h2 h3)
 LAPTOP=sxlap$ID
 LAPIF=sxl$ID
+ROUTER=sxrt$ID
+SITEIF=sxs$ID
+LAN=sxlan$ID
 NAMESPACES=()
 wgtool() { "$BIN/wgtool" --registry "$REG" "$@"; }
 in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
@@ -53,6 +62,8 @@ cleanup() {
     set +e
     [[ -f $WORK/$LAPIF.conf ]] &&
         in_ns "$LAPTOP" env PATH="$BIN:$PATH" wg-quick down "$WORK/$LAPIF.conf" >/dev/null 2>&1
+    [[ -f $WORK/$SITEIF.conf ]] &&
+        in_ns "$ROUTER" env PATH="$BIN:$PATH" wg-quick down "$WORK/$SITEIF.conf" >/dev/null 2>&1
     local ns pids=()
     for ns in "${NAMESPACES[@]}"; do pids+=($(ip netns pids "$ns" 2>/dev/null)); done
     if [[ ${#pids[@]} -gt 0 ]]; then
@@ -68,7 +79,7 @@ cleanup() {
     fi
     for ns in "${NAMESPACES[@]}"; do ip netns del "$ns" 2>/dev/null; done
     for h in "${HOSTS[@]}"; do rm -f "/var/run/wireguard/sx$h$ID.sock"; done
-    rm -f "/var/run/wireguard/$LAPIF.sock"
+    rm -f "/var/run/wireguard/$LAPIF.sock" "/var/run/wireguard/$SITEIF.sock"
     rm -rf "/etc/netns/$LAPTOP"
     if [[ $rc == 0 ]]; then
         rm -rf "$WORK"
@@ -135,6 +146,40 @@ done
 printf 'HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello from machine %s on h3\n' "$MID" >"$WORK/page"
 in_ns "sxh3$ID" socat "TCP6-LISTEN:8080,bind=[$MADDR],reuseaddr,fork" "SYSTEM:cat $WORK/page" 2>/dev/null &
 
+if [[ ${SITE:-} == 1 ]]; then
+    echo "== a site: router $ROUTER joins with wgtool create --route, LAN $LAN behind it"
+    attach "$ROUTER"
+    wgtool create acme iad site-ams "$WORK/site-ams.conf" \
+        --route 2001:db8:20::/64 --route 10.20.0.0/24 || fail "wgtool create site-ams"
+    grep -v '^DNS' "$WORK/site-ams.conf" >"$WORK/$SITEIF.conf"
+    chmod 600 "$WORK/$SITEIF.conf"
+    ip netns add "$LAN"
+    NAMESPACES=("$LAN" "${NAMESPACES[@]}")
+    ip link add "sxli$ID" netns "$LAN" type veth peer name "sxlo$ID" netns "$ROUTER"
+    in_ns "$ROUTER" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+    in_ns "$ROUTER" ip addr add 10.20.0.1/24 dev "sxlo$ID"
+    in_ns "$ROUTER" ip -6 addr add 2001:db8:20::1/64 dev "sxlo$ID" nodad
+    in_ns "$ROUTER" ip link set "sxlo$ID" up
+    in_ns "$LAN" ip link set lo up
+    in_ns "$LAN" ip link set "sxli$ID" name eth0
+    in_ns "$LAN" ip addr add 10.20.0.5/24 dev eth0
+    in_ns "$LAN" ip -6 addr add 2001:db8:20::5/64 dev eth0 nodad
+    in_ns "$LAN" ip link set eth0 up
+    in_ns "$LAN" ip route add default via 10.20.0.1
+    in_ns "$LAN" ip -6 route add default via 2001:db8:20::1
+    in_ns "$ROUTER" env WG_QUICK_USERSPACE_IMPLEMENTATION=meshd PATH="$BIN:$PATH" \
+        wg-quick up "$WORK/$SITEIF.conf" >"$WORK/site-wg-quick.log" 2>&1 || fail "wg-quick up (site)"
+    for fam in 4 6; do
+        printf 'HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello from the site LAN over IPv%s\n' "$fam" >"$WORK/lan$fam"
+    done
+    in_ns "$LAN" socat TCP4-LISTEN:8080,reuseaddr,fork "SYSTEM:cat $WORK/lan4" 2>/dev/null &
+    in_ns "$LAN" socat TCP6-LISTEN:8080,ipv6only=1,reuseaddr,fork "SYSTEM:cat $WORK/lan6" 2>/dev/null &
+    # The router speaks first (as its PersistentKeepalive would), so the gateway learns where
+    # it is: the org's DNS address answers pings on every host that serves the org.
+    SITE_DNS=$(sed -n 's/^DNS = //p' "$WORK/site-ams.conf")
+    in_ns "$ROUTER" ping -6 -c 1 -W 5 "$SITE_DNS" >/dev/null || fail "the site router cannot reach $SITE_DNS"
+fi
+
 echo "== a laptop joins with a wgtool tunnel file"
 attach "$LAPTOP"
 wgtool create acme iad alice "$WORK/alice.conf"
@@ -176,6 +221,30 @@ for i in $(seq 50); do
 done
 hs=$(in_ns "$LAPTOP" wg show "$LAPIF" latest-handshakes | awk '{print $2}')
 [[ ${hs:-0} -gt 0 ]] || fail "the laptop's tunnel has no handshake"
+
+if [[ ${SITE:-} == 1 ]]; then
+    fetch() { # namespace url want what
+        local out i
+        for i in $(seq 50); do
+            out=$(in_ns "$1" curl -sS --max-time 2 "$2" 2>&1 || true)
+            [[ $out == "$3" ]] && { echo "$out"; return 0; }
+            sleep 0.2
+        done
+        fail "$4 (got '$out')"
+    }
+    echo "== laptop: curl http://[2001:db8:20::5]:8080/ (the site's IPv6 prefix, routed natively)"
+    fetch "$LAPTOP" "http://[2001:db8:20::5]:8080/" "hello from the site LAN over IPv6" \
+        "the laptop could not reach the site LAN over IPv6"
+    name=10-20-0-5.site-ams._site.internal
+    via=$(in_ns "$LAPTOP" dig +short +time=2 +tries=2 AAAA "$name" "@$DNS" || true)
+    echo "== laptop: $name is $via (4via6: the site's /96 and 10.20.0.5)"
+    [[ $via == fdaa:*:a14:5 ]] || fail "$name did not resolve to a 4via6 address (got '$via')"
+    echo "== laptop: curl http://$name:8080/ (NAT64 at the gateway to 10.20.0.5)"
+    fetch "$LAPTOP" "http://$name:8080/" "hello from the site LAN over IPv4" \
+        "the laptop could not reach 10.20.0.5 through 4via6"
+    echo "== LAN host: curl http://[$MADDR]:8080/ (the site reaches the machine)"
+    fetch "$LAN" "http://[$MADDR]:8080/" "$want" "the site LAN could not reach the machine"
+fi
 
 cat <<MSG
 
