@@ -46,9 +46,27 @@ pub struct Cli {
     /// UDP worker threads per listen address [default: 1].
     #[arg(long, value_name = "N")]
     pub udp_workers: Option<usize>,
-    /// Most forwarded answers kept in the cache [default: 10000].
+    /// Most forwarded answers kept in the cache [default: 100000].
     #[arg(long, value_name = "N")]
     pub cache_size: Option<usize>,
+    /// Most bytes the forwarding cache holds (`33554432`, `512KiB`, `32MiB`, `1GiB`); the
+    /// least recently used answers go first [default: 32MiB].
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub cache_bytes: Option<usize>,
+    /// Most questions waiting on upstreams at once; past it a forwarded name gets SERVFAIL
+    /// (counted in dnsd_forward_overload_total) [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_forwards: Option<usize>,
+    /// Most TCP client connections open at once; more are closed at once (counted in
+    /// dnsd_tcp_overload_total) [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_tcp_connections: Option<usize>,
+    /// How long a TCP client may be idle between queries [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub tcp_idle_timeout: Option<humantime::Duration>,
+    /// How long writing one TCP answer may take [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    pub tcp_write_timeout: Option<humantime::Duration>,
     /// TOML file with any of the settings above (flags win).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -68,6 +86,11 @@ pub struct File {
     pub region: Option<String>,
     pub udp_workers: Option<usize>,
     pub cache_size: Option<usize>,
+    pub cache_bytes: Option<String>,
+    pub max_forwards: Option<usize>,
+    pub max_tcp_connections: Option<usize>,
+    pub tcp_idle_timeout: Option<String>,
+    pub tcp_write_timeout: Option<String>,
 }
 
 /// A bad setting.
@@ -107,6 +130,49 @@ pub struct Config {
     pub region: Option<String>,
     pub udp_workers: usize,
     pub cache_size: usize,
+    pub cache_bytes: usize,
+    pub max_forwards: usize,
+    pub max_tcp_connections: usize,
+    pub tcp_idle_timeout: Duration,
+    pub tcp_write_timeout: Duration,
+}
+
+/// Descriptors dnsd needs besides one per forward and per TCP connection: listeners, the
+/// registry, metrics, the runtime's own.
+pub const FD_RESERVE: usize = 64;
+
+/// A byte count: a number, optionally with `K`/`KiB`, `M`/`MiB` or `G`/`GiB` (powers of 1024).
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" | "k" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        _ => return Err("use a byte count such as 33554432, 512KiB or 32MiB".into()),
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| "use a byte count such as 33554432, 512KiB or 32MiB".to_string())?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| "too big".to_string())
+}
+
+fn duration(
+    field: &'static str,
+    flag: Option<humantime::Duration>,
+    file: Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match (flag, file) {
+        (Some(d), _) => Ok(d.into()),
+        (None, Some(s)) => {
+            humantime::parse_duration(&s).map_err(|e| invalid(field, &s, e.to_string()))
+        }
+        (None, None) => Ok(default),
+    }
 }
 
 /// `ip` (port 53) or `ip:port`.
@@ -178,11 +244,28 @@ impl Config {
                 allow.push(parse_allow(&a).map_err(|rule| invalid("allow", &a, rule))?);
             }
         }
-        let timeout = match (cli.upstream_timeout, file.upstream_timeout) {
-            (Some(d), _) => d.into(),
-            (None, Some(s)) => humantime::parse_duration(&s)
-                .map_err(|e| invalid("upstream_timeout", &s, e.to_string()))?,
-            (None, None) => Duration::from_secs(2),
+        let timeout = duration(
+            "upstream_timeout",
+            cli.upstream_timeout,
+            file.upstream_timeout,
+            Duration::from_secs(2),
+        )?;
+        let tcp_idle_timeout = duration(
+            "tcp_idle_timeout",
+            cli.tcp_idle_timeout,
+            file.tcp_idle_timeout,
+            Duration::from_secs(10),
+        )?;
+        let tcp_write_timeout = duration(
+            "tcp_write_timeout",
+            cli.tcp_write_timeout,
+            file.tcp_write_timeout,
+            Duration::from_secs(5),
+        )?;
+        let cache_bytes = match (cli.cache_bytes, file.cache_bytes) {
+            (Some(n), _) => n,
+            (None, Some(s)) => parse_bytes(&s).map_err(|rule| invalid("cache_bytes", &s, rule))?,
+            (None, None) => crate::cache::DEFAULT_BYTES,
         };
         let listen = if cli.listen.is_empty() {
             file.listen
@@ -203,7 +286,18 @@ impl Config {
             metrics: cli.metrics.or(file.metrics),
             region: cli.region.or(file.region),
             udp_workers: cli.udp_workers.or(file.udp_workers).unwrap_or(1),
-            cache_size: cli.cache_size.or(file.cache_size).unwrap_or(10_000),
+            cache_size: cli.cache_size.or(file.cache_size).unwrap_or(100_000),
+            cache_bytes,
+            max_forwards: cli
+                .max_forwards
+                .or(file.max_forwards)
+                .unwrap_or(crate::forward::DEFAULT_MAX_INFLIGHT),
+            max_tcp_connections: cli
+                .max_tcp_connections
+                .or(file.max_tcp_connections)
+                .unwrap_or(1024),
+            tcp_idle_timeout,
+            tcp_write_timeout,
         };
         config.check()?;
         Ok(config)
@@ -235,11 +329,53 @@ impl Config {
         if self.cache_size == 0 {
             return Err(invalid("cache_size", 0, "must be at least 1"));
         }
+        if self.cache_bytes < 4096 {
+            return Err(invalid("cache_bytes", self.cache_bytes, "must be at least 4KiB"));
+        }
+        if !(1..=1_000_000).contains(&self.max_forwards) {
+            return Err(invalid("max_forwards", self.max_forwards, "must be 1 to 1000000"));
+        }
+        if !(1..=1_000_000).contains(&self.max_tcp_connections) {
+            return Err(invalid(
+                "max_tcp_connections",
+                self.max_tcp_connections,
+                "must be 1 to 1000000",
+            ));
+        }
+        for (field, d) in [
+            ("tcp_idle_timeout", self.tcp_idle_timeout),
+            ("tcp_write_timeout", self.tcp_write_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(field, "0s", "must be more than zero"));
+            }
+        }
         Ok(())
     }
 
-    /// The upstreams to use: the configured ones, else the system's, minus dnsd itself.
+    /// Open files dnsd may need at its caps: one per forward, one per TCP connection, and
+    /// [`FD_RESERVE`].
+    pub fn descriptors_needed(&self) -> usize {
+        self.max_forwards + self.max_tcp_connections + FD_RESERVE
+    }
+
+    /// The upstreams to use: the configured ones, else the system's, minus dnsd itself
+    /// (see [`Config::split_upstreams`]; this host's addresses are read from its interfaces).
     pub fn effective_upstreams(&self, resolv_conf: Option<&str>) -> Vec<SocketAddr> {
+        self.split_upstreams(resolv_conf, &local_addrs()).0
+    }
+
+    /// The upstreams to use and the ones dropped because they are dnsd itself: an upstream
+    /// on a port dnsd listens on, at an address that reaches that listener. A wildcard
+    /// listener (`[::]`, `0.0.0.0`) is reached at every `local` address, the loopback range
+    /// and the unspecified address (of its family; `[::]` takes IPv4 too); a listener on one
+    /// address only at that address (or the unspecified one). Forwarding to either is a loop
+    /// that ends only when descriptors run out.
+    pub fn split_upstreams(
+        &self,
+        resolv_conf: Option<&str>,
+        local: &[IpAddr],
+    ) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
         let candidates = if self.upstreams.is_empty() {
             resolv_conf.map(resolv_conf_nameservers).unwrap_or_default()
         } else {
@@ -247,9 +383,62 @@ impl Config {
         };
         candidates
             .into_iter()
-            .filter(|u| !self.listen.contains(u))
-            .collect()
+            .partition(|u| !self.listen.iter().any(|l| reaches(*u, *l, local)))
     }
+}
+
+/// Whether a query sent to `upstream` arrives at listener `listen` on this host.
+fn reaches(upstream: SocketAddr, listen: SocketAddr, local: &[IpAddr]) -> bool {
+    if upstream.port() != listen.port() {
+        return false;
+    }
+    let u = upstream.ip().to_canonical();
+    let l = listen.ip().to_canonical();
+    if u.is_unspecified() {
+        // Sending to 0.0.0.0 / :: goes to this host.
+        return l.is_unspecified() || u.is_ipv4() == l.is_ipv4();
+    }
+    if !l.is_unspecified() {
+        return u == l;
+    }
+    let family_ok = match listen.ip() {
+        // [::] also receives IPv4 (Linux's default bindv6only=0).
+        IpAddr::V6(_) => true,
+        IpAddr::V4(_) => u.is_ipv4(),
+    };
+    family_ok && (u.is_loopback() || local.iter().any(|a| a.to_canonical() == u))
+}
+
+/// Every address on this host's interfaces (empty if they cannot be read).
+pub fn local_addrs() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we only read and then free once.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points to a sockaddr whose family says which struct it is.
+            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+            if family == libc::AF_INET {
+                // SAFETY: family AF_INET: a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                out.push(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()));
+            } else if family == libc::AF_INET6 {
+                // SAFETY: family AF_INET6: a sockaddr_in6.
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                out.push(IpAddr::from(sin6.sin6_addr.s6_addr));
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out
 }
 
 fn rule_of(e: registry::Error) -> String {
@@ -327,6 +516,62 @@ mod tests {
                 "10.0.0.2:53".parse().unwrap()
             ]
         );
+    }
+
+    #[test]
+    fn upstreams_that_are_dnsd_itself_are_dropped() {
+        let local: Vec<IpAddr> = vec!["10.1.2.3".parse().unwrap(), "fdaa:0:1::3".parse().unwrap()];
+        let text = "nameserver 127.0.0.53\nnameserver 10.1.2.3\nnameserver fdaa:0:1::3\n\
+                    nameserver 0.0.0.0\nnameserver ::ffff:127.0.0.1\nnameserver 10.9.9.9\n\
+                    nameserver ::1\n";
+        // On [::]:53: every local address, the loopback range, the unspecified address and
+        // IPv4 (mapped or not) reach dnsd; 10.9.9.9 is another host.
+        let c = Config::load(cli(&[])).unwrap();
+        let (kept, dropped) = c.split_upstreams(Some(text), &local);
+        assert_eq!(kept, vec!["10.9.9.9:53".parse().unwrap()]);
+        assert_eq!(dropped.len(), 6, "{dropped:?}");
+        // On one address: only that address (and 0.0.0.0) is dnsd; other local resolvers
+        // on port 53 (systemd-resolved on 127.0.0.53) are not.
+        let c = Config::load(cli(&["--listen", "10.1.2.3:53"])).unwrap();
+        let (kept, dropped) = c.split_upstreams(Some(text), &local);
+        assert_eq!(
+            dropped,
+            vec!["10.1.2.3:53".parse().unwrap(), "0.0.0.0:53".parse().unwrap()]
+        );
+        assert_eq!(kept.len(), 5);
+        // Another port is another server, configured upstreams are checked too.
+        let c = Config::load(cli(&["--upstream", "127.0.0.1:5300", "--upstream", "[fdaa:0:1::3]:53"]))
+            .unwrap();
+        let (kept, dropped) = c.split_upstreams(None, &local);
+        assert_eq!(kept, vec!["127.0.0.1:5300".parse().unwrap()]);
+        assert_eq!(dropped, vec!["[fdaa:0:1::3]:53".parse().unwrap()]);
+        // This host's own addresses are read from its interfaces: loopback at least.
+        assert!(local_addrs().iter().any(|a| a.is_loopback()));
+    }
+
+    #[test]
+    fn caps_have_defaults_flags_and_keys() {
+        let c = Config::load(cli(&[])).unwrap();
+        assert_eq!(c.cache_bytes, 32 << 20);
+        assert_eq!((c.max_forwards, c.max_tcp_connections), (1024, 1024));
+        assert_eq!(c.tcp_idle_timeout, Duration::from_secs(10));
+        assert_eq!(c.tcp_write_timeout, Duration::from_secs(5));
+        assert_eq!(c.descriptors_needed(), 1024 + 1024 + FD_RESERVE);
+        let c = Config::load(cli(&["--cache-bytes", "1MiB", "--max-forwards", "10"])).unwrap();
+        assert_eq!((c.cache_bytes, c.max_forwards), (1 << 20, 10));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dnsd.toml");
+        std::fs::write(
+            &path,
+            "cache_bytes = \"512KiB\"\nmax_tcp_connections = 7\ntcp_idle_timeout = \"3s\"\n",
+        )
+        .unwrap();
+        let c = Config::load(cli(&["--config", path.to_str().unwrap()])).unwrap();
+        assert_eq!((c.cache_bytes, c.max_tcp_connections), (512 << 10, 7));
+        assert_eq!(c.tcp_idle_timeout, Duration::from_secs(3));
+        let e = Config::load(cli(&["--max-forwards", "0"])).unwrap_err().to_string();
+        assert_eq!(e, "max_forwards `0`: must be 1 to 1000000");
+        assert!(Cli::try_parse_from(["dnsd", "--cache-bytes", "lots"]).is_err());
     }
 
     #[test]

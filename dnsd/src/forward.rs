@@ -1,19 +1,29 @@
 //! Forwarding names outside `.internal`: to the upstreams in turn (starting with the last
 //! one that answered), each with its own timeout, through the cache, and from the cache's
 //! stale answers when every upstream is down.
+//!
+//! Bounded: at most `max_inflight` questions are with upstreams at once (each holds one
+//! socket); past that a question gets SERVFAIL at once and is counted. Query ids and source
+//! ports come from the OS generator, not from the answer shuffler, whose outputs clients see.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rand_core::{OsRng, RngCore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::cache::{Cache, Freshness};
 use crate::metrics::Metrics;
-use crate::shuffle;
 use crate::wire::{self, Query};
+
+/// Default cap on questions waiting on upstreams at once.
+pub const DEFAULT_MAX_INFLIGHT: usize = 1024;
+/// The biggest UDP answer read from an upstream; a fuller datagram is asked again over TCP.
+const UDP_BUFFER: usize = 4096;
 
 /// Why one upstream gave no usable answer.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +43,8 @@ pub struct Forwarder {
     preferred: AtomicUsize,
     pub cache: Cache,
     metrics: Arc<Metrics>,
+    inflight: Arc<Semaphore>,
+    max_inflight: usize,
 }
 
 impl Forwarder {
@@ -48,7 +60,32 @@ impl Forwarder {
             preferred: AtomicUsize::new(0),
             cache,
             metrics,
+            inflight: Arc::new(Semaphore::new(DEFAULT_MAX_INFLIGHT)),
+            max_inflight: DEFAULT_MAX_INFLIGHT,
         }
+    }
+
+    /// The same, with at most `n` (≥ 1) questions at upstreams at once.
+    pub fn with_max_inflight(mut self, n: usize) -> Forwarder {
+        let n = n.max(1);
+        self.inflight = Arc::new(Semaphore::new(n));
+        self.max_inflight = n;
+        self
+    }
+
+    /// A place among the questions at upstreams, held until dropped; `None` (counted in
+    /// `dnsd_forward_overload_total`) when all `max_inflight` are taken.
+    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        let permit = self.inflight.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            self.metrics.forward_overload.fetch_add(1, Relaxed);
+        }
+        permit
+    }
+
+    /// Questions at upstreams right now.
+    pub fn in_flight(&self) -> usize {
+        self.max_inflight - self.inflight.available_permits()
     }
 
     pub fn upstreams(&self) -> &[SocketAddr] {
@@ -65,6 +102,9 @@ impl Forwarder {
         out: &mut Vec<u8>,
     ) -> u16 {
         self.metrics.forwarded.fetch_add(1, Relaxed);
+        self.metrics
+            .forwards_in_flight
+            .store(self.in_flight() as u64, Relaxed);
         let n = self.upstreams.len();
         let first = self.preferred.load(Relaxed);
         for i in 0..n {
@@ -74,6 +114,12 @@ impl Forwarder {
                 Ok(mut response) => {
                     self.preferred.store(k, Relaxed);
                     self.cache.put(q, &response, Instant::now());
+                    self.metrics
+                        .cache_bytes
+                        .store(self.cache.bytes() as u64, Relaxed);
+                    self.metrics
+                        .cache_evictions
+                        .store(self.cache.evictions(), Relaxed);
                     response[0..2].copy_from_slice(&q.id.to_be_bytes());
                     if response.len() > limit {
                         // Too big for this client's UDP: tell it to come back over TCP.
@@ -104,7 +150,7 @@ impl Forwarder {
         q: &Query<'_>,
         packet: &[u8],
     ) -> Result<Vec<u8>, UpstreamError> {
-        let id = shuffle::below(1 << 16) as u16;
+        let id = query_id();
         let mut query = packet.to_vec();
         query[0..2].copy_from_slice(&id.to_be_bytes());
         let deadline = self.timeout;
@@ -123,6 +169,28 @@ impl Forwarder {
     }
 }
 
+/// An upstream query id: from the OS generator, so an off-path attacker cannot predict it.
+pub fn query_id() -> u16 {
+    OsRng.next_u32() as u16
+}
+
+/// A UDP socket for one upstream exchange, on a source port from the OS generator (Linux
+/// picks ephemeral ports well too; this does not depend on it), else on one the kernel picks.
+async fn upstream_socket(upstream: SocketAddr) -> std::io::Result<UdpSocket> {
+    let ip: std::net::IpAddr = if upstream.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    for _ in 0..8 {
+        let port = 1024 + (OsRng.next_u32() % (65536 - 1024)) as u16;
+        if let Ok(sock) = UdpSocket::bind(SocketAddr::new(ip, port)).await {
+            return Ok(sock);
+        }
+    }
+    UdpSocket::bind(SocketAddr::new(ip, 0)).await
+}
+
 fn matches(response: &[u8], id: u16, q: &Query<'_>) -> bool {
     response.len() >= 12 + q.question.len()
         && response[0..2] == id.to_be_bytes()
@@ -137,19 +205,18 @@ async fn udp_exchange(
     q: &Query<'_>,
 ) -> Result<Vec<u8>, UpstreamError> {
     let io = |e| UpstreamError::Io(upstream, e);
-    let bind: SocketAddr = if upstream.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let sock = UdpSocket::bind(bind).await.map_err(io)?;
+    let sock = upstream_socket(upstream).await.map_err(io)?;
     sock.connect(upstream).await.map_err(io)?;
     sock.send(query).await.map_err(io)?;
-    let mut buf = vec![0u8; 65535];
+    let mut buf = vec![0u8; UDP_BUFFER];
     loop {
         let n = sock.recv(&mut buf).await.map_err(io)?;
         // Ignore stray datagrams (wrong id or question); wait for ours until the timeout.
         if matches(&buf[..n], id, q) {
+            if n == buf.len() {
+                // Maybe cut short by the buffer: treat as truncated, so TCP is asked.
+                buf[2] |= 0x02;
+            }
             buf.truncate(n);
             return Ok(buf);
         }
@@ -177,4 +244,42 @@ async fn tcp_exchange(
         return Err(UpstreamError::Mismatch(upstream));
     }
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shuffle;
+
+    #[test]
+    fn query_ids_do_not_come_from_the_answer_shuffler() {
+        // The shuffler's next outputs, from a known state.
+        shuffle::reseed(0x1234_5678_9abc_def1);
+        let predicted: Vec<u16> = (0..64).map(|_| shuffle::below(1 << 16) as u16).collect();
+        // Query ids drawn in between must neither advance that state nor follow it.
+        shuffle::reseed(0x1234_5678_9abc_def1);
+        let ids: Vec<u16> = (0..64).map(|_| query_id()).collect();
+        let after: Vec<u16> = (0..64).map(|_| shuffle::below(1 << 16) as u16).collect();
+        assert_eq!(after, predicted, "drawing query ids moved the shuffler");
+        assert_ne!(ids, predicted, "query ids are the shuffler's sequence");
+        let same = ids.iter().zip(&predicted).filter(|(a, b)| a == b).count();
+        assert!(same < 4, "{same} of 64 ids equal the shuffler's outputs");
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert!(distinct.len() > 56, "ids repeat: {ids:?}");
+    }
+
+    #[tokio::test]
+    async fn the_inflight_cap_admits_up_to_its_size_and_counts_the_rest() {
+        let metrics = Arc::new(Metrics::default());
+        let cache = Cache::new(10, Duration::from_secs(1));
+        let f = Forwarder::new(vec![], Duration::from_secs(1), cache, metrics.clone())
+            .with_max_inflight(3);
+        let held: Vec<_> = (0..3).map(|_| f.admit().expect("within the cap")).collect();
+        assert_eq!(f.in_flight(), 3);
+        assert!(f.admit().is_none());
+        assert!(f.admit().is_none());
+        assert_eq!(metrics.forward_overload.load(Relaxed), 2);
+        drop(held);
+        assert!(f.admit().is_some());
+    }
 }

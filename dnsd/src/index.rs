@@ -202,6 +202,32 @@ pub fn txt_rdata(text: &str) -> Box<[u8]> {
     out.into_boxed_slice()
 }
 
+/// The most TXT rdata one answer carries: what fits in a 64 KiB TCP message after the header,
+/// the longest question, the record's head and an OPT record.
+pub const TXT_MAX: usize = 65_000;
+
+/// TXT rdata for a list joined by `sep`, cut after the last whole item that fits in `max`
+/// bytes of rdata, so that the name can always be answered (over TCP). Returns the rdata and
+/// whether items were left out.
+pub fn txt_list_rdata(text: &str, sep: u8, max: usize) -> (Box<[u8]>, bool) {
+    // rdata length for `n` text bytes: n plus one length byte per 255-byte string.
+    let rdata_len = |n: usize| n + n.div_ceil(255).max(1);
+    if rdata_len(text.len()) <= max {
+        return (txt_rdata(text), false);
+    }
+    let bytes = text.as_bytes();
+    let mut fit = 0;
+    while fit < bytes.len() && rdata_len(fit + 1) <= max {
+        fit += 1;
+    }
+    // `bytes[fit]` is the first byte left out: keep the items wholly before it.
+    let end = bytes[..=fit.min(bytes.len() - 1)]
+        .iter()
+        .rposition(|&b| b == sep)
+        .unwrap_or(0);
+    (txt_rdata(&text[..end]), true)
+}
+
 /// Fly filters the auto-named `interactive-*` peers out of `_peer.internal`.
 fn listed_peer(name: &str) -> bool {
     !name.starts_with("interactive-")
@@ -218,8 +244,18 @@ impl ZoneBuilder {
         e.aaaa.extend(addrs.into_iter().map(|a| a.octets()));
     }
 
+    /// A `,`-joined list.
     fn txt(&mut self, name: String, text: &str) {
-        self.names.entry(name).or_default().txt = Some(txt_rdata(text));
+        self.txt_sep(name, text, b',');
+    }
+
+    /// A list joined by `sep`: longer than [`TXT_MAX`], it keeps the first items that fit.
+    fn txt_sep(&mut self, name: String, text: &str, sep: u8) {
+        let (rdata, cut) = txt_list_rdata(text, sep, TXT_MAX);
+        if cut {
+            tracing::debug!(%name, bytes = text.len(), "TXT list cut to fit a 64 KiB answer");
+        }
+        self.names.entry(name).or_default().txt = Some(rdata);
     }
 
     /// Makes sure a name exists (with no records, for now).
@@ -405,13 +441,15 @@ fn build_zone(
         nearest.insert(app.as_bytes().into(), per_region);
     }
     let all: Vec<&Machine> = by_app.values().flatten().copied().collect();
-    z.txt(
+    z.txt_sep(
         "_instances".into(),
         &instances_text(all.iter().copied().filter(|m| m.started())),
+        b';',
     );
-    z.txt(
+    z.txt_sep(
         "all._instances".into(),
         &instances_text(all.iter().copied()),
+        b';',
     );
 
     let mut peer_names = Vec::new();
@@ -483,6 +521,32 @@ fn build_zone(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn txt_lists_over_64k_keep_the_whole_items_that_fit() {
+        let items: Vec<String> = (0..1500)
+            .map(|i| format!("instance={i:014x},app=web,ip=fdaa:0:1:a7b:1:{i:x}::2,region=iad"))
+            .collect();
+        let text = items.join(";");
+        assert!(text.len() > 70_000);
+        let (rdata, cut) = txt_list_rdata(&text, b';', TXT_MAX);
+        assert!(cut);
+        assert!(rdata.len() <= TXT_MAX && rdata.len() > TXT_MAX - 300, "{}", rdata.len());
+        // Back to text: a prefix of the list, ending at an item boundary.
+        let mut back = Vec::new();
+        let mut at = 0;
+        while at < rdata.len() {
+            let n = usize::from(rdata[at]);
+            back.extend_from_slice(&rdata[at + 1..at + 1 + n]);
+            at += 1 + n;
+        }
+        let back = String::from_utf8(back).unwrap();
+        let kept: Vec<&str> = back.split(';').collect();
+        assert_eq!(kept[..], items[..kept.len()].iter().map(String::as_str).collect::<Vec<_>>()[..]);
+        assert!(kept.len() > 800 && kept.len() < 1500, "{}", kept.len());
+        // Short lists are whole.
+        assert_eq!(txt_list_rdata("a,b", b',', TXT_MAX), (txt_rdata("a,b"), false));
+    }
 
     #[test]
     fn txt_over_255_bytes_splits_into_strings() {

@@ -75,6 +75,39 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     Ok(sock)
 }
 
+/// Raises the soft open-file limit to the hard one: the caps (forwards, TCP connections)
+/// need more descriptors than the usual soft 1024. Says so when even the hard limit is short.
+fn raise_open_file_limit(needed: usize) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the one struct given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open-file limit");
+        return;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        } else {
+            tracing::warn!(soft = lim.rlim_cur, hard = lim.rlim_max, error = %std::io::Error::last_os_error(), "cannot raise the open-file limit");
+        }
+    }
+    if (lim.rlim_cur as u128) < needed as u128 {
+        tracing::warn!(
+            limit = lim.rlim_cur,
+            needed,
+            "open-file limit below what max_forwards + max_tcp_connections need: past it, new forwards and TCP clients fail (raise LimitNOFILE or lower the caps)"
+        );
+    }
+}
+
 fn run(config: Config) -> anyhow::Result<()> {
     let reg = registry::open(&config.registry)?;
     let follower = registry::follow(reg);
@@ -84,19 +117,32 @@ fn run(config: Config) -> anyhow::Result<()> {
         allow: config.allow.clone(),
     };
     let metrics = Arc::new(Metrics::default());
+    raise_open_file_limit(config.descriptors_needed());
     let resolv = std::fs::read_to_string("/etc/resolv.conf").ok();
-    let upstreams = config.effective_upstreams(resolv.as_deref());
-    if upstreams.is_empty() {
+    let (upstreams, itself) =
+        config.split_upstreams(resolv.as_deref(), &dnsd::config::local_addrs());
+    for u in &itself {
+        tracing::warn!(upstream = %u, "upstream dropped: it is dnsd itself (a local address on a port dnsd listens on); forwarding to it would loop");
+    }
+    if upstreams.is_empty() && !itself.is_empty() {
+        tracing::warn!(dropped = ?itself, "every upstream is dnsd itself: no upstream left, names outside .internal get REFUSED; give --upstream another resolver");
+    } else if upstreams.is_empty() {
         tracing::warn!("no upstream resolvers: names outside .internal get REFUSED");
     }
     let forwarder = (!upstreams.is_empty()).then(|| {
         Forwarder::new(
             upstreams.clone(),
             config.upstream_timeout,
-            Cache::new(config.cache_size, MAX_STALE),
+            Cache::with_limits(config.cache_size, config.cache_bytes, MAX_STALE),
             metrics.clone(),
         )
+        .with_max_inflight(config.max_forwards)
     });
+    let tcp_limits = server::TcpLimits {
+        max_connections: config.max_tcp_connections,
+        idle: config.tcp_idle_timeout,
+        write: config.tcp_write_timeout,
+    };
     let index = dnsd::live::first_index(&follower, &opts);
     if config.default_org.is_some() && index.default_org.is_none() {
         tracing::warn!(org = ?config.default_org, "default org not in the registry (yet)");
@@ -123,7 +169,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(addr))
             .with_context(|| format!("listen {addr}: tcp"))?;
-        runtime.spawn(server::tcp_listener(shared.clone(), listener));
+        runtime.spawn(server::tcp_listener_with(shared.clone(), listener, tcp_limits));
     }
     if let Some(addr) = config.metrics {
         let listener = runtime

@@ -45,6 +45,12 @@ pub struct Metrics {
     pub stale_answers: AtomicU64,
     pub truncated: AtomicU64,
     pub malformed_dropped: AtomicU64,
+    pub forward_overload: AtomicU64,
+    pub tcp_overload: AtomicU64,
+    pub tcp_connections: AtomicU64,
+    pub forwards_in_flight: AtomicU64,
+    pub cache_bytes: AtomicU64,
+    pub cache_evictions: AtomicU64,
     pub revision: AtomicU64,
     pub index_names: AtomicU64,
     pub registry_reachable: AtomicU64,
@@ -144,6 +150,21 @@ impl Metrics {
                 "Packets dropped without an answer.",
                 &self.malformed_dropped,
             ),
+            (
+                "dnsd_forward_overload_total",
+                "Forwarded names answered SERVFAIL because max_forwards questions were already at upstreams.",
+                &self.forward_overload,
+            ),
+            (
+                "dnsd_tcp_overload_total",
+                "TCP connections closed at once because max_tcp_connections were open.",
+                &self.tcp_overload,
+            ),
+            (
+                "dnsd_cache_evictions_total",
+                "Cached answers evicted (least recently used) to stay within cache_bytes/cache_size.",
+                &self.cache_evictions,
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(
@@ -167,6 +188,21 @@ impl Metrics {
                 "dnsd_registry_reachable",
                 "1 if the registry can be read.",
                 &self.registry_reachable,
+            ),
+            (
+                "dnsd_tcp_connections",
+                "TCP client connections open.",
+                &self.tcp_connections,
+            ),
+            (
+                "dnsd_forwards_in_flight",
+                "Questions waiting on upstreams.",
+                &self.forwards_in_flight,
+            ),
+            (
+                "dnsd_cache_bytes",
+                "Bytes the forwarding cache holds (counted as its budget is).",
+                &self.cache_bytes,
             ),
         ];
         for (name, help, v) in gauges {

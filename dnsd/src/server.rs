@@ -1,5 +1,10 @@
 //! How queries travel: UDP workers (blocking sockets, one thread each, answering `.internal`
 //! names and cache hits inline), TCP connections on tokio, and forwarded names on tokio.
+//!
+//! Everything a client can make dnsd hold is capped: questions at upstreams
+//! ([`Forwarder::admit`]: SERVFAIL past the cap), TCP connections ([`TcpLimits`]: closed at
+//! once past the cap, idle and write timeouts), and a TCP connection's buffer grows only to
+//! the biggest query it actually sent.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering::Relaxed;
@@ -19,8 +24,26 @@ use crate::scope::Refusal;
 use crate::udp_batch::{self, Batch};
 use crate::wire::{self, Query, Reject};
 
-/// How long a TCP client may sit idle between queries.
-const TCP_IDLE: Duration = Duration::from_secs(10);
+/// The TCP caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpLimits {
+    /// Connections open at once; more are accepted and closed at once (counted).
+    pub max_connections: usize,
+    /// How long a client may sit idle between queries (or take to send one).
+    pub idle: Duration,
+    /// How long writing one answer may take before the connection is dropped.
+    pub write: Duration,
+}
+
+impl Default for TcpLimits {
+    fn default() -> TcpLimits {
+        TcpLimits {
+            max_connections: 1024,
+            idle: Duration::from_secs(10),
+            write: Duration::from_secs(5),
+        }
+    }
+}
 
 /// What every worker shares.
 pub struct Shared {
@@ -140,6 +163,17 @@ pub async fn forward(shared: &Shared, packet: &[u8], transport: Transport, out: 
     shared.metrics.query(q.qtype, rcode, start.elapsed());
 }
 
+/// Answers a question that [`handle`] passed on with SERVFAIL, because too many are at
+/// upstreams already (the caller counted it).
+pub fn overload(shared: &Shared, packet: &[u8], out: &mut Vec<u8>) -> bool {
+    let Ok(q) = wire::parse(packet) else {
+        return false;
+    };
+    let w = wire::write_rcode(&q, wire::RCODE_SERVFAIL, out);
+    shared.metrics.query(q.qtype, w.rcode, Duration::ZERO);
+    true
+}
+
 /// Runs one UDP worker on `sock`: batches in, `.internal` answers and cache hits inline,
 /// forwarded names handed to the runtime.
 pub fn udp_worker(shared: Arc<Shared>, sock: Arc<UdpSocket>, runtime: Handle) {
@@ -166,10 +200,17 @@ pub fn udp_worker(shared: Arc<Shared>, sock: Arc<UdpSocket>, runtime: Handle) {
                 Step::Reply => batch.reply(i),
                 Step::Drop => {}
                 Step::Forward => {
+                    let Some(permit) = shared.forwarder.as_ref().and_then(|f| f.admit()) else {
+                        if overload(&shared, packet, out) {
+                            batch.reply(i);
+                        }
+                        continue;
+                    };
                     let packet = packet.to_vec();
                     let dst = batch.dst(i);
                     let (shared, sock) = (shared.clone(), sock.clone());
                     runtime.spawn(async move {
+                        let _permit = permit;
                         let mut out = Vec::new();
                         forward(&shared, &packet, Transport::Udp, &mut out).await;
                         if !out.is_empty() {
@@ -185,13 +226,31 @@ pub fn udp_worker(shared: Arc<Shared>, sock: Arc<UdpSocket>, runtime: Handle) {
     }
 }
 
-/// Accepts TCP clients on `listener` until the process ends.
+/// Accepts TCP clients on `listener` until the process ends, with the default limits.
 pub async fn tcp_listener(shared: Arc<Shared>, listener: TcpListener) {
+    tcp_listener_with(shared, listener, TcpLimits::default()).await
+}
+
+/// Accepts TCP clients on `listener` until the process ends, within `limits`.
+pub async fn tcp_listener_with(shared: Arc<Shared>, listener: TcpListener, limits: TcpLimits) {
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     loop {
         match listener.accept().await {
             Ok((conn, src)) => {
+                // Past the cap: close at once rather than queue, so the descriptor comes
+                // back and the client learns now (it may retry, or over UDP).
+                let Ok(permit) = open.clone().try_acquire_owned() else {
+                    shared.metrics.tcp_overload.fetch_add(1, Relaxed);
+                    drop(conn);
+                    continue;
+                };
                 let shared = shared.clone();
-                tokio::spawn(async move { tcp_conn(shared, conn, src).await });
+                tokio::spawn(async move {
+                    shared.metrics.tcp_connections.fetch_add(1, Relaxed);
+                    tcp_conn(&shared, conn, src, limits).await;
+                    shared.metrics.tcp_connections.fetch_sub(1, Relaxed);
+                    drop(permit);
+                });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "tcp accept failed");
@@ -201,26 +260,40 @@ pub async fn tcp_listener(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-async fn tcp_conn(shared: Arc<Shared>, mut conn: TcpStream, src: SocketAddr) {
+async fn tcp_conn(shared: &Shared, mut conn: TcpStream, src: SocketAddr, limits: TcpLimits) {
     let _ = conn.set_nodelay(true);
-    let mut buf = vec![0u8; 65535];
-    let mut out = Vec::with_capacity(4096);
+    // Grown to the biggest query this client sends (at most 64 KiB), not allocated up front:
+    // an idle connection costs a few hundred bytes.
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
     loop {
         let mut len = [0u8; 2];
-        match tokio::time::timeout(TCP_IDLE, conn.read_exact(&mut len)).await {
+        match tokio::time::timeout(limits.idle, conn.read_exact(&mut len)).await {
             Ok(Ok(_)) => {}
             _ => return,
         }
         let n = usize::from(u16::from_be_bytes(len));
-        match tokio::time::timeout(TCP_IDLE, conn.read_exact(&mut buf[..n])).await {
+        if buf.len() < n {
+            buf.resize(n, 0);
+        }
+        match tokio::time::timeout(limits.idle, conn.read_exact(&mut buf[..n])).await {
             Ok(Ok(_)) => {}
             _ => return,
         }
         let packet = &buf[..n];
-        match handle(&shared, packet, src, Transport::Tcp, Clock::now(), &mut out) {
+        match handle(shared, packet, src, Transport::Tcp, Clock::now(), &mut out) {
             Step::Reply => {}
             Step::Drop => return,
-            Step::Forward => forward(&shared, packet, Transport::Tcp, &mut out).await,
+            Step::Forward => {
+                match shared.forwarder.as_ref().and_then(|f| f.admit()) {
+                    Some(_permit) => forward(shared, packet, Transport::Tcp, &mut out).await,
+                    None => {
+                        if !overload(shared, packet, &mut out) {
+                            return;
+                        }
+                    }
+                }
+            }
         }
         let Ok(len) = u16::try_from(out.len()) else {
             return;
@@ -228,8 +301,9 @@ async fn tcp_conn(shared: Arc<Shared>, mut conn: TcpStream, src: SocketAddr) {
         let mut framed = Vec::with_capacity(out.len() + 2);
         framed.extend_from_slice(&len.to_be_bytes());
         framed.extend_from_slice(&out);
-        if conn.write_all(&framed).await.is_err() {
-            return;
+        match tokio::time::timeout(limits.write, conn.write_all(&framed)).await {
+            Ok(Ok(())) => {}
+            _ => return,
         }
     }
 }

@@ -1,20 +1,25 @@
 //! The per-query order of multi-address answers: clients that take the first address
-//! spread their load. A per-thread xorshift generator: no lock, no allocation, no syscall.
+//! spread their load. A per-thread xorshift generator seeded from the OS: no lock, no
+//! allocation, no syscall per query. It is not secret enough for anything an attacker must
+//! not guess (its outputs are visible in every shuffled answer): upstream query ids and
+//! source ports come from the OS generator instead (`forward::query_id`).
 
 use std::cell::Cell;
+
+use rand_core::{OsRng, RngCore};
 
 thread_local! {
     static STATE: Cell<u64> = Cell::new(seed());
 }
 
 fn seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0x9e37_79b9_7f4a_7c15);
-    let local = 0u8;
-    let addr = std::ptr::addr_of!(local) as u64;
-    (nanos ^ addr.rotate_left(32)) | 1
+    // Xorshift must not start at 0; the low bit set keeps it off it.
+    OsRng.next_u64() | 1
+}
+
+/// Restarts this thread's generator at `seed` (tests: a known sequence).
+pub fn reseed(seed: u64) {
+    STATE.with(|s| s.set(seed | 1));
 }
 
 /// A random number in `0..n` (`n` > 0).

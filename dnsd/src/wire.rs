@@ -355,7 +355,14 @@ pub fn write_answer(
     let (mut an, mut ns) = (0u16, 0u16);
     match answer {
         Answer::Aaaa { addrs, shuffle } => {
-            let n = addrs.len().min(usize::from(u16::MAX));
+            let mut n = addrs.len().min(usize::from(u16::MAX));
+            if limit >= usize::from(u16::MAX) {
+                // TCP, the largest message there is: a set bigger than it (some 2,300
+                // addresses) gets as many (shuffled) records as fit rather than none.
+                let opt_len = if q.edns.is_some() { 11 } else { 0 };
+                let room = usize::from(u16::MAX).saturating_sub(out.len() + opt_len);
+                n = n.min(room / 28);
+            }
             let mut buf = [0u8; 256];
             let order = if *shuffle {
                 Some(shuffle::order(n, &mut buf))

@@ -307,6 +307,29 @@ fn too_big_for_udp_is_truncated_with_tc() {
 }
 
 #[test]
+fn an_address_set_bigger_than_64k_gets_what_fits_over_tcp() {
+    let list = addrs(3000);
+    let ans = Answer::Aaaa {
+        addrs: &list,
+        shuffle: true,
+    };
+    for edns in [None, Some(4096)] {
+        let p = query(1, "web.internal", TYPE_AAAA, edns);
+        let (w, m) = respond(&p, &ans, 65535);
+        assert!(!w.truncated && !m.metadata.truncation);
+        let n = m.answers.len();
+        assert!(n > 2300 && n < 2342, "{n} records");
+        let distinct: std::collections::HashSet<_> =
+            m.answers.iter().map(|r| format!("{:?}", r.data)).collect();
+        assert_eq!(distinct.len(), n);
+        // Over UDP: TC, so the client comes back over TCP.
+        let q = parse(&p).unwrap();
+        let (w, _) = respond(&p, &ans, q.udp_limit());
+        assert!(w.truncated);
+    }
+}
+
+#[test]
 fn a_txt_too_big_for_any_message_is_truncated_not_mangled() {
     let rdata = txt_rdata(&"y".repeat(70_000));
     let p = query(1, "_instances.internal", TYPE_TXT, None);
