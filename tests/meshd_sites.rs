@@ -77,6 +77,12 @@ fn sites_are_reached_both_ways_and_overlapping_ipv4_sites_stay_apart() -> Result
     reaches(&lap.ns, Some(lap.addr), &acme_via.to_string(), 8080, "lan-acme")
         .with_context(|| logs(&[&gw, &b]))?;
     ensure!(gw.metric("meshd_drops_total{reason=\"not_translated\"}")? == 0);
+    // Nothing here sends from an address of no org; the hosts' kernels neither (no router
+    // solicitations or MLD reports from `::` into the mesh).
+    for h in [&gw, &b] {
+        let n = h.metric("meshd_drops_total{reason=\"source_no_org\"}")?;
+        ensure!(n == 0, "{}: {n} packets from no org\n{}", h.node, h.log());
+    }
     Ok(())
 }
 

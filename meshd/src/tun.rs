@@ -21,6 +21,10 @@ pub fn open(name: &str) -> Result<SyncDevice> {
         DeviceBuilder::new()
             .name(name)
             .mtu(MTU)
+            // Down, as wireguard-go leaves it: whoever brings it up (wg-quick, or
+            // `configure_mesh` after turning off link-local addresses) decides what the
+            // kernel sends on it first.
+            .enable(false)
             .offload(offload)
             .build_sync()
     };
@@ -64,6 +68,13 @@ pub fn ip(args: &[&str]) -> Result<()> {
 /// and the mesh prefix routed into it.
 pub fn configure_mesh(name: &str) -> Result<()> {
     let _ = ip(&["link", "set", "dev", name, "addrgenmode", "none"]);
+    // No router solicitations or MLD reports: the kernel would send them from `::` into the
+    // mesh, where an address of no org is dropped and counted as hostile.
+    let _ = std::fs::write(
+        format!("/proc/sys/net/ipv6/conf/{name}/router_solicitations"),
+        "0",
+    );
+    let _ = ip(&["link", "set", "dev", name, "multicast", "off"]);
     ip(&["link", "set", "dev", name, "mtu", &MTU.to_string(), "up"])?;
     ip(&["-6", "route", "replace", "fdaa::/16", "dev", name])
 }

@@ -427,6 +427,7 @@ impl Core {
         };
         if self.options.org_isolation {
             if let Err(why) = self.policy.check(src, dst) {
+                tracing::trace!(%src, %dst, reason = why.as_str(), "packet from the TUN dropped");
                 return self.counters.drop(why);
             }
         }
