@@ -838,3 +838,33 @@ fn hosts_in_an_ipv6_site_prefix_see_the_sites_org() {
         Answer::Refused(Refusal::Outsider)
     );
 }
+
+#[test]
+fn instances_of_an_org_too_big_for_64k_are_still_answered_over_tcp() {
+    let mut w = world();
+    for _ in 0..1200 {
+        machine(&mut w.snap, "acme", "big", "host-iad", None);
+    }
+    let ix = index(&w, None);
+    for name in ["_instances.internal", "all._instances.internal"] {
+        let a = ask(&ix, name, TYPE_TXT, acme(&w));
+        let listed = text(&a);
+        let items: Vec<&str> = listed.split(';').collect();
+        // Whole records only, fewer than the org's 1,205 machines.
+        assert!(items.len() > 600 && items.len() < 1200, "{name}: {}", items.len());
+        for item in &items {
+            assert!(item.starts_with("instance=") && item.contains(",region="), "{item}");
+        }
+        // The whole answer fits in one TCP message: no TC.
+        let mut p = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.split('.') {
+            p.push(label.len() as u8);
+            p.extend_from_slice(label.as_bytes());
+        }
+        p.extend_from_slice(&[0, 0, 16, 0, 1]);
+        let q = crate::wire::parse(&p).unwrap();
+        let mut out = Vec::new();
+        let wr = crate::wire::write_answer(&q, &a, 1, 65535, &mut out);
+        assert!(!wr.truncated && out.len() <= 65535, "{name}: {} bytes", out.len());
+    }
+}
