@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, IoSliceMut, Write};
 use std::net::Ipv6Addr;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -330,9 +330,53 @@ fn timer_loop(shell: Arc<Shell>) {
     }
 }
 
+/// Makes the UAPI socket's directory if it is missing: 0700 whatever the umask, since
+/// nobody but root has business there. One that exists is left as it is, as wireguard-go
+/// leaves it (it makes the directory 0755 less the umask itself): it may be shared with
+/// wireguard-go and wg-quick, and the socket's own mode is what keeps others out.
+fn socket_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        // Another meshd or wireguard-go made it meanwhile: theirs, as above.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+    }
+    // `mkdir` takes the umask off the mode; set it exactly.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making {} mode 0700", dir.display()))
+}
+
+/// Binds the UAPI socket mode 0600 whatever the umask: `get=1` hands out the private key
+/// and `set=1` the whole interface, so only root may connect. On Linux a socket file takes
+/// its mode from the socket's inode (less the umask) when it is bound, so the mode is set
+/// before `bind`: the file never exists with a wider one. wireguard-go gets the same by
+/// setting the process's umask around its bind, which here would race the threads that
+/// are already running.
+fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let sock = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    // SAFETY: fchmod on a descriptor we own, for the length of the call.
+    if unsafe { libc::fchmod(sock.as_raw_fd(), 0o600) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    sock.bind(&socket2::SockAddr::unix(path)?)?;
+    // Also after, for a kernel that took no notice of the mode before `bind`.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    sock.listen(128)?;
+    Ok(sock.into())
+}
+
 fn uapi_listen(shell: Arc<Shell>) -> Result<()> {
     let path = shell.socket_path();
-    std::fs::create_dir_all(uapi::SOCKET_DIR).context("creating /var/run/wireguard")?;
+    socket_dir(Path::new(uapi::SOCKET_DIR))?;
     if path.exists() {
         if UnixStream::connect(&path).is_ok() {
             bail!(
@@ -343,8 +387,7 @@ fn uapi_listen(shell: Arc<Shell>) -> Result<()> {
         }
         let _ = std::fs::remove_file(&path);
     }
-    let listener =
-        UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+    let listener = bind_private(&path).with_context(|| format!("binding {}", path.display()))?;
     spawn("uapi", move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
@@ -374,7 +417,10 @@ fn uapi_conn(shell: &Shell, conn: UnixStream) -> std::io::Result<()> {
             }
             request.push_str(&line);
         }
-        let (mut response, effects) = uapi::handle_request(&mut shell.lock(), &request);
+        // DNS, if the request names an endpoint, before the lock: never under it.
+        let resolved = uapi::resolve_names(&request);
+        let (mut response, effects) =
+            uapi::handle_request(&mut shell.lock(), &request, &resolved, SystemTime::now());
         if let Some(port) = effects.listen_port {
             if let Err(errno) = rebind(shell, port) {
                 response = format!("errno={errno}\n\n");
@@ -398,32 +444,55 @@ fn rebind(shell: &Shell, port: u16) -> std::result::Result<(), i32> {
     Ok(())
 }
 
-/// Blocks SIGINT/SIGTERM in every thread and turns them into an `Exit` for main.
-fn catch_signals(exit: mpsc::Sender<Exit>) -> Result<()> {
-    // SAFETY: plain libc signal-mask calls on a local set.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        spawn("signals", move || {
-            let mut sig: libc::c_int = 0;
-            if libc::sigwait(&set, &mut sig) == 0 {
-                let _ = exit.send(Exit::Signal(sig));
+/// SIGINT and SIGTERM, blocked in the thread that made this and in every thread started
+/// from it afterwards. `main` makes it before anything starts a thread (the etcd client's
+/// runtime among them), so that the waiting thread [`start`] spawns is the only one that
+/// takes these signals and meshd always ends through [`wait_and_stop`], which removes the
+/// UAPI socket. A signal that comes before that thread exists stays pending until it does.
+pub struct Signals {
+    set: libc::sigset_t,
+}
+
+impl Signals {
+    pub fn block() -> Result<Signals> {
+        // SAFETY: plain libc signal-mask calls on a local set.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            let err = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if err != 0 {
+                bail!(
+                    "blocking SIGINT and SIGTERM: {}",
+                    std::io::Error::from_raw_os_error(err)
+                );
             }
-        })
+            Ok(Signals { set })
+        }
     }
 }
 
+/// Turns the blocked signals into an `Exit` for main.
+fn catch_signals(signals: Signals, exit: mpsc::Sender<Exit>) -> Result<()> {
+    spawn("signals", move || {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: waits on the set the signals were blocked with.
+        if unsafe { libc::sigwait(&signals.set, &mut sig) } == 0 {
+            let _ = exit.send(Exit::Signal(sig));
+        }
+    })
+}
+
 fn start(
+    signals: Signals,
     interface: &str,
     core: Core,
     port: u16,
     health: Option<Arc<registry::Health>>,
 ) -> Result<(Arc<Shell>, mpsc::Receiver<Exit>, mpsc::Sender<Exit>)> {
     let (tx, rx) = mpsc::channel();
-    catch_signals(tx.clone())?;
+    catch_signals(signals, tx.clone())?;
     let sock = udp::bind(port).with_context(|| format!("binding UDP port {port}"))?;
     let actual = sock.local_addr().map(|a| a.port()).unwrap_or(port);
     let sock = batch::Socket::new(sock).context("setting up the UDP socket")?;
@@ -470,9 +539,9 @@ fn random_index() -> u32 {
 }
 
 /// A plain userspace WireGuard interface, configured only through the UAPI socket.
-pub fn run_drop_in(cfg: DropInConfig) -> Result<()> {
+pub fn run_drop_in(cfg: DropInConfig, signals: Signals) -> Result<()> {
     let core = Core::new(None, Options::default(), random_index());
-    let (shell, rx, _tx) = start(&cfg.interface, core, 0, None)?;
+    let (shell, rx, _tx) = start(signals, &cfg.interface, core, 0, None)?;
     if let Some(addr) = cfg.metrics {
         metrics::serve(addr, shell.clone()).context("serving metrics")?;
     }
@@ -481,11 +550,11 @@ pub fn run_drop_in(cfg: DropInConfig) -> Result<()> {
 }
 
 /// A mesh node: registers itself, follows the registry, keeps the peers in step.
-pub fn run_mesh(cfg: MeshConfig) -> Result<()> {
+pub fn run_mesh(cfg: MeshConfig, signals: Signals) -> Result<()> {
     let secret = key::load_or_create(&cfg.key)?;
     let public = key::to_base64(&key::public_of(&secret));
     let reg = registry::open(&cfg.registry)
-        .with_context(|| format!("opening registry {}", cfg.registry))?;
+        .with_context(|| format!("opening registry {}", registry::shown(&cfg.registry)))?;
     let spec = NodeSpec {
         name: cfg.node.clone(),
         region: cfg.region.clone(),
@@ -511,6 +580,7 @@ pub fn run_mesh(cfg: MeshConfig) -> Result<()> {
     };
     let core = Core::new(Some(secret), options, random_index());
     let (shell, rx, _tx) = start(
+        signals,
         &cfg.interface,
         core,
         cfg.listen_port,
@@ -622,4 +692,46 @@ fn sync_loop(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("meshd-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    // The umask these run under (022 for cargo test, usually) would leave the directory
+    // 0755 and the socket 0755 without the explicit modes.
+    #[test]
+    fn socket_directory_is_made_0700_and_the_socket_0600() {
+        let base = temp_dir("uapi");
+        let dir = base.join("run").join("wireguard");
+        socket_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        let path = dir.join("wg0.sock");
+        let _listener = bind_private(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        UnixStream::connect(&path).expect("the socket answers");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_socket_directory_that_exists_is_left_as_it_is() {
+        let dir = temp_dir("uapi-shared");
+        std::fs::DirBuilder::new().mode(0o755).create(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        socket_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o755);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -34,11 +34,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = match mode {
-        Mode::Mesh(cfg) => daemon::run_mesh(cfg),
-        Mode::DropIn(cfg) if !cfg.foreground => return daemonise(&cfg.interface),
-        Mode::DropIn(cfg) => daemon::run_drop_in(cfg),
-    };
+    if let Mode::DropIn(cfg) = &mode {
+        if !cfg.foreground {
+            return daemonise(&cfg.interface);
+        }
+    }
+    // Before anything starts a thread (the etcd client starts its runtime when the registry
+    // opens): threads inherit the mask, so the daemon's signal thread is the only one that
+    // takes SIGINT and SIGTERM. (`Command` children start with an empty mask again.)
+    let result = daemon::Signals::block().and_then(|signals| match mode {
+        Mode::Mesh(cfg) => daemon::run_mesh(cfg, signals),
+        Mode::DropIn(cfg) => daemon::run_drop_in(cfg, signals),
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

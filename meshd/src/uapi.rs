@@ -1,8 +1,10 @@
 //! The cross-platform WireGuard configuration protocol (wireguard.com/xplatform), as
 //! wireguard-go speaks it on `/var/run/wireguard/<iface>.sock`: `get=1` and `set=1`
 //! requests of `key=value` lines, answered with `errno=N`. `handle_request` is a pure
-//! function of the core and the request text; the socket loop is in `daemon`.
+//! function of the core, the request text, the endpoint names resolved beforehand
+//! ([`resolve_names`]) and the time; the socket loop is in `daemon`.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::SystemTime;
@@ -42,13 +44,52 @@ fn unhex32(value: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// Answers one request (without its blank terminating line). Returns the response text
-/// (ending in a blank line) and what the shell must do.
-pub fn handle_request(core: &mut Core, request: &str) -> (String, Effects) {
+/// The addresses of the endpoint names a request holds (`endpoint=host:port`), looked up
+/// before the core's lock is taken: a resolver that takes seconds to answer must not stall
+/// the data plane for as long. `wg` resolves names itself and sends addresses, so only
+/// hand-written requests (`socat`, scripts) carry names; wireguard-go refuses them, meshd
+/// has always taken them and still does. A name that does not resolve is absent here, and
+/// the request gets EINVAL when it is applied.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Resolved(HashMap<String, SocketAddr>);
+
+impl Resolved {
+    fn get(&self, name: &str) -> Option<SocketAddr> {
+        self.0.get(name).copied()
+    }
+}
+
+/// Looks up every endpoint name in a `set` request (does DNS: call it without the lock).
+pub fn resolve_names(request: &str) -> Resolved {
+    let mut lines = request.lines().filter(|l| !l.is_empty());
+    if lines.next() != Some("set=1") {
+        return Resolved::default();
+    }
+    let mut names = HashMap::new();
+    for value in lines.filter_map(|l| l.strip_prefix("endpoint=")) {
+        if value.parse::<SocketAddr>().is_ok() || names.contains_key(value) {
+            continue;
+        }
+        if let Some(addr) = value.to_socket_addrs().ok().and_then(|mut a| a.next()) {
+            names.insert(value.to_string(), addr);
+        }
+    }
+    Resolved(names)
+}
+
+/// Answers one request (without its blank terminating line) as of `now`, with the endpoint
+/// names `resolved` beforehand; does no I/O. Returns the response text (ending in a blank
+/// line) and what the shell must do.
+pub fn handle_request(
+    core: &mut Core,
+    request: &str,
+    resolved: &Resolved,
+    now: SystemTime,
+) -> (String, Effects) {
     let mut lines = request.lines().filter(|l| !l.is_empty());
     match lines.next() {
-        Some("get=1") => (get(core), Effects::default()),
-        Some("set=1") => match set(core, lines) {
+        Some("get=1") => (get(core, now), Effects::default()),
+        Some("set=1") => match set(core, lines, resolved) {
             Ok(fx) => ("errno=0\n\n".into(), fx),
             Err(errno) => (format!("errno={errno}\n\n"), Effects::default()),
         },
@@ -56,7 +97,7 @@ pub fn handle_request(core: &mut Core, request: &str) -> (String, Effects) {
     }
 }
 
-fn get(core: &Core) -> String {
+fn get(core: &Core, now: SystemTime) -> String {
     let mut s = String::new();
     if let Some(k) = core.private_key() {
         let _ = writeln!(s, "private_key={}", hex(&k));
@@ -65,7 +106,6 @@ fn get(core: &Core) -> String {
     if core.fwmark != 0 {
         let _ = writeln!(s, "fwmark={}", core.fwmark);
     }
-    let now = SystemTime::now();
     let mut peers: Vec<_> = core.peers().iter().collect();
     peers.sort_by_key(|p| p.index);
     for p in peers {
@@ -105,7 +145,11 @@ struct Section {
     skip: bool,
 }
 
-fn set<'a>(core: &mut Core, lines: impl Iterator<Item = &'a str>) -> Result<Effects, i32> {
+fn set<'a>(
+    core: &mut Core,
+    lines: impl Iterator<Item = &'a str>,
+    resolved: &Resolved,
+) -> Result<Effects, i32> {
     let mut fx = Effects::default();
     let mut section: Option<Section> = None;
     for line in lines {
@@ -158,7 +202,11 @@ fn set<'a>(core: &mut Core, lines: impl Iterator<Item = &'a str>) -> Result<Effe
                 );
             }
             "endpoint" => {
-                let ep = parse_endpoint(value).ok_or(EINVAL)?;
+                let ep = value
+                    .parse()
+                    .ok()
+                    .or_else(|| resolved.get(value))
+                    .ok_or(EINVAL)?;
                 core.update_peer(
                     &k,
                     PeerUpdate {
@@ -229,14 +277,6 @@ fn device_key(core: &mut Core, key: &str, value: &str, fx: &mut Effects) -> Resu
     Ok(())
 }
 
-fn parse_endpoint(value: &str) -> Option<SocketAddr> {
-    if let Ok(a) = value.parse() {
-        return Some(a);
-    }
-    // wg resolves names itself; accept them anyway for hand-written requests.
-    value.to_socket_addrs().ok()?.next()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +284,11 @@ mod tests {
 
     fn core() -> Core {
         Core::new(None, Options::default(), 1)
+    }
+
+    /// A request with no names to resolve, answered now.
+    fn handle(core: &mut Core, request: &str) -> (String, Effects) {
+        handle_request(core, request, &Resolved::default(), SystemTime::now())
     }
 
     #[test]
@@ -256,11 +301,11 @@ mod tests {
              allowed_ip=10.9.0.0/24\n",
             hex(&[1u8; 32])
         );
-        let (resp, fx) = handle_request(&mut c, &req);
+        let (resp, fx) = handle(&mut c, &req);
         assert_eq!(resp, "errno=0\n\n");
         assert_eq!(fx.listen_port, Some(5555));
         c.listen_port = 5555;
-        let (got, _) = handle_request(&mut c, "get=1\n");
+        let (got, _) = handle(&mut c, "get=1\n");
         assert!(got.contains(&format!("public_key={peer}\n")), "{got}");
         assert!(got.contains("endpoint=10.0.0.2:51820\n"));
         assert!(got.contains("persistent_keepalive_interval=25\n"));
@@ -277,14 +322,14 @@ mod tests {
         let mut c = core();
         let a = hex(&[5u8; 32]);
         let b = hex(&[6u8; 32]);
-        handle_request(
+        handle(
             &mut c,
             &format!("set=1\npublic_key={a}\nallowed_ip=fdaa::1/128\npublic_key={b}\nallowed_ip=fdaa::2/128\n"),
         );
         assert_eq!(c.peers().len(), 2);
         let index = c.peer(&[5u8; 32]).unwrap().index;
         // Modify a in place: new endpoint, allowed IPs replaced.
-        handle_request(
+        handle(
             &mut c,
             &format!("set=1\npublic_key={a}\nupdate_only=true\nendpoint=10.0.0.9:1\nreplace_allowed_ips=true\nallowed_ip=fdaa::9/128\n"),
         );
@@ -293,39 +338,63 @@ mod tests {
         assert_eq!(p.allowed_ips, vec!["fdaa::9/128".parse::<IpNet>().unwrap()]);
         // update_only for an unknown peer makes nothing.
         let z = hex(&[9u8; 32]);
-        handle_request(
+        handle(
             &mut c,
             &format!("set=1\npublic_key={z}\nupdate_only=true\nendpoint=10.0.0.9:1\n"),
         );
         assert!(c.peer(&[9u8; 32]).is_none());
-        handle_request(&mut c, &format!("set=1\npublic_key={b}\nremove=true\n"));
+        handle(&mut c, &format!("set=1\npublic_key={b}\nremove=true\n"));
         assert_eq!(c.peers().len(), 1);
         // A prefix moves with its last owner.
-        handle_request(
+        handle(
             &mut c,
             &format!("set=1\npublic_key={b}\nallowed_ip=fdaa::9/128\n"),
         );
         assert!(c.peer(&[5u8; 32]).unwrap().allowed_ips.is_empty());
-        handle_request(&mut c, "set=1\nreplace_peers=true\n");
+        handle(&mut c, "set=1\nreplace_peers=true\n");
         assert!(c.peers().is_empty());
+    }
+
+    #[test]
+    fn endpoint_names_are_applied_only_as_resolved_beforehand() {
+        let mut c = core();
+        let a = hex(&[5u8; 32]);
+        // `localhost` would resolve; the handler must not try: unresolved is EINVAL.
+        let req = format!("set=1\npublic_key={a}\nendpoint=localhost:51820\n");
+        assert_eq!(handle(&mut c, &req).0, "errno=22\n\n");
+        let addr: SocketAddr = "10.0.0.7:51820".parse().unwrap();
+        let resolved = Resolved(HashMap::from([("localhost:51820".to_string(), addr)]));
+        let (resp, _) = handle_request(&mut c, &req, &resolved, SystemTime::now());
+        assert_eq!(resp, "errno=0\n\n");
+        assert_eq!(c.peer(&[5u8; 32]).unwrap().endpoint, Some(addr));
+    }
+
+    #[test]
+    fn names_in_a_set_are_resolved_and_addresses_left_alone() {
+        let a = hex(&[5u8; 32]);
+        let r = resolve_names(&format!(
+            "set=1\npublic_key={a}\nendpoint=localhost:51820\nendpoint=10.0.0.1:1\n"
+        ));
+        let local = r.get("localhost:51820").expect("localhost resolves");
+        assert!(local.ip().is_loopback() && local.port() == 51820, "{local}");
+        assert_eq!(r.0.len(), 1, "{r:?}");
+        // Only a `set` carries endpoints.
+        assert_eq!(
+            resolve_names("get=1\nendpoint=localhost:1\n"),
+            Resolved::default()
+        );
     }
 
     #[test]
     fn bad_requests_get_an_errno() {
         let mut c = core();
-        assert_eq!(handle_request(&mut c, "hello\n").0, "errno=71\n\n");
-        assert_eq!(
-            handle_request(&mut c, "set=1\nprivate_key=zz\n").0,
-            "errno=22\n\n"
-        );
-        assert_eq!(handle_request(&mut c, "set=1\nbogus=1\n").0, "errno=22\n\n");
-        assert_eq!(
-            handle_request(&mut c, "set=1\nnoequals\n").0,
-            "errno=71\n\n"
-        );
+        assert_eq!(handle(&mut c, "hello\n").0, "errno=71\n\n");
+        assert_eq!(handle(&mut c, "set=1\nprivate_key=zz\n").0, "errno=22\n\n");
+        assert_eq!(handle(&mut c, "set=1\nbogus=1\n").0, "errno=22\n\n");
+        assert_eq!(handle(&mut c, "set=1\nnoequals\n").0, "errno=71\n\n");
         let a = hex(&[5u8; 32]);
         assert_eq!(
-            handle_request(
+            handle(
                 &mut c,
                 &format!("set=1\npublic_key={a}\nallowed_ip=fdaa::/999\n")
             )
