@@ -264,6 +264,8 @@ pub fn registry(location: &str, cmd: RegistryCommand) -> Result<()> {
     match cmd {
         RegistryCommand::Status { json } => {
             let snap = open(location)?.snapshot()?;
+            // Never the password of an etcd URL.
+            let location = registry::shown(location);
             let status = serde_json::json!({
                 "location": location,
                 "revision": snap.revision.0,

@@ -12,7 +12,7 @@ use crate::tunnel::Format;
 #[command(name = "wgtool", version, propagate_version = true)]
 pub struct Cli {
     /// The registry: a SQLite path, sqlite:///path, or etcd[s]://host:port,...[/prefix].
-    #[arg(long, global = true, env = registry::LOCATION_ENV, default_value = registry::DEFAULT_LOCATION)]
+    #[arg(long, global = true, env = registry::LOCATION_ENV, hide_env_values = true, default_value = registry::DEFAULT_LOCATION)]
     pub registry: String,
 
     #[command(subcommand)]

@@ -590,3 +590,27 @@ fn orgs_peer_unpeer_and_list_their_peerings() {
         .unwrap()
         .ends_with(" -"));
 }
+
+#[test]
+fn a_registry_password_is_printed_nowhere() {
+    let url = "etcd://user:s3cret@127.0.0.1:1/x";
+    let help = Command::new(WGTOOL)
+        .arg("--help")
+        .env("SIXPN_REGISTRY", url)
+        .output()
+        .unwrap();
+    let status = Command::new(WGTOOL)
+        .args(["--registry", url, "registry", "status", "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!status.status.success(), "nothing listens on port 1");
+    for out in [help, status] {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+}
