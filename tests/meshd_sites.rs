@@ -77,6 +77,14 @@ fn sites_are_reached_both_ways_and_overlapping_ipv4_sites_stay_apart() -> Result
     reaches(&lap.ns, Some(lap.addr), &acme_via.to_string(), 8080, "lan-acme")
         .with_context(|| logs(&[&gw, &b]))?;
     ensure!(gw.metric("meshd_drops_total{reason=\"not_translated\"}")? == 0);
+    // `wg show` on the gateway lists the site's IPv4 route and its 4via6 /96.
+    let shown = gw.ns.sh(&format!("wg show {} allowed-ips", gw.iface))?;
+    let via96 = mesh.reg.snapshot()?.peers[&("acme".to_string(), "site-ams".to_string())]
+        .via()
+        .context("via")?;
+    for want in ["10.20.0.0/24".to_string(), via96.to_string(), "2001:db8:20::/64".into()] {
+        ensure!(shown.contains(&want), "wg show lacks {want}:\n{shown}");
+    }
     // Nothing here sends from an address of no org; the hosts' kernels neither (no router
     // solicitations or MLD reports from `::` into the mesh).
     for h in [&gw, &b] {

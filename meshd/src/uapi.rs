@@ -130,7 +130,12 @@ fn get(core: &Core, now: SystemTime) -> String {
             "persistent_keepalive_interval={}",
             p.keepalive.unwrap_or(0)
         );
-        for ip in &p.allowed_ips {
+        // A site's 4via6 /96 and the IPv4 routes behind it are part of what the peer may
+        // carry, so `wg show` lists them with its allowed IPs (meshd checks them per peer
+        // rather than routing on them).
+        let via = p.via.iter().map(|n| ipnet::IpNet::V6(*n));
+        let v4 = p.site_v4.iter().map(|n| ipnet::IpNet::V4(*n));
+        for ip in p.allowed_ips.iter().copied().chain(via).chain(v4) {
             let _ = writeln!(s, "allowed_ip={ip}");
         }
     }
