@@ -77,6 +77,9 @@ fn sites_are_reached_both_ways_and_overlapping_ipv4_sites_stay_apart() -> Result
     reaches(&lap.ns, Some(lap.addr), &acme_via.to_string(), 8080, "lan-acme")
         .with_context(|| logs(&[&gw, &b]))?;
     ensure!(gw.metric("meshd_drops_total{reason=\"not_translated\"}")? == 0);
+    // Three IPv6 sources went to 4via6 addresses through the gateway: acme's machine and
+    // laptop, and beta's machine.
+    ensure!(gw.metric("meshd_nat64_bindings")? == 3, "nat64 bindings");
     // `wg show` on the gateway lists the site's IPv4 route and its 4via6 /96.
     let shown = gw.ns.sh(&format!("wg show {} allowed-ips", gw.iface))?;
     let via96 = mesh.reg.snapshot()?.peers[&("acme".to_string(), "site-ams".to_string())]

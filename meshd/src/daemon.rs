@@ -79,6 +79,7 @@ impl Shell {
         metrics::Sample {
             counters: core.counters.clone(),
             fragments_joined: self.fragments_joined.load(Ordering::Relaxed),
+            nat64_bindings: core.nat64_bindings(),
             per_peer: core
                 .peers()
                 .iter()

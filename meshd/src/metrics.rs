@@ -14,6 +14,8 @@ pub struct Sample {
     pub counters: Counters,
     /// IPv4 fragments joined to the one before them on the way to the TUN.
     pub fragments_joined: u64,
+    /// IPv6 sources holding a NAT64 pool address at this gateway (4via6 to sites).
+    pub nat64_bindings: usize,
     /// One per configured peer, in the order of the peer table.
     pub per_peer: Vec<PeerSample>,
     pub peers: usize,
@@ -119,6 +121,13 @@ pub fn render(s: &Sample) -> String {
         &[("", s.fragments_joined)],
     );
     metric(
+        "nat64_bindings",
+        "gauge",
+        "IPv6 sources holding an address of the NAT64 pool (100.127.0.0/16) toward sites' \
+         IPv4 LANs; bounded by the pool's size.",
+        &[("", s.nat64_bindings as u64)],
+    );
+    metric(
         "forwarded_total",
         "counter",
         "Packets passed between peers.",
@@ -219,6 +228,7 @@ mod tests {
         Sample {
             counters: Counters::default(),
             fragments_joined: 0,
+            nat64_bindings: 0,
             per_peer,
             peers: 0,
             peers_with_session: 0,
