@@ -147,7 +147,7 @@ pub fn parse(buf: &[u8]) -> Result<Query<'_>, Reject> {
             return Err(err(RCODE_FORMERR, "question name runs past the packet"));
         };
         let dot = usize::from(name_len > 0);
-        if name_len + dot + len > 254 {
+        if name_len + dot + len > 253 {
             return Err(err(RCODE_FORMERR, "question name longer than 255 bytes"));
         }
         if dot == 1 {

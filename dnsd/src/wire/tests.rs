@@ -404,3 +404,35 @@ fn ttl_offsets_find_every_record() {
     ttl_offsets(&out, |at, t| seen.push((t, out[at + 3]))).unwrap();
     assert_eq!(seen, vec![(28, 5), (28, 5), (41, 0)]);
 }
+
+/// Found by fuzz/fuzz_targets/dns_query: a 254-character name is 256 bytes on the wire
+/// (a length byte per label and the root), over RFC 1035's 255. dnsd took it and echoed it
+/// in its response, which no resolver can decode.
+#[test]
+fn a_question_name_over_255_wire_bytes_is_formerr() {
+    let longest = format!(
+        "{}.{}.{}.{}",
+        "a".repeat(63),
+        "b".repeat(63),
+        "c".repeat(63),
+        "d".repeat(61)
+    );
+    let p = query(1, &longest, TYPE_AAAA, None);
+    assert_eq!(p.len() - 12 - 4, 255);
+    let q = parse(&p).unwrap();
+    assert_eq!(q.name().len(), 253);
+    let mut out = Vec::new();
+    write_answer(&q, &Answer::NxDomain, 1, 512, &mut out);
+    Message::from_vec(&out).unwrap();
+
+    let over = format!("{longest}d");
+    let p = query(1, &over, TYPE_AAAA, None);
+    assert_eq!(p.len() - 12 - 4, 256);
+    assert!(matches!(
+        parse(&p),
+        Err(Reject::Error {
+            rcode: RCODE_FORMERR,
+            ..
+        })
+    ));
+}
