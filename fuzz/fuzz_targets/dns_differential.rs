@@ -2,6 +2,9 @@
 //! as a plain single-question query (QR=0, opcode QUERY, EDNS version 0 or none) must parse in
 //! dnsd too, to the same question: name (lowercased, dotted), type and class. And every
 //! question dnsd accepts must be one hickory can decode on its own.
+//!
+//! One difference is dnsd's choice: a compression pointer in the question name (there is
+//! nothing before the question to point to but the header) gets FORMERR; hickory follows it.
 #![no_main]
 
 use hickory_proto::op::{Message, MessageType, OpCode};
@@ -18,6 +21,19 @@ fn dnsd_spelling(name: &hickory_proto::rr::Name) -> Vec<u8> {
         s.extend(label.iter().map(|&b| if b == b'.' { 0 } else { b.to_ascii_lowercase() }));
     }
     s
+}
+
+/// Whether the question name (from byte 12) uses a compression pointer.
+fn question_is_compressed(data: &[u8]) -> bool {
+    let mut at = 12;
+    while let Some(&len) = data.get(at) {
+        match len {
+            0 => return false,
+            l if l & 0xc0 == 0xc0 => return true,
+            l => at += 1 + usize::from(l),
+        }
+    }
+    false
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -43,6 +59,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let q = match ours {
         Ok(q) => q,
+        Err(_) if question_is_compressed(data) => return,
         Err(reject) => panic!("hickory decodes a plain query dnsd rejects ({reject:?}): {data:02x?}"),
     };
     let theirs = &msg.queries[0];
