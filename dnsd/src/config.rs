@@ -16,7 +16,7 @@ use serde::Deserialize;
 pub struct Cli {
     /// Registry location: a SQLite path, `sqlite:///path` or `etcd[s]://host:port,...[/prefix]`
     /// [default: /var/lib/sixpn/registry.db].
-    #[arg(long, env = "SIXPN_REGISTRY")]
+    #[arg(long, env = "SIXPN_REGISTRY", hide_env_values = true)]
     pub registry: Option<String>,
     /// Address to serve DNS on, over UDP and TCP; repeat for several [default: [::]:53].
     #[arg(long, value_name = "ADDR:PORT")]
