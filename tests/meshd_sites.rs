@@ -27,7 +27,12 @@ fn sites_are_reached_both_ways_and_overlapping_ipv4_sites_stay_apart() -> Result
     let beta_web = machine(&mesh, "beta", &b)?;
 
     // acme's site: 2001:db8:20::/64 and 10.20.0.0/24; beta's: the same IPv4 /24.
-    let site = wg_peer(&mut mesh, "acme", "site-ams", &["10.20.0.0/24", "2001:db8:20::/64"])?;
+    let site = wg_peer(
+        &mut mesh,
+        "acme",
+        "site-ams",
+        &["10.20.0.0/24", "2001:db8:20::/64"],
+    )?;
     let lan_a = lan(&site, "10.20.0", Some("2001:db8:20:0"))?;
     let beta_site = wg_peer(&mut mesh, "beta", "site-fra", &["10.20.0.0/24"])?;
     let lan_b = lan(&beta_site, "10.20.0", None)?;
@@ -50,12 +55,24 @@ fn sites_are_reached_both_ways_and_overlapping_ipv4_sites_stay_apart() -> Result
     let lan_host = Ipv4Addr::new(10, 20, 0, 5);
     let acme_via = via_addr(&mesh, "acme", "site-ams", lan_host)?;
     let beta_via = via_addr(&mesh, "beta", "site-fra", lan_host)?;
-    reaches(&b.ns, Some(web.addr), &acme_via.to_string(), 8080, "lan-acme")
-        .with_context(|| logs(&[&gw, &b]))?;
+    reaches(
+        &b.ns,
+        Some(web.addr),
+        &acme_via.to_string(),
+        8080,
+        "lan-acme",
+    )
+    .with_context(|| logs(&[&gw, &b]))?;
     // Beta's machine reaches beta's 10.20.0.5 at the same time: the same IPv4 address,
     // another site, another org.
-    reaches(&b.ns, Some(beta_web.addr), &beta_via.to_string(), 8080, "lan-beta")
-        .with_context(|| logs(&[&gw, &b]))?;
+    reaches(
+        &b.ns,
+        Some(beta_web.addr),
+        &beta_via.to_string(),
+        8080,
+        "lan-beta",
+    )
+    .with_context(|| logs(&[&gw, &b]))?;
     // Each org reaches only its own.
     ensure!(request(&b.ns, Some(web.addr), &beta_via.to_string(), 8080).is_empty());
     ensure!(request(&b.ns, Some(beta_web.addr), &acme_via.to_string(), 8080).is_empty());
@@ -74,8 +91,14 @@ fn sites_are_reached_both_ways_and_overlapping_ipv4_sites_stay_apart() -> Result
     );
     reaches(&lap.ns, Some(lap.addr), "2001:db8:20::5", 8080, "lan-acme")
         .with_context(|| logs(&[&gw, &b]))?;
-    reaches(&lap.ns, Some(lap.addr), &acme_via.to_string(), 8080, "lan-acme")
-        .with_context(|| logs(&[&gw, &b]))?;
+    reaches(
+        &lap.ns,
+        Some(lap.addr),
+        &acme_via.to_string(),
+        8080,
+        "lan-acme",
+    )
+    .with_context(|| logs(&[&gw, &b]))?;
     ensure!(gw.metric("meshd_drops_total{reason=\"not_translated\"}")? == 0);
     // Three IPv6 sources went to 4via6 addresses through the gateway: acme's machine and
     // laptop, and beta's machine.
@@ -85,7 +108,11 @@ fn sites_are_reached_both_ways_and_overlapping_ipv4_sites_stay_apart() -> Result
     let via96 = mesh.reg.snapshot()?.peers[&("acme".to_string(), "site-ams".to_string())]
         .via()
         .context("via")?;
-    for want in ["10.20.0.0/24".to_string(), via96.to_string(), "2001:db8:20::/64".into()] {
+    for want in [
+        "10.20.0.0/24".to_string(),
+        via96.to_string(),
+        "2001:db8:20::/64".into(),
+    ] {
         ensure!(shown.contains(&want), "wg show lacks {want}:\n{shown}");
     }
     // Nothing here sends from an address of no org; the hosts' kernels neither (no router
@@ -110,10 +137,20 @@ fn another_orgs_site_and_laptop_reach_nothing_of_ours_until_peered() -> Result<(
     // On another host than acme's: machines on one host share its kernel, which meshd
     // never sees between them.
     let beta_web = machine(&mesh, "beta", &gw)?;
-    let site = wg_peer(&mut mesh, "acme", "site-ams", &["10.20.0.0/24", "2001:db8:20::/64"])?;
+    let site = wg_peer(
+        &mut mesh,
+        "acme",
+        "site-ams",
+        &["10.20.0.0/24", "2001:db8:20::/64"],
+    )?;
     let lan_a = lan(&site, "10.20.0", Some("2001:db8:20:0"))?;
     // Beta's site router, set up by a hostile owner: everything into the tunnel.
-    let evil = wg_peer(&mut mesh, "beta", "site-evil", &["10.30.0.0/24", "2001:db8:30::/64"])?;
+    let evil = wg_peer(
+        &mut mesh,
+        "beta",
+        "site-evil",
+        &["10.30.0.0/24", "2001:db8:30::/64"],
+    )?;
     let gw_key = sixpn_tests::meshd_harness::meshd_pubkey(&gw.key)?;
     evil.ns.sh(&format!(
         "wg set {i} peer {gw_key} allowed-ips fdaa::/16,::/0,0.0.0.0/0 && \
@@ -122,13 +159,15 @@ fn another_orgs_site_and_laptop_reach_nothing_of_ours_until_peered() -> Result<(
         i = evil.iface
     ))?;
     // The gateway host's own address, outside every org.
-    gw.ns.sh("ip -6 addr add 2001:db8:ff::1/64 dev eth0 nodad")?;
+    gw.ns
+        .sh("ip -6 addr add 2001:db8:ff::1/64 dev eth0 nodad")?;
     let lap = wg_peer(&mut mesh, "beta", "mallory", &[])?;
     lap.ns.sh(&format!(
         "wg set {i} peer {gw_key} allowed-ips ::/0 && ip -6 route replace default dev {i}",
         i = lap.iface
     ))?;
-    wait_ping(&evil.ns, Some(evil.addr), beta_web.addr, SECS15).with_context(|| logs(&[&gw, &b]))?;
+    wait_ping(&evil.ns, Some(evil.addr), beta_web.addr, SECS15)
+        .with_context(|| logs(&[&gw, &b]))?;
     wait_ping(&lap.ns, Some(lap.addr), beta_web.addr, SECS15).with_context(|| logs(&[&gw, &b]))?;
 
     let dir = mesh.dir.path().to_path_buf();
@@ -136,11 +175,17 @@ fn another_orgs_site_and_laptop_reach_nothing_of_ours_until_peered() -> Result<(
     let at_lan = listen(&lan_a.ns, &dir, "2001:db8:20::5")?;
     let at_gw = listen(&gw.ns, &dir, "2001:db8:ff::1")?;
     let drops = |why: &str| gw.metric(&format!("meshd_drops_total{{reason=\"{why}\"}}"));
-    let (mismatch, no_org, no_binding) =
-        (drops("org_mismatch")?, drops("destination_no_org")?, drops("no_binding")?);
+    let (mismatch, no_org, no_binding) = (
+        drops("org_mismatch")?,
+        drops("destination_no_org")?,
+        drops("no_binding")?,
+    );
 
     // From the site's own prefix (spoofed from the router), and from the laptop.
-    for (ns, src) in [(&evil.ns, "2001:db8:30::77".to_string()), (&lap.ns, lap.addr.to_string())] {
+    for (ns, src) in [
+        (&evil.ns, "2001:db8:30::77".to_string()),
+        (&lap.ns, lap.addr.to_string()),
+    ] {
         send_udp(ns, &src, &web.addr.to_string())?;
         send_udp(ns, &src, "2001:db8:20::5")?;
         send_udp(ns, &src, "2001:db8:ff::1")?;
@@ -148,11 +193,22 @@ fn another_orgs_site_and_laptop_reach_nothing_of_ours_until_peered() -> Result<(
     // IPv4 from the site's LAN space to somewhere that is no pool address.
     send_udp(&evil.ns, "10.30.0.77", "192.0.2.1")?;
     std::thread::sleep(Duration::from_millis(500));
-    for (what, l) in [("acme machine", &at_web), ("acme LAN", &at_lan), ("gateway", &at_gw)] {
-        ensure!(l.received()? == 0, "beta's spoofed datagrams reached the {what} ({})", l.ns_name);
+    for (what, l) in [
+        ("acme machine", &at_web),
+        ("acme LAN", &at_lan),
+        ("gateway", &at_gw),
+    ] {
+        ensure!(
+            l.received()? == 0,
+            "beta's spoofed datagrams reached the {what} ({})",
+            l.ns_name
+        );
     }
     ensure!(drops("org_mismatch")? >= mismatch + 12, "org_mismatch");
-    ensure!(drops("destination_no_org")? >= no_org + 6, "destination_no_org");
+    ensure!(
+        drops("destination_no_org")? >= no_org + 6,
+        "destination_no_org"
+    );
     ensure!(drops("no_binding")? >= no_binding + 3, "no_binding");
 
     // A peering opens the two orgs to each other, live; unpeering closes them again.
@@ -163,8 +219,14 @@ fn another_orgs_site_and_laptop_reach_nothing_of_ours_until_peered() -> Result<(
         wgtool(&mesh, "org list")?.contains("beta"),
         "org list does not show the peering"
     );
-    reaches(&gw.ns, Some(beta_web.addr), &web.addr.to_string(), 8082, "web-acme")
-        .with_context(|| logs(&[&gw, &b]))?;
+    reaches(
+        &gw.ns,
+        Some(beta_web.addr),
+        &web.addr.to_string(),
+        8082,
+        "web-acme",
+    )
+    .with_context(|| logs(&[&gw, &b]))?;
     wgtool(&mesh, "org unpeer acme beta")?;
     let start = Instant::now();
     while !request(&gw.ns, Some(beta_web.addr), &web.addr.to_string(), 8082).is_empty() {

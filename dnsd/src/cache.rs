@@ -317,7 +317,20 @@ mod tests {
 
     /// A query for `name` (A, IN), with EDNS and the CD bit as asked.
     fn query(name: &str, cd: bool, edns: bool) -> Vec<u8> {
-        let mut p = vec![0x12, 0x34, 0x01, if cd { 0x10 } else { 0 }, 0, 1, 0, 0, 0, 0, 0, 0];
+        let mut p = vec![
+            0x12,
+            0x34,
+            0x01,
+            if cd { 0x10 } else { 0 },
+            0,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
         for label in name.split('.') {
             p.push(label.len() as u8);
             p.extend_from_slice(label.as_bytes());
@@ -415,7 +428,10 @@ mod tests {
             // would SERVFAIL without CD: that answer must not reach a client that did not set CD.
             c.put(&wire::parse(&cd).unwrap(), &response(&cd, 1), now);
             let got = c.get(&wire::parse(&plain).unwrap(), true, 65535, now, &mut out);
-            assert_eq!(got, None, "edns {edns}: a CD answer served to a non-CD query");
+            assert_eq!(
+                got, None,
+                "edns {edns}: a CD answer served to a non-CD query"
+            );
             let got = c.get(&wire::parse(&cd).unwrap(), false, 65535, now, &mut out);
             assert_eq!(got, Some(Freshness::Fresh), "edns {edns}");
         }

@@ -330,10 +330,18 @@ impl Config {
             return Err(invalid("cache_size", 0, "must be at least 1"));
         }
         if self.cache_bytes < 4096 {
-            return Err(invalid("cache_bytes", self.cache_bytes, "must be at least 4KiB"));
+            return Err(invalid(
+                "cache_bytes",
+                self.cache_bytes,
+                "must be at least 4KiB",
+            ));
         }
         if !(1..=1_000_000).contains(&self.max_forwards) {
-            return Err(invalid("max_forwards", self.max_forwards, "must be 1 to 1000000"));
+            return Err(invalid(
+                "max_forwards",
+                self.max_forwards,
+                "must be 1 to 1000000",
+            ));
         }
         if !(1..=1_000_000).contains(&self.max_tcp_connections) {
             return Err(invalid(
@@ -427,7 +435,9 @@ pub fn local_addrs() -> Vec<IpAddr> {
             if family == libc::AF_INET {
                 // SAFETY: family AF_INET: a sockaddr_in.
                 let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                out.push(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()));
+                out.push(IpAddr::from(
+                    u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                ));
             } else if family == libc::AF_INET6 {
                 // SAFETY: family AF_INET6: a sockaddr_in6.
                 let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
@@ -536,12 +546,20 @@ mod tests {
         let (kept, dropped) = c.split_upstreams(Some(text), &local);
         assert_eq!(
             dropped,
-            vec!["10.1.2.3:53".parse().unwrap(), "0.0.0.0:53".parse().unwrap()]
+            vec![
+                "10.1.2.3:53".parse().unwrap(),
+                "0.0.0.0:53".parse().unwrap()
+            ]
         );
         assert_eq!(kept.len(), 5);
         // Another port is another server, configured upstreams are checked too.
-        let c = Config::load(cli(&["--upstream", "127.0.0.1:5300", "--upstream", "[fdaa:0:1::3]:53"]))
-            .unwrap();
+        let c = Config::load(cli(&[
+            "--upstream",
+            "127.0.0.1:5300",
+            "--upstream",
+            "[fdaa:0:1::3]:53",
+        ]))
+        .unwrap();
         let (kept, dropped) = c.split_upstreams(None, &local);
         assert_eq!(kept, vec!["127.0.0.1:5300".parse().unwrap()]);
         assert_eq!(dropped, vec!["[fdaa:0:1::3]:53".parse().unwrap()]);
@@ -569,7 +587,9 @@ mod tests {
         let c = Config::load(cli(&["--config", path.to_str().unwrap()])).unwrap();
         assert_eq!((c.cache_bytes, c.max_tcp_connections), (512 << 10, 7));
         assert_eq!(c.tcp_idle_timeout, Duration::from_secs(3));
-        let e = Config::load(cli(&["--max-forwards", "0"])).unwrap_err().to_string();
+        let e = Config::load(cli(&["--max-forwards", "0"]))
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "max_forwards `0`: must be 1 to 1000000");
         assert!(Cli::try_parse_from(["dnsd", "--cache-bytes", "lots"]).is_err());
     }

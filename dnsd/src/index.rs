@@ -531,7 +531,11 @@ mod tests {
         assert!(text.len() > 70_000);
         let (rdata, cut) = txt_list_rdata(&text, b';', TXT_MAX);
         assert!(cut);
-        assert!(rdata.len() <= TXT_MAX && rdata.len() > TXT_MAX - 300, "{}", rdata.len());
+        assert!(
+            rdata.len() <= TXT_MAX && rdata.len() > TXT_MAX - 300,
+            "{}",
+            rdata.len()
+        );
         // Back to text: a prefix of the list, ending at an item boundary.
         let mut back = Vec::new();
         let mut at = 0;
@@ -542,10 +546,19 @@ mod tests {
         }
         let back = String::from_utf8(back).unwrap();
         let kept: Vec<&str> = back.split(';').collect();
-        assert_eq!(kept[..], items[..kept.len()].iter().map(String::as_str).collect::<Vec<_>>()[..]);
+        assert_eq!(
+            kept[..],
+            items[..kept.len()]
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()[..]
+        );
         assert!(kept.len() > 800 && kept.len() < 1500, "{}", kept.len());
         // Short lists are whole.
-        assert_eq!(txt_list_rdata("a,b", b',', TXT_MAX), (txt_rdata("a,b"), false));
+        assert_eq!(
+            txt_list_rdata("a,b", b',', TXT_MAX),
+            (txt_rdata("a,b"), false)
+        );
     }
 
     #[test]

@@ -169,7 +169,11 @@ fn run(config: Config) -> anyhow::Result<()> {
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(addr))
             .with_context(|| format!("listen {addr}: tcp"))?;
-        runtime.spawn(server::tcp_listener_with(shared.clone(), listener, tcp_limits));
+        runtime.spawn(server::tcp_listener_with(
+            shared.clone(),
+            listener,
+            tcp_limits,
+        ));
     }
     if let Some(addr) = config.metrics {
         let listener = runtime

@@ -284,16 +284,14 @@ async fn tcp_conn(shared: &Shared, mut conn: TcpStream, src: SocketAddr, limits:
         match handle(shared, packet, src, Transport::Tcp, Clock::now(), &mut out) {
             Step::Reply => {}
             Step::Drop => return,
-            Step::Forward => {
-                match shared.forwarder.as_ref().and_then(|f| f.admit()) {
-                    Some(_permit) => forward(shared, packet, Transport::Tcp, &mut out).await,
-                    None => {
-                        if !overload(shared, packet, &mut out) {
-                            return;
-                        }
+            Step::Forward => match shared.forwarder.as_ref().and_then(|f| f.admit()) {
+                Some(_permit) => forward(shared, packet, Transport::Tcp, &mut out).await,
+                None => {
+                    if !overload(shared, packet, &mut out) {
+                        return;
                     }
                 }
-            }
+            },
         }
         let Ok(len) = u16::try_from(out.len()) else {
             return;

@@ -42,7 +42,8 @@ struct BlackHole {
 impl BlackHole {
     fn start_in(netns: &str) -> BlackHole {
         let sock = in_netns(netns, || UdpSocket::bind("127.0.0.1:0").unwrap());
-        sock.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
         let addr = sock.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
@@ -204,13 +205,34 @@ fn a_flood_of_unanswered_forwards_and_idle_tcp_leaves_internal_names_fast_and_fd
     // On a 2-core machine shared with builds, the test's own thread is sometimes not
     // scheduled for tens of ms: 48 of 50 within 10 ms, and none beyond 50 ms.
     let p96 = sorted[sorted.len() - 3];
-    assert!(p96 < Duration::from_millis(10), "48th of 50 {p96:?}: {latencies:?}");
-    assert!(max < Duration::from_millis(50), "max {max:?}: {latencies:?}");
+    assert!(
+        p96 < Duration::from_millis(10),
+        "48th of 50 {p96:?}: {latencies:?}"
+    );
+    assert!(
+        max < Duration::from_millis(50),
+        "max {max:?}: {latencies:?}"
+    );
     let cap = MAX_FORWARDS + MAX_TCP + FD_RESERVE;
-    assert!(loaded_fds <= cap, "dnsd holds {loaded_fds} descriptors, cap {cap}");
-    assert!(loaded_fds > idle_fds + MAX_FORWARDS / 2, "the load did not reach dnsd: {loaded_fds} fds");
-    assert!(metric(&m, "dnsd_forward_overload_total") >= (FORWARDS - MAX_FORWARDS) as u64 / 2, "{m}");
-    assert!(metric(&m, "dnsd_tcp_overload_total") >= (TCP_CONNS - MAX_TCP) as u64, "{m}");
+    assert!(
+        loaded_fds <= cap,
+        "dnsd holds {loaded_fds} descriptors, cap {cap}"
+    );
+    assert!(
+        loaded_fds > idle_fds + MAX_FORWARDS / 2,
+        "the load did not reach dnsd: {loaded_fds} fds"
+    );
+    assert!(
+        metric(&m, "dnsd_forward_overload_total") >= (FORWARDS - MAX_FORWARDS) as u64 / 2,
+        "{m}"
+    );
+    assert!(
+        metric(&m, "dnsd_tcp_overload_total") >= (TCP_CONNS - MAX_TCP) as u64,
+        "{m}"
+    );
     assert!(metric(&m, "dnsd_tcp_connections") <= MAX_TCP as u64, "{m}");
-    assert!(metric(&m, "dnsd_forwards_in_flight") <= MAX_FORWARDS as u64, "{m}");
+    assert!(
+        metric(&m, "dnsd_forwards_in_flight") <= MAX_FORWARDS as u64,
+        "{m}"
+    );
 }

@@ -223,9 +223,15 @@ pub fn apply(core: &mut Core, want: &Desired, now: Instant, out: &mut impl Trans
     core.set_org_policy(&want.sites, want.peerings.iter().copied());
     for (key, p) in &want.peers {
         let added = core.ensure_peer(*key);
-        let before = core
-            .peer(key)
-            .map(|x| (x.endpoint, sorted(&x.allowed_ips), x.name.clone(), x.via, x.site_v4.clone()));
+        let before = core.peer(key).map(|x| {
+            (
+                x.endpoint,
+                sorted(&x.allowed_ips),
+                x.name.clone(),
+                x.via,
+                x.site_v4.clone(),
+            )
+        });
         // A laptop's endpoint is learned from its handshakes: keep it.
         core.update_peer(
             key,
@@ -237,9 +243,15 @@ pub fn apply(core: &mut Core, want: &Desired, now: Instant, out: &mut impl Trans
         );
         core.set_allowed_ips(key, &p.allowed_ips);
         core.set_site(key, p.via, &p.site_v4);
-        let after = core
-            .peer(key)
-            .map(|x| (x.endpoint, sorted(&x.allowed_ips), x.name.clone(), x.via, x.site_v4.clone()));
+        let after = core.peer(key).map(|x| {
+            (
+                x.endpoint,
+                sorted(&x.allowed_ips),
+                x.name.clone(),
+                x.via,
+                x.site_v4.clone(),
+            )
+        });
         if added {
             applied.added += 1;
             if p.endpoint.is_some() {

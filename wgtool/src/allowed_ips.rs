@@ -95,7 +95,9 @@ mod tests {
                 network: OrgNetwork(n),
             }));
         }
-        snap.put(registry::Record::Peering(registry::Peering::new("globex", "acme")));
+        snap.put(registry::Record::Peering(registry::Peering::new(
+            "globex", "acme",
+        )));
         assert_eq!(
             of(&snap, &peers[0]),
             [

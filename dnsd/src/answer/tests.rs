@@ -851,9 +851,16 @@ fn instances_of_an_org_too_big_for_64k_are_still_answered_over_tcp() {
         let listed = text(&a);
         let items: Vec<&str> = listed.split(';').collect();
         // Whole records only, fewer than the org's 1,205 machines.
-        assert!(items.len() > 600 && items.len() < 1200, "{name}: {}", items.len());
+        assert!(
+            items.len() > 600 && items.len() < 1200,
+            "{name}: {}",
+            items.len()
+        );
         for item in &items {
-            assert!(item.starts_with("instance=") && item.contains(",region="), "{item}");
+            assert!(
+                item.starts_with("instance=") && item.contains(",region="),
+                "{item}"
+            );
         }
         // The whole answer fits in one TCP message: no TC.
         let mut p = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
@@ -865,6 +872,10 @@ fn instances_of_an_org_too_big_for_64k_are_still_answered_over_tcp() {
         let q = crate::wire::parse(&p).unwrap();
         let mut out = Vec::new();
         let wr = crate::wire::write_answer(&q, &a, 1, 65535, &mut out);
-        assert!(!wr.truncated && out.len() <= 65535, "{name}: {} bytes", out.len());
+        assert!(
+            !wr.truncated && out.len() <= 65535,
+            "{name}: {} bytes",
+            out.len()
+        );
     }
 }

@@ -355,7 +355,8 @@ impl Core {
             }
         }
         if let Some(via) = via {
-            self.router.insert(IpNet::V6(via.trunc()), Target::Via(index));
+            self.router
+                .insert(IpNet::V6(via.trunc()), Target::Via(index));
         }
         if let Some(p) = self.peers.get_mut(index) {
             p.via = via;
@@ -652,7 +653,9 @@ impl Core {
         let Some(peer) = self.peers.get(from) else {
             return self.counters.drop(Drop::UnknownIndex);
         };
-        let Some(via) = peer.via.filter(|_| peer.site_v4.iter().any(|n| n.contains(&src4)))
+        let Some(via) = peer
+            .via
+            .filter(|_| peer.site_v4.iter().any(|n| n.contains(&src4)))
         else {
             return self.counters.drop(Drop::SourceNotAllowed);
         };

@@ -356,12 +356,26 @@ mod tests {
         reply[12..16].copy_from_slice(&s.octets());
         reply[16..20].copy_from_slice(&d.octets());
         let mut out6 = [0u8; 200];
-        let m = four_to_six(&reply, v6("fdaa:0:1:b1a::a00:1"), v6("fdaa:0:1::2"), &mut out6).unwrap();
+        let m = four_to_six(
+            &reply,
+            v6("fdaa:0:1:b1a::a00:1"),
+            v6("fdaa:0:1::2"),
+            &mut out6,
+        )
+        .unwrap();
         assert!(valid_v6(&out6[..m]));
         assert_eq!(out6[40], 129);
         let unreachable = [1u8, 4, 0, 0, 0, 0, 0, 0];
-        let p = packet6(v6("fdaa:0:1::2"), v6("fdaa:0:1:b1a::a00:1"), ICMP6, &unreachable);
-        assert_eq!(six_to_four(&p, d, &mut out), Err(Untranslatable::Unsupported));
+        let p = packet6(
+            v6("fdaa:0:1::2"),
+            v6("fdaa:0:1:b1a::a00:1"),
+            ICMP6,
+            &unreachable,
+        );
+        assert_eq!(
+            six_to_four(&p, d, &mut out),
+            Err(Untranslatable::Unsupported)
+        );
     }
 
     #[test]
@@ -375,7 +389,10 @@ mod tests {
         }
         // A fragment header, and an IPv4 fragment.
         let p = packet6(v6("fdaa::1"), v6("fdaa::2"), 44, &[0u8; 16]);
-        assert_eq!(six_to_four(&p, Ipv4Addr::LOCALHOST, &mut out), Err(Untranslatable::Unsupported));
+        assert_eq!(
+            six_to_four(&p, Ipv4Addr::LOCALHOST, &mut out),
+            Err(Untranslatable::Unsupported)
+        );
         let mut v4 = [0u8; 28];
         v4[0] = 0x45;
         v4[2..4].copy_from_slice(&28u16.to_be_bytes());
@@ -387,7 +404,10 @@ mod tests {
         );
         // Too big for the output buffer.
         let big = packet6(v6("fdaa::1"), v6("fdaa::2"), UDP, &[0u8; 200]);
-        assert_eq!(six_to_four(&big, Ipv4Addr::LOCALHOST, &mut out), Err(Untranslatable::Unsupported));
+        assert_eq!(
+            six_to_four(&big, Ipv4Addr::LOCALHOST, &mut out),
+            Err(Untranslatable::Unsupported)
+        );
     }
 
     #[test]
@@ -405,7 +425,9 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), 6);
-        assert!(sorted.iter().all(|a| a.octets()[3] >= 1 && a.octets()[3] <= 6));
+        assert!(sorted
+            .iter()
+            .all(|a| a.octets()[3] >= 1 && a.octets()[3] <= 6));
         assert_eq!(b.inbound(a), Some(v6("fdaa::a")));
         // The seventh source takes the oldest binding.
         let g = b.outbound(v6("fdaa::ffff"));

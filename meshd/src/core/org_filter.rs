@@ -86,27 +86,54 @@ mod tests {
     #[test]
     fn different_orgs_cross_same_org_does_not() {
         let p = policy();
-        assert_eq!(p.check(ip("fdaa:0:18::2"), ip("fdaa:0:19::2")), Err(Drop::OrgMismatch));
-        assert_eq!(p.check(ip("fdaa:0:18:a7b:1::2"), ip("fdaa:0:18:a7b:2::2")), Ok(()));
+        assert_eq!(
+            p.check(ip("fdaa:0:18::2"), ip("fdaa:0:19::2")),
+            Err(Drop::OrgMismatch)
+        );
+        assert_eq!(
+            p.check(ip("fdaa:0:18:a7b:1::2"), ip("fdaa:0:18:a7b:2::2")),
+            Ok(())
+        );
     }
 
     #[test]
     fn site_prefixes_belong_to_their_peers_org() {
         let p = policy();
         assert_eq!(p.check(ip("2001:db8:18::5"), ip("fdaa:0:18::2")), Ok(()));
-        assert_eq!(p.check(ip("2001:db8:19::5"), ip("fdaa:0:18::2")), Err(Drop::OrgMismatch));
-        assert_eq!(p.check(ip("fdaa:0:19::2"), ip("2001:db8:18::5")), Err(Drop::OrgMismatch));
+        assert_eq!(
+            p.check(ip("2001:db8:19::5"), ip("fdaa:0:18::2")),
+            Err(Drop::OrgMismatch)
+        );
+        assert_eq!(
+            p.check(ip("fdaa:0:19::2"), ip("2001:db8:18::5")),
+            Err(Drop::OrgMismatch)
+        );
         // 4via6 space is the org's own.
-        assert_eq!(p.check(ip("fdaa:0:18::2"), ip("fdaa:0:18:b1a:1:1:a14:5")), Ok(()));
+        assert_eq!(
+            p.check(ip("fdaa:0:18::2"), ip("fdaa:0:18:b1a:1:1:a14:5")),
+            Ok(())
+        );
     }
 
     #[test]
     fn addresses_of_no_org_pass_nowhere() {
         let p = policy();
-        assert_eq!(p.check(ip("fdaa:0:18::2"), ip("2001:db8:99::1")), Err(Drop::DestinationNoOrg));
-        assert_eq!(p.check(ip("fdaa:0:18::2"), ip("10.0.0.1")), Err(Drop::DestinationNoOrg));
-        assert_eq!(p.check(ip("fd00::1"), ip("fdaa:0:19::2")), Err(Drop::SourceNoOrg));
-        assert_eq!(p.check(ip("10.0.0.1"), ip("fdaa:0:19::2")), Err(Drop::SourceNoOrg));
+        assert_eq!(
+            p.check(ip("fdaa:0:18::2"), ip("2001:db8:99::1")),
+            Err(Drop::DestinationNoOrg)
+        );
+        assert_eq!(
+            p.check(ip("fdaa:0:18::2"), ip("10.0.0.1")),
+            Err(Drop::DestinationNoOrg)
+        );
+        assert_eq!(
+            p.check(ip("fd00::1"), ip("fdaa:0:19::2")),
+            Err(Drop::SourceNoOrg)
+        );
+        assert_eq!(
+            p.check(ip("10.0.0.1"), ip("fdaa:0:19::2")),
+            Err(Drop::SourceNoOrg)
+        );
     }
 
     #[test]
@@ -115,10 +142,19 @@ mod tests {
         p.set_peerings([(OrgNetwork(0x19), OrgNetwork(0x18))]);
         assert_eq!(p.check(ip("fdaa:0:18::2"), ip("fdaa:0:19::2")), Ok(()));
         assert_eq!(p.check(ip("fdaa:0:19::2"), ip("2001:db8:18::5")), Ok(()));
-        assert_eq!(p.check(ip("fdaa:0:18::2"), ip("fdaa:0:20::2")), Err(Drop::OrgMismatch));
+        assert_eq!(
+            p.check(ip("fdaa:0:18::2"), ip("fdaa:0:20::2")),
+            Err(Drop::OrgMismatch)
+        );
         p.set_peerings([]);
-        assert_eq!(p.check(ip("fdaa:0:18::2"), ip("fdaa:0:19::2")), Err(Drop::OrgMismatch));
+        assert_eq!(
+            p.check(ip("fdaa:0:18::2"), ip("fdaa:0:19::2")),
+            Err(Drop::OrgMismatch)
+        );
         p.set_sites(&[]);
-        assert_eq!(p.check(ip("2001:db8:18::5"), ip("fdaa:0:18::2")), Err(Drop::SourceNoOrg));
+        assert_eq!(
+            p.check(ip("2001:db8:18::5"), ip("fdaa:0:18::2")),
+            Err(Drop::SourceNoOrg)
+        );
     }
 }

@@ -457,8 +457,11 @@ fn site() -> (Node, Node) {
         &b.public,
         &[net("fdaa:0:1:a7b:1:0:5:2/128"), net("2001:db8:5::/48")],
     );
-    a.core
-        .set_site(&b.public, Some(VIA.parse().unwrap()), &["10.20.0.0/24".parse().unwrap()]);
+    a.core.set_site(
+        &b.public,
+        Some(VIA.parse().unwrap()),
+        &["10.20.0.0/24".parse().unwrap()],
+    );
     // A also hosts a machine of org 2.
     a.core
         .set_local_routes(&[net("fdaa:0:1:a7b:1::/80"), net("fdaa:0:2:a7b:1::/80")]);
@@ -529,18 +532,30 @@ fn site_traffic_outside_its_routes_orgs_and_bindings_is_dropped_by_reason() {
     from_site(&mut a, &mut b, &hello);
     let cases: [(Vec<u8>, Drop); 6] = [
         // IPv4 from outside the site's routes, spoofed.
-        (udp("10.20.1.9", "100.127.0.1", b"x"), Drop::SourceNotAllowed),
+        (
+            udp("10.20.1.9", "100.127.0.1", b"x"),
+            Drop::SourceNotAllowed,
+        ),
         // IPv4 to a pool address nobody holds.
         (udp("10.20.0.5", "100.127.0.77", b"x"), Drop::NoBinding),
         // IPv6 from the site to another org's machine.
-        (udp("2001:db8:5::9", "fdaa:0:2:a7b:1:0:1:2", b"x"), Drop::OrgMismatch),
+        (
+            udp("2001:db8:5::9", "fdaa:0:2:a7b:1:0:1:2", b"x"),
+            Drop::OrgMismatch,
+        ),
         // To the gateway host's own addresses or the internet: no org.
-        (udp("2001:db8:5::9", "2001:db8:99::1", b"x"), Drop::DestinationNoOrg),
+        (
+            udp("2001:db8:5::9", "2001:db8:99::1", b"x"),
+            Drop::DestinationNoOrg,
+        ),
         // From a prefix that is not the site's.
         (udp("2001:db8:6::9", MACHINE, b"x"), Drop::SourceNotAllowed),
         // To another site's 4via6 space (no such site here), or anywhere in the org that
         // is not this host's: never handed to the gateway's kernel.
-        (udp("2001:db8:5::9", "fdaa:0:1:b1a:1:6:a14:5", b"x"), Drop::NoRoute),
+        (
+            udp("2001:db8:5::9", "fdaa:0:1:b1a:1:6:a14:5", b"x"),
+            Drop::NoRoute,
+        ),
     ];
     for (p, why) in cases {
         let before = a.core.counters.drops(why);
@@ -555,8 +570,10 @@ fn site_traffic_outside_its_routes_orgs_and_bindings_is_dropped_by_reason() {
         [(OrgNetwork(2), OrgNetwork(1))],
     );
     assert_eq!(from_site(&mut a, &mut b, &to_org2), vec![to_org2.clone()]);
-    a.core
-        .set_org_policy(&[(net("2001:db8:5::/48"), OrgNetwork(1))], std::iter::empty());
+    a.core.set_org_policy(
+        &[(net("2001:db8:5::/48"), OrgNetwork(1))],
+        std::iter::empty(),
+    );
     assert!(from_site(&mut a, &mut b, &to_org2).is_empty());
 }
 
@@ -569,5 +586,8 @@ fn address_outside_the_sites_routes_is_not_translated_and_removal_drops_the_via_
     assert!(out.udp.is_empty());
     assert_eq!(a.core.counters.drops(Drop::NotTranslated), 1);
     a.core.remove_peer(&b.public);
-    assert_eq!(a.core.route("fdaa:0:1:b1a:1:5:a14:5".parse().unwrap()), None);
+    assert_eq!(
+        a.core.route("fdaa:0:1:b1a:1:5:a14:5".parse().unwrap()),
+        None
+    );
 }

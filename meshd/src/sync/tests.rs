@@ -135,7 +135,10 @@ fn gateway_holds_its_wireguard_peers_and_sites_are_routed_by_family() {
     assert!(site.allowed_ips.contains(&site6));
     assert!(!site.allowed_ips.contains(&site4));
     assert_eq!(site.via, Some(via));
-    assert_eq!(site.site_v4, vec!["192.168.7.0/24".parse::<ipnet::Ipv4Net>().unwrap()]);
+    assert_eq!(
+        site.site_v4,
+        vec!["192.168.7.0/24".parse::<ipnet::Ipv4Net>().unwrap()]
+    );
     // Others reach the site (its /128, IPv6 prefix and /96) through the gateway, and route
     // its IPv6 prefix into their interface because they serve acme.
     let on_b = desired(&s, "b", 0);
@@ -178,7 +181,12 @@ fn gateway_holds_its_wireguard_peers_and_sites_are_routed_by_family() {
 #[test]
 fn peerings_name_both_networks() {
     let mut s = mesh();
-    apply_change(&mut s, Change::CreateOrg { name: "beta".into() });
+    apply_change(
+        &mut s,
+        Change::CreateOrg {
+            name: "beta".into(),
+        },
+    );
     assert!(desired(&s, "b", 0).peerings.is_empty());
     apply_change(
         &mut s,
@@ -189,7 +197,10 @@ fn peerings_name_both_networks() {
     );
     let (acme, beta) = (s.orgs["acme"].network, s.orgs["beta"].network);
     let got = desired(&s, "b", 0).peerings;
-    assert!(got == vec![(acme, beta)] || got == vec![(beta, acme)], "{got:?}");
+    assert!(
+        got == vec![(acme, beta)] || got == vec![(beta, acme)],
+        "{got:?}"
+    );
 }
 
 #[test]
