@@ -7,15 +7,16 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use sixpn_tests::meshd_harness::{wait_ping, Mesh};
+use sixpn_tests::meshd_harness::{wait_ping, Host, Mesh};
 use sixpn_tests::site_harness::{
-    lan, listen, logs, machine, reaches, request, send_udp, serve, via_addr, wg_peer, wgtool,
+    lan, listen, logs, machine, reaches, request, send_udp, serve, via_addr, wg_peer, wgtool, Lan,
+    Peer,
 };
 
 const SECS15: Duration = Duration::from_secs(15);
 
-#[test]
-fn sites_are_reached_both_ways_and_overlapping_ipv4_sites_stay_apart() -> Result<()> {
+/// Orgs acme and beta, and two meshd hosts: a gateway and one that is not.
+fn acme_and_beta() -> Result<(Mesh, Host, Host)> {
     let mut mesh = Mesh::new()?;
     mesh.org("acme")?;
     mesh.org("beta")?;
@@ -23,17 +24,29 @@ fn sites_are_reached_both_ways_and_overlapping_ipv4_sites_stay_apart() -> Result
     let mut b = mesh.host("b", false)?;
     mesh.start(&mut gw)?;
     mesh.start(&mut b)?;
-    let web = machine(&mesh, "acme", &b)?;
-    let beta_web = machine(&mesh, "beta", &b)?;
+    Ok((mesh, gw, b))
+}
 
-    // acme's site: 2001:db8:20::/64 and 10.20.0.0/24; beta's: the same IPv4 /24.
+/// acme's site-ams (2001:db8:20::/64 and 10.20.0.0/24) with its LAN.
+fn acme_site(mesh: &mut Mesh) -> Result<(Peer, Lan)> {
     let site = wg_peer(
-        &mut mesh,
+        mesh,
         "acme",
         "site-ams",
         &["10.20.0.0/24", "2001:db8:20::/64"],
     )?;
     let lan_a = lan(&site, "10.20.0", Some("2001:db8:20:0"))?;
+    Ok((site, lan_a))
+}
+
+#[test]
+fn sites_are_reached_both_ways_and_overlapping_ipv4_sites_stay_apart() -> Result<()> {
+    let (mut mesh, gw, b) = acme_and_beta()?;
+    let web = machine(&mesh, "acme", &b)?;
+    let beta_web = machine(&mesh, "beta", &b)?;
+
+    // acme's site: 2001:db8:20::/64 and 10.20.0.0/24; beta's: the same IPv4 /24.
+    let (site, lan_a) = acme_site(&mut mesh)?;
     let beta_site = wg_peer(&mut mesh, "beta", "site-fra", &["10.20.0.0/24"])?;
     let lan_b = lan(&beta_site, "10.20.0", None)?;
     ensure!(
@@ -126,24 +139,12 @@ fn sites_are_reached_both_ways_and_overlapping_ipv4_sites_stay_apart() -> Result
 
 #[test]
 fn another_orgs_site_and_laptop_reach_nothing_of_ours_until_peered() -> Result<()> {
-    let mut mesh = Mesh::new()?;
-    mesh.org("acme")?;
-    mesh.org("beta")?;
-    let mut gw = mesh.host("gw", true)?;
-    let mut b = mesh.host("b", false)?;
-    mesh.start(&mut gw)?;
-    mesh.start(&mut b)?;
+    let (mut mesh, gw, b) = acme_and_beta()?;
     let web = machine(&mesh, "acme", &b)?;
     // On another host than acme's: machines on one host share its kernel, which meshd
     // never sees between them.
     let beta_web = machine(&mesh, "beta", &gw)?;
-    let site = wg_peer(
-        &mut mesh,
-        "acme",
-        "site-ams",
-        &["10.20.0.0/24", "2001:db8:20::/64"],
-    )?;
-    let lan_a = lan(&site, "10.20.0", Some("2001:db8:20:0"))?;
+    let (_site, lan_a) = acme_site(&mut mesh)?;
     // Beta's site router, set up by a hostile owner: everything into the tunnel.
     let evil = wg_peer(
         &mut mesh,

@@ -223,15 +223,7 @@ pub fn apply(core: &mut Core, want: &Desired, now: Instant, out: &mut impl Trans
     core.set_org_policy(&want.sites, want.peerings.iter().copied());
     for (key, p) in &want.peers {
         let added = core.ensure_peer(*key);
-        let before = core.peer(key).map(|x| {
-            (
-                x.endpoint,
-                sorted(&x.allowed_ips),
-                x.name.clone(),
-                x.via,
-                x.site_v4.clone(),
-            )
-        });
+        let before = peer_state(core, key);
         // A laptop's endpoint is learned from its handshakes: keep it.
         core.update_peer(
             key,
@@ -243,15 +235,7 @@ pub fn apply(core: &mut Core, want: &Desired, now: Instant, out: &mut impl Trans
         );
         core.set_allowed_ips(key, &p.allowed_ips);
         core.set_site(key, p.via, &p.site_v4);
-        let after = core.peer(key).map(|x| {
-            (
-                x.endpoint,
-                sorted(&x.allowed_ips),
-                x.name.clone(),
-                x.via,
-                x.site_v4.clone(),
-            )
-        });
+        let after = peer_state(core, key);
         if added {
             applied.added += 1;
             if p.endpoint.is_some() {
@@ -262,6 +246,27 @@ pub fn apply(core: &mut Core, want: &Desired, now: Instant, out: &mut impl Trans
         }
     }
     applied
+}
+
+/// What `apply` compares to tell whether it changed a peer.
+type PeerState = (
+    Option<SocketAddr>,
+    Vec<IpNet>,
+    String,
+    Option<Ipv6Net>,
+    Vec<Ipv4Net>,
+);
+
+fn peer_state(core: &Core, key: &PublicKey) -> Option<PeerState> {
+    core.peer(key).map(|x| {
+        (
+            x.endpoint,
+            sorted(&x.allowed_ips),
+            x.name.clone(),
+            x.via,
+            x.site_v4.clone(),
+        )
+    })
 }
 
 fn sorted(v: &[IpNet]) -> Vec<IpNet> {

@@ -17,7 +17,6 @@ use super::router::Router;
 pub struct OrgPolicy {
     /// IPv6 site prefixes and the org of the peer that owns each.
     sites: Router<OrgNetwork>,
-    site_list: Vec<IpNet>,
     /// Peered org pairs, lower id first.
     peerings: HashSet<(OrgNetwork, OrgNetwork)>,
 }
@@ -33,13 +32,9 @@ fn pair(a: OrgNetwork, b: OrgNetwork) -> (OrgNetwork, OrgNetwork) {
 impl OrgPolicy {
     /// Makes the site prefixes exactly `sites` (each with its org).
     pub fn set_sites(&mut self, sites: &[(IpNet, OrgNetwork)]) {
-        for old in self.site_list.drain(..) {
-            self.sites.remove(old);
-        }
+        self.sites = Router::default();
         for (net, org) in sites {
-            let net = net.trunc();
-            self.sites.insert(net, *org);
-            self.site_list.push(net);
+            self.sites.insert(net.trunc(), *org);
         }
     }
 
