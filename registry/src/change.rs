@@ -11,9 +11,13 @@ use serde::{Deserialize, Serialize};
 use crate::addr::{self, OrgNetwork, HOST_RANGE, SLOT_RANGE};
 use crate::error::{Error, Kind, Result};
 use crate::model::{
-    App, Machine, MachineState, Node, Org, Peer, Peering, Record, RecordKey, Snapshot,
+    App, Machine, MachineState, Node, Org, Peer, Peering, Record, RecordKey, Snapshot, TokenScope,
 };
 use crate::{name, region};
+
+mod token;
+
+pub use token::check_token;
 
 /// A node as its operator (or its own meshd) describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +89,33 @@ pub enum Change {
     UnpeerOrgs {
         a: String,
         b: String,
+    },
+    /// Makes an enrollment token for `org`. The caller makes the id and the secret and gives
+    /// only the secret's SHA-256; `max_uses`, `region` and `name_prefix` limit a peer token.
+    CreateToken {
+        id: String,
+        org: String,
+        scope: TokenScope,
+        /// 64 lowercase hex characters.
+        secret_hash: String,
+        /// Unix seconds.
+        expires: Option<i64>,
+        max_uses: Option<u32>,
+        region: Option<String>,
+        name_prefix: Option<String>,
+    },
+    /// Marks a token revoked; it is kept, so that `token list` shows it and its id is not
+    /// made again.
+    RevokeToken {
+        id: String,
+    },
+    /// `change`, made by an API client with token `id` whose secret hashes to `secret_hash`:
+    /// applies only if the token is valid and the change within its scope and limits (see
+    /// [`check_token`]). A peer token's use is counted in the same write.
+    WithToken {
+        id: String,
+        secret_hash: String,
+        change: Box<Change>,
     },
 }
 
@@ -229,6 +260,35 @@ pub fn plan(snap: &Snapshot, change: &Change, ctx: &mut dyn Context) -> Result<P
         }
         Change::PeerOrgs { a, b } => peer_orgs(snap, a, b),
         Change::UnpeerOrgs { a, b } => unpeer_orgs(snap, a, b),
+        Change::CreateToken {
+            id,
+            org,
+            scope,
+            secret_hash,
+            expires,
+            max_uses,
+            region,
+            name_prefix,
+        } => token::create(
+            snap,
+            token::TokenRequest {
+                id,
+                org,
+                scope: *scope,
+                secret_hash,
+                expires: *expires,
+                max_uses: *max_uses,
+                region: region.as_deref(),
+                name_prefix: name_prefix.as_deref(),
+            },
+            ctx,
+        ),
+        Change::RevokeToken { id } => token::revoke(snap, id, ctx),
+        Change::WithToken {
+            id,
+            secret_hash,
+            change,
+        } => token::with_token(snap, id, secret_hash, change, ctx),
     }
 }
 
@@ -348,13 +408,19 @@ fn remove_org(snap: &Snapshot, name: &str) -> Result<Plan> {
             })
         })
         .collect();
-    // A peering names two orgs; one that outlived an org would let a later org of the
-    // same name inherit it.
+    // A peering names two orgs, a token one; either, outliving its org, would hand a later
+    // org of the same name to whoever holds it.
     writes.extend(
         snap.peerings
             .iter()
             .filter(|(a, b)| a == name || b == name)
             .map(|(a, b)| Write::Delete(RecordKey::peering(a.clone(), b.clone()))),
+    );
+    writes.extend(
+        snap.tokens
+            .values()
+            .filter(|t| t.org == name)
+            .map(|t| Write::Delete(RecordKey::Token { id: t.id.clone() })),
     );
     writes.push(Write::Delete(RecordKey::Org { name: name.into() }));
     Ok(Plan {

@@ -1,7 +1,8 @@
 use std::fmt;
 
-/// Every way a registry call can fail. `Invalid`, `NotFound`, `Exists` and `InUse` are the
-/// caller's fault (a CLI exits 2 on them); the rest are the storage's.
+/// Every way a registry call can fail. `Invalid`, `NotFound`, `Exists`, `InUse`,
+/// `Exhausted`, `Unauthorized` and `Forbidden` are the caller's fault (a CLI exits 2 on them);
+/// the rest are the storage's.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -28,6 +29,14 @@ pub enum Error {
     /// Another writer changed the registry first; the write may be retried.
     #[error("the registry changed during the write; try again")]
     Conflict,
+    /// The token a write or read came with does not let anything in: unknown, a wrong
+    /// secret, expired, revoked or used up. Names the token's id and the rule, never its
+    /// secret or hash.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A valid token, but the request is outside its scope or limits.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("registry `{location}`: {message}")]
     Storage { location: String, message: String },
     #[error("registry `{location}` holds a bad record: {message}")]
@@ -66,7 +75,25 @@ impl Error {
                 | Error::Exists { .. }
                 | Error::InUse { .. }
                 | Error::Exhausted { .. }
+                | Error::Unauthorized(_)
+                | Error::Forbidden(_)
         )
+    }
+
+    /// The HTTP status an API answers this error with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Error::Invalid { .. } => 400,
+            Error::Unauthorized(_) => 401,
+            Error::Forbidden(_) => 403,
+            Error::NotFound { .. } => 404,
+            Error::Exists { .. }
+            | Error::InUse { .. }
+            | Error::Exhausted { .. }
+            | Error::Conflict => 409,
+            Error::Corrupt { .. } => 500,
+            Error::Storage { .. } => 503,
+        }
     }
 }
 
@@ -81,6 +108,8 @@ pub enum Kind {
     /// An org-to-org peering; its name is `a <-> b`.
     Peering,
     Region,
+    /// An enrollment token; its name is its id.
+    Token,
 }
 
 impl fmt::Display for Kind {
@@ -93,8 +122,77 @@ impl fmt::Display for Kind {
             Kind::Peer => "peer",
             Kind::Peering => "peering",
             Kind::Region => "region",
+            Kind::Token => "token",
         })
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_its_http_status_and_token_refusals_are_the_callers() {
+        let cases = [
+            (Error::invalid("f", "v", "r"), 400, true),
+            (Error::not_found(Kind::Token, "t"), 404, true),
+            (Error::exists(Kind::Token, "t"), 409, true),
+            (
+                Error::InUse {
+                    kind: Kind::Org,
+                    name: "o".into(),
+                    why: "w".into(),
+                },
+                409,
+                true,
+            ),
+            (
+                Error::Exhausted {
+                    what: "address",
+                    space: "s".into(),
+                },
+                409,
+                true,
+            ),
+            (Error::Conflict, 409, false),
+            (
+                Error::Unauthorized("token tok1 was revoked".into()),
+                401,
+                true,
+            ),
+            (
+                Error::Forbidden("token tok1 is for org `a`".into()),
+                403,
+                true,
+            ),
+            (
+                Error::Storage {
+                    location: "l".into(),
+                    message: "m".into(),
+                },
+                503,
+                false,
+            ),
+            (
+                Error::Corrupt {
+                    location: "l".into(),
+                    message: "m".into(),
+                },
+                500,
+                false,
+            ),
+        ];
+        for (e, status, user) in cases {
+            assert_eq!(e.http_status(), status, "{e:?}");
+            assert_eq!(e.is_user_error(), user, "{e:?}");
+        }
+        assert_eq!(
+            Error::Forbidden("a peer token may only create, list and remove peers".into())
+                .to_string(),
+            "a peer token may only create, list and remove peers"
+        );
+        assert_eq!(Kind::Token.to_string(), "token");
+    }
+}

@@ -17,11 +17,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use addr::OrgNetwork;
-pub use change::{Change, NodeSpec};
+pub use change::{check_token, Change, NodeSpec};
 pub use error::{Error, Kind, Result};
 pub use follow::{follow, Follower, Health};
 pub use model::{
     App, Machine, MachineState, Node, Org, Peer, Peering, Record, RecordKey, Revision, Snapshot,
+    Token, TokenScope,
 };
 
 /// Where the registry lives when nobody says.

@@ -173,6 +173,89 @@ impl std::fmt::Display for Peering {
     }
 }
 
+/// What a token may do: [`TokenScope::Peer`] creates, lists and removes its org's peers within
+/// the token's limits; [`TokenScope::Admin`] does for its org what the local CLI does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenScope {
+    Peer,
+    Admin,
+}
+
+impl TokenScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenScope::Peer => "peer",
+            TokenScope::Admin => "admin",
+        }
+    }
+}
+
+impl std::fmt::Display for TokenScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for TokenScope {
+    type Err = crate::error::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "peer" => Ok(TokenScope::Peer),
+            "admin" => Ok(TokenScope::Admin),
+            other => Err(crate::error::Error::invalid(
+                "token scope",
+                other,
+                "use `peer` or `admin`",
+            )),
+        }
+    }
+}
+
+/// An enrollment token: lets an API client act for one org. The registry keeps the SHA-256
+/// of its secret, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    /// `tok` and 16 lowercase hex characters (see [`Token::make_id`]).
+    pub id: String,
+    pub org: String,
+    pub scope: TokenScope,
+    /// 64 lowercase hex characters: the SHA-256 of the secret, computed by the caller. Empty
+    /// in what [`Snapshot::scoped`] hands out.
+    pub secret_hash: String,
+    /// Unix seconds.
+    pub created: i64,
+    /// Unix seconds from which the token is refused.
+    pub expires: Option<i64>,
+    /// How many peers a peer token may create.
+    pub max_uses: Option<u32>,
+    /// How many peers it has created.
+    pub uses: u32,
+    /// A peer token creates peers only in this region.
+    pub region: Option<String>,
+    /// A peer token creates peers only with names that start with this.
+    pub name_prefix: Option<String>,
+    /// Unix seconds when it was revoked.
+    pub revoked: Option<i64>,
+}
+
+impl Token {
+    /// A token id from 64 random bits: `tok` and 16 lowercase hex characters.
+    pub fn make_id(random: u64) -> String {
+        format!("tok{random:016x}")
+    }
+
+    pub fn expired(&self, now_unix: i64) -> bool {
+        self.expires.is_some_and(|e| e <= now_unix)
+    }
+
+    /// Whether it has created as many peers as it may.
+    pub fn used_up(&self) -> bool {
+        self.max_uses.is_some_and(|m| self.uses >= m)
+    }
+}
+
 /// One record of any kind, as a write puts it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -183,6 +266,7 @@ pub enum Record {
     Machine(Machine),
     Peer(Peer),
     Peering(Peering),
+    Token(Token),
 }
 
 /// The key of a record, as a write deletes it.
@@ -210,6 +294,9 @@ pub enum RecordKey {
     Peering {
         a: String,
         b: String,
+    },
+    Token {
+        id: String,
     },
 }
 
@@ -240,6 +327,7 @@ impl Record {
                 name: p.name.clone(),
             },
             Record::Peering(p) => RecordKey::peering(p.a.clone(), p.b.clone()),
+            Record::Token(t) => RecordKey::Token { id: t.id.clone() },
         }
     }
 }
@@ -262,6 +350,9 @@ pub struct Snapshot {
     /// peerings existed.
     #[serde(default)]
     pub peerings: BTreeSet<(String, String)>,
+    /// Enrollment tokens, keyed by id. Absent in snapshots written before tokens existed.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, Token>,
 }
 
 impl Snapshot {
@@ -287,6 +378,9 @@ impl Snapshot {
                 let Peering { a, b } = p.normalised();
                 self.peerings.insert((a, b));
             }
+            Record::Token(t) => {
+                self.tokens.insert(t.id.clone(), t);
+            }
         }
     }
 
@@ -311,6 +405,9 @@ impl Snapshot {
             RecordKey::Peering { a, b } => {
                 let Peering { a, b } = Peering::new(a.clone(), b.clone());
                 self.peerings.remove(&(a, b));
+            }
+            RecordKey::Token { id } => {
+                self.tokens.remove(id);
             }
         }
     }
@@ -402,7 +499,39 @@ impl Snapshot {
             .map(|(_, p)| p)
     }
 
-    /// Every record, in a stable order (orgs, nodes, apps, machines, peers, peerings).
+    /// What a token of `org` may read: every node (its tunnel files name gateways); the org
+    /// and the orgs peered with it, and those peerings; the org's apps, machines, peers and
+    /// tokens (their secret hashes emptied); and the peers of peered orgs that route sites,
+    /// whose prefixes its tunnel files hold. Same revision and next network id.
+    pub fn scoped(&self, org: &str) -> Snapshot {
+        let peered: BTreeSet<&str> = self.peers_of_org(org).into_iter().collect();
+        let site_of_peered = |p: &Peer| peered.contains(p.org.as_str()) && !p.routes.is_empty();
+        let mut tokens = kept(&self.tokens, |t| t.org == org);
+        for t in tokens.values_mut() {
+            t.secret_hash.clear();
+        }
+        Snapshot {
+            revision: self.revision,
+            next_network: self.next_network,
+            orgs: kept(&self.orgs, |o| {
+                o.name == org || peered.contains(o.name.as_str())
+            }),
+            nodes: self.nodes.clone(),
+            apps: kept(&self.apps, |a| a.org == org),
+            machines: kept(&self.machines, |m| m.org == org),
+            peers: kept(&self.peers, |p| p.org == org || site_of_peered(p)),
+            peerings: self
+                .peerings
+                .iter()
+                .filter(|(a, b)| a == org || b == org)
+                .cloned()
+                .collect(),
+            tokens,
+        }
+    }
+
+    /// Every record, in a stable order (orgs, nodes, apps, machines, peers, peerings,
+    /// tokens).
     pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
         self.orgs
             .values()
@@ -418,7 +547,19 @@ impl Snapshot {
                     b: b.clone(),
                 })
             }))
+            .chain(self.tokens.values().cloned().map(Record::Token))
     }
+}
+
+/// The entries of `map` whose value passes `keep`.
+fn kept<K: Clone + Ord, V: Clone>(
+    map: &BTreeMap<K, V>,
+    keep: impl Fn(&V) -> bool,
+) -> BTreeMap<K, V> {
+    map.iter()
+        .filter(|(_, v)| keep(v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use crate::change::{self, Change, SystemContext, Write};
 use crate::error::{Error, Result};
 use crate::model::{
     App, Machine, MachineState, Node, Org, Peer, Peering, Record, RecordKey, Revision, Snapshot,
+    Token, TokenScope,
 };
 use crate::{Applied, OrgNetwork, Registry};
 
@@ -78,6 +79,22 @@ CREATE TABLE IF NOT EXISTS peerings (
     b TEXT NOT NULL,
     PRIMARY KEY (a, b),
     CHECK (a < b)
+);
+"#,
+    // 3: enrollment tokens. Files made before it open and gain the (empty) table.
+    r#"
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    org TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    secret_hash TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    expires INTEGER,
+    max_uses INTEGER,
+    uses INTEGER NOT NULL,
+    region TEXT,
+    name_prefix TEXT,
+    revoked INTEGER
 );
 "#,
 ];
@@ -304,6 +321,39 @@ impl SqliteRegistry {
         for row in rows {
             snap.put(Record::Peering(row.map_err(e)?));
         }
+        let mut stmt = tx
+            .prepare(
+                "SELECT id, org, scope, secret_hash, created, expires, max_uses, uses, region, \
+                 name_prefix, revoked FROM tokens",
+            )
+            .map_err(e)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(2)?,
+                    Token {
+                        id: r.get(0)?,
+                        org: r.get(1)?,
+                        scope: TokenScope::Peer,
+                        secret_hash: r.get(3)?,
+                        created: r.get(4)?,
+                        expires: r.get(5)?,
+                        max_uses: r.get(6)?,
+                        uses: r.get(7)?,
+                        region: r.get(8)?,
+                        name_prefix: r.get(9)?,
+                        revoked: r.get(10)?,
+                    },
+                ))
+            })
+            .map_err(e)?;
+        for row in rows {
+            let (scope, mut t) = row.map_err(e)?;
+            t.scope = scope
+                .parse()
+                .map_err(|_| self.corrupt(format!("token `{}` has scope `{scope}`", t.id)))?;
+            snap.put(Record::Token(t));
+        }
         Ok(snap)
     }
 }
@@ -366,6 +416,23 @@ fn put(tx: &Transaction, record: &Record) -> rusqlite::Result<()> {
                 params![a, b],
             )
         }
+        Record::Token(t) => tx.execute(
+            "INSERT OR REPLACE INTO tokens (id, org, scope, secret_hash, created, expires, max_uses, uses, region, name_prefix, revoked)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                t.id,
+                t.org,
+                t.scope.as_str(),
+                t.secret_hash,
+                t.created,
+                t.expires,
+                t.max_uses,
+                t.uses,
+                t.region,
+                t.name_prefix,
+                t.revoked
+            ],
+        ),
     }
     .map(drop)
 }
@@ -386,6 +453,7 @@ fn delete(tx: &Transaction, key: &RecordKey) -> rusqlite::Result<()> {
             let Peering { a, b } = Peering::new(a.clone(), b.clone());
             tx.execute("DELETE FROM peerings WHERE a = ?1 AND b = ?2", [a, b])
         }
+        RecordKey::Token { id } => tx.execute("DELETE FROM tokens WHERE id = ?1", [id]),
     }
     .map(drop)
 }

@@ -11,7 +11,7 @@ use common::{machine, node, setup, Fixture, KEY_A, KEY_B};
 /// More peer keys than the fixtures hold.
 const KEY_C: &str = "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=";
 const KEY_D: &str = "mWq5Dz4MqlNmo0L+0wDXjgp+LF8l4vqzr9s7ZSDZTYY=";
-use registry::{Change, MachineState, Peering, Record, Revision};
+use registry::{Change, MachineState, Peering, Record, Revision, TokenScope};
 
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -36,6 +36,7 @@ conformance!(
     copy_preserves_everything_and_refuses_a_non_empty_target,
     peerings_are_stored_followed_and_go_with_their_org,
     site_routes_are_checked_against_every_stored_peer,
+    tokens_are_stored_used_revoked_and_copied,
 );
 
 fn writes_persist_and_reopen_identically(f: &Fixture) {
@@ -359,4 +360,64 @@ fn site_routes_are_checked_against_every_stored_peer(f: &Fixture) {
     let snap = f.open().snapshot().unwrap();
     let vias: BTreeSet<_> = snap.peers.values().filter_map(|p| p.via()).collect();
     assert_eq!(vias.len(), 2, "each IPv4 site has its own 4via6 prefix");
+}
+
+fn tokens_are_stored_used_revoked_and_copied(f: &Fixture) {
+    const HASH: &str = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8";
+    const CI: &str = "tok00000000000000b2";
+    let reg = f.open();
+    setup(&*reg);
+    let made = reg
+        .apply(&Change::CreateToken {
+            id: CI.into(),
+            org: "acme".into(),
+            scope: TokenScope::Peer,
+            secret_hash: HASH.into(),
+            expires: None,
+            max_uses: Some(1),
+            region: Some("iad".into()),
+            name_prefix: Some("ci-".into()),
+        })
+        .unwrap();
+    let Some(Record::Token(shown)) = made.record else {
+        panic!("CreateToken returns the token")
+    };
+    assert!(shown.secret_hash.is_empty(), "no hash in a result");
+    let enroll = |name: &str, key: &str| Change::WithToken {
+        id: CI.into(),
+        secret_hash: HASH.into(),
+        change: Box::new(Change::AddPeer {
+            org: "acme".into(),
+            name: name.into(),
+            region: None,
+            gateway: None,
+            public_key: key.into(),
+            routes: vec![],
+            expires: None,
+        }),
+    };
+    let first = reg.apply(&enroll("ci-1", KEY_B)).unwrap();
+    // The peer and the use are one write.
+    assert_eq!(first.revision, Revision(made.revision.0 + 1));
+    let snap = f.open().snapshot().unwrap();
+    assert_eq!(snap.tokens[CI].uses, 1);
+    assert_eq!(snap.tokens[CI].secret_hash, HASH);
+    assert_eq!(snap.peers.len(), 1);
+
+    let before = reg.snapshot().unwrap();
+    let err = reg.apply(&enroll("ci-2", KEY_C)).unwrap_err();
+    assert!(matches!(err, registry::Error::Unauthorized(_)), "{err}");
+    assert_eq!(err.http_status(), 401);
+    assert_eq!(reg.snapshot().unwrap(), before, "nothing written");
+
+    reg.apply(&Change::RevokeToken { id: CI.into() }).unwrap();
+    let snap = f.open().snapshot().unwrap();
+    assert!(snap.tokens[CI].revoked.is_some());
+    let err = registry::check_token(&snap, CI, HASH, 0).unwrap_err();
+    assert!(err.to_string().contains("was revoked"), "{err}");
+
+    let (to_url, _keep) = f.sibling();
+    let to = registry::open(&to_url).unwrap();
+    registry::copy(&*reg, &*to).unwrap();
+    assert_eq!(to.snapshot().unwrap().tokens, snap.tokens);
 }

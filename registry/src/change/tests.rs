@@ -734,3 +734,5 @@ fn snapshot_revision_counts_writes() {
     apply(&mut s, Change::CreateOrg { name: "b".into() }).unwrap();
     assert_eq!(s.revision, Revision(2));
 }
+
+mod tokens;

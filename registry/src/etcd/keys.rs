@@ -6,6 +6,7 @@
 //! <prefix>/orgs/<name>          <prefix>/nodes/<name>          <prefix>/apps/<org>/<app>
 //! <prefix>/machines/<id>        <prefix>/peers/<org>/<name>
 //! <prefix>/peerings/<a>/<b>     (org names, a < b)
+//! <prefix>/tokens/<id>          (the secret's hash, never the secret)
 //! ```
 //!
 //! Every write compares `meta/revision`'s etcd mod-revision with the one it read and puts a
@@ -66,6 +67,7 @@ impl Keys {
                 let (a, b) = if a <= b { (a, b) } else { (b, a) };
                 format!("{p}/peerings/{a}/{b}")
             }
+            RecordKey::Token { id } => format!("{p}/tokens/{id}"),
         }
     }
 }
@@ -114,7 +116,7 @@ pub fn decode(keys: &Keys, kvs: &[(String, Vec<u8>, i64)]) -> Result<(Snapshot, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Org, Peering};
+    use crate::model::{Org, Peering, Token, TokenScope};
     use crate::OrgNetwork;
 
     #[test]
@@ -163,6 +165,29 @@ mod tests {
         let backwards = br#"{"kind":"peering","a":"globex","b":"acme"}"#.to_vec();
         let (snap, _) = decode(&keys, &[(key.to_string(), backwards, 1)]).unwrap();
         assert!(snap.peered("acme", "globex"));
+    }
+
+    #[test]
+    fn a_token_is_keyed_by_its_id() {
+        let keys = Keys::new("/t");
+        let token = Record::Token(Token {
+            id: "tok00000000000000a1".into(),
+            org: "acme".into(),
+            scope: TokenScope::Peer,
+            secret_hash: "ab".repeat(32),
+            created: 1,
+            expires: Some(2),
+            max_uses: Some(3),
+            uses: 1,
+            region: Some("iad".into()),
+            name_prefix: Some("ci-".into()),
+            revoked: None,
+        });
+        let key = keys.record(&token.key());
+        assert_eq!(key, "/t/tokens/tok00000000000000a1");
+        let kvs = vec![(key, serde_json::to_vec(&token).unwrap(), 1)];
+        let (snap, _) = decode(&keys, &kvs).unwrap();
+        assert_eq!(snap.records().collect::<Vec<_>>(), vec![token]);
     }
 
     #[test]

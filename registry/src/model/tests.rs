@@ -170,3 +170,177 @@ fn site_routes_and_site_peer_of_find_who_owns_a_site_address() {
         .site_peer_of(s.peers[&("acme".to_string(), "ams".to_string())].addr)
         .is_none());
 }
+
+fn token(id: &str, org: &str) -> Token {
+    Token {
+        id: id.into(),
+        org: org.into(),
+        scope: TokenScope::Peer,
+        secret_hash: "ab".repeat(32),
+        created: 1,
+        expires: None,
+        max_uses: Some(2),
+        uses: 0,
+        region: None,
+        name_prefix: None,
+        revoked: None,
+    }
+}
+
+#[test]
+fn token_scopes_read_and_print_as_their_names() {
+    for scope in [TokenScope::Peer, TokenScope::Admin] {
+        assert_eq!(scope.as_str().parse::<TokenScope>().unwrap(), scope);
+        assert_eq!(
+            serde_json::to_string(&scope).unwrap(),
+            format!("\"{}\"", scope.as_str())
+        );
+    }
+    let err = "root".parse::<TokenScope>().unwrap_err().to_string();
+    assert_eq!(err, "token scope `root`: use `peer` or `admin`");
+}
+
+#[test]
+fn tokens_are_records_like_the_others() {
+    let mut s = Snapshot::default();
+    let t = token("tok00000000000000a1", "acme");
+    s.put(Record::Token(t.clone()));
+    assert_eq!(
+        Record::Token(t.clone()).key(),
+        RecordKey::Token { id: t.id.clone() }
+    );
+    assert_eq!(s.records().last(), Some(Record::Token(t.clone())));
+    let mut again = Snapshot::default();
+    for r in s.records() {
+        again.put(r);
+    }
+    assert_eq!(again, s);
+    assert!(!t.used_up() && !t.expired(1));
+    s.delete(&RecordKey::Token { id: t.id });
+    assert!(s.tokens.is_empty());
+}
+
+#[test]
+fn a_snapshot_written_before_tokens_reads_with_none() {
+    let mut s = Snapshot::default();
+    s.put(Record::Token(token("tok00000000000000a1", "acme")));
+    let mut json = serde_json::to_value(&s).unwrap();
+    json.as_object_mut().unwrap().remove("tokens");
+    let old: Snapshot = serde_json::from_value(json).unwrap();
+    assert!(old.tokens.is_empty());
+    let round: Snapshot = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert_eq!(round, s);
+}
+
+#[test]
+fn a_tokens_limits_and_expiry() {
+    let mut t = token("tok00000000000000a1", "acme");
+    t.uses = 2;
+    assert!(t.used_up());
+    t.max_uses = None;
+    assert!(!t.used_up(), "no limit, never used up");
+    t.expires = Some(100);
+    assert!(!t.expired(99) && t.expired(100));
+    assert_eq!(Token::make_id(0x3f9a_0c2b_7d1e_4a55), "tok3f9a0c2b7d1e4a55");
+    assert_eq!(Token::make_id(1), "tok0000000000000001");
+}
+
+/// Acme peered with globex; initech apart. Each has an app, a machine, a laptop, a site and
+/// a token; one node.
+fn three_orgs() -> Snapshot {
+    let mut s = Snapshot {
+        revision: Revision(9),
+        next_network: 4,
+        ..Snapshot::default()
+    };
+    for (i, org) in ["acme", "globex", "initech"].into_iter().enumerate() {
+        s.put(Record::Org(Org {
+            name: org.into(),
+            network: OrgNetwork(i as u32 + 1),
+        }));
+        s.put(Record::App(App {
+            org: org.into(),
+            name: "web".into(),
+        }));
+        s.put(Record::Machine(Machine {
+            id: format!("{i:014x}"),
+            org: org.into(),
+            app: "web".into(),
+            region: "iad".into(),
+            node: "host-a".into(),
+            process_group: "app".into(),
+            state: MachineState::Started,
+            addr: OrgNetwork(i as u32 + 1).slot_addr(1, 1),
+        }));
+        s.put(Record::Peer(peer(org, "laptop", 2, &[])));
+        s.put(Record::Peer(peer(
+            org,
+            "site",
+            3,
+            &[&format!("2001:db8:{i}::/48")],
+        )));
+        s.put(Record::Token(token(&format!("tok{i:016x}"), org)));
+    }
+    s.put(Record::Node(Node {
+        name: "host-a".into(),
+        region: "iad".into(),
+        public_key: "k".into(),
+        endpoint: "192.0.2.1:51820".parse().unwrap(),
+        gateway: true,
+        host: 1,
+    }));
+    s.put(Record::Peering(Peering::new("globex", "acme")));
+    s.put(Record::Peering(Peering::new("globex", "initech")));
+    s
+}
+
+#[test]
+fn scoped_keeps_what_an_orgs_token_may_read_and_nothing_else() {
+    let s = three_orgs();
+    let acme = s.scoped("acme");
+    assert_eq!((acme.revision, acme.next_network), (Revision(9), 4));
+    assert_eq!(acme.nodes, s.nodes, "every node");
+    let names = |it: Vec<&String>| it.into_iter().cloned().collect::<Vec<_>>();
+    assert_eq!(names(acme.orgs.keys().collect()), ["acme", "globex"]);
+    assert_eq!(
+        acme.peerings.iter().cloned().collect::<Vec<_>>(),
+        vec![("acme".to_string(), "globex".to_string())],
+        "not globex's peering with initech"
+    );
+    assert!(acme.apps.values().all(|a| a.org == "acme") && acme.apps.len() == 1);
+    assert!(acme.machines.values().all(|m| m.org == "acme") && acme.machines.len() == 1);
+    let peers: Vec<(&str, &str)> = acme
+        .peers
+        .keys()
+        .map(|(o, n)| (o.as_str(), n.as_str()))
+        .collect();
+    assert_eq!(
+        peers,
+        [("acme", "laptop"), ("acme", "site"), ("globex", "site")],
+        "its own peers and the peered org's sites only"
+    );
+    assert_eq!(names(acme.tokens.keys().collect()), ["tok0000000000000000"]);
+    assert!(acme.tokens.values().all(|t| t.secret_hash.is_empty()));
+    assert_eq!(
+        acme.tokens["tok0000000000000000"],
+        Token {
+            secret_hash: String::new(),
+            ..s.tokens["tok0000000000000000"].clone()
+        }
+    );
+    assert!(
+        !s.tokens["tok0000000000000000"].secret_hash.is_empty(),
+        "the original keeps it"
+    );
+
+    // Globex sees both of its peers' sites; an unknown org sees only the nodes.
+    let globex = s.scoped("globex");
+    assert_eq!(
+        names(globex.orgs.keys().collect()),
+        ["acme", "globex", "initech"]
+    );
+    assert_eq!(globex.peers.len(), 4);
+    let nobody = s.scoped("nope");
+    assert_eq!(nobody.nodes, s.nodes);
+    assert!(nobody.records().all(|r| matches!(r, Record::Node(_))));
+}

@@ -173,3 +173,153 @@ fn a_peering_is_one_row_whichever_order_it_was_named_in() {
     .unwrap();
     assert!(reg.snapshot().unwrap().peerings.is_empty());
 }
+
+const HASH: &str = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8";
+
+fn create_token(id: &str, scope: crate::TokenScope) -> Change {
+    Change::CreateToken {
+        id: id.into(),
+        org: "acme".into(),
+        scope,
+        secret_hash: HASH.into(),
+        expires: Some(4_000_000_000),
+        max_uses: (scope == crate::TokenScope::Peer).then_some(2),
+        region: (scope == crate::TokenScope::Peer).then(|| "iad".into()),
+        name_prefix: (scope == crate::TokenScope::Peer).then(|| "ci-".into()),
+    }
+}
+
+#[test]
+fn tokens_persist_with_their_uses_and_revocation() {
+    let (dir, reg) = fresh();
+    setup(&reg);
+    reg.apply(&create_token(
+        "tok00000000000000a1",
+        crate::TokenScope::Admin,
+    ))
+    .unwrap();
+    reg.apply(&create_token(
+        "tok00000000000000b2",
+        crate::TokenScope::Peer,
+    ))
+    .unwrap();
+    reg.apply(&Change::WithToken {
+        id: "tok00000000000000b2".into(),
+        secret_hash: HASH.into(),
+        change: Box::new(Change::AddPeer {
+            org: "acme".into(),
+            name: "ci-1".into(),
+            region: None,
+            gateway: None,
+            public_key: "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=".into(),
+            routes: vec![],
+            expires: None,
+        }),
+    })
+    .unwrap();
+    reg.apply(&Change::RevokeToken {
+        id: "tok00000000000000a1".into(),
+    })
+    .unwrap();
+    let before = reg.snapshot().unwrap();
+    drop(reg);
+    let again = SqliteRegistry::open(dir.path().join("r.db").to_str().unwrap()).unwrap();
+    let snap = again.snapshot().unwrap();
+    assert_eq!(snap, before);
+    let peer = &snap.tokens["tok00000000000000b2"];
+    assert_eq!(peer.uses, 1);
+    assert_eq!(peer.secret_hash, HASH);
+    assert_eq!(
+        (
+            peer.max_uses,
+            peer.region.as_deref(),
+            peer.name_prefix.as_deref()
+        ),
+        (Some(2), Some("iad"), Some("ci-"))
+    );
+    assert!(snap.tokens["tok00000000000000a1"].revoked.is_some());
+    assert_eq!(snap.peers.len(), 1);
+}
+
+#[test]
+fn a_refused_token_write_leaves_the_file_alone() {
+    let (_dir, reg) = fresh();
+    setup(&reg);
+    reg.apply(&create_token(
+        "tok00000000000000b2",
+        crate::TokenScope::Peer,
+    ))
+    .unwrap();
+    let before = reg.snapshot().unwrap();
+    let err = reg
+        .apply(&Change::WithToken {
+            id: "tok00000000000000b2".into(),
+            secret_hash: HASH.into(),
+            change: Box::new(Change::CreateOrg {
+                name: "other".into(),
+            }),
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::Forbidden(_)), "{err}");
+    assert_eq!(reg.snapshot().unwrap(), before);
+}
+
+#[test]
+fn a_file_from_before_tokens_opens_and_takes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    // What a registry made before migration 3 holds: two orgs, peered.
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(MIGRATIONS[1]).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute_batch(
+            "INSERT INTO orgs (name, network) VALUES ('acme', 1), ('globex', 2);
+             INSERT INTO peerings (a, b) VALUES ('acme', 'globex');
+             UPDATE meta SET value = 3 WHERE key = 'next_network';
+             UPDATE meta SET value = 3 WHERE key = 'revision';",
+        )
+        .unwrap();
+    }
+    let path = path.to_str().unwrap();
+    let reg = SqliteRegistry::open(path).unwrap();
+    let snap = reg.snapshot().unwrap();
+    assert_eq!(snap.revision, Revision(3));
+    assert!(snap.peered("acme", "globex"));
+    assert!(snap.tokens.is_empty());
+    reg.apply(&create_token(
+        "tok00000000000000a1",
+        crate::TokenScope::Admin,
+    ))
+    .unwrap();
+    drop(reg);
+    let again = SqliteRegistry::open(path).unwrap();
+    let snap = again.snapshot().unwrap();
+    assert_eq!(snap.tokens["tok00000000000000a1"].org, "acme");
+    assert_eq!(snap.revision, Revision(4));
+    let version: i64 = again
+        .lock()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, MIGRATIONS.len() as i64);
+}
+
+#[test]
+fn a_token_with_an_unknown_scope_is_reported_as_corrupt() {
+    let (_dir, reg) = fresh();
+    setup(&reg);
+    reg.apply(&create_token(
+        "tok00000000000000a1",
+        crate::TokenScope::Admin,
+    ))
+    .unwrap();
+    reg.lock()
+        .execute("UPDATE tokens SET scope = 'root'", [])
+        .unwrap();
+    let err = reg.snapshot().unwrap_err().to_string();
+    assert!(
+        err.contains("token `tok00000000000000a1` has scope `root`"),
+        "{err}"
+    );
+}
