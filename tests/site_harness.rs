@@ -45,7 +45,14 @@ pub fn wg_peer(mesh: &mut Mesh, org: &str, name: &str, routes: &[&str]) -> Resul
     let conf = conf.to_string_lossy().into_owned();
     let route_args: String = routes.iter().map(|r| format!(" --route {r}")).collect();
     wgtool(mesh, &format!("create {org} iad {name} {conf}{route_args}"))?;
-    let text = std::fs::read_to_string(&conf)?;
+    peer_up(ns, &iface, &conf)
+}
+
+/// Brings the tunnel file `conf` up in `ns` on wireguard-go as `iface`, as wg-quick would
+/// (address, a route per AllowedIPs entry; not its DNS line).
+pub fn peer_up(ns: Netns, iface: &str, conf: &str) -> Result<Peer> {
+    let iface = iface.to_string();
+    let text = std::fs::read_to_string(conf)?;
     let field = |key: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(key))

@@ -6,14 +6,47 @@ use anyhow::Result;
 use registry::{Change, MachineState, NodeSpec, Record, Registry};
 
 use crate::cli::{AppCommand, MachineCommand, NodeCommand, OrgCommand, RegistryCommand};
-use crate::table;
+use crate::{table, usage};
 
-pub fn open(location: &str) -> Result<Arc<dyn Registry>> {
+/// Where the commands read and write: the registry itself, or the enrollment API.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    pub registry: String,
+    pub api: Option<String>,
+    pub token: Option<String>,
+    pub fingerprint: Option<String>,
+}
+
+impl Source {
+    pub fn uses_api(&self) -> bool {
+        self.api.is_some() || self.token.is_some()
+    }
+}
+
+/// The registry, directly or through the API (when an API or a token is given).
+pub fn open(src: &Source) -> Result<Arc<dyn Registry>> {
+    if !src.uses_api() {
+        return open_registry(&src.registry);
+    }
+    Ok(Arc::new(open_api(src)?))
+}
+
+/// The API client itself, for what only the API offers (live status).
+pub fn open_api(src: &Source) -> Result<crate::api::client::ApiRegistry> {
+    let Some(token) = &src.token else {
+        return Err(usage(
+            "token: the API needs one (--token or SIXPN_TOKEN, from `wgtool token create`)",
+        ));
+    };
+    crate::api::client::ApiRegistry::new(src.api.as_deref(), token, src.fingerprint.as_deref())
+}
+
+pub fn open_registry(location: &str) -> Result<Arc<dyn Registry>> {
     Ok(registry::open(location)?)
 }
 
-pub fn org(location: &str, cmd: OrgCommand) -> Result<()> {
-    let reg = open(location)?;
+pub fn org(src: &Source, cmd: OrgCommand) -> Result<()> {
+    let reg = open(src)?;
     match cmd {
         OrgCommand::Create { name } => {
             if let Some(Record::Org(o)) = reg.apply(&Change::CreateOrg { name })?.record {
@@ -79,8 +112,8 @@ pub fn org(location: &str, cmd: OrgCommand) -> Result<()> {
     Ok(())
 }
 
-pub fn node(location: &str, cmd: NodeCommand) -> Result<()> {
-    let reg = open(location)?;
+pub fn node(src: &Source, cmd: NodeCommand) -> Result<()> {
+    let reg = open(src)?;
     match cmd {
         NodeCommand::Add(a) => {
             let spec = NodeSpec {
@@ -131,8 +164,8 @@ pub fn node(location: &str, cmd: NodeCommand) -> Result<()> {
     Ok(())
 }
 
-pub fn machine(location: &str, cmd: MachineCommand) -> Result<()> {
-    let reg = open(location)?;
+pub fn machine(src: &Source, cmd: MachineCommand) -> Result<()> {
+    let reg = open(src)?;
     let show = |change: Change, verb: &str| -> Result<()> {
         if let Some(Record::Machine(m)) = reg.apply(&change)?.record {
             println!(
@@ -217,8 +250,8 @@ pub fn machine(location: &str, cmd: MachineCommand) -> Result<()> {
     }
 }
 
-pub fn app(location: &str, cmd: AppCommand) -> Result<()> {
-    let reg = open(location)?;
+pub fn app(src: &Source, cmd: AppCommand) -> Result<()> {
+    let reg = open(src)?;
     let AppCommand::List { org, json } = cmd;
     let snap = reg.snapshot()?;
     let apps: Vec<_> = snap
@@ -260,12 +293,13 @@ pub fn app(location: &str, cmd: AppCommand) -> Result<()> {
     Ok(())
 }
 
-pub fn registry(location: &str, cmd: RegistryCommand) -> Result<()> {
+pub fn registry(src: &Source, cmd: RegistryCommand) -> Result<()> {
     match cmd {
         RegistryCommand::Status { json } => {
-            let snap = open(location)?.snapshot()?;
+            let reg = open(src)?;
+            let snap = reg.snapshot()?;
             // Never the password of an etcd URL.
-            let location = registry::shown(location);
+            let location = registry::shown(reg.location());
             let status = serde_json::json!({
                 "location": location,
                 "revision": snap.revision.0,

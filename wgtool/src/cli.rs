@@ -15,6 +15,21 @@ pub struct Cli {
     #[arg(long, global = true, env = registry::LOCATION_ENV, hide_env_values = true, default_value = registry::DEFAULT_LOCATION)]
     pub registry: String,
 
+    /// Use the enrollment API at this URL (https://HOST:PORT) instead of the registry;
+    /// defaults to the URL inside --token.
+    #[arg(long, global = true, env = "SIXPN_API")]
+    pub api: Option<String>,
+
+    /// A token from `wgtool token create`: work through the API with it instead of the
+    /// registry.
+    #[arg(long, global = true, env = "SIXPN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// The SHA-256 of the API's certificate (as `wgtool serve` prints it); defaults to the
+    /// one inside --token.
+    #[arg(long, global = true, env = "SIXPN_API_FINGERPRINT")]
+    pub api_fingerprint: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -49,6 +64,92 @@ pub enum Command {
     /// The registry itself.
     #[command(subcommand)]
     Registry(RegistryCommand),
+    /// Enrollment tokens for the API: scoped to an org, limited in time, uses, region and
+    /// names.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Shows each peer with its gateway, address, endpoint, latest handshake and bytes, as
+    /// the gateways' meshd see them now.
+    Status(StatusArgs),
+    /// Removes expired peers, or peers idle for a while (by their gateway's latest
+    /// handshake); their addresses go to the next peers.
+    Prune(PruneArgs),
+    /// Checks a tunnel step by step (interface, address, route, handshake, gateway, org DNS,
+    /// system resolver) and says how to fix what fails; `--host` checks a mesh host.
+    Doctor {
+        /// A tunnel file or a WireGuard interface (default: the one sixpn interface up).
+        target: Option<String>,
+        /// Check this host instead: meshd and dnsd running, the registry, meshd's UDP port.
+        #[arg(long, conflicts_with = "target")]
+        host: bool,
+    },
+    /// Serves the enrollment API over HTTPS in front of the registry (like `headscale
+    /// serve`), for holders of tokens.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where to listen.
+    #[arg(long, default_value = "[::]:8443")]
+    pub listen: SocketAddr,
+    /// The certificate chain (PEM); without it a self-signed one is made in --state-dir.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Where a self-signed certificate and its key (0600) are kept.
+    #[arg(long, default_value = "/var/lib/sixpn/api")]
+    pub state_dir: PathBuf,
+    /// A name or address to put in a self-signed certificate (repeatable; clients pin the
+    /// fingerprint, so this is for people who look).
+    #[arg(long = "name")]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Makes a token and prints it once; the registry keeps only its hash.
+    Create(TokenCreateArgs),
+    /// Lists tokens (never their secrets).
+    List {
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revokes a token: every later use is refused.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    #[arg(long)]
+    pub org: String,
+    /// `peer`: create, list and remove the org's peers; `admin`: what the local CLI does
+    /// for the org.
+    #[arg(long, default_value = "peer")]
+    pub scope: registry::TokenScope,
+    /// Refused after this long, e.g. 24h or 30d.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub expires_in: Option<std::time::Duration>,
+    /// Peers it may create (peer tokens).
+    #[arg(long)]
+    pub uses: Option<u32>,
+    /// The only region it creates peers in (peer tokens).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Names of the peers it creates must start with this (peer tokens).
+    #[arg(long)]
+    pub name_prefix: Option<String>,
+    /// The API the token is for (https://HOST:PORT), put in the token with its
+    /// certificate's fingerprint; defaults to --api when working through one.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// The server's certificate fingerprint; without it, it is read from the server.
+    #[arg(long)]
+    pub server_fingerprint: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -192,6 +293,10 @@ pub struct CreateArgs {
     /// The configuration format; `networkd` writes FILE.netdev and FILE.network.
     #[arg(long, value_enum, default_value_t = Format::WgQuick)]
     pub format: Format,
+    /// Print the tunnel file as a QR code for the WireGuard mobile apps instead of as text
+    /// (still written to FILE if one is named).
+    #[arg(long)]
+    pub qr: bool,
 }
 
 #[derive(Debug, Args)]
@@ -220,4 +325,30 @@ pub struct RemovePeerArgs {
     /// `<org> <name>`, or `<name>` when there is one org.
     #[arg(num_args = 1..=2, required = true)]
     pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this org's peers (a token's org through the API).
+    pub org: Option<String>,
+    /// Only this peer.
+    pub name: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Only this org's peers.
+    pub org: Option<String>,
+    /// Remove peers whose expiry has passed.
+    #[arg(long)]
+    pub expired: bool,
+    /// Remove peers without a handshake for this long (e.g. 30d), as their gateway says;
+    /// peers whose gateway cannot be asked from here stay.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub idle: Option<std::time::Duration>,
+    /// Print what would go, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }

@@ -5,12 +5,18 @@
 
 mod admin;
 mod allowed_ips;
+mod api;
 mod cli;
+mod doctor;
 mod key;
+mod lifetime;
 mod peer;
 mod prompt;
+mod qr;
 mod registry_copy;
+mod status;
 mod table;
+mod token;
 mod tunnel;
 
 use std::io::Read;
@@ -47,6 +53,12 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let src = admin::Source {
+        registry: cli.registry.clone(),
+        api: cli.api.clone(),
+        token: cli.token.clone(),
+        fingerprint: cli.api_fingerprint.clone(),
+    };
     match cli.command {
         Command::Genkey => {
             println!("{}", key::generate());
@@ -59,15 +71,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{public}");
             Ok(())
         }
-        Command::Org(c) => admin::org(&cli.registry, c),
-        Command::Node(c) => admin::node(&cli.registry, c),
-        Command::Machine(c) => admin::machine(&cli.registry, c),
-        Command::App(c) => admin::app(&cli.registry, c),
-        Command::Registry(c) => admin::registry(&cli.registry, c),
-        Command::Create(a) => peer::create(&cli.registry, a),
-        Command::List(a) => peer::list(&cli.registry, a),
-        Command::Remove(a) => peer::remove(&cli.registry, a),
-        Command::Config(a) => peer::config(&cli.registry, a),
+        Command::Org(c) => admin::org(&src, c),
+        Command::Node(c) => admin::node(&src, c),
+        Command::Machine(c) => admin::machine(&src, c),
+        Command::App(c) => admin::app(&src, c),
+        Command::Registry(c) => admin::registry(&src, c),
+        Command::Create(a) => peer::create(&src, a),
+        Command::List(a) => peer::list(&src, a),
+        Command::Remove(a) => peer::remove(&src, a),
+        Command::Config(a) => peer::config(&src, a),
+        Command::Token(c) => token::run(&src, c),
+        Command::Status(a) => lifetime::status(&src, a),
+        Command::Doctor { target, host } => doctor::run(target.as_deref(), host, &src),
+        Command::Prune(a) => lifetime::prune(&src, a),
+        Command::Serve(a) => {
+            if src.uses_api() {
+                return Err(usage(
+                    "serve: runs in front of the registry itself; drop --api and --token",
+                ));
+            }
+            api::server::serve(api::server::ServeOptions {
+                registry: cli.registry,
+                listen: a.listen,
+                tls_cert: a.tls_cert,
+                tls_key: a.tls_key,
+                state_dir: a.state_dir,
+                names: a.names,
+            })
+        }
     }
 }
 

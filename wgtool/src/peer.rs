@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use registry::{Change, Peer, Record, Snapshot};
 
-use crate::admin::open;
+use crate::admin::{open, Source};
 use crate::cli::{ConfigArgs, CreateArgs, ListPeersArgs, RemovePeerArgs};
 use crate::tunnel::{self, TunnelFile};
 use crate::{allowed_ips, key, prompt, table, usage};
@@ -13,8 +13,8 @@ use crate::{allowed_ips, key, prompt, table, usage};
 /// What Fly's tunnel files use, so NAT mappings stay open.
 const KEEPALIVE_SECS: u16 = 15;
 
-pub fn create(location: &str, a: CreateArgs) -> Result<()> {
-    let reg = open(location)?;
+pub fn create(src: &Source, a: CreateArgs) -> Result<()> {
+    let reg = open(src)?;
     let snap = reg.snapshot()?;
     let orgs: Vec<&str> = snap.orgs.keys().map(String::as_str).collect();
     let org = match a.org {
@@ -49,6 +49,11 @@ pub fn create(location: &str, a: CreateArgs) -> Result<()> {
             tunnel::check_writable(&path).map_err(|e| usage(e.to_string()))?;
         }
     }
+    if a.qr && a.format != tunnel::Format::WgQuick {
+        return Err(usage(
+            "qr: the WireGuard apps read wg-quick files; drop --format with --qr",
+        ));
+    }
     let expires = a.expires_in.map(|d| now_unix() + d.as_secs() as i64);
 
     let private_key = key::generate();
@@ -69,7 +74,19 @@ pub fn create(location: &str, a: CreateArgs) -> Result<()> {
         .snapshot()
         .map_err(anyhow::Error::from)
         .and_then(|snap| tunnel_file(&snap, &peer, Some(private_key)))
-        .and_then(|t| emit(&t.render(a.format), file.as_deref()));
+        .and_then(|t| {
+            let parts = t.render(a.format);
+            if !a.qr {
+                return emit(&parts, file.as_deref());
+            }
+            // The QR code first (it can fail: too long), then the file.
+            let code = crate::qr::render(&parts[0].text)?;
+            if let Some(f) = file.as_deref() {
+                tunnel::write_parts(f, &parts)?;
+            }
+            print!("{code}");
+            Ok(())
+        });
     if let Err(e) = written {
         // Nothing half-done: the peer goes again if its file could not be made.
         let _ = reg.apply(&Change::RemovePeer { org, name });
@@ -91,8 +108,8 @@ pub fn create(location: &str, a: CreateArgs) -> Result<()> {
 }
 
 /// `wgtool config`: the configuration again, from the registry, without the private key.
-pub fn config(location: &str, a: ConfigArgs) -> Result<()> {
-    let snap = open(location)?.snapshot()?;
+pub fn config(src: &Source, a: ConfigArgs) -> Result<()> {
+    let snap = open(src)?.snapshot()?;
     let Some(peer) = snap.peers.get(&(a.org.clone(), a.name.clone())) else {
         if !snap.orgs.contains_key(&a.org) {
             return Err(registry::Error::not_found(registry::Kind::Org, &a.org).into());
@@ -151,8 +168,8 @@ fn tunnel_file(snap: &Snapshot, peer: &Peer, private_key: Option<String>) -> Res
     })
 }
 
-pub fn list(location: &str, a: ListPeersArgs) -> Result<()> {
-    let snap = open(location)?.snapshot()?;
+pub fn list(src: &Source, a: ListPeersArgs) -> Result<()> {
+    let snap = open(src)?.snapshot()?;
     if let Some(o) = &a.org {
         if !snap.orgs.contains_key(o) {
             return Err(registry::Error::not_found(registry::Kind::Org, o).into());
@@ -189,8 +206,8 @@ pub fn list(location: &str, a: ListPeersArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn remove(location: &str, a: RemovePeerArgs) -> Result<()> {
-    let reg = open(location)?;
+pub fn remove(src: &Source, a: RemovePeerArgs) -> Result<()> {
+    let reg = open(src)?;
     let (org, name) = match a.args.as_slice() {
         [org, name] => (org.clone(), name.clone()),
         [name] => {
@@ -213,7 +230,7 @@ pub fn remove(location: &str, a: RemovePeerArgs) -> Result<()> {
     Ok(())
 }
 
-fn now_unix() -> i64 {
+pub fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
