@@ -443,3 +443,81 @@ fn decode_id(token: &str) -> String {
         .and_then(|v| v["id"].as_str().map(str::to_string))
         .unwrap_or_default()
 }
+
+#[test]
+fn wg_quick_takes_the_tunnel_file_unchanged_dns_line_included() -> Result<()> {
+    let (mut mesh, gw, b, web) = gateway_and_web()?;
+    let _dnsd = gw.ns.spawn(
+        &bin("dnsd").to_string_lossy(),
+        &["--registry", &mesh.location, "--listen", "[::]:53"],
+    )?;
+    let api = api(&mesh, &gw.ns, &gw.ip)?;
+    let token = token(&mesh, &api, "--org acme")?;
+    let (lap_ns, _) = mesh.underlay.host("lp")?;
+    let iface = unique("lq");
+    let conf = mesh.dir.path().join(format!("{iface}.conf"));
+    let conf = conf.to_string_lossy().into_owned();
+    ok(wgtool_in(
+        &lap_ns,
+        &token,
+        &format!("create acme iad carol {conf}"),
+    )?)?;
+    let text = std::fs::read_to_string(&conf)?;
+    let dns = text
+        .lines()
+        .find_map(|l| l.strip_prefix("DNS = "))
+        .context("DNS line")?
+        .trim()
+        .to_string();
+    let machine_resolv = std::fs::read_to_string("/etc/resolv.conf")?;
+
+    // Everything in one private mount namespace inside the laptop's network namespace:
+    // resolvconf's state and /etc/resolv.conf are this test's own, whatever wg-quick does.
+    let private = mesh.dir.path().join(format!("{iface}.resolv"));
+    std::fs::write(&private, "nameserver 127.0.0.9\n")?;
+    let script = format!(
+        "set -e
+         mount --make-rprivate /
+         mkdir -p /run/resolvconf && mount -t tmpfs tmpfs /run/resolvconf
+         mount --bind {private} /etc/resolv.conf
+         WG_QUICK_USERSPACE_IMPLEMENTATION=wireguard-go wg-quick up {conf} 2>&1
+         echo \"--- resolv.conf up\"; cat /etc/resolv.conf
+         ok=
+         for i in $(seq 75); do
+           if getent hosts web.internal; then ok=1; break; fi
+           sleep 0.2
+         done
+         wg-quick down {conf} 2>&1
+         echo \"--- resolv.conf down\"; cat /etc/resolv.conf
+         [ -n \"$ok\" ]",
+        private = private.display()
+    );
+    let out = lap_ns.output(&format!("unshare -m sh -c '{script}'"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{text}");
+    let (up, down) = text
+        .split_once("--- resolv.conf down")
+        .context("the script stopped early")
+        .with_context(|| format!("{text}{}", String::from_utf8_lossy(&out.stderr)))?;
+    ensure!(
+        out.status.success(),
+        "web.internal did not resolve through wg-quick's DNS line:\n{text}{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        logs(&[&gw, &b])
+    );
+    let up_resolv = up.split("--- resolv.conf up").nth(1).unwrap_or_default();
+    ensure!(
+        up_resolv.contains(&format!("nameserver {dns}")),
+        "resolv.conf while up lacks the org DNS:\n{up_resolv}"
+    );
+    ensure!(up.contains(&web.addr.to_string()), "getent: {up}");
+    ensure!(
+        !down.contains(&dns),
+        "wg-quick down left the org DNS:\n{down}"
+    );
+    ensure!(
+        std::fs::read_to_string("/etc/resolv.conf")? == machine_resolv,
+        "the machine's /etc/resolv.conf changed"
+    );
+    Ok(())
+}
