@@ -418,6 +418,14 @@ fn bad_tokens_are_refused_with_their_reason_and_nothing_is_written() -> Result<(
         &admin,
         "machine add api --org acme --region iad --node gw",
     )?)?;
+    // It sees its org's tokens; a peer token does not.
+    let seen = ok(wgtool_in(ns, &admin, "token list --json")?)?;
+    ensure!(serde_json_ids(&seen).len() == 5, "admin token list: {seen}");
+    let seen = ok(wgtool_in(ns, &peer, "token list --json")?)?;
+    ensure!(
+        serde_json_ids(&seen).is_empty(),
+        "a peer token lists tokens: {seen}"
+    );
     Ok(())
 }
 

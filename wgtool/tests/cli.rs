@@ -614,3 +614,66 @@ fn a_registry_password_is_printed_nowhere() {
         assert!(!text.contains("s3cret"), "{text}");
     }
 }
+
+/// Reads a code printed by `--qr` (half blocks, light modules drawn, ANSI colours) back to
+/// its text, as a phone's camera would.
+fn decode_qr(printed: &str) -> String {
+    let mut grid: Vec<Vec<bool>> = Vec::new();
+    for line in printed.lines() {
+        let line = line.replace("\x1b[97;40m", "").replace("\x1b[0m", "");
+        let (mut upper, mut lower) = (Vec::new(), Vec::new());
+        for c in line.chars() {
+            let (u, l) = match c {
+                '█' => (false, false),
+                '▀' => (false, true),
+                '▄' => (true, false),
+                ' ' => (true, true),
+                other => panic!("unexpected character {other:?} in the QR output"),
+            };
+            upper.push(u);
+            lower.push(l);
+        }
+        grid.push(upper);
+        grid.push(lower);
+    }
+    let scale = 4;
+    let (w, h) = (grid[0].len() * scale, grid.len() * scale);
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| {
+        if grid[y / scale][x / scale] {
+            0
+        } else {
+            255
+        }
+    });
+    let grids = img.detect_grids();
+    assert_eq!(grids.len(), 1, "one code in the output");
+    grids[0].decode().unwrap().1
+}
+
+#[test]
+fn create_qr_prints_a_code_of_the_tunnel_file_and_writes_a_file_only_when_named() {
+    let env = Env::populated();
+    let printed = env.ok(&["create", "acme", "iad", "phone", "phone.conf", "--qr"]);
+    let file = std::fs::read_to_string(env.dir.path().join("phone.conf")).unwrap();
+    assert_eq!(decode_qr(&printed), file);
+
+    let before: Vec<_> = std::fs::read_dir(env.dir.path()).unwrap().collect();
+    let printed = env.ok(&["create", "acme", "iad", "tablet", "--qr"]);
+    let text = decode_qr(&printed);
+    assert!(
+        !printed.contains("PrivateKey"),
+        "the file's text was printed too"
+    );
+    let after: Vec<_> = std::fs::read_dir(env.dir.path()).unwrap().collect();
+    assert_eq!(before.len(), after.len(), "--qr without a file wrote one");
+    let peer = &env.snapshot().peers[&("acme".to_string(), "tablet".to_string())];
+    assert!(
+        text.contains(&format!("Address = {}/128", peer.addr)),
+        "{text}"
+    );
+    assert!(text.contains("PrivateKey = "), "{text}");
+
+    let out = env.run(&["create", "acme", "iad", "x", "--qr", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("qr"));
+}

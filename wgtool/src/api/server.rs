@@ -179,10 +179,13 @@ async fn route(
             let (id, hash) = credentials(&req)?;
             let snap = blocking(state, move |reg| {
                 let snap = reg.snapshot()?;
-                let org = registry::check_token(&snap, &id, &hash, now_unix())?
-                    .org
-                    .clone();
-                Ok(snap.scoped(&org))
+                let token = registry::check_token(&snap, &id, &hash, now_unix())?;
+                let mut scoped = snap.scoped(&token.org);
+                // Tokens are the admin's business: a peer token reads peers, not them.
+                if token.scope == registry::TokenScope::Peer {
+                    scoped.tokens.clear();
+                }
+                Ok(scoped)
             })
             .await?;
             let body = SnapshotBody {
