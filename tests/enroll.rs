@@ -18,19 +18,38 @@ struct Api {
 }
 
 fn api(mesh: &Mesh, ns: &Netns, ip: &str) -> Result<Api> {
-    let state = mesh.dir.path().join(unique("api"));
-    let proc = ns.spawn(
-        &bin("wgtool").to_string_lossy(),
-        &[
-            "--registry",
-            &mesh.location,
-            "serve",
-            "--listen",
-            "[::]:8443",
-            "--state-dir",
-            &state.to_string_lossy(),
-        ],
-    )?;
+    api_with(mesh, ns, ip, &mesh.dir.path().join(unique("api")), false)
+}
+
+/// `wgtool serve` with its certificate in `state`; `blind`: in a private mount namespace
+/// where `/var/run/wireguard` is empty, so that it sees no meshd on its host.
+fn api_with(
+    mesh: &Mesh,
+    ns: &Netns,
+    ip: &str,
+    state: &std::path::Path,
+    blind: bool,
+) -> Result<Api> {
+    let serve = format!(
+        "{} --registry {} serve --listen [::]:8443 --state-dir {}",
+        bin("wgtool").display(),
+        mesh.location,
+        state.display()
+    );
+    let script = if blind {
+        format!(
+            "mount --make-rprivate / && mount -t tmpfs tmpfs /var/run/wireguard && exec {serve}"
+        )
+    } else {
+        format!("exec {serve}")
+    };
+    let wrapper = if blind { "unshare" } else { "sh" };
+    let args: Vec<&str> = if blind {
+        vec!["-m", "sh", "-c", &script]
+    } else {
+        vec!["-c", &script]
+    };
+    let proc = ns.spawn(wrapper, &args)?;
     let log = proc.wait_log("with certificate sha256:", SECS15)?;
     let fingerprint = log
         .split("with certificate sha256:")
@@ -39,6 +58,7 @@ fn api(mesh: &Mesh, ns: &Netns, ip: &str) -> Result<Api> {
         .context("fingerprint")?
         .to_string();
     let key = std::fs::metadata(state.join("api.key"))?;
+    let _ = ip;
     use std::os::unix::fs::PermissionsExt;
     ensure!(
         key.permissions().mode() & 0o777 == 0o600,
@@ -527,5 +547,49 @@ fn wg_quick_takes_the_tunnel_file_unchanged_dns_line_included() -> Result<()> {
         std::fs::read_to_string("/etc/resolv.conf")? == machine_resolv,
         "the machine's /etc/resolv.conf changed"
     );
+    Ok(())
+}
+
+#[test]
+fn status_of_a_peer_on_another_gateway_comes_from_that_gateways_api_server() -> Result<()> {
+    let mut mesh = Mesh::new()?;
+    mesh.org("acme")?;
+    let mut gw1 = mesh.host("gw1", true)?;
+    let mut gw2 = mesh.host("gw2", true)?;
+    mesh.start(&mut gw1)?;
+    mesh.start(&mut gw2)?;
+    // One certificate for both servers (the same state directory), as the README says.
+    let state = mesh.dir.path().join(unique("api"));
+    let api1 = api_with(&mesh, &gw1.ns, &gw1.ip, &state, true)?;
+    let _api2 = api_with(&mesh, &gw2.ns, &gw2.ip, &state, false)?;
+    let token = token(&mesh, &api1, "--org acme")?;
+    let (lap_ns, _) = mesh.underlay.host("lp")?;
+    let iface = unique("lw");
+    let conf = mesh.dir.path().join(format!("{iface}.conf"));
+    let conf = conf.to_string_lossy().into_owned();
+    ok(wgtool_in(
+        &lap_ns,
+        &token,
+        &format!("create acme iad dave {conf} --gateway gw2"),
+    )?)?;
+    let lap = peer_up(lap_ns, &iface, &conf)?;
+    // PersistentKeepalive starts a handshake at once; wait for gw2 to have it.
+    let start = std::time::Instant::now();
+    loop {
+        let shown = ok(wgtool_in(&lap.ns, &token, "status acme dave --json")?)?;
+        let v: serde_json::Value = serde_json::from_str(&shown)?;
+        let p = &v[0];
+        if p["gateway_seen"] == true && p["last_handshake"].as_i64().is_some() {
+            ensure!(p["gateway"] == "gw2", "{p}");
+            break;
+        }
+        ensure!(
+            start.elapsed() < SECS15,
+            "gw1's API never reported dave's handshake on gw2: {shown}\n{}\n{}",
+            api1.proc.log(),
+            logs(&[&gw1, &gw2])
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
     Ok(())
 }

@@ -219,7 +219,7 @@ fn split_url(url: &str) -> std::result::Result<(String, u16), String> {
 }
 
 /// One request on a new connection; the status and the body.
-async fn request(
+pub(crate) async fn request(
     tls: &tokio_rustls::TlsConnector,
     host: &str,
     port: u16,

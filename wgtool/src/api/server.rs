@@ -59,6 +59,8 @@ fn decode(s: &str) -> String {
 const MAX_CONNECTIONS: usize = 256;
 /// The TLS handshake and the request head must arrive within this.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a gateway's API server has to say what its meshd sees.
+const GATEWAY_TIMEOUT: Duration = Duration::from_secs(3);
 /// No request body is bigger (a change is a few hundred bytes).
 const MAX_BODY: usize = 64 * 1024;
 
@@ -74,6 +76,9 @@ pub struct ServeOptions {
 
 struct State {
     reg: Arc<dyn Registry>,
+    /// For asking the API servers on other gateways: they share this server's certificate.
+    peers_tls: tokio_rustls::TlsConnector,
+    port: u16,
 }
 
 pub fn serve(o: ServeOptions) -> Result<()> {
@@ -85,6 +90,7 @@ pub fn serve(o: ServeOptions) -> Result<()> {
         &o.names,
     )?;
     let fp = identity.fingerprint();
+    let peers_tls = tokio_rustls::TlsConnector::from(tls::client_config(&fp));
     if let Some(path) = made {
         eprintln!("made a self-signed certificate: {}", path.display());
     }
@@ -106,7 +112,11 @@ pub fn serve(o: ServeOptions) -> Result<()> {
             registry::shown(&o.registry),
             local.port()
         );
-        let state = Arc::new(State { reg });
+        let state = Arc::new(State {
+            reg,
+            peers_tls,
+            port: local.port(),
+        });
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
@@ -197,8 +207,15 @@ async fn route(
         }
         (Method::GET, STATUS_PATH) => {
             let (id, hash) = credentials(&req)?;
+            let bearer = req
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
             let query = query(req.uri().query().unwrap_or(""));
-            let peers = blocking(state, move |reg| {
+            let local_only = query.contains_key("local");
+            let (mut peers, elsewhere) = blocking(state, move |reg| {
                 let snap = reg.snapshot()?;
                 let org = registry::check_token(&snap, &id, &hash, now_unix())?
                     .org
@@ -208,14 +225,58 @@ async fn route(
                         "token {id} is for org `{org}`, not `{asked}`"
                     )));
                 }
-                Ok(crate::status::of(
+                let peers = crate::status::of(
                     &snap,
                     Some(&org),
                     query.get("name").map(String::as_str),
                     std::path::Path::new(crate::status::SOCKET_DIR),
-                ))
+                );
+                // Gateways whose meshd is not on this host: their own API server knows.
+                let mut elsewhere: Vec<(String, std::net::IpAddr)> = peers
+                    .iter()
+                    .filter(|p| !p.gateway_seen)
+                    .filter_map(|p| {
+                        Some((p.gateway.clone(), snap.nodes.get(&p.gateway)?.endpoint.ip()))
+                    })
+                    .collect();
+                elsewhere.sort();
+                elsewhere.dedup();
+                Ok((peers, elsewhere))
             })
             .await?;
+            if !local_only {
+                let asks = elsewhere.into_iter().map(|(gw, ip)| {
+                    let (tls, bearer, port) = (state.peers_tls.clone(), bearer.clone(), state.port);
+                    async move {
+                        let path = format!("{STATUS_PATH}?local=1");
+                        let host = ip.to_string();
+                        let fut = super::client::request(
+                            &tls,
+                            &host,
+                            port,
+                            Method::GET,
+                            &path,
+                            Some(bearer),
+                            None,
+                        );
+                        let got = tokio::time::timeout(GATEWAY_TIMEOUT, fut).await;
+                        let theirs: Option<Vec<crate::status::PeerStatus>> = match got {
+                            Ok(Ok((200, body))) => serde_json::from_slice(&body).ok(),
+                            _ => None,
+                        };
+                        (gw, theirs)
+                    }
+                });
+                for (gw, theirs) in futures_join(asks).await {
+                    let Some(theirs) = theirs else { continue };
+                    for p in peers.iter_mut().filter(|p| p.gateway == gw) {
+                        if let Some(t) = theirs.iter().find(|t| t.name == p.name && t.gateway_seen)
+                        {
+                            *p = t.clone();
+                        }
+                    }
+                }
+            }
             Ok(json(StatusCode::OK, &peers))
         }
         (Method::GET, WHOAMI_PATH) => {
@@ -339,4 +400,20 @@ fn now_unix() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// Runs the futures at once on this task and returns their results in order.
+async fn futures_join<F>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
 }
