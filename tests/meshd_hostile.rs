@@ -19,7 +19,7 @@ use sixpn_tests::{ping_summary, Netns, Proc};
 
 const SECS10: Duration = Duration::from_secs(10);
 /// The drop reasons only a datagram from the network can cause.
-const NETWORK_REASONS: [&str; 8] = [
+const NETWORK_REASONS: [&str; 9] = [
     "malformed",
     "unknown_peer",
     "unknown_index",
@@ -27,6 +27,7 @@ const NETWORK_REASONS: [&str; 8] = [
     "replay",
     "decrypt",
     "under_load",
+    "cookie_limited",
     "no_session",
 ];
 
@@ -446,11 +447,19 @@ fn handshake_floods_are_counted_and_answered_with_cookies_under_load() -> Result
     let deltas = drop_deltas(&mid, &after);
     let decrypt = deltas.get("decrypt").copied().unwrap_or(0);
     let under_load = deltas.get("under_load").copied().unwrap_or(0);
+    let limited = deltas.get("cookie_limited").copied().unwrap_or(0);
     let sent = valid.get("sent");
     let secs = valid.get("seconds") as f64 / 1000.0;
     ensure!(
-        deltas.len() == 2 && (decrypt + under_load) * 100 >= sent * 98,
+        deltas.len() == 3 && (decrypt + under_load + limited) * 100 >= sent * 98,
         "{sent} valid-MAC initiations in {secs:.1} s: drops rose by {deltas:?}"
+    );
+    // One source gets at most 10 cookie replies a second and a burst of 20; the rest of its
+    // initiations under load are dropped without one.
+    let budget = (10.0 * (secs + 1.0) + 20.0) as u64;
+    ensure!(
+        under_load >= 20 && under_load <= budget,
+        "{under_load} cookie replies to one source in {secs:.1} s (at most {budget})"
     );
     // 100 a second pass the limiter (reset every 1-1.25 s), plus two seconds' worth of
     // slack.
@@ -479,8 +488,8 @@ fn handshake_floods_are_counted_and_answered_with_cookies_under_load() -> Result
     w.a_unharmed(lines)?;
     eprintln!(
         "floods: {counted_bad}/{} bad-MAC initiations in {:.1} s → invalid_mac; {sent} valid-MAC \
-         initiations in {secs:.1} s → {decrypt} decrypt, {under_load} under_load, {cookies} \
-         cookie replies; pings {preceived}/{psent}",
+         initiations in {secs:.1} s → {decrypt} decrypt, {under_load} under_load, {limited} \
+         cookie_limited, {cookies} cookie replies; pings {preceived}/{psent}",
         bad.get("sent"),
         bad.get("seconds") as f64 / 1000.0,
     );

@@ -17,6 +17,9 @@ pub enum Drop {
     Decrypt,
     /// A handshake answered with a cookie because we are under load.
     UnderLoad,
+    /// A handshake under load from a source that has had its cookie replies for now
+    /// (see `cookie_budget`): dropped without one.
+    CookieLimited,
     /// Data for a session we no longer have.
     NoSession,
     /// A decapsulated packet whose source is outside the sender's allowed IPs.
@@ -50,7 +53,7 @@ pub enum Drop {
 }
 
 impl Drop {
-    pub const ALL: [Drop; 21] = [
+    pub const ALL: [Drop; 22] = [
         Drop::Malformed,
         Drop::UnknownPeer,
         Drop::UnknownIndex,
@@ -58,6 +61,7 @@ impl Drop {
         Drop::Replay,
         Drop::Decrypt,
         Drop::UnderLoad,
+        Drop::CookieLimited,
         Drop::NoSession,
         Drop::SourceNotAllowed,
         Drop::OrgMismatch,
@@ -83,6 +87,7 @@ impl Drop {
             Drop::Replay => "replay",
             Drop::Decrypt => "decrypt",
             Drop::UnderLoad => "under_load",
+            Drop::CookieLimited => "cookie_limited",
             Drop::NoSession => "no_session",
             Drop::SourceNotAllowed => "source_not_allowed",
             Drop::OrgMismatch => "org_mismatch",

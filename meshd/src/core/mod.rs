@@ -8,6 +8,7 @@
 //! `Tunn::decapsulate` → source must be inside that peer's allowed IPs → org check →
 //! TUN write, or (gateways) encapsulate again for the peer that routes the destination.
 
+mod cookie_budget;
 pub mod counters;
 pub mod nat64;
 pub mod org_filter;
@@ -82,6 +83,8 @@ struct Identity {
     rate_limiter: Arc<RateLimiter>,
     /// What the `Tunn`s check with: MAC1 only, never under load.
     tunn_limiter: Arc<RateLimiter>,
+    /// Cookie replies per source address under load.
+    cookie_budget: cookie_budget::CookieBudget,
 }
 
 impl Identity {
@@ -94,26 +97,33 @@ impl Identity {
             public,
             rate_limiter,
             tunn_limiter,
+            cookie_budget: Default::default(),
         }
     }
 
     /// MACs and the load check, before anything costly: `Err` is the reason to drop, after
-    /// a cookie reply is sent if one is due.
+    /// a cookie reply is sent if one is due and the source's budget allows it.
     fn admit_handshake(
-        &self,
+        &mut self,
         from: SocketAddr,
         datagram: &[u8],
         buf: &mut [u8],
         out: &mut impl Transmit,
     ) -> Result<(), Drop> {
-        match self
-            .rate_limiter
-            .verify_packet(Some(from.ip()), datagram, buf)
-        {
+        let now = Instant::now();
+        // Without an address the limiter checks MAC1 and the load as before, but under
+        // load it drops instead of making a cookie reply.
+        let budget = self.cookie_budget.has(from.ip(), now);
+        let addr = budget.then_some(from.ip());
+        match self.rate_limiter.verify_packet(addr, datagram, buf) {
             Ok(_) => Ok(()),
             Err(TunnResult::WriteToNetwork(cookie)) => {
+                self.cookie_budget.spend(from.ip(), now);
                 out.send_udp(from, cookie);
                 Err(Drop::UnderLoad)
+            }
+            Err(TunnResult::Err(boringtun::noise::errors::WireGuardError::UnderLoad)) => {
+                Err(Drop::CookieLimited)
             }
             Err(_) => Err(Drop::InvalidMac),
         }
