@@ -225,6 +225,13 @@ fn a_laptop_without_the_registry_enrolls_with_a_token_and_fetches_web_internal()
         text.matches('✓').count() == 7,
         "doctor ran other checks:\n{text}"
     );
+    // And on the gateway host itself.
+    let out = host_doctor(&gw.ns, &mesh.location)?;
+    let host_text = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        out.status.success() && host_text.contains("node gw listens on UDP"),
+        "doctor --host on the gateway:\n{host_text}"
+    );
     dnsd.kill();
     let (passed, text) = doctor("dnsd stopped")?;
     ensure!(!passed, "doctor passed with dnsd stopped");
@@ -236,11 +243,25 @@ fn a_laptop_without_the_registry_enrolls_with_a_token_and_fetches_web_internal()
     gw.meshd.as_mut().context("gw meshd")?.kill();
     let (passed, text) = doctor("meshd stopped")?;
     ensure!(!passed, "doctor passed with meshd stopped");
+    let out = host_doctor(&gw.ns, &mesh.location)?;
+    let host_text = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        !out.status.success() && host_text.contains("✗ meshd's UDP port"),
+        "doctor --host with the gateway's meshd stopped:\n{host_text}"
+    );
     ensure!(
         failed_checks(&text).first() == Some(&"gateway endpoint"),
         "with the gateway's meshd stopped:\n{text}"
     );
     Ok(())
+}
+
+/// `wgtool doctor --host` in `ns`.
+fn host_doctor(ns: &Netns, location: &str) -> Result<std::process::Output> {
+    ns.output(&format!(
+        "{} --registry {location} doctor --host",
+        bin("wgtool").display()
+    ))
 }
 
 /// The checks a doctor report marks ✗, by the start of their line.

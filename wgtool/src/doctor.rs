@@ -529,12 +529,13 @@ fn host_checks(r: &mut Report, src: &crate::admin::Source) {
             ),
         },
     );
-    // This host's node: the one whose key a local meshd holds.
+    // This host's node: the one whose key a meshd here holds and whose endpoint address
+    // is one of this host's.
     let ifaces = crate::status::read_all(Path::new(crate::status::SOCKET_DIR));
     let node = snap.as_ref().ok().and_then(|s| {
         s.nodes
             .values()
-            .find(|n| ifaces.contains_key(&n.public_key))
+            .find(|n| ifaces.contains_key(&n.public_key) && is_local(n.endpoint.ip()))
             .cloned()
     });
     r.check(
@@ -560,6 +561,11 @@ fn host_checks(r: &mut Report, src: &crate::admin::Source) {
             }
         },
     );
+}
+
+/// True if `ip` is an address of this host (a socket can be bound to it).
+fn is_local(ip: IpAddr) -> bool {
+    UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
 /// The pid of a process with this name.
