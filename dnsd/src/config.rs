@@ -9,11 +9,20 @@ use clap::Parser;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// sixpn's DNS server: answers `.internal` names from the registry, scoped to the querier's
 /// org, and forwards every other name upstream.
 #[derive(Debug, Parser)]
-#[command(name = "dnsd", version)]
+#[command(name = "dnsd", version = env!("SIXPN_VERSION"))]
 pub struct Cli {
+    /// Log lines as text or as JSON objects (one per line, with the event's fields).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Registry location: a SQLite path, `sqlite:///path` or `etcd[s]://host:port,...[/prefix]`
     /// [default: /var/lib/sixpn/registry.db].
     #[arg(long, env = "SIXPN_REGISTRY", hide_env_values = true)]

@@ -18,12 +18,21 @@ pub const DEFAULT_KEY: &str = "/var/lib/sixpn/meshd.key";
 /// interface name, it is a plain userspace WireGuard interface configured through the UAPI
 /// socket (`wg set`, `wg setconf`), usable as `WG_QUICK_USERSPACE_IMPLEMENTATION=meshd`.
 #[derive(Debug, Parser)]
-#[command(name = "meshd", version, args_conflicts_with_subcommands = true)]
+#[command(name = "meshd", version = env!("SIXPN_VERSION"), args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    /// Log lines as text or as JSON objects (one per line, with the event's fields).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Option<Command>,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
