@@ -86,6 +86,52 @@ pub enum Command {
     /// Serves the enrollment API over HTTPS in front of the registry (like `headscale
     /// serve`), for holders of tokens.
     Serve(ServeArgs),
+    /// Asks the org's DNS through an in-process tunnel (no root, no interface), like dig.
+    Dig(DigArgs),
+    /// ICMPv6 echo through an in-process tunnel (no root, no interface), like ping.
+    Ping(PingArgs),
+    /// Forwards a local TCP port through an in-process tunnel (no root, no interface) to a
+    /// machine on the org network.
+    Proxy(ProxyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DigArgs {
+    /// The tunnel file (wg-quick format, as `wgtool create` writes it).
+    #[arg(long, env = "SIXPN_TUNNEL_FILE")]
+    pub config: PathBuf,
+    /// `[TYPE] NAME`: TYPE is AAAA (the default) or TXT.
+    #[arg(num_args = 1..=2, required = true, value_name = "[TYPE] NAME")]
+    pub question: Vec<String>,
+    /// Only the answers' data, as `dig +short` prints it.
+    #[arg(long)]
+    pub short: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PingArgs {
+    /// The tunnel file (wg-quick format, as `wgtool create` writes it).
+    #[arg(long, env = "SIXPN_TUNNEL_FILE")]
+    pub config: PathBuf,
+    /// A name (resolved through the org's DNS in the tunnel) or an IPv6 address.
+    pub target: String,
+    /// Stop after this many echo requests (default: until Ctrl-C).
+    #[arg(short = 'c')]
+    pub count: Option<u32>,
+    /// Seconds between echo requests.
+    #[arg(short = 'i', default_value_t = 1.0)]
+    pub interval: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// The tunnel file (wg-quick format, as `wgtool create` writes it).
+    #[arg(long, env = "SIXPN_TUNNEL_FILE")]
+    pub config: PathBuf,
+    /// `[BIND:]PORT` to listen on (default bind 127.0.0.1; port 0 picks a free one).
+    pub local: String,
+    /// `HOST:PORT`: a name resolved through the org's DNS in the tunnel, or `[fdaa:...]:PORT`.
+    pub remote: String,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@ mod allowed_ips;
 mod api;
 mod cli;
 mod doctor;
+mod inproc;
 mod key;
 mod lifetime;
 mod peer;
@@ -84,6 +85,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(a) => lifetime::status(&src, a),
         Command::Doctor { target, host } => doctor::run(target.as_deref(), host, &src),
         Command::Prune(a) => lifetime::prune(&src, a),
+        Command::Dig(a) => inproc::dig(&a.config, &a.question, a.short),
+        Command::Ping(a) => inproc::ping(&a.config, &a.target, a.count, a.interval),
+        Command::Proxy(a) => inproc::proxy(&a.config, &a.local, &a.remote),
         Command::Serve(a) => {
             if src.uses_api() {
                 return Err(usage(

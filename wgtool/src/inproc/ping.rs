@@ -1,0 +1,147 @@
+//! `wgtool ping NAME|ADDRESS`: ICMPv6 echo through the in-process tunnel, printed as
+//! `ping` prints it.
+
+use std::collections::HashMap;
+use std::net::Ipv6Addr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use smoltcp::socket::icmp;
+use smoltcp::wire::IpAddress;
+
+use super::config::TunnelConfig;
+use super::tunnel::UserspaceTunnel;
+use crate::usage;
+
+const PAYLOAD: usize = 56;
+/// After the last request, how long a reply may still come.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// An echo request: type 128; smoltcp fills in the checksum when it sends it.
+fn echo_request(ident: u16, seq: u16) -> [u8; 8 + PAYLOAD] {
+    let mut p = [0u8; 8 + PAYLOAD];
+    p[0] = 128;
+    p[4..6].copy_from_slice(&ident.to_be_bytes());
+    p[6..8].copy_from_slice(&seq.to_be_bytes());
+    for (i, b) in p[8..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    p
+}
+
+/// The sequence number of an echo reply (type 129) to `ident`.
+fn echo_reply_seq(ident: u16, p: &[u8]) -> Option<u16> {
+    let h = p.get(..8)?;
+    (h[0] == 129 && h[4..6] == ident.to_be_bytes()).then(|| u16::from_be_bytes([h[6], h[7]]))
+}
+
+pub fn ping(config: &Path, target: &str, count: Option<u32>, interval: f64) -> Result<()> {
+    if !(interval.is_finite() && interval >= 0.01) {
+        return Err(usage(format!("-i {interval}: at least 0.01 seconds")));
+    }
+    if count == Some(0) {
+        return Err(usage("-c 0: at least one echo request"));
+    }
+    let cfg = TunnelConfig::load(config).map_err(|e| usage(e.to_string()))?;
+    super::shutdown::install();
+    let mut t = UserspaceTunnel::open(&cfg)?;
+    t.wait_up(super::dig::HANDSHAKE_LIMIT)?;
+    let addr: Ipv6Addr = super::resolve::address(&mut t, target)?;
+
+    let ident = (std::process::id() & 0xffff) as u16;
+    let rx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 16], vec![0; 4096]);
+    let tx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 16], vec![0; 4096]);
+    let mut socket = icmp::Socket::new(rx, tx);
+    socket
+        .bind(icmp::Endpoint::Ident(ident))
+        .map_err(|e| anyhow::anyhow!("ICMP socket: {e}"))?;
+    let h = t.sockets.add(socket);
+
+    println!("PING {target} ({addr}) {PAYLOAD} data bytes");
+    let interval = Duration::from_secs_f64(interval);
+    let start = Instant::now();
+    let mut sent_at: HashMap<u16, Instant> = HashMap::new();
+    let (mut sent, mut received) = (0u32, 0u32);
+    let mut rtts: Vec<f64> = Vec::new();
+    let mut next_send = Instant::now();
+    let mut last_sent = Instant::now();
+    loop {
+        if super::shutdown::requested() {
+            break;
+        }
+        let done_sending = count.is_some_and(|c| sent >= c);
+        if done_sending && (received >= sent || last_sent.elapsed() > LINGER) {
+            break;
+        }
+        if !done_sending && Instant::now() >= next_send {
+            let seq = sent as u16;
+            let socket = t.sockets.get_mut::<icmp::Socket>(h);
+            if socket
+                .send_slice(&echo_request(ident, seq), IpAddress::Ipv6(addr))
+                .is_ok()
+            {
+                sent_at.insert(seq, Instant::now());
+            }
+            sent += 1;
+            last_sent = Instant::now();
+            next_send += interval;
+        }
+        let wait = next_send
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(100));
+        t.poll(wait, &mut [])?;
+        let socket = t.sockets.get_mut::<icmp::Socket>(h);
+        while let Ok((p, from)) = socket.recv() {
+            let Some(seq) = echo_reply_seq(ident, p) else {
+                continue;
+            };
+            let Some(at) = sent_at.remove(&seq) else {
+                continue;
+            };
+            let ms = at.elapsed().as_secs_f64() * 1000.0;
+            received += 1;
+            rtts.push(ms);
+            println!(
+                "{} bytes from {from}: icmp_seq={} time={ms:.2} ms",
+                p.len(),
+                seq + 1
+            );
+        }
+    }
+    let loss = if sent == 0 {
+        100.0
+    } else {
+        100.0 * f64::from(sent - received) / f64::from(sent)
+    };
+    println!("\n--- {target} ping statistics ---");
+    println!(
+        "{sent} packets transmitted, {received} received, {loss:.0}% packet loss, time {}ms",
+        start.elapsed().as_millis()
+    );
+    if !rtts.is_empty() {
+        let min = rtts.iter().cloned().fold(f64::INFINITY, f64::min);
+        let max = rtts.iter().cloned().fold(0.0, f64::max);
+        let avg = rtts.iter().sum::<f64>() / rtts.len() as f64;
+        println!("rtt min/avg/max = {min:.3}/{avg:.3}/{max:.3} ms");
+    }
+    if received == 0 {
+        bail!("no reply from {addr}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_is_matched_by_ident_and_sequence() {
+        let mut p = echo_request(0x1234, 7);
+        assert_eq!(echo_reply_seq(0x1234, &p), None, "a request is no reply");
+        p[0] = 129;
+        assert_eq!(echo_reply_seq(0x1234, &p), Some(7));
+        assert_eq!(echo_reply_seq(0x4321, &p), None);
+        assert_eq!(echo_reply_seq(0x1234, &p[..5]), None);
+    }
+}

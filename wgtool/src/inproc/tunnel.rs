@@ -1,0 +1,225 @@
+//! The loop's one owner of the WireGuard session, the UDP socket to the gateway and the
+//! userspace IPv6 interface. Callers add smoltcp sockets, call [`UserspaceTunnel::poll`]
+//! (which waits for the gateway, the caller's own file descriptors or a timer, and moves
+//! packets both ways), then look at their sockets again.
+
+use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use boringtun::noise::{Tunn, TunnResult};
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+
+use super::config::TunnelConfig;
+use super::device::PacketQueues;
+
+/// How often boringtun's timers run (handshake retries, keepalives, rekeying).
+const TIMER_TICK: Duration = Duration::from_millis(100);
+/// Datagrams read from the gateway before smoltcp gets to run.
+const READ_BATCH: usize = 64;
+/// The largest datagram boringtun may hand back (a whole decrypted packet).
+const SCRATCH: usize = 65_536;
+
+pub struct UserspaceTunnel {
+    tunn: Tunn,
+    udp: UdpSocket,
+    pub endpoint: SocketAddr,
+    pub dns: Ipv6Addr,
+    queues: PacketQueues,
+    pub iface: Interface,
+    pub sockets: SocketSet<'static>,
+    next_tick: Instant,
+    scratch: Vec<u8>,
+    datagram: Vec<u8>,
+}
+
+impl UserspaceTunnel {
+    /// A tunnel to the file's gateway; the handshake starts at once.
+    pub fn open(cfg: &TunnelConfig) -> Result<UserspaceTunnel> {
+        let secret = x25519_dalek::StaticSecret::from(cfg.private_key);
+        let gateway = x25519_dalek::PublicKey::from(cfg.gateway_public_key);
+        let keepalive = (cfg.keepalive > 0).then_some(cfg.keepalive);
+        let index = rand_index();
+        let tunn = Tunn::new(secret, gateway, None, keepalive, index, None);
+        let bind: SocketAddr = match cfg.endpoint {
+            SocketAddr::V4(_) => "0.0.0.0:0".parse()?,
+            SocketAddr::V6(_) => "[::]:0".parse()?,
+        };
+        let udp = UdpSocket::bind(bind).context("UDP socket for the tunnel")?;
+        udp.connect(cfg.endpoint)
+            .with_context(|| format!("gateway endpoint {}", cfg.endpoint))?;
+        udp.set_nonblocking(true)?;
+
+        let mut queues = PacketQueues::default();
+        let mut iface = Interface::new(
+            Config::new(HardwareAddress::Ip),
+            &mut queues,
+            smoltcp::time::Instant::now(),
+        );
+        iface.update_ip_addrs(|addrs| {
+            let _ = addrs.push(IpCidr::new(IpAddress::Ipv6(cfg.address), 128));
+        });
+        // Everything goes into the tunnel: the gateway routes it (AllowedIPs is its job).
+        iface
+            .routes_mut()
+            .add_default_ipv6_route(cfg.dns)
+            .map_err(|_| anyhow::anyhow!("smoltcp route table full"))?;
+
+        let mut t = UserspaceTunnel {
+            tunn,
+            udp,
+            endpoint: cfg.endpoint,
+            dns: cfg.dns,
+            queues,
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            next_tick: Instant::now() + TIMER_TICK,
+            scratch: vec![0; SCRATCH],
+            datagram: vec![0; SCRATCH],
+        };
+        if let TunnResult::WriteToNetwork(p) =
+            t.tunn.format_handshake_initiation(&mut t.scratch, false)
+        {
+            let _ = t.udp.send(p);
+        }
+        Ok(t)
+    }
+
+    /// Whether a handshake with the gateway has completed.
+    pub fn is_up(&self) -> bool {
+        self.tunn.stats().0.is_some()
+    }
+
+    /// Sends what smoltcp has to send, waits at most `wait` for the gateway, for one of
+    /// `fds` (their `revents` are set) or for a timer, then takes in what arrived.
+    pub fn poll(&mut self, wait: Duration, fds: &mut [libc::pollfd]) -> Result<()> {
+        self.step();
+        let now = smoltcp::time::Instant::now();
+        let mut wait = wait.min(self.next_tick.saturating_duration_since(Instant::now()));
+        if let Some(d) = self.iface.poll_delay(now, &self.sockets) {
+            wait = wait.min(Duration::from_micros(d.total_micros()));
+        }
+        let mut all = Vec::with_capacity(fds.len() + 1);
+        all.push(libc::pollfd {
+            fd: self.udp.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        all.extend_from_slice(fds);
+        let ms = wait.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: `all` is a valid array of pollfd of the length given.
+        let n = unsafe { libc::poll(all.as_mut_ptr(), all.len() as libc::nfds_t, ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e).context("poll");
+            }
+        }
+        for (f, a) in fds.iter_mut().zip(&all[1..]) {
+            f.revents = if n > 0 { a.revents } else { 0 };
+        }
+        if n > 0 && all[0].revents != 0 {
+            self.read_gateway();
+        }
+        if Instant::now() >= self.next_tick {
+            self.next_tick = Instant::now() + TIMER_TICK;
+            self.run_timers();
+        }
+        self.step();
+        Ok(())
+    }
+
+    /// Lets smoltcp process what came in and encrypts what it wrote.
+    fn step(&mut self) {
+        let now = smoltcp::time::Instant::now();
+        self.iface.poll(now, &mut self.queues, &mut self.sockets);
+        while let Some(packet) = self.queues.outbound.pop_front() {
+            if let TunnResult::WriteToNetwork(p) = self.tunn.encapsulate(&packet, &mut self.scratch)
+            {
+                let _ = self.udp.send(p);
+            }
+            self.queues.spare.push(packet);
+        }
+    }
+
+    fn read_gateway(&mut self) {
+        let from = Some(self.endpoint.ip());
+        for _ in 0..READ_BATCH {
+            let n = match self.udp.recv(&mut self.datagram) {
+                Ok(n) => n,
+                Err(_) => return,
+            };
+            match self
+                .tunn
+                .decapsulate(from, &self.datagram[..n], &mut self.scratch)
+            {
+                TunnResult::WriteToNetwork(p) => {
+                    let _ = self.udp.send(p);
+                    // boringtun hands back queued packets one call at a time.
+                    while let TunnResult::WriteToNetwork(p) =
+                        self.tunn.decapsulate(from, &[], &mut self.scratch)
+                    {
+                        let _ = self.udp.send(p);
+                    }
+                }
+                TunnResult::WriteToTunnelV6(p, _) => {
+                    let mut buf = self.queues.spare.pop().unwrap_or_default();
+                    buf.clear();
+                    buf.extend_from_slice(p);
+                    self.queues.inbound.push_back(buf);
+                }
+                // Nothing but IPv6 is ours; errors are the gateway's noise, counted nowhere.
+                TunnResult::WriteToTunnelV4(..) | TunnResult::Done | TunnResult::Err(_) => {}
+            }
+            // Let smoltcp keep up with a long burst (ACKs, window updates).
+            if self.queues.inbound.len() >= READ_BATCH / 2 {
+                self.step();
+            }
+        }
+    }
+
+    fn run_timers(&mut self) {
+        match self.tunn.update_timers(&mut self.scratch) {
+            TunnResult::WriteToNetwork(p) => {
+                let _ = self.udp.send(p);
+            }
+            TunnResult::Err(boringtun::noise::errors::WireGuardError::ConnectionExpired) => {
+                if let TunnResult::WriteToNetwork(p) = self
+                    .tunn
+                    .format_handshake_initiation(&mut self.scratch, false)
+                {
+                    let _ = self.udp.send(p);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Waits for the handshake, up to `limit`.
+    pub fn wait_up(&mut self, limit: Duration) -> Result<()> {
+        let start = Instant::now();
+        while !self.is_up() {
+            if start.elapsed() > limit {
+                anyhow::bail!(
+                    "no WireGuard handshake with the gateway at {} within {} s",
+                    self.endpoint,
+                    limit.as_secs()
+                );
+            }
+            self.poll(TIMER_TICK, &mut [])?;
+            if super::shutdown::requested() {
+                anyhow::bail!("interrupted");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A random sender index, so that two runs do not collide at the gateway.
+fn rand_index() -> u32 {
+    let mut b = [0u8; 4];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    u32::from_le_bytes(b) >> 8
+}
