@@ -132,6 +132,9 @@ pub struct ProxyArgs {
     pub local: String,
     /// `HOST:PORT`: a name resolved through the org's DNS in the tunnel, or `[fdaa:...]:PORT`.
     pub remote: String,
+    /// A line on stderr for each connection as it ends (bytes each way, how long).
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Args)]

@@ -87,7 +87,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Prune(a) => lifetime::prune(&src, a),
         Command::Dig(a) => inproc::dig(&a.config, &a.question, a.short),
         Command::Ping(a) => inproc::ping(&a.config, &a.target, a.count, a.interval),
-        Command::Proxy(a) => inproc::proxy(&a.config, &a.local, &a.remote),
+        Command::Proxy(a) => inproc::proxy(&a.config, &a.local, &a.remote, a.verbose),
         Command::Serve(a) => {
             if src.uses_api() {
                 return Err(usage(

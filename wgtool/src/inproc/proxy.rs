@@ -6,7 +6,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use smoltcp::iface::SocketHandle;
@@ -81,9 +81,27 @@ struct Conn {
     local_done: bool,
     /// The remote sent FIN and the local side was shut down for writing.
     remote_done: bool,
+    /// The local client, and bytes moved each way, for `--verbose` and Ctrl-C.
+    client: SocketAddr,
+    up: u64,
+    down: u64,
+    opened: Instant,
 }
 
-pub fn proxy(config: &Path, local: &str, remote: &str) -> Result<()> {
+impl Conn {
+    fn describe(&self, state: State) -> String {
+        format!(
+            "{}: {} after {:.1} s, {} B up, {} B down",
+            self.client,
+            state,
+            self.opened.elapsed().as_secs_f64(),
+            self.up,
+            self.down
+        )
+    }
+}
+
+pub fn proxy(config: &Path, local: &str, remote: &str, verbose: bool) -> Result<()> {
     let bind = parse_local(local).map_err(usage)?;
     let (host, port) = parse_remote(remote).map_err(usage)?;
     let cfg = TunnelConfig::load(config).map_err(|e| usage(e.to_string()))?;
@@ -123,7 +141,11 @@ pub fn proxy(config: &Path, local: &str, remote: &str) -> Result<()> {
             accept(&listener, &mut t, &mut conns, addr, port, &mut next_port);
         }
         conns.retain_mut(|c| {
-            let finished = pump(c, t.sockets.get_mut::<tcp::Socket>(c.handle));
+            let s = t.sockets.get_mut::<tcp::Socket>(c.handle);
+            let finished = pump(c, s);
+            if finished && verbose {
+                eprintln!("wgtool: {}", c.describe(s.state()));
+            }
             if finished {
                 t.sockets.remove(c.handle);
             }
@@ -132,7 +154,9 @@ pub fn proxy(config: &Path, local: &str, remote: &str) -> Result<()> {
     }
     // Ctrl-C: reset what is open in the tunnel so the remote is not left waiting.
     for c in &conns {
-        t.sockets.get_mut::<tcp::Socket>(c.handle).abort();
+        let s = t.sockets.get_mut::<tcp::Socket>(c.handle);
+        eprintln!("wgtool: cut {}", c.describe(s.state()));
+        s.abort();
     }
     t.poll(Duration::ZERO, &mut [])?;
     eprintln!("wgtool: proxy stopped ({} connection(s) cut)", conns.len());
@@ -155,7 +179,7 @@ fn accept(
     port: u16,
     next_port: &mut u16,
 ) {
-    while let Ok((local, _)) = listener.accept() {
+    while let Ok((local, client)) = listener.accept() {
         if local.set_nonblocking(true).is_err() {
             continue;
         }
@@ -177,6 +201,10 @@ fn accept(
             handle,
             local_done: false,
             remote_done: false,
+            client,
+            up: 0,
+            down: 0,
+            opened: Instant::now(),
         });
     }
 }
@@ -194,7 +222,7 @@ fn pump(c: &mut Conn, s: &mut tcp::Socket) -> bool {
                 c.local_done = true;
                 s.close();
             }
-            Ok(Ok(_)) => {}
+            Ok(Ok(n)) => c.up += n as u64,
             Ok(Err(e)) if e.kind() == ErrorKind::WouldBlock => break,
             Ok(Err(e)) if e.kind() == ErrorKind::Interrupted => {}
             Ok(Err(_)) | Err(_) => {
@@ -210,7 +238,7 @@ fn pump(c: &mut Conn, s: &mut tcp::Socket) -> bool {
             Err(e) => (0, Err(e)),
         });
         match wrote {
-            Ok(Ok(_)) => {}
+            Ok(Ok(n)) => c.down += n as u64,
             Ok(Err(e)) if e.kind() == ErrorKind::WouldBlock => break,
             Ok(Err(e)) if e.kind() == ErrorKind::Interrupted => {}
             Ok(Err(_)) | Err(_) => {

@@ -51,6 +51,10 @@ impl UserspaceTunnel {
         udp.connect(cfg.endpoint)
             .with_context(|| format!("gateway endpoint {}", cfg.endpoint))?;
         udp.set_nonblocking(true)?;
+        // Room for a burst from the gateway while smoltcp catches up (the kernel caps it at
+        // net.core.rmem_max; a smaller buffer only means more retransmissions).
+        set_buffer(&udp, libc::SO_RCVBUF, 4 << 20);
+        set_buffer(&udp, libc::SO_SNDBUF, 1 << 20);
 
         let mut queues = PacketQueues::default();
         let mut iface = Interface::new(
@@ -214,6 +218,19 @@ impl UserspaceTunnel {
             }
         }
         Ok(())
+    }
+}
+
+fn set_buffer(udp: &UdpSocket, option: libc::c_int, bytes: libc::c_int) {
+    // SAFETY: a valid socket and a pointer to an int of the size given.
+    unsafe {
+        libc::setsockopt(
+            udp.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 
