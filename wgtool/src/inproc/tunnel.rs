@@ -17,6 +17,8 @@ use super::device::PacketQueues;
 
 /// How often boringtun's timers run (handshake retries, keepalives, rekeying).
 const TIMER_TICK: Duration = Duration::from_millis(100);
+/// How often [`UserspaceTunnel::wait_up`] sends a new handshake initiation.
+const HANDSHAKE_RETRY: Duration = Duration::from_secs(1);
 /// Datagrams read from the gateway before smoltcp gets to run.
 const READ_BATCH: usize = 64;
 /// The largest datagram boringtun may hand back (a whole decrypted packet).
@@ -204,7 +206,19 @@ impl UserspaceTunnel {
     /// Waits for the handshake, up to `limit`.
     pub fn wait_up(&mut self, limit: Duration) -> Result<()> {
         let start = Instant::now();
+        let mut last_try = start;
         while !self.is_up() {
+            // Someone is waiting at a prompt: retry each second rather than WireGuard's 5 s,
+            // so that one lost datagram costs a second, not five.
+            if last_try.elapsed() >= HANDSHAKE_RETRY {
+                last_try = Instant::now();
+                if let TunnResult::WriteToNetwork(p) = self
+                    .tunn
+                    .format_handshake_initiation(&mut self.scratch, true)
+                {
+                    let _ = self.udp.send(p);
+                }
+            }
             if start.elapsed() > limit {
                 anyhow::bail!(
                     "no WireGuard handshake with the gateway at {} within {} s",
