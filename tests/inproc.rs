@@ -152,10 +152,10 @@ fn a_laptop_without_an_interface_digs_pings_and_proxies_through_wgtool() -> Resu
         "socat",
         &[
             // The client half-closes at once: keep sending after its FIN (socat's default
-            // gives the other direction only 0.5 s). socat's listen backlog is 5; with 10
-            // SYNs at once the kernel overflows it, and smoltcp then sometimes stalls a
-            // connection (known issue: reproduced with backlog=1), so give it room as real
-            // servers have.
+            // gives the other direction only 0.5 s). socat's listen backlog is 5: ten SYNs at
+            // once overflow it (syncookies, dropped ACKs) and a half-closed client can then
+            // wait forever, through wgtool or a kernel laptop alike (with backlog=1, 4-8 of
+            // 10 wireguard-go fetches were exact in 20 s), so give it room as real servers do.
             "-t",
             "30",
             &format!(
