@@ -224,6 +224,21 @@ fn a_laptop_without_an_interface_digs_pings_and_proxies_through_wgtool() -> Resu
     let wg = wg_peer(&mut mesh, "acme", "lap-wggo", &[])?;
     wg.ns
         .wait_for(&format!("ping -6 -c 1 -W 1 {}", web.addr), SECS15)?;
+
+    // wgtool dig says what dig on a kernel laptop gets.
+    let dns = std::fs::read_to_string(&conf)?
+        .lines()
+        .find_map(|l| l.strip_prefix("DNS = ").map(|v| v.trim().to_string()))
+        .context("DNS line")?;
+    for question in ["AAAA web.internal", "TXT _apps.internal"] {
+        let theirs = wg.ns.sh(&format!("dig @{dns} +short {question}"))?;
+        let (code, ours, err) =
+            wgtool_as_nobody(&lap, &format!("dig --config {c} {question} --short"))?;
+        ensure!(
+            code == 0 && ours == theirs,
+            "{question}: wgtool dig {ours:?} ({err}), dig {theirs:?}"
+        );
+    }
     let start = Instant::now();
     let n = wg.ns.sh(&format!(
         "socat -u -T 20 TCP6:[{}]:8091 - | wc -c",

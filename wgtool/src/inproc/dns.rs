@@ -304,6 +304,25 @@ mod tests {
     }
 
     #[test]
+    fn random_bytes_never_panic() {
+        // A fixed xorshift stream: the same 20k messages each run.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let base = aaaa_response();
+        for _ in 0..20_000 {
+            let mut m = base.clone();
+            for _ in 0..4 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let at = (x as usize) % m.len();
+                m[at] = (x >> 32) as u8;
+            }
+            m.truncate(12 + (x >> 40) as usize % (m.len() - 11));
+            let _ = parse(&m).map(|r| r.answers.iter().map(|a| a.to_string()).count());
+        }
+    }
+
+    #[test]
     fn a_pointer_loop_is_refused() {
         let mut m = aaaa_response();
         let at = m.len() - 28;
