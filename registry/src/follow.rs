@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use crate::{Registry, Revision, Snapshot};
+use crate::{Delta, Registry, Revision, Snapshot};
 
 /// How long one wait for a newer revision lasts before the thread checks it is still wanted.
 const WAIT: Duration = Duration::from_millis(500);
@@ -105,4 +105,126 @@ fn mark_up(health: &Health, location: &str) {
     if !health.reachable.swap(true, Ordering::Relaxed) {
         tracing::info!(registry = location, "registry reachable");
     }
+}
+
+/// What a reader following changes receives, in revision order.
+#[derive(Debug, Clone)]
+pub enum Update {
+    /// Start again from this snapshot: the first one, or after falling behind what the
+    /// backend's change log still holds (or on a backend without one).
+    Reset(Arc<Snapshot>),
+    /// The next revision, as a change to the previous one.
+    Delta(Arc<Delta>),
+}
+
+impl Update {
+    pub fn revision(&self) -> Revision {
+        match self {
+            Update::Reset(s) => s.revision,
+            Update::Delta(d) => d.revision,
+        }
+    }
+}
+
+/// A reader's view when following changes: the first snapshot, then every later revision.
+pub struct Changes {
+    pub first: Arc<Snapshot>,
+    pub updates: mpsc::Receiver<Update>,
+    pub health: Arc<Health>,
+}
+
+/// How many deltas one read of the change log asks for.
+const BATCH: usize = 1024;
+/// How many updates may wait for a slow reader before the follower waits for it.
+const QUEUE: usize = 4096;
+
+/// Starts following `registry` change by change. The first snapshot is read before this
+/// returns (an empty one, revision 0, if that fails, and the thread keeps trying); after it,
+/// each newer revision arrives as an [`Update::Delta`] when the backend can tell what it
+/// changed, else as an [`Update::Reset`]. The thread ends when `updates` is dropped.
+pub fn follow_changes(registry: Arc<dyn Registry>) -> Changes {
+    let health = Arc::new(Health::default());
+    let first = Arc::new(match registry.snapshot() {
+        Ok(s) => {
+            health.reachable.store(true, Ordering::Relaxed);
+            s
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "registry unreadable at start; serving nothing until it is");
+            health.failures.fetch_add(1, Ordering::Relaxed);
+            Snapshot::default()
+        }
+    });
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let h = health.clone();
+    let from = first.revision;
+    std::thread::Builder::new()
+        .name("registry-changes".into())
+        .spawn(move || run_changes(registry, tx, h, from))
+        .expect("spawning a thread at start-up");
+    Changes {
+        first,
+        updates: rx,
+        health,
+    }
+}
+
+fn run_changes(
+    registry: Arc<dyn Registry>,
+    tx: mpsc::Sender<Update>,
+    health: Arc<Health>,
+    mut have: Revision,
+) {
+    let mut backoff = RETRY_MIN;
+    while !tx.is_closed() {
+        match next_updates(registry.as_ref(), have) {
+            Ok(updates) => {
+                mark_up(&health, registry.location());
+                backoff = RETRY_MIN;
+                for u in updates {
+                    have = u.revision();
+                    if tx.blocking_send(u).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                if health.reachable.swap(false, Ordering::Relaxed) || health.failures() == 0 {
+                    tracing::warn!(error = %e, "registry unreachable; serving the last snapshot");
+                }
+                health.failures.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// What follows revision `have`: nothing if nothing newer came within [`WAIT`], the deltas
+/// if the backend has them all, else a whole snapshot.
+fn next_updates(registry: &dyn Registry, have: Revision) -> crate::Result<Vec<Update>> {
+    if registry.wait_newer(have, WAIT)?.is_none() {
+        return Ok(Vec::new());
+    }
+    if let Some(deltas) = registry.changes_since(have, BATCH)? {
+        let in_order = deltas
+            .iter()
+            .enumerate()
+            .all(|(i, d)| d.revision.0 == have.0 + 1 + i as u64);
+        if in_order && !deltas.is_empty() {
+            return Ok(deltas.into_iter().map(|d| Update::Delta(Arc::new(d))).collect());
+        }
+        if !in_order {
+            tracing::warn!(
+                from = have.0,
+                "the change log skips a revision; reading the whole registry"
+            );
+        }
+    }
+    let snap = registry.snapshot()?;
+    if snap.revision == have {
+        return Ok(Vec::new());
+    }
+    tracing::debug!(revision = snap.revision.0, "registry changed; read whole");
+    Ok(vec![Update::Reset(Arc::new(snap))])
 }

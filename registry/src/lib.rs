@@ -5,6 +5,7 @@
 
 pub mod addr;
 pub mod change;
+pub mod delta;
 pub mod error;
 pub mod etcd;
 pub mod follow;
@@ -18,8 +19,9 @@ use std::time::Duration;
 
 pub use addr::OrgNetwork;
 pub use change::{check_token, Change, NodeSpec};
+pub use delta::{Delta, RecordChange};
 pub use error::{Error, Kind, Result};
-pub use follow::{follow, Follower, Health};
+pub use follow::{follow, follow_changes, Changes, Follower, Health, Update};
 pub use model::{
     App, Machine, MachineState, Node, Org, Peer, Peering, Record, RecordKey, Revision, Snapshot,
     Token, TokenScope,
@@ -58,6 +60,14 @@ pub trait Registry: Send + Sync {
     /// network ids, host parts, addresses and machine ids as they are; refuses a registry
     /// that holds anything. For moving a registry between backends (see [`copy`]).
     fn import(&self, snapshot: &Snapshot) -> Result<Revision>;
+
+    /// The deltas of the revisions after `after`, oldest first, at most `limit` of them;
+    /// empty when `after` is the newest. `Ok(None)` when this backend cannot say (it keeps no
+    /// change log, or has trimmed it past `after`): the reader takes a [`Registry::snapshot`].
+    fn changes_since(&self, after: Revision, limit: usize) -> Result<Option<Vec<Delta>>> {
+        let _ = (after, limit);
+        Ok(None)
+    }
 }
 
 /// `import` writes only into a registry that has never been written.
