@@ -424,7 +424,7 @@ b, du, af = (m(f"{out}/metrics-attack-{r}-{w}.txt") for w in ("before", "during"
 delta = lambda k: int(af.get(k, 0) - b.get(k, 0))
 sf = lambda d: sum(v for k, v in d.items() if k.startswith("dnsd_queries_total") and 'rcode="SERVFAIL"' in k)
 print(f"            dnsd: forwarded +{delta('dnsd_forwarded_total')}, refused at the forward cap "
-      f"+{delta('dnsd_forward_overload_total')}, upstream failures +{delta('dnsd_upstream_failures_total')}, "
+      f"+{delta('dnsd_forward_overload_total')}, at the per-source share +{delta('dnsd_forward_source_limited_total')}, upstream failures +{delta('dnsd_upstream_failures_total')}, "
       f"SERVFAIL +{int(sf(af) - sf(b))}, TCP closed at the cap +{delta('dnsd_tcp_overload_total')}; "
       f"at dnsperf's end: {int(du.get('dnsd_tcp_connections', -1))} TCP connections, "
       f"{int(du.get('dnsd_forwards_in_flight', -1))} forwards in flight")

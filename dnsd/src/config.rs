@@ -66,6 +66,11 @@ pub struct Cli {
     /// (counted in dnsd_forward_overload_total) [default: 1024].
     #[arg(long, value_name = "N")]
     pub max_forwards: Option<usize>,
+    /// Most of those from one client (an IPv4 address or an IPv6 /112, one machine's block);
+    /// past it that client's forwarded names get SERVFAIL (counted in
+    /// dnsd_forward_source_limited_total) [default: an eighth of max_forwards].
+    #[arg(long, value_name = "N")]
+    pub max_forwards_per_source: Option<usize>,
     /// Most TCP client connections open at once; more are closed at once (counted in
     /// dnsd_tcp_overload_total) [default: 1024].
     #[arg(long, value_name = "N")]
@@ -97,6 +102,7 @@ pub struct File {
     pub cache_size: Option<usize>,
     pub cache_bytes: Option<String>,
     pub max_forwards: Option<usize>,
+    pub max_forwards_per_source: Option<usize>,
     pub max_tcp_connections: Option<usize>,
     pub tcp_idle_timeout: Option<String>,
     pub tcp_write_timeout: Option<String>,
@@ -141,6 +147,7 @@ pub struct Config {
     pub cache_size: usize,
     pub cache_bytes: usize,
     pub max_forwards: usize,
+    pub max_forwards_per_source: usize,
     pub max_tcp_connections: usize,
     pub tcp_idle_timeout: Duration,
     pub tcp_write_timeout: Duration,
@@ -282,6 +289,10 @@ impl Config {
         } else {
             cli.listen
         };
+        let max_forwards = cli
+            .max_forwards
+            .or(file.max_forwards)
+            .unwrap_or(crate::forward::DEFAULT_MAX_INFLIGHT);
         let config = Config {
             registry: cli
                 .registry
@@ -297,10 +308,11 @@ impl Config {
             udp_workers: cli.udp_workers.or(file.udp_workers).unwrap_or(1),
             cache_size: cli.cache_size.or(file.cache_size).unwrap_or(100_000),
             cache_bytes,
-            max_forwards: cli
-                .max_forwards
-                .or(file.max_forwards)
-                .unwrap_or(crate::forward::DEFAULT_MAX_INFLIGHT),
+            max_forwards,
+            max_forwards_per_source: cli
+                .max_forwards_per_source
+                .or(file.max_forwards_per_source)
+                .unwrap_or_else(|| crate::forward::default_max_per_source(max_forwards)),
             max_tcp_connections: cli
                 .max_tcp_connections
                 .or(file.max_tcp_connections)
@@ -350,6 +362,13 @@ impl Config {
                 "max_forwards",
                 self.max_forwards,
                 "must be 1 to 1000000",
+            ));
+        }
+        if !(1..=self.max_forwards).contains(&self.max_forwards_per_source) {
+            return Err(invalid(
+                "max_forwards_per_source",
+                self.max_forwards_per_source,
+                format!("must be 1 to max_forwards ({})", self.max_forwards),
             ));
         }
         if !(1..=1_000_000).contains(&self.max_tcp_connections) {
@@ -584,17 +603,26 @@ mod tests {
         assert_eq!(c.tcp_idle_timeout, Duration::from_secs(10));
         assert_eq!(c.tcp_write_timeout, Duration::from_secs(5));
         assert_eq!(c.descriptors_needed(), 1024 + 1024 + FD_RESERVE);
+        assert_eq!(c.max_forwards_per_source, 128, "an eighth of max_forwards");
         let c = Config::load(cli(&["--cache-bytes", "1MiB", "--max-forwards", "10"])).unwrap();
         assert_eq!((c.cache_bytes, c.max_forwards), (1 << 20, 10));
+        assert_eq!(c.max_forwards_per_source, 1);
+        let c = Config::load(cli(&["--max-forwards-per-source", "1024"])).unwrap();
+        assert_eq!(c.max_forwards_per_source, 1024);
+        let e = Config::load(cli(&["--max-forwards", "10", "--max-forwards-per-source", "11"]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "max_forwards_per_source `11`: must be 1 to max_forwards (10)");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dnsd.toml");
         std::fs::write(
             &path,
-            "cache_bytes = \"512KiB\"\nmax_tcp_connections = 7\ntcp_idle_timeout = \"3s\"\n",
+            "cache_bytes = \"512KiB\"\nmax_tcp_connections = 7\ntcp_idle_timeout = \"3s\"\nmax_forwards_per_source = 5\n",
         )
         .unwrap();
         let c = Config::load(cli(&["--config", path.to_str().unwrap()])).unwrap();
         assert_eq!((c.cache_bytes, c.max_tcp_connections), (512 << 10, 7));
+        assert_eq!(c.max_forwards_per_source, 5);
         assert_eq!(c.tcp_idle_timeout, Duration::from_secs(3));
         let e = Config::load(cli(&["--max-forwards", "0"]))
             .unwrap_err()

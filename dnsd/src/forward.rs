@@ -3,12 +3,16 @@
 //! stale answers when every upstream is down.
 //!
 //! Bounded: at most `max_inflight` questions are with upstreams at once (each holds one
-//! socket); past that a question gets SERVFAIL at once and is counted. Query ids and source
+//! socket), and at most `max_per_source` of them from one client (an IPv4 address, or an
+//! IPv6 /112: one machine's block), so that one client with a slow upstream cannot take every
+//! place from the rest; past either, a question gets SERVFAIL at once and is counted. Query
+//! ids and source
 //! ports come from the OS generator, not from the answer shuffler, whose outputs clients see.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand_core::{OsRng, RngCore};
@@ -22,6 +26,10 @@ use crate::wire::{self, Query};
 
 /// Default cap on questions waiting on upstreams at once.
 pub const DEFAULT_MAX_INFLIGHT: usize = 1024;
+/// Default share of one client: an eighth of the cap.
+pub fn default_max_per_source(max_inflight: usize) -> usize {
+    (max_inflight / 8).max(1)
+}
 /// The biggest UDP answer read from an upstream; a fuller datagram is asked again over TCP.
 const UDP_BUFFER: usize = 4096;
 
@@ -45,6 +53,56 @@ pub struct Forwarder {
     metrics: Arc<Metrics>,
     inflight: Arc<Semaphore>,
     max_inflight: usize,
+    sources: Arc<Sources>,
+}
+
+/// Questions at upstreams per client.
+#[derive(Default)]
+struct Sources {
+    max: usize,
+    held: Mutex<HashMap<SourceKey, usize>>,
+}
+
+/// A client as the per-source share counts it: an IPv4 address, or an IPv6 /112 (a machine
+/// owns one, and may send from any address in it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SourceKey(u128);
+
+impl SourceKey {
+    pub fn of(ip: IpAddr) -> SourceKey {
+        match ip {
+            IpAddr::V4(v4) => SourceKey(u128::from(u32::from(v4)) | (1 << 127)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => SourceKey::of(IpAddr::V4(v4)),
+                None => SourceKey(u128::from(v6) & !0xffff),
+            },
+        }
+    }
+}
+
+impl Sources {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SourceKey, usize>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A place among the questions at upstreams, given back when dropped.
+pub struct Place {
+    _global: OwnedSemaphorePermit,
+    key: SourceKey,
+    sources: Arc<Sources>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut held = self.sources.lock();
+        if let Some(n) = held.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.key);
+            }
+        }
+    }
 }
 
 impl Forwarder {
@@ -62,25 +120,54 @@ impl Forwarder {
             metrics,
             inflight: Arc::new(Semaphore::new(DEFAULT_MAX_INFLIGHT)),
             max_inflight: DEFAULT_MAX_INFLIGHT,
+            sources: Arc::new(Sources {
+                max: default_max_per_source(DEFAULT_MAX_INFLIGHT),
+                ..Sources::default()
+            }),
         }
     }
 
-    /// The same, with at most `n` (≥ 1) questions at upstreams at once.
+    /// The same, with at most `n` (≥ 1) questions at upstreams at once, and the default share
+    /// of one client (an eighth of `n`).
     pub fn with_max_inflight(mut self, n: usize) -> Forwarder {
         let n = n.max(1);
         self.inflight = Arc::new(Semaphore::new(n));
         self.max_inflight = n;
+        self.with_max_per_source(default_max_per_source(n))
+    }
+
+    /// The same, with at most `n` (≥ 1) questions of one client at upstreams at once.
+    pub fn with_max_per_source(mut self, n: usize) -> Forwarder {
+        self.sources = Arc::new(Sources {
+            max: n.max(1),
+            ..Sources::default()
+        });
         self
     }
 
-    /// A place among the questions at upstreams, held until dropped; `None` (counted in
-    /// `dnsd_forward_overload_total`) when all `max_inflight` are taken.
-    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
-        let permit = self.inflight.clone().try_acquire_owned().ok();
-        if permit.is_none() {
+    /// A place among the questions at upstreams for a question from `src`, held until
+    /// dropped; `None` when all `max_inflight` places are taken (counted in
+    /// `dnsd_forward_overload_total`) or else `src` already has its share at upstreams
+    /// (counted in `dnsd_forward_source_limited_total`).
+    pub fn admit(&self, src: IpAddr) -> Option<Place> {
+        let Ok(permit) = self.inflight.clone().try_acquire_owned() else {
             self.metrics.forward_overload.fetch_add(1, Relaxed);
+            return None;
+        };
+        let key = SourceKey::of(src);
+        let mut held = self.sources.lock();
+        let mine = held.get(&key).copied().unwrap_or(0);
+        if mine >= self.sources.max {
+            self.metrics.forward_source_limited.fetch_add(1, Relaxed);
+            return None;
         }
-        permit
+        held.insert(key, mine + 1);
+        drop(held);
+        Some(Place {
+            _global: permit,
+            key,
+            sources: self.sources.clone(),
+        })
     }
 
     /// Questions at upstreams right now.
@@ -273,13 +360,45 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let cache = Cache::new(10, Duration::from_secs(1));
         let f = Forwarder::new(vec![], Duration::from_secs(1), cache, metrics.clone())
-            .with_max_inflight(3);
-        let held: Vec<_> = (0..3).map(|_| f.admit().expect("within the cap")).collect();
+            .with_max_inflight(3)
+            .with_max_per_source(3);
+        let src: IpAddr = "127.0.0.1".parse().unwrap();
+        let held: Vec<_> = (0..3).map(|_| f.admit(src).expect("within the cap")).collect();
         assert_eq!(f.in_flight(), 3);
-        assert!(f.admit().is_none());
-        assert!(f.admit().is_none());
+        assert!(f.admit(src).is_none());
+        assert!(f.admit("10.0.0.9".parse().unwrap()).is_none());
         assert_eq!(metrics.forward_overload.load(Relaxed), 2);
+        assert_eq!(metrics.forward_source_limited.load(Relaxed), 0);
         drop(held);
-        assert!(f.admit().is_some());
+        assert!(f.admit(src).is_some());
+    }
+
+    #[tokio::test]
+    async fn one_client_gets_its_share_and_the_others_theirs() {
+        let metrics = Arc::new(Metrics::default());
+        let cache = Cache::new(10, Duration::from_secs(1));
+        let f = Forwarder::new(vec![], Duration::from_secs(1), cache, metrics.clone())
+            .with_max_inflight(8)
+            .with_max_per_source(2);
+        let greedy: IpAddr = "fdaa:0:1:a7b:aa::2".parse().unwrap();
+        // Another address in the same /112 is the same machine; the next /112 is not.
+        let same_machine: IpAddr = "fdaa:0:1:a7b:aa::ffff".parse().unwrap();
+        let other: IpAddr = "fdaa:0:1:a7b:aa::1:2".parse().unwrap();
+        let a = f.admit(greedy).expect("first place");
+        let b = f.admit(same_machine).expect("second place");
+        assert!(f.admit(greedy).is_none());
+        assert!(f.admit(same_machine).is_none());
+        assert_eq!(metrics.forward_source_limited.load(Relaxed), 2);
+        assert_eq!(metrics.forward_overload.load(Relaxed), 0);
+        let c = f.admit(other).expect("another client still has its share");
+        // An IPv4 client and the same address mapped into IPv6 are one client.
+        let v4 = f.admit("192.0.2.7".parse().unwrap()).expect("v4");
+        let _v4b = f.admit("::ffff:192.0.2.7".parse().unwrap()).expect("mapped v4");
+        assert!(f.admit("192.0.2.7".parse().unwrap()).is_none());
+        assert_eq!(f.in_flight(), 5);
+        drop((a, b, c, v4));
+        assert_eq!(f.in_flight(), 1);
+        assert!(f.admit(greedy).is_some(), "places come back when dropped");
+        assert_eq!(f.sources.lock().len(), 1, "sources with nothing in flight are forgotten");
     }
 }

@@ -142,6 +142,7 @@ fn run(config: Config) -> anyhow::Result<()> {
             metrics.clone(),
         )
         .with_max_inflight(config.max_forwards)
+        .with_max_per_source(config.max_forwards_per_source)
     });
     let tcp_limits = server::TcpLimits {
         max_connections: config.max_tcp_connections,
@@ -172,7 +173,7 @@ fn run(config: Config) -> anyhow::Result<()> {
                 .context("starting a udp worker")?;
         }
         let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(addr))
+            .block_on(async { server::tcp_listen(addr) })
             .with_context(|| format!("listen {addr}: tcp"))?;
         runtime.spawn(server::tcp_listener_with(
             shared.clone(),

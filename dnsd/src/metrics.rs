@@ -46,6 +46,7 @@ pub struct Metrics {
     pub truncated: AtomicU64,
     pub malformed_dropped: AtomicU64,
     pub forward_overload: AtomicU64,
+    pub forward_source_limited: AtomicU64,
     pub tcp_overload: AtomicU64,
     pub tcp_connections: AtomicU64,
     pub forwards_in_flight: AtomicU64,
@@ -154,6 +155,11 @@ impl Metrics {
                 "dnsd_forward_overload_total",
                 "Forwarded names answered SERVFAIL because max_forwards questions were already at upstreams.",
                 &self.forward_overload,
+            ),
+            (
+                "dnsd_forward_source_limited_total",
+                "Forwarded names answered SERVFAIL because their client already had max_forwards_per_source questions at upstreams.",
+                &self.forward_source_limited,
             ),
             (
                 "dnsd_tcp_overload_total",
