@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
@@ -11,6 +12,10 @@ use crate::error::{Error, Result};
 
 pub const DEFAULT_INTERFACE: &str = "sixpn0";
 pub const DEFAULT_KEY: &str = "/var/lib/sixpn/meshd.key";
+/// How long a gateway keeps a laptop's or site's tunnel after its last packet: as long as
+/// a WireGuard session may be used (REJECT_AFTER_TIME), so an evicted tunnel had no usable
+/// session left unless the peer was quiet.
+pub const DEFAULT_IDLE_EVICT: Duration = Duration::from_secs(180);
 
 /// sixpn's data plane: joins this host to the org mesh over WireGuard.
 ///
@@ -68,6 +73,10 @@ pub struct RunArgs {
     /// Accept laptops and sites (the org's WireGuard peers) and forward for them.
     #[arg(long)]
     pub gateway: bool,
+    /// Gateways: drop a laptop's or site's tunnel after this long without a packet from it
+    /// (`500ms`, `30s`, `3m`); it is made again from its next handshake. Default 180s.
+    #[arg(long)]
+    pub idle_evict: Option<String>,
     /// Private key file; created (mode 0600) if missing.
     #[arg(long)]
     pub key: Option<PathBuf>,
@@ -97,6 +106,7 @@ pub struct FileConfig {
     pub region: Option<String>,
     pub endpoint: Option<String>,
     pub gateway: Option<bool>,
+    pub idle_evict: Option<String>,
     pub key: Option<PathBuf>,
     pub interface: Option<String>,
     pub listen_port: Option<u16>,
@@ -110,6 +120,7 @@ pub struct MeshConfig {
     pub region: String,
     pub endpoint: SocketAddr,
     pub gateway: bool,
+    pub idle_evict: Duration,
     pub key: PathBuf,
     pub interface: String,
     pub listen_port: u16,
@@ -125,6 +136,7 @@ impl std::fmt::Debug for MeshConfig {
             .field("region", &self.region)
             .field("endpoint", &self.endpoint)
             .field("gateway", &self.gateway)
+            .field("idle_evict", &self.idle_evict)
             .field("key", &self.key)
             .field("interface", &self.interface)
             .field("listen_port", &self.listen_port)
@@ -174,6 +186,31 @@ pub fn check_interface(name: &str) -> Result<()> {
             format!("`{name}`: 1 to 15 characters of a-z, A-Z, 0-9, '_', '-', '.'"),
         ))
     }
+}
+
+/// A duration as `250ms`, `30s`, `3m` or `1h`; at least 100 ms.
+pub fn duration(field: &str, value: &str) -> Result<Duration> {
+    let bad = || {
+        Error::invalid(
+            field,
+            format!("`{value}`: use a whole number with ms, s, m or h, e.g. 180s (at least 100ms)"),
+        )
+    };
+    let split = value.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = value.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => None,
+    }
+    .ok_or_else(bad)?;
+    if ms < 100 {
+        return Err(bad());
+    }
+    Ok(Duration::from_millis(ms))
 }
 
 fn socket_addr(field: &str, value: &str) -> Result<SocketAddr> {
@@ -256,12 +293,17 @@ impl RunArgs {
         if listen_port == 0 {
             return Err(Error::invalid("listen_port", "must be 1 to 65535"));
         }
+        let idle_evict = match self.idle_evict.or(file.idle_evict) {
+            Some(v) => duration("idle_evict", &v)?,
+            None => DEFAULT_IDLE_EVICT,
+        };
         Ok(Mode::Mesh(MeshConfig {
             registry,
             node,
             region,
             endpoint,
             gateway: self.gateway || file.gateway.unwrap_or(false),
+            idle_evict,
             key: self.key.or(file.key).unwrap_or_else(|| DEFAULT_KEY.into()),
             interface,
             listen_port,
@@ -367,6 +409,56 @@ mod tests {
         assert!(e.message().contains("nodee"), "{}", e.message());
         let f: FileConfig = toml::from_str("node = \"a\"\ngateway = true").unwrap();
         assert_eq!(f.gateway, Some(true));
+    }
+
+    #[test]
+    fn idle_evict_takes_units_and_refuses_the_rest() {
+        assert_eq!(
+            duration("idle_evict", "180s").unwrap(),
+            Duration::from_secs(180)
+        );
+        assert_eq!(
+            duration("idle_evict", "3m").unwrap(),
+            Duration::from_secs(180)
+        );
+        assert_eq!(
+            duration("idle_evict", "500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        for bad in [
+            "",
+            "s",
+            "10",
+            "10x",
+            "-1s",
+            "0s",
+            "50ms",
+            "99999999999999999999h",
+        ] {
+            let e = duration("idle_evict", bad).unwrap_err().to_string();
+            assert!(e.starts_with("idle_evict:"), "{bad}: {e}");
+        }
+        let base = [
+            "--registry",
+            "/tmp/r.db",
+            "--node",
+            "a1",
+            "--region",
+            "iad",
+            "--endpoint",
+            "10.0.0.1:51820",
+            "--gateway",
+        ];
+        match args(&base).resolve().unwrap() {
+            Mode::Mesh(m) => assert_eq!(m.idle_evict, DEFAULT_IDLE_EVICT),
+            m => panic!("{m:?}"),
+        }
+        let mut v = base.to_vec();
+        v.extend(["--idle-evict", "2s"]);
+        match args(&v).resolve().unwrap() {
+            Mode::Mesh(m) => assert_eq!(m.idle_evict, Duration::from_secs(2)),
+            m => panic!("{m:?}"),
+        }
     }
 
     #[test]

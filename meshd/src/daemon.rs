@@ -97,6 +97,8 @@ impl Shell {
                 .iter()
                 .filter(|p| p.tunn.stats().0.is_some())
                 .count(),
+            peers_registered: core.registered_count(),
+            peers_active: core.active_count(),
             registry_reachable: self.health.as_ref().map(|h| h.reachable()),
             registry_failures: self.health.as_ref().map_or(0, |h| h.failures()),
         }
@@ -578,6 +580,8 @@ pub fn run_mesh(cfg: MeshConfig, signals: Signals) -> Result<()> {
     let options = Options {
         forward: cfg.gateway,
         org_isolation: true,
+        // Gateways hold their laptops' and sites' tunnels just in time.
+        idle_evict: cfg.gateway.then_some(cfg.idle_evict),
     };
     let core = Core::new(Some(secret), options, random_index());
     let (shell, rx, _tx) = start(
@@ -591,7 +595,7 @@ pub fn run_mesh(cfg: MeshConfig, signals: Signals) -> Result<()> {
     if let Some(addr) = cfg.metrics {
         metrics::serve(addr, shell.clone()).context("serving metrics")?;
     }
-    tracing::info!(node = %cfg.node, interface = %cfg.interface, public_key = %public, gateway = cfg.gateway, "up");
+    tracing::info!(node = %cfg.node, interface = %cfg.interface, public_key = %public, gateway = cfg.gateway, idle_evict_s = cfg.idle_evict.as_secs_f64(), "up");
     let s = shell.clone();
     let name = cfg.node.clone();
     spawn("registry-sync", move || {
@@ -686,13 +690,36 @@ fn sync_loop(
                 );
                 last = Some(want);
             }
-            // Re-check now and then even without news: peer expiry is a matter of time.
-            let _ = tokio::time::timeout(Duration::from_secs(5), snapshots.changed()).await;
+            // Re-check now and then even without news, and when the next peer expires: an
+            // expired laptop's tunnel is cut within a second, not at the next re-check.
+            let wait = until_next_expiry(&snap, SystemTime::now(), Duration::from_secs(5));
+            let _ = tokio::time::timeout(wait, snapshots.changed()).await;
             if shell.stopping.load(Ordering::Relaxed) {
                 return;
             }
         }
     });
+}
+
+/// How long from `now` until the next peer in `snap` expires, a little over so that it has
+/// expired by then; at most `limit`.
+fn until_next_expiry(snap: &registry::Snapshot, now: SystemTime, limit: Duration) -> Duration {
+    let now_unix = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    snap.peers
+        .values()
+        .filter_map(|p| p.expires)
+        .filter(|e| *e > now_unix)
+        .min()
+        .and_then(|e| u64::try_from(e).ok())
+        .and_then(|e| {
+            (UNIX_EPOCH + Duration::from_secs(e))
+                .duration_since(now)
+                .ok()
+        })
+        .map_or(limit, |d| (d + Duration::from_millis(20)).min(limit))
 }
 
 #[cfg(test)]
@@ -724,6 +751,43 @@ mod tests {
         assert_eq!(mode(&path), 0o600);
         UnixStream::connect(&path).expect("the socket answers");
         std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn the_registry_is_read_again_when_the_next_peer_expires() {
+        let mut snap = registry::Snapshot::default();
+        let peer = |name: &str, expires: Option<i64>| registry::Peer {
+            org: "acme".into(),
+            name: name.into(),
+            gateway: "gw".into(),
+            region: "iad".into(),
+            public_key: String::new(),
+            addr: Ipv6Addr::LOCALHOST,
+            routes: Vec::new(),
+            created: 0,
+            expires,
+        };
+        let now = UNIX_EPOCH + Duration::from_millis(1_000_000_500);
+        let limit = Duration::from_secs(5);
+        snap.peers
+            .insert(("acme".into(), "a".into()), peer("a", None));
+        snap.peers
+            .insert(("acme".into(), "b".into()), peer("b", Some(1_000_000)));
+        assert_eq!(until_next_expiry(&snap, now, limit), limit, "none ahead");
+        snap.peers
+            .insert(("acme".into(), "c".into()), peer("c", Some(1_000_002)));
+        snap.peers
+            .insert(("acme".into(), "d".into()), peer("d", Some(1_000_001)));
+        assert_eq!(
+            until_next_expiry(&snap, now, limit),
+            Duration::from_millis(520)
+        );
+        snap.peers
+            .insert(("acme".into(), "e".into()), peer("e", Some(i64::MAX)));
+        assert_eq!(
+            until_next_expiry(&snap, now, limit),
+            Duration::from_millis(520)
+        );
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub struct Sample {
     pub per_peer: Vec<PeerSample>,
     pub peers: usize,
     pub peers_with_session: usize,
+    /// Gateways: laptops and sites registered here, and those of them holding a tunnel.
+    pub peers_registered: usize,
+    pub peers_active: usize,
     pub registry_reachable: Option<bool>,
     pub registry_failures: u64,
 }
@@ -62,7 +65,8 @@ pub fn render(s: &Sample) -> String {
     metric(
         "peers",
         "gauge",
-        "WireGuard peers configured.",
+        "WireGuard peers holding a tunnel (what `wg show` lists): other nodes, and at a \
+         gateway the registered peers that are active.",
         &[("", s.peers as u64)],
     );
     metric(
@@ -70,6 +74,38 @@ pub fn render(s: &Sample) -> String {
         "gauge",
         "Peers with an established session.",
         &[("", s.peers_with_session as u64)],
+    );
+    metric(
+        "peers_registered",
+        "gauge",
+        "Laptops and sites registered at this gateway, with or without a tunnel.",
+        &[("", s.peers_registered as u64)],
+    );
+    metric(
+        "peers_active",
+        "gauge",
+        "Registered peers holding a tunnel now (made from their first handshake, evicted \
+         when idle).",
+        &[("", s.peers_active as u64)],
+    );
+    metric(
+        "tunnels_made_total",
+        "counter",
+        "Tunnels made just in time for registered peers.",
+        &[("", c.tunnels_made)],
+    );
+    metric(
+        "tunnels_evicted_total",
+        "counter",
+        "Just-in-time tunnels dropped: idle, never confirmed, or refused their initiation.",
+        &[("", c.tunnels_evicted)],
+    );
+    metric(
+        "wakes_total",
+        "counter",
+        "Handshakes the gateway started toward a registered peer that sent data on the \
+         session of its evicted tunnel.",
+        &[("", c.wakes)],
     );
     metric(
         "handshakes_total",
@@ -232,6 +268,8 @@ mod tests {
             per_peer,
             peers: 0,
             peers_with_session: 0,
+            peers_registered: 0,
+            peers_active: 0,
             registry_reachable: None,
             registry_failures: 0,
         }

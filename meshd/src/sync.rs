@@ -8,7 +8,7 @@ use std::time::Instant;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use registry::{OrgNetwork, Snapshot};
 
-use crate::core::{Core, PeerUpdate, PublicKey, Transmit};
+use crate::core::{Core, PeerUpdate, PublicKey, Registering, Registration, Transmit};
 use crate::key::parse_base64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,9 +208,10 @@ pub struct Applied {
 /// at once so a restarted node is reachable without waiting for the other side's timers.
 pub fn apply(core: &mut Core, want: &Desired, now: Instant, out: &mut impl Transmit) -> Applied {
     let mut applied = Applied::default();
-    let stale: Vec<PublicKey> = core
+    let stale: BTreeSet<PublicKey> = core
         .peers()
         .keys()
+        .chain(core.registered_keys())
         .filter(|k| !want.peers.contains_key(*k))
         .copied()
         .collect();
@@ -222,6 +223,17 @@ pub fn apply(core: &mut Core, want: &Desired, now: Instant, out: &mut impl Trans
     core.set_local_routes(&want.local);
     core.set_org_policy(&want.sites, want.peerings.iter().copied());
     for (key, p) in &want.peers {
+        // A gateway's laptops and sites (no endpoint: they find us) are registered; their
+        // tunnels come with their handshakes.
+        if p.endpoint.is_none() && core.just_in_time() {
+            let registration = Registration::new(&p.name, &p.allowed_ips, p.via, &p.site_v4);
+            match core.register_peer(*key, registration) {
+                Registering::Added => applied.added += 1,
+                Registering::Updated => applied.updated += 1,
+                Registering::Unchanged => {}
+            }
+            continue;
+        }
         let added = core.ensure_peer(*key);
         let before = peer_state(core, key);
         // A laptop's endpoint is learned from its handshakes: keep it.

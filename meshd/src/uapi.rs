@@ -185,7 +185,8 @@ fn set<'a>(
             "update_only" => {
                 // We create on `public_key`; undo that if the peer is new. A peer that
                 // existed before has a handshake state or settings; a new one has neither.
-                if value == "true" && is_fresh(core, &k) {
+                // A gateway's registered peer exists whether or not it has a tunnel now.
+                if value == "true" && is_fresh(core, &k) && !core.is_registered(&k) {
                     core.remove_peer(&k);
                     sec.skip = true;
                 }

@@ -50,10 +50,15 @@ pub enum Drop {
     /// A TUN read failed without the device being gone (an offloaded segment that could
     /// not be split).
     TunReadFailed,
+    /// A packet for a peer registered at this gateway that holds no tunnel now (it has not
+    /// connected, or its idle tunnel was evicted): a laptop or site initiates, the gateway
+    /// does not. Also a stale session's packet from such a peer, which instead prompts a
+    /// handshake from the gateway (see `just_in_time`).
+    PeerInactive,
 }
 
 impl Drop {
-    pub const ALL: [Drop; 22] = [
+    pub const ALL: [Drop; 23] = [
         Drop::Malformed,
         Drop::UnknownPeer,
         Drop::UnknownIndex,
@@ -76,6 +81,7 @@ impl Drop {
         Drop::SendFailed,
         Drop::TunWriteFailed,
         Drop::TunReadFailed,
+        Drop::PeerInactive,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -102,6 +108,7 @@ impl Drop {
             Drop::SendFailed => "send_failed",
             Drop::TunWriteFailed => "tun_write_failed",
             Drop::TunReadFailed => "tun_read_failed",
+            Drop::PeerInactive => "peer_inactive",
         }
     }
 
@@ -139,6 +146,13 @@ pub struct Counters {
     pub forwarded: u64,
     /// Handshake messages that completed a handshake step.
     pub handshakes: u64,
+    /// Tunnels a gateway made just in time for registered peers, and evicted again (idle,
+    /// or made for an initiation the tunnel then refused).
+    pub tunnels_made: u64,
+    pub tunnels_evicted: u64,
+    /// Handshakes a gateway started toward a registered peer whose evicted tunnel's
+    /// session it sent data on.
+    pub wakes: u64,
     drops: [u64; Drop::ALL.len()],
 }
 

@@ -10,16 +10,18 @@
 
 mod cookie_budget;
 pub mod counters;
+mod just_in_time;
 pub mod nat64;
 pub mod org_filter;
 pub mod packet;
 pub mod peer_table;
+pub mod registered;
 pub mod router;
 pub mod timers;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
@@ -29,8 +31,10 @@ use registry::OrgNetwork;
 use x25519_dalek::{PublicKey as X25519Public, StaticSecret};
 
 pub use counters::{Counters, Drop};
+pub use just_in_time::Registering;
 pub use org_filter::OrgPolicy;
-pub use peer_table::{Peer, PeerIndex, PeerTable, PublicKey};
+pub use peer_table::{JustInTime, Peer, PeerIndex, PeerTable, PublicKey};
+pub use registered::Registration;
 pub use router::Router;
 
 /// Handshake messages per second before we ask for cookies: boringtun's figure. Every
@@ -74,6 +78,10 @@ pub struct Options {
     /// Mesh mode: every address belongs to an org, packets cross orgs only where the
     /// registry peered them, and sites' IPv4 LANs are reached through 4via6.
     pub org_isolation: bool,
+    /// Gateways: registered peers get a tunnel only from their first handshake, and lose
+    /// it after this long without a packet from them ([`Core::register_peer`]). `None`:
+    /// every peer holds its tunnel for good.
+    pub idle_evict: Option<Duration>,
 }
 
 struct Identity {
@@ -135,6 +143,9 @@ pub struct Core {
     has_key: bool,
     options: Options,
     peers: PeerTable,
+    /// A gateway's registered external peers, with or without a tunnel.
+    registered: registered::RegisteredPeers,
+    wake_budget: just_in_time::WakeBudget,
     router: Router<Target>,
     pub counters: Counters,
     pub listen_port: u16,
@@ -167,6 +178,8 @@ impl Core {
             has_key,
             options,
             peers: PeerTable::new(first_index),
+            registered: Default::default(),
+            wake_budget: Default::default(),
             router: Router::default(),
             counters: Counters::default(),
             listen_port: 0,
@@ -214,6 +227,8 @@ impl Core {
         }
     }
 
+    /// The peers holding a tunnel now: permanent ones and, at a gateway, the registered
+    /// peers that are connected.
     pub fn peers(&self) -> &PeerTable {
         &self.peers
     }
@@ -233,12 +248,26 @@ impl Core {
         )
     }
 
-    /// Adds the peer if it is new; returns true if it was.
+    /// An index neither a peer nor a registration holds.
+    fn allocate_index(&mut self) -> PeerIndex {
+        loop {
+            let i = self.peers.allocate_index();
+            if !self.registered.holds_index(i) {
+                return i;
+            }
+        }
+    }
+
+    /// Adds the peer if it is new; returns true if it was. A registered peer without a
+    /// tunnel gets one (`wg set` on it at a gateway).
     pub fn ensure_peer(&mut self, key: PublicKey) -> bool {
         if self.peers.index_of(&key).is_some() {
             return false;
         }
-        let index = self.peers.allocate_index();
+        if self.registered.contains(&key) {
+            return self.activate(Instant::now(), &key).is_some();
+        }
+        let index = self.allocate_index();
         let tunn = self.new_tunn(&key, None, index);
         self.peers.insert(Peer {
             public_key: key,
@@ -254,6 +283,7 @@ impl Core {
             last_sent: None,
             rx_bytes: 0,
             tx_bytes: 0,
+            just_in_time: None,
         });
         true
     }
@@ -292,7 +322,11 @@ impl Core {
         }
     }
 
+    /// Removes the peer, and its registration if it has one.
     pub fn remove_peer(&mut self, key: &PublicKey) -> bool {
+        if self.unregister_peer(key) {
+            return true;
+        }
         let Some(peer) = self.peers.remove(key) else {
             return false;
         };
@@ -445,7 +479,8 @@ impl Core {
         match self.router.lookup(dst) {
             Some(Target::Peer(index)) => {
                 let Some(peer) = self.peers.get_mut(index) else {
-                    return self.counters.drop(Drop::NoRoute);
+                    let why = self.absent(index);
+                    return self.counters.drop(why);
                 };
                 encapsulate(&mut self.counters, peer, now, packet, &mut self.buf, out);
             }
@@ -467,6 +502,8 @@ impl Core {
         if !self.has_key {
             return self.counters.drop(Drop::NoKey);
         }
+        // Set when this initiation made the peer's tunnel: undone if the tunnel refuses it.
+        let mut made = false;
         let index = match Tunn::parse_incoming_packet(datagram) {
             Err(_) => return self.counters.drop(Drop::Malformed),
             Ok(Packet::HandshakeInit(init)) => {
@@ -485,9 +522,16 @@ impl Core {
                     Ok(h) => h,
                     Err(_) => return self.counters.drop(Drop::Decrypt),
                 };
-                match self.peers.index_of(&half.peer_static_public) {
+                let key = half.peer_static_public;
+                match self.peers.index_of(&key) {
                     Some(i) => i,
-                    None => return self.counters.drop(Drop::UnknownPeer),
+                    None => match self.activate(now, &key) {
+                        Some(i) => {
+                            made = true;
+                            i
+                        }
+                        None => return self.counters.drop(Drop::UnknownPeer),
+                    },
                 }
             }
             Ok(Packet::HandshakeResponse(p)) => {
@@ -500,7 +544,13 @@ impl Core {
                 p.receiver_idx >> 8
             }
             Ok(Packet::PacketCookieReply(p)) => p.receiver_idx >> 8,
-            Ok(Packet::PacketData(p)) => p.receiver_idx >> 8,
+            Ok(Packet::PacketData(p)) => {
+                let index = p.receiver_idx >> 8;
+                if self.peers.get(index).is_none() && self.registered.holds_index(index) {
+                    return self.wake(now, from, index, datagram.len(), out);
+                }
+                index
+            }
         };
         let Some(peer) = self.peers.get_mut(index) else {
             return self.counters.drop(Drop::UnknownIndex);
@@ -512,6 +562,21 @@ impl Core {
             // Everything the session accepted, handshakes and keepalives included, as
             // wireguard-go counts it.
             peer.rx_bytes += datagram.len() as u64;
+            if let Some(j) = peer.just_in_time.as_mut() {
+                j.last_received = now;
+                // A response or data proves the keys; an initiation may be a replay.
+                j.confirmed |= matches!(datagram.first(), Some(2 | 4));
+            }
+        } else if made {
+            // Anyone may name a registered key in an initiation; only its holder gets a
+            // tunnel that stays.
+            let why = match &result {
+                TunnResult::Err(e) => Drop::of(e),
+                _ => Drop::Decrypt,
+            };
+            let key = peer.public_key;
+            self.evict(&key);
+            return self.counters.drop(why);
         }
         let delivered = match result {
             TunnResult::Done => None,
@@ -592,7 +657,8 @@ impl Core {
         match self.router.lookup(dst) {
             Some(Target::Peer(to)) if self.options.forward && to != from => {
                 let Some(peer) = self.peers.get_mut(to) else {
-                    return self.counters.drop(Drop::NoRoute);
+                    let why = self.absent(to);
+                    return self.counters.drop(why);
                 };
                 self.counters.forwarded += 1;
                 encapsulate(&mut self.counters, peer, now, packet, &mut self.fwd, out);
@@ -630,7 +696,8 @@ impl Core {
         };
         let dst4 = Ipv4Addr::new(dst4[0], dst4[1], dst4[2], dst4[3]);
         let Some(peer) = self.peers.get_mut(to) else {
-            return self.counters.drop(Drop::NoRoute);
+            let why = self.absent(to);
+            return self.counters.drop(why);
         };
         if !peer.site_v4.iter().any(|n| n.contains(&dst4)) {
             return self.counters.drop(Drop::NotTranslated);

@@ -37,6 +37,18 @@ pub struct Peer {
     /// (handshakes and keepalives included), as wireguard-go counts them.
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    /// For a registered peer's tunnel made just in time (gateways), what decides when it
+    /// is evicted; `None` for a permanent peer.
+    pub just_in_time: Option<JustInTime>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct JustInTime {
+    /// The last packet the session accepted from the peer (handshakes, data, keepalives).
+    pub last_received: Instant,
+    /// The peer has shown it holds the session's keys (a handshake response or a data
+    /// packet came): an initiation alone may be a replay.
+    pub confirmed: bool,
 }
 
 impl Peer {

@@ -59,6 +59,7 @@ fn node(port: u16, first_index: u32, options: Options) -> Node {
 const MESH: Options = Options {
     forward: false,
     org_isolation: true,
+    idle_evict: None,
 };
 
 /// A serves fdaa:0:1:a7b:1::/80, B serves fdaa:0:1:a7b:2::/80 and fdaa:0:2:a7b:2::/80.
@@ -317,6 +318,7 @@ fn gateway_forwards_between_peers_and_plain_nodes_do_not() {
     let gw_opts = Options {
         forward: true,
         org_isolation: true,
+        idle_evict: None,
     };
     let mut laptop = node(10, 1000, Options::default());
     let mut gw = node(11, 1100, gw_opts);
@@ -443,6 +445,7 @@ fn udp(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
 const GATEWAY: Options = Options {
     forward: true,
     org_isolation: true,
+    idle_evict: None,
 };
 const MACHINE: &str = "fdaa:0:1:a7b:1:0:1:2";
 const VIA: &str = "fdaa:0:1:b1a:1:5::/96";

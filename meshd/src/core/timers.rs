@@ -1,7 +1,7 @@
 //! When to poll each `Tunn`'s timers (every 250 ms, as boringtun expects), reset the shared
 //! handshake rate limiter (every second: a shared limiter is not reset by the tunnels), and
 //! send persistent keepalives (kept here rather than in `Tunn` so `wg set` can change the
-//! interval without a new session).
+//! interval without a new session), and (gateways) evict idle tunnels made just in time.
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,7 @@ impl Core {
         if !self.has_key {
             return;
         }
+        self.evict_idle(now);
         for peer in self.peers.iter_mut() {
             match peer.tunn.update_timers(&mut self.buf) {
                 TunnResult::WriteToNetwork(d) => {
