@@ -1,0 +1,383 @@
+//! A gateway holding 10,000 registered peers just in time (issue 16): a stock wireguard-go
+//! laptop among them connects, is evicted when idle, comes back with no failure the user
+//! sees; a laptop removed from the registry while connected is cut off within a second.
+
+use std::net::Ipv6Addr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use base64::Engine;
+use registry::{Change, NodeSpec, Record};
+use sixpn_tests::meshd_harness::{
+    meshd_pubkey, wait_address, wireguard_go, Host, Mesh, METRICS_PORT,
+};
+use sixpn_tests::{bin, sh, unique, Netns};
+
+const REGISTERED: u32 = 10_000;
+const IDLE_EVICT: &str = "3s";
+const SECS10: Duration = Duration::from_secs(10);
+
+/// Fills the (empty) registry in one `import`: org acme, nodes `gw` (a gateway) and `b`,
+/// and REGISTERED peers at `gw` with keys nobody holds. Building the same through
+/// `apply` would take minutes.
+fn registry_with_many_peers(mesh: &Mesh, gw: &Host, b: &Host) -> Result<()> {
+    let scratch_dir = sixpn_tests::tempdir::Dir::new()?;
+    let scratch = registry::open(&scratch_dir.path().join("r.db").to_string_lossy())?;
+    scratch.apply(&Change::CreateOrg {
+        name: "acme".into(),
+    })?;
+    for h in [gw, b] {
+        scratch.apply(&Change::AddNode(NodeSpec {
+            name: h.node.clone(),
+            region: "iad".into(),
+            public_key: meshd_pubkey(&h.key)?,
+            endpoint: h.endpoint().parse()?,
+            gateway: h.gateway,
+        }))?;
+    }
+    let mut snap = scratch.snapshot()?;
+    let network = snap.orgs["acme"].network;
+    let host = snap.nodes[&gw.node].host;
+    for i in 0..REGISTERED {
+        let mut key = [0x5au8; 32];
+        key[..4].copy_from_slice(&i.to_be_bytes());
+        let name = format!("bulk{i}");
+        snap.peers.insert(
+            ("acme".into(), name.clone()),
+            registry::Peer {
+                org: "acme".into(),
+                name,
+                gateway: gw.node.clone(),
+                region: "iad".into(),
+                public_key: base64::engine::general_purpose::STANDARD.encode(key),
+                // Far from the slots the allocator hands out first.
+                addr: network.slot_addr(host, 0x10_0000 + i),
+                routes: Vec::new(),
+                created: 0,
+                expires: None,
+            },
+        );
+    }
+    mesh.reg.import(&snap)?;
+    Ok(())
+}
+
+/// Starts meshd on `host` with `extra` flags; up when its UAPI socket answers.
+fn start(mesh: &Mesh, host: &mut Host, extra: &[&str]) -> Result<()> {
+    let endpoint = host.endpoint();
+    let metrics = format!("127.0.0.1:{METRICS_PORT}");
+    let mut args = vec![
+        "--registry",
+        &mesh.location,
+        "--node",
+        &host.node,
+        "--region",
+        "iad",
+        "--endpoint",
+        &endpoint,
+        "--key",
+        &host.key,
+        "--interface",
+        &host.iface,
+        "--metrics",
+        &metrics,
+    ];
+    if host.gateway {
+        args.push("--gateway");
+    }
+    args.extend_from_slice(extra);
+    host.meshd = Some(host.ns.spawn(&bin("meshd").to_string_lossy(), &args)?);
+    host.ns
+        .wait_for(&format!("wg show {} public-key", host.iface), SECS10)
+        .with_context(|| format!("meshd on {} did not come up:\n{}", host.node, host.log()))?;
+    Ok(())
+}
+
+/// Waits until `metric` reads `want`.
+fn wait_metric(host: &Host, metric: &str, want: u64, limit: Duration) -> Result<Duration> {
+    let start = Instant::now();
+    loop {
+        let got = host.metric(metric).ok();
+        if got == Some(want) {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            bail!(
+                "{metric} is {got:?}, not {want}, after {limit:?}\n{}",
+                host.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The public keys `wg show` lists on the host, base64.
+fn listed(host: &Host) -> Result<Vec<String>> {
+    Ok(host
+        .ns
+        .sh(&format!("wg show {} peers", host.iface))?
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect())
+}
+
+struct Laptop {
+    ns: Netns,
+    iface: String,
+    public_key: String,
+    _wg: sixpn_tests::Proc,
+}
+
+/// A laptop made with `wgtool create`, on stock wireguard-go, without persistent keepalive
+/// (with it, a laptop is never idle and never evicted: it is connected).
+fn laptop(mesh: &mut Mesh, name: &str, gateway_key: &str) -> Result<Laptop> {
+    let (ns, _) = mesh.underlay.host("gl")?;
+    let iface = unique("gl");
+    let conf = mesh.dir.path().join(format!("{iface}.conf"));
+    let conf = conf.to_string_lossy();
+    sh(&format!(
+        "{} --registry {} create acme iad {name} {conf}",
+        bin("wgtool").display(),
+        mesh.location
+    ))?;
+    let text = std::fs::read_to_string(&*conf)?;
+    let addr: Ipv6Addr = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Address = "))
+        .and_then(|a| a.split('/').next())
+        .context("tunnel file has no Address")?
+        .parse()?;
+    let private = text
+        .lines()
+        .find_map(|l| l.strip_prefix("PrivateKey = "))
+        .context("tunnel file has no PrivateKey")?
+        .trim()
+        .to_string();
+    let public_key = sh(&format!("echo {private} | wg pubkey"))?
+        .trim()
+        .to_string();
+    let wg = wireguard_go(&ns, &iface)?;
+    ns.sh(&format!(
+        "wg-quick strip {conf} > {conf}.stripped && wg setconf {iface} {conf}.stripped && \
+         wg set {iface} peer {gateway_key} persistent-keepalive 0 && \
+         ip -6 addr add {addr}/128 dev {iface} && ip link set {iface} up && \
+         ip -6 route add fdaa::/16 dev {iface}"
+    ))?;
+    Ok(Laptop {
+        ns,
+        iface,
+        public_key,
+        _wg: wg,
+    })
+}
+
+fn request(ns: &Netns, addr: Ipv6Addr, port: u16) -> String {
+    ns.sh(&format!(
+        "socat -T 3 - TCP6:[{addr}]:{port},connect-timeout=3 </dev/null"
+    ))
+    .unwrap_or_default()
+    .trim()
+    .to_string()
+}
+
+/// The resident memory of a process, in MiB.
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+struct Setup {
+    mesh: Mesh,
+    gw: Host,
+    b: Host,
+    gateway_key: String,
+    web: Ipv6Addr,
+    _srv: sixpn_tests::Proc,
+}
+
+/// A gateway with REGISTERED peers, none connected, and a machine on `b` answering
+/// `pong-b` on port 8080.
+fn setup() -> Result<Setup> {
+    let mut mesh = Mesh::new()?;
+    let mut gw = mesh.host("gw", true)?;
+    let mut b = mesh.host("b", false)?;
+    let t = Instant::now();
+    registry_with_many_peers(&mesh, &gw, &b)?;
+    eprintln!("registry with {REGISTERED} peers: {:?}", t.elapsed());
+    start(&mesh, &mut gw, &["--idle-evict", IDLE_EVICT])?;
+    start(&mesh, &mut b, &[])?;
+    wait_metric(&gw, "meshd_peers_registered", u64::from(REGISTERED), SECS10)?;
+    ensure!(gw.metric("meshd_peers_active")? == 0);
+    // `wg show` lists what holds a tunnel: node b, none of the 10,000.
+    wait_metric(&gw, "meshd_peers", 1, SECS10)?;
+    ensure!(listed(&gw)?.len() == 1, "{:?}", listed(&gw)?);
+    let pid = gw.meshd.as_ref().map(|p| p.pid()).unwrap_or(0);
+    eprintln!(
+        "gateway RSS with {REGISTERED} registered, 0 active: {:.1} MiB",
+        rss_mb(pid)
+    );
+    let web = match mesh.apply(Change::AddMachine {
+        org: "acme".into(),
+        app: "web".into(),
+        region: "iad".into(),
+        node: b.node.clone(),
+        process_group: None,
+    })? {
+        Some(Record::Machine(m)) => m.addr,
+        other => bail!("expected a machine, got {other:?}"),
+    };
+    wait_address(&b, web)?;
+    let srv = b.ns.spawn(
+        "socat",
+        &[
+            &format!("TCP6-LISTEN:8080,bind=[{web}],reuseaddr,fork"),
+            "SYSTEM:echo pong-b",
+        ],
+    )?;
+    b.ns.wait_for("ss -ltn | grep -q ':8080 '", SECS10)?;
+    let gateway_key = meshd_pubkey(&gw.key)?;
+    Ok(Setup {
+        mesh,
+        gw,
+        b,
+        gateway_key,
+        web,
+        _srv: srv,
+    })
+}
+
+/// Requests until one answers `pong-b`, or fails with everything worth seeing.
+fn connect(s: &Setup, lap: &Laptop, limit: Duration) -> Result<Duration> {
+    let start = Instant::now();
+    loop {
+        if request(&lap.ns, s.web, 8080) == "pong-b" {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            bail!(
+                "laptop never reached {} through the gateway\nwg: {}\ngw:\n{}\nb:\n{}",
+                s.web,
+                lap.ns
+                    .sh(&format!("wg show {}", lap.iface))
+                    .unwrap_or_default(),
+                s.gw.log(),
+                s.b.log()
+            );
+        }
+    }
+}
+
+#[test]
+fn laptop_among_10k_registered_is_evicted_when_idle_and_comes_back_unnoticed() -> Result<()> {
+    let mut s = setup()?;
+    let lap = laptop(&mut s.mesh, "alice", &s.gateway_key.clone())?;
+    wait_metric(
+        &s.gw,
+        "meshd_peers_registered",
+        u64::from(REGISTERED) + 1,
+        SECS10,
+    )?;
+    let took = connect(&s, &lap, Duration::from_secs(15))?;
+    eprintln!("first request through a tunnel made just in time: {took:?}");
+    ensure!(s.gw.metric("meshd_peers_active")? == 1);
+    ensure!(
+        listed(&s.gw)?.contains(&lap.public_key),
+        "wg show does not list the connected laptop: {:?}",
+        listed(&s.gw)?
+    );
+    let pid = s.gw.meshd.as_ref().map(|p| p.pid()).unwrap_or(0);
+    eprintln!(
+        "gateway RSS with {} registered, 1 active: {:.1} MiB",
+        REGISTERED + 1,
+        rss_mb(pid)
+    );
+
+    // Idle: nothing from the laptop (no keepalive), so the tunnel goes after 3 s.
+    let gone = wait_metric(&s.gw, "meshd_peers_active", 0, SECS10)?;
+    eprintln!("evicted {gone:?} after the last request");
+    ensure!(
+        !listed(&s.gw)?.contains(&lap.public_key),
+        "wg show still lists it"
+    );
+    ensure!(s.gw.metric("meshd_tunnels_evicted_total")? >= 1);
+    ensure!(s.gw.metric("meshd_peers_registered")? == u64::from(REGISTERED) + 1);
+
+    // The laptop, which still believes in its session, is back: the very first request
+    // works, and so does ping, without touching the laptop.
+    let t = Instant::now();
+    let answer = request(&lap.ns, s.web, 8080);
+    ensure!(
+        answer == "pong-b",
+        "first request after eviction failed ({answer:?}) after {:?}\nwg: {}\ngw:\n{}",
+        t.elapsed(),
+        lap.ns
+            .sh(&format!("wg show {}", lap.iface))
+            .unwrap_or_default(),
+        s.gw.log()
+    );
+    eprintln!("first request after eviction: {:?}", t.elapsed());
+    let out = lap.ns.sh(&format!("ping -6 -c 3 -i 0.3 -W 2 {}", s.web))?;
+    let (sent, got) = sixpn_tests::ping_summary(&out)?;
+    ensure!(sent == got, "ping after the return lost packets:\n{out}");
+    ensure!(s.gw.metric("meshd_peers_active")? == 1);
+    ensure!(s.gw.metric("meshd_tunnels_made_total")? >= 2);
+    eprintln!(
+        "wakes: {}, peer_inactive drops: {}",
+        s.gw.metric("meshd_wakes_total")?,
+        s.gw.metric("meshd_drops_total{reason=\"peer_inactive\"}")?
+    );
+    Ok(())
+}
+
+#[test]
+fn laptop_removed_from_the_registry_is_cut_off_within_a_second() -> Result<()> {
+    let mut s = setup()?;
+    let lap = laptop(&mut s.mesh, "bob", &s.gateway_key.clone())?;
+    connect(&s, &lap, Duration::from_secs(15))?;
+    ensure!(listed(&s.gw)?.contains(&lap.public_key));
+
+    let t = Instant::now();
+    s.mesh.apply(Change::RemovePeer {
+        org: "acme".into(),
+        name: "bob".into(),
+    })?;
+    let committed = t.elapsed();
+    loop {
+        if !listed(&s.gw)?.contains(&lap.public_key) {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(5) {
+            bail!(
+                "bob's tunnel still there 5 s after his removal\n{}",
+                s.gw.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cut = t.elapsed();
+    eprintln!("removal committed in {committed:?}, tunnel gone {cut:?} after the write began");
+    ensure!(
+        cut < Duration::from_secs(1),
+        "tunnel cut {cut:?} after the removal, not within a second\n{}",
+        s.gw.log()
+    );
+    ensure!(s.gw.metric("meshd_peers_active")? == 0);
+    ensure!(s.gw.metric("meshd_peers_registered")? == u64::from(REGISTERED));
+    // And nothing gets through any more, old session or new handshake.
+    let out = lap
+        .ns
+        .output(&format!("ping -6 -c 3 -i 0.3 -W 1 {}", s.web))?;
+    let (_, got) = sixpn_tests::ping_summary(&String::from_utf8_lossy(&out.stdout))?;
+    ensure!(got == 0, "a removed laptop still reached the machine");
+    ensure!(
+        request(&lap.ns, s.web, 8080).is_empty(),
+        "a removed laptop still got an answer"
+    );
+    Ok(())
+}
