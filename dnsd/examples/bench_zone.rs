@@ -136,9 +136,8 @@ fn main() -> anyhow::Result<()> {
         reread.machines.len()
     );
     let zone = index.zones.values().next().context("no org")?;
-    let mut names: Vec<(&[u8], &dnsd::index::Entry)> =
-        zone.names.iter().map(|(k, v)| (&k[..], v)).collect();
-    names.sort_by(|a, b| a.0.cmp(b.0));
+    let mut names: Vec<(Box<[u8]>, &dnsd::index::Entry)> = zone.names.iter().collect();
+    names.sort_by(|a, b| a.0.cmp(&b.0));
     let mut z = String::new();
     z.push_str("$ORIGIN internal.\n$TTL 5\n");
     z.push_str("@ 5 IN SOA ns.internal. hostmaster.internal. 1 3600 600 86400 5\n");

@@ -1,13 +1,15 @@
-//! Keeping the index live: rebuild it from each new registry snapshot and swap it in whole,
-//! so a query sees one revision or the next, never a mix. Also rebuilt when a peer expires.
+//! Keeping the index live: follow the registry change by change, apply each delta to the
+//! index in the size of the change (a whole build only for a reset), and swap the new
+//! revision in atomically, so a query sees one revision or the next, never a mix. Peers with
+//! an expiry leave at it.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use registry::Follower;
+use registry::{Changes, Health, Registry, Update};
 
-use crate::index::{Index, Options};
+use crate::index::{ApplyError, IndexBuilder, Options};
 use crate::server::Shared;
 
 /// How often the registry health gauge is refreshed when nothing changes.
@@ -20,60 +22,122 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Builds the first index (before serving starts).
-pub fn first_index(follower: &Follower, opts: &Options) -> Index {
-    let snap = follower.snapshots.borrow().clone();
-    Index::build(&snap, opts, unix_now())
+/// Builds the first index (before serving starts) from the follower's first snapshot.
+pub fn first_index(changes: &Changes, opts: &Options) -> IndexBuilder {
+    IndexBuilder::from_snapshot(&changes.first, opts.clone(), unix_now())
 }
 
-/// Follows the registry until the follower ends.
-pub async fn follow(mut follower: Follower, opts: Options, shared: Arc<Shared>) {
-    let mut built_at = shared.index.load().revision;
-    let mut next_expiry = shared.index.load().next_expiry;
-    publish(&shared, &follower);
-    loop {
-        let wait = next_expiry
-            .map(|e| Duration::from_secs(u64::try_from(e - unix_now()).unwrap_or(0)))
-            .unwrap_or(HEALTH_TICK)
-            .min(HEALTH_TICK);
-        tokio::select! {
-            r = follower.snapshots.changed() => {
-                if r.is_err() {
-                    return;
-                }
+/// What applying one update asks of the loop.
+enum Step {
+    Applied,
+    Skipped,
+    /// The updates skipped a revision: start following again from a fresh snapshot.
+    Resync,
+}
+
+fn apply(builder: &mut IndexBuilder, update: Update, opts: &Options) -> Step {
+    match update {
+        Update::Reset(snap) => {
+            // Drop the old builder's own state before making the new one.
+            *builder = IndexBuilder::new(opts.clone(), unix_now());
+            *builder = IndexBuilder::from_snapshot(&snap, opts.clone(), unix_now());
+            tracing::debug!(revision = snap.revision.0, "index built whole");
+            Step::Applied
+        }
+        Update::Delta(delta) => match builder.apply(&delta, unix_now()) {
+            Ok(()) => Step::Applied,
+            Err(ApplyError::OutOfOrder { have, got }) if got <= have => {
+                tracing::debug!(have, got, "a delta the index already holds; skipped");
+                Step::Skipped
             }
-            _ = tokio::time::sleep(wait) => {}
-        }
-        publish(&shared, &follower);
-        let snap = follower.snapshots.borrow_and_update().clone();
-        let expired = next_expiry.is_some_and(|e| e <= unix_now());
-        if snap.revision.0 == built_at && !expired {
-            continue;
-        }
-        let index = Index::build(&snap, &opts, unix_now());
-        if index.default_org.is_none() && opts.default_org.is_some() {
-            tracing::debug!("the default org is not in the registry (yet)");
-        }
-        tracing::debug!(
-            revision = index.revision,
-            names = index.names(),
-            "index rebuilt"
-        );
-        built_at = index.revision;
-        next_expiry = index.next_expiry;
-        shared.metrics.revision.store(index.revision, Relaxed);
-        shared
-            .metrics
-            .index_names
-            .store(index.names() as u64, Relaxed);
-        shared.index.store(Arc::new(index));
+            Err(e) => {
+                tracing::warn!(error = %e, "the registry's changes skipped a revision; reading it whole again");
+                Step::Resync
+            }
+        },
     }
 }
 
-fn publish(shared: &Shared, follower: &Follower) {
+/// Follows the registry until its change stream ends. `builder` holds the index `shared`
+/// serves; `registry` is read again whole if the change stream ever skips a revision.
+pub async fn follow(
+    registry: Arc<dyn Registry>,
+    mut changes: Changes,
+    mut builder: IndexBuilder,
+    opts: Options,
+    shared: Arc<Shared>,
+) {
+    // The first snapshot is in the index now; holding it too would double the memory.
+    changes.first = Arc::default();
+    publish_health(&shared, &changes.health);
+    loop {
+        let wait = builder
+            .index()
+            .next_expiry
+            .map(|e| Duration::from_secs(u64::try_from(e - unix_now()).unwrap_or(0)))
+            .unwrap_or(HEALTH_TICK)
+            .min(HEALTH_TICK);
+        let first = tokio::select! {
+            u = changes.updates.recv() => match u {
+                Some(u) => Some(u),
+                None => return,
+            },
+            _ = tokio::time::sleep(wait) => None,
+        };
+        let mut changed = false;
+        let mut resync = false;
+        // Everything already queued goes into one swap: a burst of writes costs one publish.
+        let queued = std::iter::from_fn(|| changes.updates.try_recv().ok());
+        for u in first.into_iter().chain(queued) {
+            match apply(&mut builder, u, &opts) {
+                Step::Applied => changed = true,
+                Step::Skipped => {}
+                Step::Resync => {
+                    resync = true;
+                    break;
+                }
+            }
+        }
+        if resync {
+            let reg = registry.clone();
+            match tokio::task::spawn_blocking(move || registry::follow_changes(reg)).await {
+                Ok(fresh) => {
+                    builder = IndexBuilder::from_snapshot(&fresh.first, opts.clone(), unix_now());
+                    changes = fresh;
+                    changes.first = Arc::default();
+                    changed = true;
+                }
+                Err(e) => tracing::warn!(error = %e, "following the registry again failed"),
+            }
+        }
+        changed |= builder.advance(unix_now());
+        if changed {
+            publish(&shared, &builder);
+        }
+        publish_health(&shared, &changes.health);
+    }
+}
+
+fn publish(shared: &Shared, builder: &IndexBuilder) {
+    let index = builder.index();
+    if index.default_org.is_none() && builder_wants_default(builder) {
+        tracing::debug!("the default org is not in the registry (yet)");
+    }
+    let names = index.names() as u64;
+    tracing::debug!(revision = index.revision, names, "index updated");
+    shared.metrics.revision.store(index.revision, Relaxed);
+    shared.metrics.index_names.store(names, Relaxed);
+    shared.index.store(Arc::new(index.clone()));
+}
+
+fn builder_wants_default(builder: &IndexBuilder) -> bool {
+    builder.options().default_org.is_some()
+}
+
+fn publish_health(shared: &Shared, health: &Health) {
     let m = &shared.metrics;
     m.registry_reachable
-        .store(u64::from(follower.health.reachable()), Relaxed);
+        .store(u64::from(health.reachable()), Relaxed);
     let index = shared.index.load();
     m.revision.store(index.revision, Relaxed);
     m.index_names.store(index.names() as u64, Relaxed);

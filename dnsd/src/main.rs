@@ -115,7 +115,7 @@ fn raise_open_file_limit(needed: usize) {
 
 fn run(config: Config) -> anyhow::Result<()> {
     let reg = registry::open(&config.registry)?;
-    let follower = registry::follow(reg);
+    let changes = registry::follow_changes(reg.clone());
     let opts = Options {
         default_org: config.default_org.clone(),
         local_region: config.region.clone(),
@@ -149,7 +149,8 @@ fn run(config: Config) -> anyhow::Result<()> {
         idle: config.tcp_idle_timeout,
         write: config.tcp_write_timeout,
     };
-    let index = dnsd::live::first_index(&follower, &opts);
+    let builder = dnsd::live::first_index(&changes, &opts);
+    let index = builder.index().clone();
     if config.default_org.is_some() && index.default_org.is_none() {
         tracing::warn!(org = ?config.default_org, "default org not in the registry (yet)");
     }
@@ -187,7 +188,13 @@ fn run(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("metrics {addr}"))?;
         runtime.spawn(dnsd::metrics::serve(listener, metrics.clone()));
     }
-    runtime.spawn(dnsd::live::follow(follower, opts, shared.clone()));
+    runtime.spawn(dnsd::live::follow(
+        reg,
+        changes,
+        builder,
+        opts,
+        shared.clone(),
+    ));
     tracing::info!(
         listen = ?config.listen,
         upstreams = ?upstreams,
