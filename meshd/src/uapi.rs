@@ -89,6 +89,7 @@ pub fn handle_request(
     let mut lines = request.lines().filter(|l| !l.is_empty());
     match lines.next() {
         Some("get=1") => (get(core, now), Effects::default()),
+        Some("get=evicted") => (get_evicted(core), Effects::default()),
         Some("set=1") => match set(core, lines, resolved) {
             Ok(fx) => ("errno=0\n\n".into(), fx),
             Err(errno) => (format!("errno={errno}\n\n"), Effects::default()),
@@ -138,6 +139,23 @@ fn get(core: &Core, now: SystemTime) -> String {
         for ip in p.allowed_ips.iter().copied().chain(via).chain(v4) {
             let _ = writeln!(s, "allowed_ip={ip}");
         }
+    }
+    s.push_str("errno=0\n\n");
+    s
+}
+
+/// meshd's own request (`get=evicted`; `wg` never sends it): the gateway's registered peers
+/// whose tunnels were evicted, each with its latest handshake, in `get=1`'s form. `get=1`
+/// lists only peers holding a tunnel (what `wg show` shows); a tool that reports when a
+/// peer was last seen (`wgtool status`, `prune --idle`) asks for both.
+fn get_evicted(core: &Core) -> String {
+    let mut peers: Vec<_> = core.evicted().collect();
+    peers.sort();
+    let mut s = String::new();
+    for (key, secs) in peers {
+        let _ = writeln!(s, "public_key={}", hex(key));
+        let _ = writeln!(s, "last_handshake_time_sec={secs}");
+        let _ = writeln!(s, "last_handshake_time_nsec=0");
     }
     s.push_str("errno=0\n\n");
     s

@@ -18,7 +18,7 @@
 //!   dropped as `peer_inactive`.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use boringtun::noise::TunnResult;
 
@@ -170,6 +170,15 @@ impl Core {
         self.registered.keys()
     }
 
+    /// Registered peers without a tunnel now that had one, with the Unix second of its
+    /// latest handshake.
+    pub fn evicted(&self) -> impl Iterator<Item = (&PublicKey, u64)> {
+        self.registered
+            .iter()
+            .filter(|(k, r)| r.last_handshake > 0 && self.peers.index_of(k).is_none())
+            .map(|(k, r)| (k, r.last_handshake))
+    }
+
     /// Registered peers holding a tunnel now.
     pub fn active_count(&self) -> usize {
         self.peers
@@ -222,6 +231,9 @@ impl Core {
             return;
         }
         if let Some(p) = self.peers.remove(key) {
+            if let Some(t) = p.latest_handshake(SystemTime::now()) {
+                self.registered.set_last_handshake(key, t.as_secs());
+            }
             self.counters.tunnels_evicted += 1;
             tracing::debug!(peer = %p.name, "tunnel evicted");
         }

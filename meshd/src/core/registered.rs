@@ -52,6 +52,9 @@ impl Registration {
 pub struct Registered {
     pub index: PeerIndex,
     pub registration: Registration,
+    /// Unix seconds of the latest handshake of its last evicted tunnel, 0 for none: what
+    /// `wgtool status` and `prune --idle` need of a peer `wg show` no longer lists.
+    pub last_handshake: u64,
 }
 
 #[derive(Debug, Default)]
@@ -86,17 +89,30 @@ impl RegisteredPeers {
         registration: Registration,
     ) -> Option<Registration> {
         self.by_index.insert(index, key);
+        let last_handshake = self.by_key.get(&key).map_or(0, |r| r.last_handshake);
         let old = self.by_key.insert(
             key,
             Registered {
                 index,
                 registration,
+                last_handshake,
             },
         )?;
         if old.index != index {
             self.by_index.remove(&old.index);
         }
         Some(old.registration)
+    }
+
+    /// Notes when the peer last completed a handshake (its tunnel is going).
+    pub fn set_last_handshake(&mut self, key: &PublicKey, unix_secs: u64) {
+        if let Some(r) = self.by_key.get_mut(key) {
+            r.last_handshake = r.last_handshake.max(unix_secs);
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&PublicKey, &Registered)> {
+        self.by_key.iter()
     }
 
     pub fn remove(&mut self, key: &PublicKey) -> Option<Registered> {

@@ -205,6 +205,24 @@ fn an_idle_tunnel_is_evicted_and_its_peer_comes_back_without_losing_more_than_on
     );
     assert_eq!(gw.core.counters.tunnels_evicted, 1);
     assert_eq!(gw.core.registered_count(), 1);
+    // `wg show` (get=1) no longer lists it; get=evicted says when it was last seen.
+    let ask = |core: &mut Core, req: &str| {
+        crate::uapi::handle_request(core, req, &Default::default(), std::time::SystemTime::now()).0
+    };
+    let key_hex = crate::uapi::hex(&l1.public);
+    assert!(!ask(&mut gw.core, "get=1\n").contains(&key_hex));
+    let evicted = ask(&mut gw.core, "get=evicted\n");
+    let secs: u64 = evicted
+        .strip_prefix(&format!("public_key={key_hex}\nlast_handshake_time_sec="))
+        .and_then(|r| r.split('\n').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{evicted}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(now.abs_diff(secs) < 5, "{secs} vs {now}");
+    assert!(evicted.ends_with("errno=0\n\n"));
 
     // The laptop still holds its session and sends on it: that packet is lost, but the
     // gateway answers with a handshake, and the next packet arrives.
@@ -216,6 +234,10 @@ fn an_idle_tunnel_is_evicted_and_its_peer_comes_back_without_losing_more_than_on
     let got = send(&mut gw, &mut l1, 1, t1, b"three");
     assert_eq!(got.len(), 1, "the session the gateway started carries data");
     assert!(got[0].ends_with(b"three"));
+    assert!(
+        !ask(&mut gw.core, "get=evicted\n").contains(&key_hex),
+        "active again"
+    );
 }
 
 #[test]
