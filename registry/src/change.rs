@@ -183,21 +183,99 @@ impl Context for SystemContext {
     }
 }
 
+/// What a plan counts over the whole registry: the answers a backend gives from an index
+/// (a count, the lowest free slot) so that a write can be planned against a partial snapshot
+/// holding only the records the change names. A [`Snapshot`] answers by scanning itself.
+pub trait Usage {
+    /// The lowest slot (in [`SLOT_RANGE`]) that no machine or peer address in `network`'s
+    /// /80 at `host` holds; `None` when all are taken.
+    fn lowest_free_slot(&self, network: OrgNetwork, host: u32) -> Result<Option<u32>>;
+    /// Whether a machine has id `id`.
+    fn machine_exists(&self, id: &str) -> Result<bool>;
+    /// How many peers use node `gateway` as their gateway.
+    fn gateway_peers(&self, gateway: &str) -> Result<usize>;
+    /// How many machines and how many peers org `org` has.
+    fn org_members(&self, org: &str) -> Result<(usize, usize)>;
+    /// How many machines run on `node`, how many hold addresses from its host part.
+    fn node_machines(&self, node: &Node) -> Result<(usize, usize)>;
+}
+
+impl Usage for Snapshot {
+    fn lowest_free_slot(&self, network: OrgNetwork, host: u32) -> Result<Option<u32>> {
+        Ok(addr::lowest_free(
+            used_slots(self, network, host),
+            SLOT_RANGE,
+        ))
+    }
+
+    fn machine_exists(&self, id: &str) -> Result<bool> {
+        Ok(self.machines.contains_key(id))
+    }
+
+    fn gateway_peers(&self, gateway: &str) -> Result<usize> {
+        Ok(self.peers.values().filter(|p| p.gateway == gateway).count())
+    }
+
+    fn org_members(&self, org: &str) -> Result<(usize, usize)> {
+        let machines = self.machines.values().filter(|m| m.org == org).count();
+        let peers = self.peers.values().filter(|p| p.org == org).count();
+        Ok((machines, peers))
+    }
+
+    fn node_machines(&self, node: &Node) -> Result<(usize, usize)> {
+        let running = self
+            .machines
+            .values()
+            .filter(|m| m.node == node.name)
+            .count();
+        let addressed = self
+            .machines
+            .values()
+            .filter(|m| addr::host_of(m.addr) == node.host)
+            .count();
+        Ok((running, addressed))
+    }
+}
+
 /// Validates `change` against `snap` and works out its writes.
 pub fn plan(snap: &Snapshot, change: &Change, ctx: &mut dyn Context) -> Result<Plan> {
+    plan_with(snap, snap, change, ctx)
+}
+
+/// [`plan`] against a snapshot that may hold only part of the registry, with `usage`
+/// answering for the whole. The plan equals [`plan`] on the whole snapshot when `snap` holds
+/// every org, node and peering, and the records the change names: the machine, app, peer or
+/// token by key, the peers with the change's public key, every peer with site routes (for a
+/// peer with routes), an org's apps and tokens (to remove it), and the token of a
+/// [`Change::WithToken`].
+pub fn plan_with(
+    snap: &Snapshot,
+    usage: &dyn Usage,
+    change: &Change,
+    ctx: &mut dyn Context,
+) -> Result<Plan> {
     match change {
         Change::CreateOrg { name } => create_org(snap, name),
-        Change::RemoveOrg { name } => remove_org(snap, name),
+        Change::RemoveOrg { name } => remove_org(snap, usage, name),
         Change::AddNode(spec) => add_node(snap, spec, false),
         Change::RegisterNode(spec) => add_node(snap, spec, true),
-        Change::RemoveNode { name } => remove_node(snap, name),
+        Change::RemoveNode { name } => remove_node(snap, usage, name),
         Change::AddMachine {
             org,
             app,
             region,
             node,
             process_group,
-        } => add_machine(snap, org, app, region, node, process_group.as_deref(), ctx),
+        } => add_machine(
+            snap,
+            usage,
+            org,
+            app,
+            region,
+            node,
+            process_group.as_deref(),
+            ctx,
+        ),
         Change::SetMachineState { id, state } => {
             let mut m = machine(snap, id)?.clone();
             m.state = *state;
@@ -233,6 +311,7 @@ pub fn plan(snap: &Snapshot, change: &Change, ctx: &mut dyn Context) -> Result<P
             expires,
         } => add_peer(
             snap,
+            usage,
             PeerRequest {
                 org,
                 name,
@@ -288,7 +367,7 @@ pub fn plan(snap: &Snapshot, change: &Change, ctx: &mut dyn Context) -> Result<P
             id,
             secret_hash,
             change,
-        } => token::with_token(snap, id, secret_hash, change, ctx),
+        } => token::with_token(snap, usage, id, secret_hash, change, ctx),
     }
 }
 
@@ -386,10 +465,9 @@ fn create_org(snap: &Snapshot, name: &str) -> Result<Plan> {
     })
 }
 
-fn remove_org(snap: &Snapshot, name: &str) -> Result<Plan> {
+fn remove_org(snap: &Snapshot, usage: &dyn Usage, name: &str) -> Result<Plan> {
     let o = org(snap, name)?;
-    let machines = snap.machines.values().filter(|m| m.org == name).count();
-    let peers = snap.peers.values().filter(|p| p.org == name).count();
+    let (machines, peers) = usage.org_members(name)?;
     if machines + peers > 0 {
         return Err(Error::InUse {
             kind: Kind::Org,
@@ -486,15 +564,10 @@ fn add_node(snap: &Snapshot, spec: &NodeSpec, refresh: bool) -> Result<Plan> {
     ))
 }
 
-fn remove_node(snap: &Snapshot, name: &str) -> Result<Plan> {
+fn remove_node(snap: &Snapshot, usage: &dyn Usage, name: &str) -> Result<Plan> {
     let n = node_named(snap, name)?;
-    let running = snap.machines.values().filter(|m| m.node == name).count();
-    let addressed = snap
-        .machines
-        .values()
-        .filter(|m| addr::host_of(m.addr) == n.host)
-        .count();
-    let peers = snap.peers.values().filter(|p| p.gateway == name).count();
+    let (running, addressed) = usage.node_machines(n)?;
+    let peers = usage.gateway_peers(name)?;
     if running + addressed + peers > 0 {
         return Err(Error::InUse {
             kind: Kind::Node,
@@ -526,16 +599,19 @@ fn used_slots(snap: &Snapshot, network: OrgNetwork, host: u32) -> Vec<u32> {
     used
 }
 
-fn free_slot(snap: &Snapshot, network: OrgNetwork, host: u32) -> Result<u32> {
-    addr::lowest_free(used_slots(snap, network, host), SLOT_RANGE).ok_or_else(|| Error::Exhausted {
-        what: "address",
-        space: network.node_prefix(host).to_string(),
-    })
+fn free_slot(usage: &dyn Usage, network: OrgNetwork, host: u32) -> Result<u32> {
+    usage
+        .lowest_free_slot(network, host)?
+        .ok_or_else(|| Error::Exhausted {
+            what: "address",
+            space: network.node_prefix(host).to_string(),
+        })
 }
 
 #[allow(clippy::too_many_arguments)]
 fn add_machine(
     snap: &Snapshot,
+    usage: &dyn Usage,
     org_name: &str,
     app: &str,
     region_code: &str,
@@ -556,10 +632,10 @@ fn add_machine(
             format!("is in region `{}`, not `{region_code}`", n.region),
         ));
     }
-    let slot = free_slot(snap, o.network, n.host)?;
+    let slot = free_slot(usage, o.network, n.host)?;
     let id = loop {
         let id = format!("{:014x}", ctx.random_u64() & 0x00ff_ffff_ffff_ffff);
-        if !snap.machines.contains_key(&id) {
+        if !usage.machine_exists(&id)? {
             break id;
         }
     };
@@ -601,7 +677,7 @@ struct PeerRequest<'a> {
     expires: Option<i64>,
 }
 
-fn pick_gateway<'a>(snap: &'a Snapshot, req: &PeerRequest) -> Result<&'a Node> {
+fn pick_gateway<'a>(snap: &'a Snapshot, usage: &dyn Usage, req: &PeerRequest) -> Result<&'a Node> {
     if let Some(g) = req.gateway {
         let n = node_named(snap, g)?;
         if !n.gateway {
@@ -621,15 +697,28 @@ fn pick_gateway<'a>(snap: &'a Snapshot, req: &PeerRequest) -> Result<&'a Node> {
         ));
     };
     known_region("region", region_code)?;
-    let load = |n: &Node| snap.peers.values().filter(|p| p.gateway == n.name).count();
-    snap.nodes
+    let mut best: Option<(usize, &Node)> = None;
+    // Nodes are in name order, so the first of the least loaded wins a tie.
+    for n in snap
+        .nodes
         .values()
         .filter(|n| n.gateway && n.region == region_code)
-        .min_by_key(|n| (load(n), n.name.clone()))
+    {
+        let load = usage.gateway_peers(&n.name)?;
+        if best.is_none_or(|(least, _)| load < least) {
+            best = Some((load, n));
+        }
+    }
+    best.map(|(_, n)| n)
         .ok_or_else(|| Error::invalid("region", region_code, "has no gateway node"))
 }
 
-fn add_peer(snap: &Snapshot, req: PeerRequest, ctx: &mut dyn Context) -> Result<Plan> {
+fn add_peer(
+    snap: &Snapshot,
+    usage: &dyn Usage,
+    req: PeerRequest,
+    ctx: &mut dyn Context,
+) -> Result<Plan> {
     name::dns_name("peer name", req.name)?;
     public_key("public key", req.public_key)?;
     let o = org(snap, req.org)?;
@@ -646,8 +735,8 @@ fn add_peer(snap: &Snapshot, req: PeerRequest, ctx: &mut dyn Context) -> Result<
             return Err(Error::invalid("expires", e, "must be in the future"));
         }
     }
-    let gw = pick_gateway(snap, &req)?;
-    let slot = free_slot(snap, o.network, gw.host)?;
+    let gw = pick_gateway(snap, usage, &req)?;
+    let slot = free_slot(usage, o.network, gw.host)?;
     let peer = Peer {
         org: req.org.into(),
         name: req.name.into(),

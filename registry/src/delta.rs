@@ -120,7 +120,10 @@ mod tests {
             next_network: 2,
             changes: vec![RecordChange::new(app("web").key(), Some(app("web")), None).unwrap()],
         };
-        assert!(!s.apply_delta(&d2), "a delta two revisions ahead is refused");
+        assert!(
+            !s.apply_delta(&d2),
+            "a delta two revisions ahead is refused"
+        );
         assert_eq!(s, Snapshot::default());
         assert!(s.apply_delta(&d1));
         assert_eq!(s.get(&app("web").key()), Some(app("web")));

@@ -212,7 +212,10 @@ fn next_updates(registry: &dyn Registry, have: Revision) -> crate::Result<Vec<Up
             .enumerate()
             .all(|(i, d)| d.revision.0 == have.0 + 1 + i as u64);
         if in_order && !deltas.is_empty() {
-            return Ok(deltas.into_iter().map(|d| Update::Delta(Arc::new(d))).collect());
+            return Ok(deltas
+                .into_iter()
+                .map(|d| Update::Delta(Arc::new(d)))
+                .collect());
         }
         if !in_order {
             tracing::warn!(

@@ -10,15 +10,21 @@ use rusqlite::{
     params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
 };
 
+use std::collections::HashMap;
+
 use crate::change::{self, Change, SystemContext, Write};
+use crate::delta::{Delta, RecordChange};
 use crate::error::{Error, Result};
-use crate::model::{
-    App, Machine, MachineState, Node, Org, Peer, Peering, Record, RecordKey, Revision, Snapshot,
-    Token, TokenScope,
-};
-use crate::{Applied, OrgNetwork, Registry};
+use crate::model::{Peering, Record, RecordKey, Revision, Snapshot};
+use crate::{Applied, Registry};
 
 mod changes;
+mod log;
+mod partial;
+mod read;
+
+pub use log::KEEP as KEEP_CHANGES;
+use read::Reader;
 
 /// How often a waiting reader looks at the revision when inotify is unavailable.
 const POLL: Duration = Duration::from_millis(10);
@@ -99,10 +105,39 @@ CREATE TABLE IF NOT EXISTS tokens (
 "#,
 ];
 
+/// 4: the change log, and what lets a write read only the rows it needs: each machine's and
+/// peer's address split into indexed (network, host, slot) columns, so that the lowest free
+/// slot of a /80 is a walk of an index, and indexes for the counts and lookups a plan makes.
+/// The columns are filled (by [`fill_space`]) before the indexes are made.
+const MIGRATION_4: &str = r#"
+CREATE TABLE changes (revision INTEGER PRIMARY KEY, delta TEXT NOT NULL);
+INSERT OR REPLACE INTO meta (key, value) SELECT 'log_floor', value FROM meta WHERE key = 'revision';
+ALTER TABLE machines ADD COLUMN network INTEGER NOT NULL DEFAULT -1;
+ALTER TABLE machines ADD COLUMN host INTEGER NOT NULL DEFAULT -1;
+ALTER TABLE machines ADD COLUMN slot INTEGER NOT NULL DEFAULT -1;
+ALTER TABLE peers ADD COLUMN network INTEGER NOT NULL DEFAULT -1;
+ALTER TABLE peers ADD COLUMN host INTEGER NOT NULL DEFAULT -1;
+ALTER TABLE peers ADD COLUMN slot INTEGER NOT NULL DEFAULT -1;
+"#;
+const INDEXES_4: &str = r#"
+CREATE INDEX machines_space ON machines (host, network, slot);
+CREATE INDEX machines_org ON machines (org);
+CREATE INDEX machines_node ON machines (node);
+CREATE INDEX peers_space ON peers (host, network, slot);
+CREATE INDEX peers_key ON peers (public_key);
+CREATE INDEX peers_gateway ON peers (gateway);
+CREATE INDEX peers_routed ON peers (org, name) WHERE routes <> '[]';
+CREATE INDEX tokens_org ON tokens (org);
+"#;
+/// How far [`migrate`] takes a file.
+const SCHEMA_VERSION: usize = MIGRATIONS.len() + 1;
+
 pub struct SqliteRegistry {
     location: String,
     conn: Mutex<Connection>,
     changes: Option<changes::FileChanges>,
+    /// How many revisions the change log keeps.
+    keep_changes: u64,
 }
 
 impl SqliteRegistry {
@@ -154,7 +189,22 @@ impl SqliteRegistry {
             location,
             conn: Mutex::new(conn),
             changes: changes::FileChanges::watch(dir),
+            keep_changes: log::KEEP,
         })
+    }
+
+    /// Keeps the newest `revisions` in the change log instead of [`KEEP_CHANGES`] (at least
+    /// one); a reader further behind reads a whole snapshot.
+    pub fn keeping_changes(mut self, revisions: u64) -> Self {
+        self.keep_changes = revisions.max(1);
+        self
+    }
+
+    fn reader<'a>(&'a self, conn: &'a Connection) -> Reader<'a> {
+        Reader {
+            conn,
+            location: &self.location,
+        }
     }
 
     fn storage(&self, e: rusqlite::Error) -> Error {
@@ -164,197 +214,10 @@ impl SqliteRegistry {
         }
     }
 
-    fn corrupt(&self, message: String) -> Error {
-        Error::Corrupt {
-            location: self.location.clone(),
-            message,
-        }
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn load(&self, tx: &Transaction) -> Result<Snapshot> {
-        let e = |err| self.storage(err);
-        let mut snap = Snapshot {
-            revision: Revision(meta(tx, "revision").map_err(e)? as u64),
-            next_network: meta(tx, "next_network").map_err(e)? as u32,
-            ..Snapshot::default()
-        };
-        let mut stmt = tx.prepare("SELECT name, network FROM orgs").map_err(e)?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-            .map_err(e)?;
-        for row in rows {
-            let (name, network) = row.map_err(e)?;
-            snap.put(Record::Org(Org {
-                name,
-                network: OrgNetwork(network as u32),
-            }));
-        }
-        let mut stmt = tx
-            .prepare("SELECT name, region, public_key, endpoint, gateway, host FROM nodes")
-            .map_err(e)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, bool>(4)?,
-                    r.get::<_, i64>(5)?,
-                ))
-            })
-            .map_err(e)?;
-        for row in rows {
-            let (name, region, public_key, endpoint, gateway, host) = row.map_err(e)?;
-            let endpoint = endpoint
-                .parse()
-                .map_err(|_| self.corrupt(format!("node `{name}` has endpoint `{endpoint}`")))?;
-            snap.put(Record::Node(Node {
-                name,
-                region,
-                public_key,
-                endpoint,
-                gateway,
-                host: host as u32,
-            }));
-        }
-        let mut stmt = tx.prepare("SELECT org, name FROM apps").map_err(e)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(App {
-                    org: r.get(0)?,
-                    name: r.get(1)?,
-                })
-            })
-            .map_err(e)?;
-        for row in rows {
-            snap.put(Record::App(row.map_err(e)?));
-        }
-        let mut stmt = tx
-            .prepare("SELECT id, org, app, region, node, process_group, state, addr FROM machines")
-            .map_err(e)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    Machine {
-                        id: r.get(0)?,
-                        org: r.get(1)?,
-                        app: r.get(2)?,
-                        region: r.get(3)?,
-                        node: r.get(4)?,
-                        process_group: r.get(5)?,
-                        state: MachineState::Started,
-                        addr: std::net::Ipv6Addr::UNSPECIFIED,
-                    },
-                    r.get::<_, String>(6)?,
-                    r.get::<_, String>(7)?,
-                ))
-            })
-            .map_err(e)?;
-        for row in rows {
-            let (mut m, state, addr) = row.map_err(e)?;
-            m.state = match state.as_str() {
-                "started" => MachineState::Started,
-                "stopped" => MachineState::Stopped,
-                other => {
-                    return Err(self.corrupt(format!("machine `{}` has state `{other}`", m.id)))
-                }
-            };
-            m.addr = addr
-                .parse()
-                .map_err(|_| self.corrupt(format!("machine `{}` has address `{addr}`", m.id)))?;
-            snap.put(Record::Machine(m));
-        }
-        let mut stmt = tx
-            .prepare("SELECT org, name, gateway, region, public_key, addr, routes, created, expires FROM peers")
-            .map_err(e)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, i64>(7)?,
-                    r.get::<_, Option<i64>>(8)?,
-                ))
-            })
-            .map_err(e)?;
-        for row in rows {
-            let (org, name, gateway, region, public_key, addr, routes, created, expires) =
-                row.map_err(e)?;
-            let addr = addr
-                .parse()
-                .map_err(|_| self.corrupt(format!("peer `{name}` has address `{addr}`")))?;
-            let routes = serde_json::from_str(&routes)
-                .map_err(|_| self.corrupt(format!("peer `{name}` has routes `{routes}`")))?;
-            snap.put(Record::Peer(Peer {
-                org,
-                name,
-                gateway,
-                region,
-                public_key,
-                addr,
-                routes,
-                created,
-                expires,
-            }));
-        }
-        let mut stmt = tx.prepare("SELECT a, b FROM peerings").map_err(e)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(Peering {
-                    a: r.get(0)?,
-                    b: r.get(1)?,
-                })
-            })
-            .map_err(e)?;
-        for row in rows {
-            snap.put(Record::Peering(row.map_err(e)?));
-        }
-        let mut stmt = tx
-            .prepare(
-                "SELECT id, org, scope, secret_hash, created, expires, max_uses, uses, region, \
-                 name_prefix, revoked FROM tokens",
-            )
-            .map_err(e)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(2)?,
-                    Token {
-                        id: r.get(0)?,
-                        org: r.get(1)?,
-                        scope: TokenScope::Peer,
-                        secret_hash: r.get(3)?,
-                        created: r.get(4)?,
-                        expires: r.get(5)?,
-                        max_uses: r.get(6)?,
-                        uses: r.get(7)?,
-                        region: r.get(8)?,
-                        name_prefix: r.get(9)?,
-                        revoked: r.get(10)?,
-                    },
-                ))
-            })
-            .map_err(e)?;
-        for row in rows {
-            let (scope, mut t) = row.map_err(e)?;
-            t.scope = scope
-                .parse()
-                .map_err(|_| self.corrupt(format!("token `{}` has scope `{scope}`", t.id)))?;
-            snap.put(Record::Token(t));
-        }
-        Ok(snap)
     }
 }
 
@@ -368,36 +231,86 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     for sql in MIGRATIONS.iter().skip(version) {
         tx.execute_batch(sql)?;
     }
-    if version < MIGRATIONS.len() {
-        tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    if version < SCHEMA_VERSION {
+        tx.execute_batch(MIGRATION_4)?;
+        fill_space(&tx)?;
+        tx.execute_batch(INDEXES_4)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION as i64)?;
     }
     tx.commit()
 }
 
-fn put(tx: &Transaction, record: &Record) -> rusqlite::Result<()> {
+/// Fills the address columns of the machines and peers of a file made before migration 4.
+/// An address that does not parse keeps -1s; reading it back reports it.
+fn fill_space(tx: &Transaction) -> rusqlite::Result<()> {
+    for (table, key) in [("machines", "id"), ("peers", "org || '/' || name")] {
+        let rows: Vec<(String, String)> = tx
+            .prepare(&format!("SELECT {key}, addr FROM {table}"))?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut update = tx.prepare(&format!(
+            "UPDATE {table} SET network = ?2, host = ?3, slot = ?4 WHERE {key} = ?1"
+        ))?;
+        for (k, addr) in rows {
+            if let Ok(addr) = addr.parse() {
+                let (network, host, slot) = partial::space_of(addr);
+                update.execute(params![k, network, host, slot])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn put(tx: &Connection, record: &Record) -> rusqlite::Result<()> {
     match record {
-        Record::Org(o) => tx.execute(
-            "INSERT OR REPLACE INTO orgs (name, network) VALUES (?1, ?2)",
-            params![o.name, o.network.0],
-        ),
-        Record::Node(n) => tx.execute(
-            "INSERT OR REPLACE INTO nodes (name, region, public_key, endpoint, gateway, host)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![n.name, n.region, n.public_key, n.endpoint.to_string(), n.gateway, n.host],
-        ),
-        Record::App(a) => tx.execute(
-            "INSERT OR REPLACE INTO apps (org, name) VALUES (?1, ?2)",
-            params![a.org, a.name],
-        ),
-        Record::Machine(m) => tx.execute(
-            "INSERT OR REPLACE INTO machines (id, org, app, region, node, process_group, state, addr)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![m.id, m.org, m.app, m.region, m.node, m.process_group, m.state.as_str(), m.addr.to_string()],
-        ),
-        Record::Peer(p) => tx.execute(
-            "INSERT OR REPLACE INTO peers (org, name, gateway, region, public_key, addr, routes, created, expires)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
+        Record::Org(o) => tx
+            .prepare_cached("INSERT OR REPLACE INTO orgs (name, network) VALUES (?1, ?2)")?
+            .execute(params![o.name, o.network.0]),
+        Record::Node(n) => tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO nodes (name, region, public_key, endpoint, gateway, host)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                n.name,
+                n.region,
+                n.public_key,
+                n.endpoint.to_string(),
+                n.gateway,
+                n.host
+            ]),
+        Record::App(a) => tx
+            .prepare_cached("INSERT OR REPLACE INTO apps (org, name) VALUES (?1, ?2)")?
+            .execute(params![a.org, a.name]),
+        Record::Machine(m) => {
+            let (network, host, slot) = partial::space_of(m.addr);
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO machines
+                 (id, org, app, region, node, process_group, state, addr, network, host, slot)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                m.id,
+                m.org,
+                m.app,
+                m.region,
+                m.node,
+                m.process_group,
+                m.state.as_str(),
+                m.addr.to_string(),
+                network,
+                host,
+                slot
+            ])
+        }
+        Record::Peer(p) => {
+            let (network, host, slot) = partial::space_of(p.addr);
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO peers (org, name, gateway, region, public_key, addr, \
+                 routes, created, expires, network, host, slot)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?
+            .execute(params![
                 p.org,
                 p.name,
                 p.gateway,
@@ -406,20 +319,24 @@ fn put(tx: &Transaction, record: &Record) -> rusqlite::Result<()> {
                 p.addr.to_string(),
                 serde_json::to_string(&p.routes).unwrap_or_else(|_| "[]".into()),
                 p.created,
-                p.expires
-            ],
-        ),
+                p.expires,
+                network,
+                host,
+                slot
+            ])
+        }
         Record::Peering(p) => {
             let Peering { a, b } = p.clone().normalised();
-            tx.execute(
-                "INSERT OR REPLACE INTO peerings (a, b) VALUES (?1, ?2)",
-                params![a, b],
-            )
+            tx.prepare_cached("INSERT OR REPLACE INTO peerings (a, b) VALUES (?1, ?2)")?
+                .execute(params![a, b])
         }
-        Record::Token(t) => tx.execute(
-            "INSERT OR REPLACE INTO tokens (id, org, scope, secret_hash, created, expires, max_uses, uses, region, name_prefix, revoked)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![
+        Record::Token(t) => tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO tokens (id, org, scope, secret_hash, created, expires, \
+                 max_uses, uses, region, name_prefix, revoked)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
                 t.id,
                 t.org,
                 t.scope.as_str(),
@@ -431,13 +348,12 @@ fn put(tx: &Transaction, record: &Record) -> rusqlite::Result<()> {
                 t.region,
                 t.name_prefix,
                 t.revoked
-            ],
-        ),
+            ]),
     }
     .map(drop)
 }
 
-fn delete(tx: &Transaction, key: &RecordKey) -> rusqlite::Result<()> {
+fn delete(tx: &Connection, key: &RecordKey) -> rusqlite::Result<()> {
     match key {
         RecordKey::Org { name } => tx.execute("DELETE FROM orgs WHERE name = ?1", [name]),
         RecordKey::Node { name } => tx.execute("DELETE FROM nodes WHERE name = ?1", [name]),
@@ -468,7 +384,7 @@ impl Registry for SqliteRegistry {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Deferred)
             .map_err(|e| self.storage(e))?;
-        let snap = self.load(&tx)?;
+        let snap = self.reader(&tx).all()?;
         tx.commit().map_err(|e| self.storage(e))?;
         Ok(snap)
     }
@@ -502,12 +418,35 @@ impl Registry for SqliteRegistry {
     }
 
     fn apply(&self, change: &Change) -> Result<Applied> {
+        self.apply_with(change, &mut SystemContext)
+    }
+
+    fn import(&self, snapshot: &Snapshot) -> Result<Revision> {
+        self.import_all(snapshot)
+    }
+
+    fn changes_since(&self, after: Revision, limit: usize) -> Result<Option<Vec<Delta>>> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .map_err(|e| self.storage(e))?;
+        let deltas = log::since(&tx, &self.location, after, limit)?;
+        tx.commit().map_err(|e| self.storage(e))?;
+        Ok(deltas)
+    }
+}
+
+impl SqliteRegistry {
+    /// [`Registry::apply`] with the randomness and clock of `ctx`: reads what the change
+    /// needs, plans, writes the plan and its delta, in one transaction.
+    fn apply_with(&self, change: &Change, ctx: &mut dyn change::Context) -> Result<Applied> {
         let mut conn = self.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.storage(e))?;
-        let snap = self.load(&tx)?;
-        let plan = change::plan(&snap, change, &mut SystemContext)?;
+        let read = self.reader(&tx);
+        let snap = partial::snapshot_for(&read, change)?;
+        let plan = change::plan_with(&snap, &read, change, ctx)?;
         if plan.writes.is_empty() && plan.next_network.is_none() {
             return Ok(Applied {
                 revision: snap.revision,
@@ -521,6 +460,7 @@ impl Registry for SqliteRegistry {
                 Write::Delete(k) => delete(&tx, k).map_err(e)?,
             }
         }
+        let next_network = plan.next_network.unwrap_or(snap.next_network);
         if let Some(n) = plan.next_network {
             tx.execute("UPDATE meta SET value = ?1 WHERE key = 'next_network'", [n])
                 .map_err(e)?;
@@ -531,6 +471,12 @@ impl Registry for SqliteRegistry {
             [revision.0 as i64],
         )
         .map_err(e)?;
+        let delta = Delta {
+            revision,
+            next_network,
+            changes: record_changes(&snap, &plan.writes),
+        };
+        log::append(&tx, &delta, self.keep_changes).map_err(e)?;
         tx.commit().map_err(e)?;
         Ok(Applied {
             revision,
@@ -538,12 +484,12 @@ impl Registry for SqliteRegistry {
         })
     }
 
-    fn import(&self, snapshot: &Snapshot) -> Result<Revision> {
+    fn import_all(&self, snapshot: &Snapshot) -> Result<Revision> {
         let mut conn = self.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.storage(e))?;
-        let have = self.load(&tx)?;
+        let have = self.reader(&tx).all()?;
         crate::refuse_unless_empty(&have, &self.location)?;
         if snapshot.revision.0 == 0 && snapshot.records().next().is_none() {
             return Ok(have.revision);
@@ -563,9 +509,35 @@ impl Registry for SqliteRegistry {
             [revision.0 as i64],
         )
         .map_err(e)?;
+        // Readers of whatever was here before start again from a snapshot.
+        log::restart(&tx, revision).map_err(e)?;
         tx.commit().map_err(e)?;
         Ok(revision)
     }
+}
+
+/// What `writes` change, each record once, before (as `snap`, which holds every record a
+/// plan writes) and after.
+fn record_changes(snap: &Snapshot, writes: &[Write]) -> Vec<RecordChange> {
+    let mut changes: Vec<RecordChange> = Vec::with_capacity(writes.len());
+    let mut seen: HashMap<String, usize> = HashMap::with_capacity(writes.len());
+    for w in writes {
+        let (key, after) = match w {
+            Write::Put(r) => (r.key(), Some(r.clone())),
+            Write::Delete(k) => (k.clone(), None),
+        };
+        let id = format!("{key:?}");
+        match seen.get(&id) {
+            Some(&i) => changes[i].after = after,
+            None => {
+                seen.insert(id, changes.len());
+                let before = snap.get(&key);
+                changes.push(RecordChange { key, before, after });
+            }
+        }
+    }
+    changes.retain(|c| c.before != c.after);
+    changes
 }
 
 impl SqliteRegistry {

@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use super::{known_region, org, plan, Change, Context, Plan, Write};
+use super::{known_region, org, plan_with, Change, Context, Plan, Usage, Write};
 use crate::error::{Error, Kind, Result};
 use crate::model::{Record, Snapshot, Token, TokenScope};
 use crate::name;
@@ -165,6 +165,7 @@ pub fn check_token<'a>(
 /// a peer token's AddPeer also counts a use in the same plan.
 pub(super) fn with_token(
     snap: &Snapshot,
+    usage: &dyn Usage,
     id: &str,
     secret_hash: &str,
     change: &Change,
@@ -178,7 +179,7 @@ pub(super) fn with_token(
             Cow::Borrowed(change)
         }
     };
-    let mut planned = plan(snap, &change, ctx)?;
+    let mut planned = plan_with(snap, usage, &change, ctx)?;
     if token.scope == TokenScope::Peer && matches!(*change, Change::AddPeer { .. }) {
         let used = Token {
             uses: token.uses.saturating_add(1),

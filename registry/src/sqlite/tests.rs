@@ -141,7 +141,7 @@ fn a_file_from_before_peerings_opens_and_takes_them() {
         .lock()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, MIGRATIONS.len() as i64);
+    assert_eq!(version, SCHEMA_VERSION as i64);
 }
 
 #[test]
@@ -302,7 +302,7 @@ fn a_file_from_before_tokens_opens_and_takes_them() {
         .lock()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, MIGRATIONS.len() as i64);
+    assert_eq!(version, SCHEMA_VERSION as i64);
 }
 
 #[test]

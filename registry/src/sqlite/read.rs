@@ -1,0 +1,291 @@
+//! Reading records out of the tables: the whole registry for a snapshot, or only the rows a
+//! filter selects for a partial one. Every value read is checked; a bad one is a `Corrupt`
+//! error naming the record and the value, never a panic.
+
+use rusqlite::{Connection, Params};
+
+use crate::error::{Error, Result};
+use crate::model::{
+    App, Machine, MachineState, Node, Org, Peer, Peering, Record, Revision, Snapshot, Token,
+};
+use crate::OrgNetwork;
+
+/// Reads rows of one registry file into snapshots.
+pub(super) struct Reader<'a> {
+    pub conn: &'a Connection,
+    pub location: &'a str,
+}
+
+impl Reader<'_> {
+    fn storage(&self, e: rusqlite::Error) -> Error {
+        Error::Storage {
+            location: self.location.into(),
+            message: e.to_string(),
+        }
+    }
+
+    fn corrupt(&self, message: String) -> Error {
+        Error::Corrupt {
+            location: self.location.into(),
+            message,
+        }
+    }
+
+    /// A `meta` value.
+    pub fn meta(&self, key: &str) -> Result<i64> {
+        super::meta(self.conn, key).map_err(|e| self.storage(e))
+    }
+
+    /// An empty snapshot at the file's revision and next network id.
+    pub fn head(&self) -> Result<Snapshot> {
+        Ok(Snapshot {
+            revision: Revision(self.meta("revision")? as u64),
+            next_network: self.meta("next_network")? as u32,
+            ..Snapshot::default()
+        })
+    }
+
+    /// Everything.
+    pub fn all(&self) -> Result<Snapshot> {
+        let mut snap = self.head()?;
+        self.orgs(&mut snap)?;
+        self.nodes(&mut snap)?;
+        self.apps("", [], &mut snap)?;
+        self.machines("", [], &mut snap)?;
+        self.peers("", [], &mut snap)?;
+        self.peerings(&mut snap)?;
+        self.tokens("", [], &mut snap)?;
+        Ok(snap)
+    }
+
+    pub fn orgs(&self, snap: &mut Snapshot) -> Result<()> {
+        let e = |err| self.storage(err);
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, network FROM orgs")
+            .map_err(e)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(e)?;
+        for row in rows {
+            let (name, network) = row.map_err(e)?;
+            let network = u32::try_from(network)
+                .map_err(|_| self.corrupt(format!("org `{name}` has network id {network}")))?;
+            snap.put(Record::Org(Org {
+                name,
+                network: OrgNetwork(network),
+            }));
+        }
+        Ok(())
+    }
+
+    pub fn nodes(&self, snap: &mut Snapshot) -> Result<()> {
+        let e = |err| self.storage(err);
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, region, public_key, endpoint, gateway, host FROM nodes")
+            .map_err(e)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, bool>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            })
+            .map_err(e)?;
+        for row in rows {
+            let (name, region, public_key, endpoint, gateway, host) = row.map_err(e)?;
+            let endpoint = endpoint
+                .parse()
+                .map_err(|_| self.corrupt(format!("node `{name}` has endpoint `{endpoint}`")))?;
+            let host = u32::try_from(host)
+                .map_err(|_| self.corrupt(format!("node `{name}` has host part {host}")))?;
+            snap.put(Record::Node(Node {
+                name,
+                region,
+                public_key,
+                endpoint,
+                gateway,
+                host,
+            }));
+        }
+        Ok(())
+    }
+
+    /// The apps `filter` (an SQL `WHERE` clause over `apps`, or nothing) selects.
+    pub fn apps(&self, filter: &str, params: impl Params, snap: &mut Snapshot) -> Result<()> {
+        let e = |err| self.storage(err);
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT org, name FROM apps {filter}"))
+            .map_err(e)?;
+        let rows = stmt
+            .query_map(params, |r| {
+                Ok(App {
+                    org: r.get(0)?,
+                    name: r.get(1)?,
+                })
+            })
+            .map_err(e)?;
+        for row in rows {
+            snap.put(Record::App(row.map_err(e)?));
+        }
+        Ok(())
+    }
+
+    /// The machines `filter` selects.
+    pub fn machines(&self, filter: &str, params: impl Params, snap: &mut Snapshot) -> Result<()> {
+        let e = |err| self.storage(err);
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT id, org, app, region, node, process_group, state, addr FROM machines {filter}"
+            ))
+            .map_err(e)?;
+        let rows = stmt
+            .query_map(params, |r| {
+                Ok((
+                    Machine {
+                        id: r.get(0)?,
+                        org: r.get(1)?,
+                        app: r.get(2)?,
+                        region: r.get(3)?,
+                        node: r.get(4)?,
+                        process_group: r.get(5)?,
+                        state: MachineState::Started,
+                        addr: std::net::Ipv6Addr::UNSPECIFIED,
+                    },
+                    r.get::<_, String>(6)?,
+                    r.get::<_, String>(7)?,
+                ))
+            })
+            .map_err(e)?;
+        for row in rows {
+            let (mut m, state, addr) = row.map_err(e)?;
+            m.state = match state.as_str() {
+                "started" => MachineState::Started,
+                "stopped" => MachineState::Stopped,
+                other => {
+                    return Err(self.corrupt(format!("machine `{}` has state `{other}`", m.id)))
+                }
+            };
+            m.addr = addr
+                .parse()
+                .map_err(|_| self.corrupt(format!("machine `{}` has address `{addr}`", m.id)))?;
+            snap.put(Record::Machine(m));
+        }
+        Ok(())
+    }
+
+    /// The peers `filter` selects.
+    pub fn peers(&self, filter: &str, params: impl Params, snap: &mut Snapshot) -> Result<()> {
+        let e = |err| self.storage(err);
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT org, name, gateway, region, public_key, addr, routes, created, expires \
+                 FROM peers {filter}"
+            ))
+            .map_err(e)?;
+        let rows = stmt
+            .query_map(params, |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, i64>(7)?,
+                    r.get::<_, Option<i64>>(8)?,
+                ))
+            })
+            .map_err(e)?;
+        for row in rows {
+            let (org, name, gateway, region, public_key, addr, routes, created, expires) =
+                row.map_err(e)?;
+            let addr = addr
+                .parse()
+                .map_err(|_| self.corrupt(format!("peer `{name}` has address `{addr}`")))?;
+            let routes = serde_json::from_str(&routes)
+                .map_err(|_| self.corrupt(format!("peer `{name}` has routes `{routes}`")))?;
+            snap.put(Record::Peer(Peer {
+                org,
+                name,
+                gateway,
+                region,
+                public_key,
+                addr,
+                routes,
+                created,
+                expires,
+            }));
+        }
+        Ok(())
+    }
+
+    pub fn peerings(&self, snap: &mut Snapshot) -> Result<()> {
+        let e = |err| self.storage(err);
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT a, b FROM peerings")
+            .map_err(e)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Peering {
+                    a: r.get(0)?,
+                    b: r.get(1)?,
+                })
+            })
+            .map_err(e)?;
+        for row in rows {
+            snap.put(Record::Peering(row.map_err(e)?));
+        }
+        Ok(())
+    }
+
+    /// The tokens `filter` selects.
+    pub fn tokens(&self, filter: &str, params: impl Params, snap: &mut Snapshot) -> Result<()> {
+        let e = |err| self.storage(err);
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT id, org, scope, secret_hash, created, expires, max_uses, uses, region, \
+                 name_prefix, revoked FROM tokens {filter}"
+            ))
+            .map_err(e)?;
+        let rows = stmt
+            .query_map(params, |r| {
+                Ok((
+                    r.get::<_, String>(2)?,
+                    Token {
+                        id: r.get(0)?,
+                        org: r.get(1)?,
+                        scope: crate::model::TokenScope::Peer,
+                        secret_hash: r.get(3)?,
+                        created: r.get(4)?,
+                        expires: r.get(5)?,
+                        max_uses: r.get(6)?,
+                        uses: r.get(7)?,
+                        region: r.get(8)?,
+                        name_prefix: r.get(9)?,
+                        revoked: r.get(10)?,
+                    },
+                ))
+            })
+            .map_err(e)?;
+        for row in rows {
+            let (scope, mut t) = row.map_err(e)?;
+            t.scope = scope
+                .parse()
+                .map_err(|_| self.corrupt(format!("token `{}` has scope `{scope}`", t.id)))?;
+            snap.put(Record::Token(t));
+        }
+        Ok(())
+    }
+}
