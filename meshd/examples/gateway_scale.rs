@@ -13,6 +13,9 @@
 //! ...
 //! ```
 //!
+//! `--all-tunnels REGISTERED` prints what the gateway held before (a `Tunn` for every
+//! registered peer) for comparison.
+//!
 //! `first_handshake_ms` is the gateway's time from an initiation for a peer with no tunnel
 //! to its response (MAC1 and load check, `parse_handshake_anon`, making the `Tunn`, the
 //! handshake), measured around `Core::handle_datagram`. Handshakes are paced under the
@@ -60,10 +63,47 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
+/// What a gateway held before tunnels were made just in time: a `Tunn` per registered peer.
+fn all_tunnels(registered: usize) {
+    let mut gw = Core::new(
+        Some(StaticSecret::random_from_rng(OsRng)),
+        Options {
+            forward: true,
+            org_isolation: true,
+            idle_evict: None,
+        },
+        1,
+    );
+    let base: u128 = "fdaa:0:1:a7b:1::"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .into();
+    for i in 0..registered {
+        let mut key = [0u8; 32];
+        OsRng.fill_bytes(&mut key);
+        let addr = std::net::Ipv6Addr::from(base + 0x1_0000 + i as u128);
+        gw.ensure_peer(key);
+        gw.set_allowed_ips(&key, &[IpNet::V6(Ipv6Net::new(addr, 128).unwrap())]);
+    }
+    println!(
+        "gateway_rss_mb registered={registered} all_tunnels {:.1}",
+        rss_mb()
+    );
+}
+
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().expect("arguments: REGISTERED [ACTIVE...]"))
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--all-tunnels") {
+        args.remove(0);
+        let n = args.first().and_then(|a| a.parse().ok()).unwrap_or(100_000);
+        return all_tunnels(n);
+    }
+    let args: Vec<usize> = args
+        .iter()
+        .map(|a| {
+            a.parse()
+                .expect("arguments: [--all-tunnels] REGISTERED [ACTIVE...]")
+        })
         .collect();
     let registered = args.first().copied().unwrap_or(100_000);
     let mut steps: Vec<usize> = args.get(1..).map(|s| s.to_vec()).unwrap_or_default();
