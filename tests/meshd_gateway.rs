@@ -307,6 +307,26 @@ fn laptop_among_10k_registered_is_evicted_when_idle_and_comes_back_unnoticed() -
     );
     ensure!(s.gw.metric("meshd_tunnels_evicted_total")? >= 1);
     ensure!(s.gw.metric("meshd_peers_registered")? == u64::from(REGISTERED) + 1);
+    // meshd's `get=evicted` still knows when it was last seen.
+    let evicted = s.gw.ns.sh(&format!(
+        "printf 'get=evicted\\n\\n' | socat -t 2 - UNIX-CONNECT:/var/run/wireguard/{}.sock",
+        s.gw.iface
+    ))?;
+    let key_hex: String = base64::engine::general_purpose::STANDARD
+        .decode(&lap.public_key)?
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let seen: u64 = evicted
+        .split(&format!("public_key={key_hex}\nlast_handshake_time_sec="))
+        .nth(1)
+        .and_then(|r| r.lines().next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("get=evicted does not list the laptop:\n{evicted}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    ensure!(now.abs_diff(seen) < 60, "last handshake {seen}, now {now}");
 
     // The laptop, which still believes in its session, is back: the very first request
     // works, and so does ping, without touching the laptop.
