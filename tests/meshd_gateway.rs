@@ -130,13 +130,13 @@ struct Laptop {
 
 /// A laptop made with `wgtool create`, on stock wireguard-go, without persistent keepalive
 /// (with it, a laptop is never idle and never evicted: it is connected).
-fn laptop(mesh: &mut Mesh, name: &str, gateway_key: &str) -> Result<Laptop> {
+fn laptop(mesh: &mut Mesh, name: &str, gateway_key: &str, create_args: &str) -> Result<Laptop> {
     let (ns, _) = mesh.underlay.host("gl")?;
     let iface = unique("gl");
     let conf = mesh.dir.path().join(format!("{iface}.conf"));
     let conf = conf.to_string_lossy();
     sh(&format!(
-        "{} --registry {} create acme iad {name} {conf}",
+        "{} --registry {} create acme iad {name} {conf} {create_args}",
         bin("wgtool").display(),
         mesh.location
     ))?;
@@ -276,7 +276,7 @@ fn connect(s: &Setup, lap: &Laptop, limit: Duration) -> Result<Duration> {
 #[test]
 fn laptop_among_10k_registered_is_evicted_when_idle_and_comes_back_unnoticed() -> Result<()> {
     let mut s = setup()?;
-    let lap = laptop(&mut s.mesh, "alice", &s.gateway_key.clone())?;
+    let lap = laptop(&mut s.mesh, "alice", &s.gateway_key.clone(), "")?;
     wait_metric(
         &s.gw,
         "meshd_peers_registered",
@@ -358,7 +358,7 @@ fn laptop_among_10k_registered_is_evicted_when_idle_and_comes_back_unnoticed() -
 #[test]
 fn laptop_removed_from_the_registry_is_cut_off_within_a_second() -> Result<()> {
     let mut s = setup()?;
-    let lap = laptop(&mut s.mesh, "bob", &s.gateway_key.clone())?;
+    let lap = laptop(&mut s.mesh, "bob", &s.gateway_key.clone(), "")?;
     connect(&s, &lap, Duration::from_secs(15))?;
     ensure!(listed(&s.gw)?.contains(&lap.public_key));
 
@@ -398,6 +398,64 @@ fn laptop_removed_from_the_registry_is_cut_off_within_a_second() -> Result<()> {
     ensure!(
         request(&lap.ns, s.web, 8080).is_empty(),
         "a removed laptop still got an answer"
+    );
+    Ok(())
+}
+
+#[test]
+fn laptop_whose_registration_expires_is_cut_off_within_a_second() -> Result<()> {
+    let mut s = setup()?;
+    let lap = laptop(
+        &mut s.mesh,
+        "carol",
+        &s.gateway_key.clone(),
+        "--expires-in 12s",
+    )?;
+    let expires = s
+        .mesh
+        .reg
+        .snapshot()?
+        .peers
+        .get(&("acme".to_string(), "carol".to_string()))
+        .and_then(|p| p.expires)
+        .context("carol has no expiry")?;
+    connect(&s, &lap, Duration::from_secs(8))?;
+    // Traffic all along, so that idleness does not take the tunnel first.
+    let _ping = lap
+        .ns
+        .spawn("ping", &["-6", "-i", "0.2", &s.web.to_string()])?;
+    let expiry = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(expires)?);
+    let before = expiry
+        .duration_since(std::time::SystemTime::now())
+        .context("carol expired before she connected")?;
+    std::thread::sleep(before.saturating_sub(Duration::from_millis(500)));
+    ensure!(
+        listed(&s.gw)?.contains(&lap.public_key),
+        "carol's tunnel went before she expired (active: {:?})\n{}",
+        s.gw.metric("meshd_peers_active"),
+        s.gw.log()
+    );
+    let cut = loop {
+        if !listed(&s.gw)?.contains(&lap.public_key) {
+            break std::time::SystemTime::now();
+        }
+        if std::time::SystemTime::now() > expiry + Duration::from_secs(5) {
+            bail!(
+                "carol's tunnel still there 5 s after she expired\n{}",
+                s.gw.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let late = cut.duration_since(expiry).unwrap_or_default();
+    eprintln!("tunnel cut {late:?} after the expiry");
+    ensure!(
+        late < Duration::from_secs(1),
+        "tunnel cut {late:?} after the expiry, not within a second"
+    );
+    ensure!(
+        request(&lap.ns, s.web, 8080).is_empty(),
+        "an expired laptop still got an answer"
     );
     Ok(())
 }
