@@ -576,7 +576,7 @@ pub fn run_mesh(cfg: MeshConfig, signals: Signals) -> Result<()> {
             false
         }
     };
-    let follower = registry::follow(reg.clone());
+    let follower = registry::follow_changes(reg.clone());
     let options = Options {
         forward: cfg.gateway,
         org_isolation: true,
@@ -604,9 +604,20 @@ pub fn run_mesh(cfg: MeshConfig, signals: Signals) -> Result<()> {
     wait_and_stop(&shell, rx)
 }
 
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Follows the registry change by change: each revision's delta goes into the model of this
+/// node's desired state, and what it touched into the core, the interface's addresses and
+/// the kernel routes, in the size of the change. A whole snapshot (at start, after falling
+/// behind the change log, or from a backend without one) is applied whole.
 fn sync_loop(
     shell: Arc<Shell>,
-    follower: registry::Follower,
+    changes: registry::Changes,
     reg: Arc<dyn registry::Registry>,
     spec: NodeSpec,
     mut registered: bool,
@@ -622,10 +633,18 @@ fn sync_loop(
             return;
         }
     };
-    let mut snapshots = follower.snapshots;
+    let registry::Changes {
+        first, mut updates, ..
+    } = changes;
+    let mut model = sync::model::Model::new(&me);
+    model.reset(&first, unix_now());
+    let mut revision = first.revision;
+    drop(first);
+    // After a reset the core is brought to the whole desired state (which also drops
+    // peers the model never knew); after a delta, only what it touched.
+    let mut whole = true;
     let mut addresses: BTreeSet<Ipv6Addr> = BTreeSet::new();
     let mut routes: BTreeSet<sync::KernelRoute> = BTreeSet::new();
-    let mut last = None;
     rt.block_on(async {
         loop {
             if !registered {
@@ -637,63 +656,62 @@ fn sync_loop(
                     Err(e) => tracing::debug!(error = %e, "registering"),
                 }
             }
-            let snap = snapshots.borrow_and_update().clone();
-            let now_unix = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0);
-            let want = sync::desired(&snap, &me, now_unix);
-            if last.as_ref() != Some(&want) {
-                let applied =
-                    shell.with_io(|core, io| sync::apply(core, &want, Instant::now(), io));
-                let (add, del) = sync::address_diff(&addresses, &want.addresses);
-                for a in add {
-                    match tun::add_address(&shell.interface, a) {
-                        Ok(()) => {
-                            addresses.insert(a);
-                        }
-                        Err(e) => tracing::warn!(error = %e, "adding an address"),
-                    }
+            model.tick(unix_now());
+            let dirty = model.take_dirty();
+            if whole || !dirty.is_empty() {
+                let started = Instant::now();
+                let applied = if whole {
+                    let want = model.desired();
+                    shell.with_io(|core, io| sync::apply(core, &want, Instant::now(), io))
+                } else {
+                    shell.with_io(|core, io| {
+                        sync::model::apply_dirty(core, &model, &dirty, Instant::now(), io)
+                    })
+                };
+                if whole || dirty.addresses {
+                    sync_addresses(&shell, &mut addresses, &model.addresses());
                 }
-                for a in del {
-                    if let Err(e) = tun::remove_address(&shell.interface, a) {
-                        tracing::warn!(error = %e, "removing an address");
-                    }
-                    addresses.remove(&a);
+                if whole || dirty.routes {
+                    sync_routes(&shell, &mut routes, &model.routes());
                 }
-                let (add, del) = sync::route_diff(&routes, &want.routes);
-                // Removals first: a route whose preferred source changed is removed, then
-                // added again with the new one.
-                for r in del {
-                    if let Err(e) = tun::remove_route(&shell.interface, r.0) {
-                        tracing::warn!(error = %e, route = %r.0, "removing a site route");
-                    }
-                    routes.remove(&r);
+                let took_us = started.elapsed().as_micros() as u64;
+                if whole || applied != sync::Applied::default() {
+                    tracing::info!(
+                        revision = revision.0,
+                        whole,
+                        added = applied.added,
+                        removed = applied.removed,
+                        updated = applied.updated,
+                        addresses = addresses.len(),
+                        site_routes = routes.len(),
+                        took_us,
+                        "applied registry"
+                    );
+                } else {
+                    tracing::debug!(revision = revision.0, took_us, "applied registry");
                 }
-                for r in add {
-                    match tun::add_route(&shell.interface, r.0, r.1) {
-                        Ok(()) => {
-                            routes.insert(r);
-                        }
-                        Err(e) => tracing::warn!(error = %e, route = %r.0, "adding a site route"),
-                    }
-                }
-                tracing::info!(
-                    revision = snap.revision.0,
-                    peers = want.peers.len(),
-                    added = applied.added,
-                    removed = applied.removed,
-                    updated = applied.updated,
-                    addresses = addresses.len(),
-                    site_routes = routes.len(),
-                    "applied registry"
-                );
-                last = Some(want);
+                whole = false;
             }
-            // Re-check now and then even without news, and when the next peer expires: an
-            // expired laptop's tunnel is cut within a second, not at the next re-check.
-            let wait = until_next_expiry(&snap, SystemTime::now(), Duration::from_secs(5));
-            let _ = tokio::time::timeout(wait, snapshots.changed()).await;
+            // Wait for the next revision, or until the next peer expires (an expired
+            // laptop's tunnel is cut within a second), or 5 s.
+            let wait = until_unix(model.next_expiry(), SystemTime::now(), Duration::from_secs(5));
+            let mut next = match tokio::time::timeout(wait, updates.recv()).await {
+                Ok(Some(u)) => Some(u),
+                Ok(None) => return,
+                Err(_) => None,
+            };
+            // Take every update already queued before touching the core again.
+            while let Some(u) = next {
+                revision = u.revision();
+                match u {
+                    registry::Update::Reset(snap) => {
+                        model.reset(&snap, unix_now());
+                        whole = true;
+                    }
+                    registry::Update::Delta(d) => model.apply(&d),
+                }
+                next = updates.try_recv().ok();
+            }
             if shell.stopping.load(Ordering::Relaxed) {
                 return;
             }
@@ -701,25 +719,59 @@ fn sync_loop(
     });
 }
 
-/// How long from `now` until the next peer in `snap` expires, a little over so that it has
-/// expired by then; at most `limit`.
-fn until_next_expiry(snap: &registry::Snapshot, now: SystemTime, limit: Duration) -> Duration {
-    let now_unix = now
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    snap.peers
-        .values()
-        .filter_map(|p| p.expires)
-        .filter(|e| *e > now_unix)
-        .min()
-        .and_then(|e| u64::try_from(e).ok())
+/// How long from `now` until Unix second `next` (a peer's expiry), a little over so that it
+/// has passed by then; at most `limit`, and `limit` when there is none.
+fn until_unix(next: Option<i64>, now: SystemTime, limit: Duration) -> Duration {
+    next.and_then(|e| u64::try_from(e).ok())
         .and_then(|e| {
             (UNIX_EPOCH + Duration::from_secs(e))
                 .duration_since(now)
                 .ok()
         })
         .map_or(limit, |d| (d + Duration::from_millis(20)).min(limit))
+}
+
+/// Brings the interface's addresses to `want`.
+fn sync_addresses(shell: &Shell, have: &mut BTreeSet<Ipv6Addr>, want: &BTreeSet<Ipv6Addr>) {
+    let (add, del) = sync::address_diff(have, want);
+    for a in add {
+        match tun::add_address(&shell.interface, a) {
+            Ok(()) => {
+                have.insert(a);
+            }
+            Err(e) => tracing::warn!(error = %e, "adding an address"),
+        }
+    }
+    for a in del {
+        if let Err(e) = tun::remove_address(&shell.interface, a) {
+            tracing::warn!(error = %e, "removing an address");
+        }
+        have.remove(&a);
+    }
+}
+
+/// Brings the kernel's site routes into the interface to `want`. Removals first: a route
+/// whose preferred source changed is removed, then added again with the new one.
+fn sync_routes(
+    shell: &Shell,
+    have: &mut BTreeSet<sync::KernelRoute>,
+    want: &BTreeSet<sync::KernelRoute>,
+) {
+    let (add, del) = sync::route_diff(have, want);
+    for r in del {
+        if let Err(e) = tun::remove_route(&shell.interface, r.0) {
+            tracing::warn!(error = %e, route = %r.0, "removing a site route");
+        }
+        have.remove(&r);
+    }
+    for r in add {
+        match tun::add_route(&shell.interface, r.0, r.1) {
+            Ok(()) => {
+                have.insert(r);
+            }
+            Err(e) => tracing::warn!(error = %e, route = %r.0, "adding a site route"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -754,40 +806,17 @@ mod tests {
     }
 
     #[test]
-    fn the_registry_is_read_again_when_the_next_peer_expires() {
-        let mut snap = registry::Snapshot::default();
-        let peer = |name: &str, expires: Option<i64>| registry::Peer {
-            org: "acme".into(),
-            name: name.into(),
-            gateway: "gw".into(),
-            region: "iad".into(),
-            public_key: String::new(),
-            addr: Ipv6Addr::LOCALHOST,
-            routes: Vec::new(),
-            created: 0,
-            expires,
-        };
+    fn the_loop_wakes_when_the_next_peer_expires() {
         let now = UNIX_EPOCH + Duration::from_millis(1_000_000_500);
         let limit = Duration::from_secs(5);
-        snap.peers
-            .insert(("acme".into(), "a".into()), peer("a", None));
-        snap.peers
-            .insert(("acme".into(), "b".into()), peer("b", Some(1_000_000)));
-        assert_eq!(until_next_expiry(&snap, now, limit), limit, "none ahead");
-        snap.peers
-            .insert(("acme".into(), "c".into()), peer("c", Some(1_000_002)));
-        snap.peers
-            .insert(("acme".into(), "d".into()), peer("d", Some(1_000_001)));
+        assert_eq!(until_unix(None, now, limit), limit, "none ahead");
+        assert_eq!(until_unix(Some(1_000_000), now, limit), limit, "already past");
         assert_eq!(
-            until_next_expiry(&snap, now, limit),
+            until_unix(Some(1_000_001), now, limit),
             Duration::from_millis(520)
         );
-        snap.peers
-            .insert(("acme".into(), "e".into()), peer("e", Some(i64::MAX)));
-        assert_eq!(
-            until_next_expiry(&snap, now, limit),
-            Duration::from_millis(520)
-        );
+        assert_eq!(until_unix(Some(i64::MAX), now, limit), limit);
+        assert_eq!(until_unix(Some(-5), now, limit), limit);
     }
 
     #[test]

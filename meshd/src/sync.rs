@@ -223,41 +223,54 @@ pub fn apply(core: &mut Core, want: &Desired, now: Instant, out: &mut impl Trans
     core.set_local_routes(&want.local);
     core.set_org_policy(&want.sites, want.peerings.iter().copied());
     for (key, p) in &want.peers {
-        // A gateway's laptops and sites (no endpoint: they find us) are registered; their
-        // tunnels come with their handshakes.
-        if p.endpoint.is_none() && core.just_in_time() {
-            let registration = Registration::new(&p.name, &p.allowed_ips, p.via, &p.site_v4);
-            match core.register_peer(*key, registration) {
-                Registering::Added => applied.added += 1,
-                Registering::Updated => applied.updated += 1,
-                Registering::Unchanged => {}
-            }
-            continue;
-        }
-        let added = core.ensure_peer(*key);
-        let before = peer_state(core, key);
-        // A laptop's endpoint is learned from its handshakes: keep it.
-        core.update_peer(
-            key,
-            PeerUpdate {
-                endpoint: p.endpoint,
-                name: Some(p.name.clone()),
-                ..Default::default()
-            },
-        );
-        core.set_allowed_ips(key, &p.allowed_ips);
-        core.set_site(key, p.via, &p.site_v4);
-        let after = peer_state(core, key);
-        if added {
-            applied.added += 1;
-            if p.endpoint.is_some() {
-                core.initiate_handshake(now, key, out);
-            }
-        } else if before != after {
-            applied.updated += 1;
-        }
+        put_peer(core, key, p, now, out, &mut applied);
     }
     applied
+}
+
+/// Brings one peer of the core to `p`, adding it if new (and starting a handshake to a new
+/// node), and counts what it did in `applied`.
+pub(crate) fn put_peer(
+    core: &mut Core,
+    key: &PublicKey,
+    p: &DesiredPeer,
+    now: Instant,
+    out: &mut impl Transmit,
+    applied: &mut Applied,
+) {
+    // A gateway's laptops and sites (no endpoint: they find us) are registered; their
+    // tunnels come with their handshakes.
+    if p.endpoint.is_none() && core.just_in_time() {
+        let registration = Registration::new(&p.name, &p.allowed_ips, p.via, &p.site_v4);
+        match core.register_peer(*key, registration) {
+            Registering::Added => applied.added += 1,
+            Registering::Updated => applied.updated += 1,
+            Registering::Unchanged => {}
+        }
+        return;
+    }
+    let added = core.ensure_peer(*key);
+    let before = peer_state(core, key);
+    // A laptop's endpoint is learned from its handshakes: keep it.
+    core.update_peer(
+        key,
+        PeerUpdate {
+            endpoint: p.endpoint,
+            name: Some(p.name.clone()),
+            ..Default::default()
+        },
+    );
+    core.set_allowed_ips(key, &p.allowed_ips);
+    core.set_site(key, p.via, &p.site_v4);
+    let after = peer_state(core, key);
+    if added {
+        applied.added += 1;
+        if p.endpoint.is_some() {
+            core.initiate_handshake(now, key, out);
+        }
+    } else if before != after {
+        applied.updated += 1;
+    }
 }
 
 /// What `apply` compares to tell whether it changed a peer.
@@ -316,6 +329,8 @@ pub fn route_diff(
 pub fn is_local(want: &Desired, addr: IpAddr) -> bool {
     want.local.iter().any(|n| n.contains(&addr))
 }
+
+pub mod model;
 
 #[cfg(test)]
 mod tests;
