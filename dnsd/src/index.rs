@@ -365,7 +365,7 @@ struct CappedList {
 impl CappedList {
     fn new(sep: u8) -> Self {
         CappedList {
-            text: String::new(),
+            text: String::with_capacity(1024),
             sep,
         }
     }

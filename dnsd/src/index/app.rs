@@ -75,6 +75,7 @@ impl NearestLists {
         let mut lists: Vec<Box<[[u8; 16]]>> = Vec::new();
         let mut slots = Vec::with_capacity(querier_regions.len());
         let mut ranked: Vec<(f64, &AppMachine)> = Vec::with_capacity(candidates.len());
+        let mut list: Vec<[u8; 16]> = Vec::with_capacity(NEAREST_MAX);
         for &from in querier_regions {
             ranked.clear();
             ranked.extend(candidates.iter().map(|m| {
@@ -82,15 +83,17 @@ impl NearestLists {
                 (d, *m)
             }));
             ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
-            let list: Vec<[u8; 16]> = ranked
-                .iter()
-                .take(NEAREST_MAX)
-                .map(|(_, m)| m.addr.octets())
-                .collect();
+            list.clear();
+            list.extend(
+                ranked
+                    .iter()
+                    .take(NEAREST_MAX)
+                    .map(|(_, m)| m.addr.octets()),
+            );
             let i = match lists.iter().position(|l| l[..] == list[..]) {
                 Some(i) => i,
                 None => {
-                    lists.push(list.into_boxed_slice());
+                    lists.push(list[..].into());
                     lists.len() - 1
                 }
             };

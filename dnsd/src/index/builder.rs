@@ -39,6 +39,9 @@ struct OrgState {
     /// Every peer, expired ones too.
     peers: BTreeMap<String, Peer>,
     zone: OrgZone,
+    /// The last app the org lists (`_apps`, `_instances`) were made from, when they were cut
+    /// there; `None` when they hold every app.
+    lists_end: Option<Box<str>>,
 }
 
 impl OrgState {
@@ -62,6 +65,7 @@ impl OrgState {
             apps: BTreeMap::new(),
             peers: BTreeMap::new(),
             zone,
+            lists_end: None,
         }
     }
 
@@ -80,7 +84,8 @@ struct AppDraft {
 /// What a batch of changes touched, so that `finish` remakes only that.
 #[derive(Debug, Default)]
 struct Dirty {
-    apps: BTreeMap<(String, String), AppDraft>,
+    /// Org → app → the app as the changes leave it.
+    apps: BTreeMap<String, BTreeMap<String, AppDraft>>,
     /// Orgs whose `_apps`/`_instances` lists need making again.
     app_lists: BTreeSet<String>,
     /// Orgs whose `_peer`/`_site` lists need making again.
@@ -236,27 +241,37 @@ impl IndexBuilder {
     }
 
     fn org_state(&mut self, org: &str) -> &mut OrgState {
-        self.orgs
-            .entry(org.to_string())
-            .or_insert_with(|| OrgState::new(org))
+        if !self.orgs.contains_key(org) {
+            self.orgs.insert(org.to_string(), OrgState::new(org));
+        }
+        self.orgs.get_mut(org).expect("the org was just put in")
     }
 
     fn draft<'d>(&self, org: &str, app: &str, dirty: &'d mut Dirty) -> &'d mut AppDraft {
+        // Look up before making keys: a whole build passes here once per machine.
+        if !dirty.apps.get(org).is_some_and(|a| a.contains_key(app)) {
+            let draft = match self.orgs.get(org).and_then(|s| s.apps.get(app)) {
+                Some(a) => AppDraft {
+                    listed: a.listed,
+                    machines: a.machines().map(|m| (m.id.clone(), m.clone())).collect(),
+                },
+                None => AppDraft {
+                    listed: false,
+                    machines: BTreeMap::new(),
+                },
+            };
+            if !dirty.apps.contains_key(org) {
+                dirty.apps.insert(org.to_string(), BTreeMap::new());
+            }
+            if let Some(apps) = dirty.apps.get_mut(org) {
+                apps.insert(app.to_string(), draft);
+            }
+        }
         dirty
             .apps
-            .entry((org.to_string(), app.to_string()))
-            .or_insert_with(|| {
-                match self.orgs.get(org).and_then(|s| s.apps.get(app)) {
-                    Some(a) => AppDraft {
-                        listed: a.listed,
-                        machines: a.machines().map(|m| (m.id.clone(), m.clone())).collect(),
-                    },
-                    None => AppDraft {
-                        listed: false,
-                        machines: BTreeMap::new(),
-                    },
-                }
-            })
+            .get_mut(org)
+            .and_then(|a| a.get_mut(app))
+            .expect("the draft was just made")
     }
 
     /// Takes out what is stored under `key` (`before`: the record the delta says was there,
@@ -433,16 +448,30 @@ impl IndexBuilder {
 
     /// Remakes what `dirty` says changed and publishes the changed zones into the index.
     fn finish(&mut self, mut dirty: Dirty) {
-        let regions_changed = self.update_querier_regions();
-        let apps = std::mem::take(&mut dirty.apps);
-        for ((org, app), draft) in apps {
-            self.finish_app(&org, &app, draft);
-            dirty.app_lists.insert(org.clone());
-            dirty.zones.insert(org);
-        }
-        if regions_changed {
+        if self.update_querier_regions() {
+            // Before the changed apps are made (with the new regions already).
             self.remake_all_nearest();
             dirty.zones.extend(self.orgs.keys().cloned());
+        }
+        let apps = std::mem::take(&mut dirty.apps);
+        for (org, drafts) in apps {
+            let s = self.org_state(&org);
+            // The org lists hold only their first 64 KiB: an app past where they were cut
+            // cannot change them.
+            let lists_change = s
+                .lists_end
+                .as_deref()
+                .is_none_or(|end| drafts.keys().any(|app| app.as_str() <= end));
+            for (app, draft) in drafts {
+                self.finish_app(&org, &app, draft);
+            }
+            // Once per org: sharing the map earlier would copy a shard on every insert.
+            let s = self.org_state(&org);
+            s.zone.nearest.apps = s.zone.names.apps.clone();
+            if lists_change {
+                dirty.app_lists.insert(org.clone());
+            }
+            dirty.zones.insert(org);
         }
         for org in &dirty.app_lists {
             if let Some(s) = self.orgs.get_mut(org) {
@@ -534,7 +563,6 @@ impl IndexBuilder {
                 .insert(app.as_bytes().into(), zone.clone());
             s.apps.insert(app.into(), zone);
         }
-        s.zone.nearest.apps = s.zone.names.apps.clone();
     }
 
     /// Works out the regions a querier can be in; returns whether they changed.
@@ -632,17 +660,24 @@ fn set_list(names: &mut Names, name: &str, rdata: Box<[u8]>) {
 /// `_apps`, `_instances` and `all._instances`: made only as far as a TXT answer holds.
 fn remake_app_lists(s: &mut OrgState) {
     let mut apps = CappedList::new(b',');
+    let mut apps_end: Option<&str> = None;
     for a in s.apps.values().filter(|a| a.listed) {
         if !apps.wants_more() {
             break;
         }
         apps.push(format_args!("{}", a.name));
+        apps_end = Some(&a.name);
+    }
+    if apps.wants_more() {
+        apps_end = None;
     }
     let mut started = CappedList::new(b';');
     let mut all = CappedList::new(b';');
+    let mut instances_end: Option<&str> = None;
     'apps: for a in s.apps.values() {
         for m in a.machines() {
             if !started.wants_more() && !all.wants_more() {
+                instances_end = Some(&a.name);
                 break 'apps;
             }
             let item = |list: &mut CappedList| {
@@ -659,9 +694,14 @@ fn remake_app_lists(s: &mut OrgState) {
             }
         }
     }
+    let end = match (apps_end, instances_end) {
+        (Some(a), Some(i)) => Some(Box::from(a.max(i))),
+        _ => None,
+    };
     set_list(&mut s.zone.names, "_apps", apps.rdata());
     set_list(&mut s.zone.names, "_instances", started.rdata());
     set_list(&mut s.zone.names, "all._instances", all.rdata());
+    s.lists_end = end;
 }
 
 /// `_peer` (unexpired peers but `interactive-*`) and `_site` (unexpired peers with routes).
