@@ -13,12 +13,19 @@ use sixpn_tests::meshd_harness::{
 };
 use sixpn_tests::{bin, sh, unique, Netns};
 
-const REGISTERED: u32 = 10_000;
+/// Peers registered at the gateway besides the test's laptops;
+/// `MESHD_GATEWAY_REGISTERED=100000` measures the daemon at that size.
+fn registered() -> u32 {
+    std::env::var("MESHD_GATEWAY_REGISTERED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
 const IDLE_EVICT: &str = "3s";
 const SECS10: Duration = Duration::from_secs(10);
 
 /// Fills the (empty) registry in one `import`: org acme, nodes `gw` (a gateway) and `b`,
-/// and REGISTERED peers at `gw` with keys nobody holds. Building the same through
+/// and `registered()` peers at `gw` with keys nobody holds. Building the same through
 /// `apply` would take minutes.
 fn registry_with_many_peers(mesh: &Mesh, gw: &Host, b: &Host) -> Result<()> {
     let scratch_dir = sixpn_tests::tempdir::Dir::new()?;
@@ -38,7 +45,7 @@ fn registry_with_many_peers(mesh: &Mesh, gw: &Host, b: &Host) -> Result<()> {
     let mut snap = scratch.snapshot()?;
     let network = snap.orgs["acme"].network;
     let host = snap.nodes[&gw.node].host;
-    for i in 0..REGISTERED {
+    for i in 0..registered() {
         let mut key = [0x5au8; 32];
         key[..4].copy_from_slice(&i.to_be_bytes());
         let name = format!("bulk{i}");
@@ -201,7 +208,7 @@ struct Setup {
     _srv: sixpn_tests::Proc,
 }
 
-/// A gateway with REGISTERED peers, none connected, and a machine on `b` answering
+/// A gateway with `registered()` peers, none connected, and a machine on `b` answering
 /// `pong-b` on port 8080.
 fn setup() -> Result<Setup> {
     let mut mesh = Mesh::new()?;
@@ -209,17 +216,30 @@ fn setup() -> Result<Setup> {
     let mut b = mesh.host("b", false)?;
     let t = Instant::now();
     registry_with_many_peers(&mesh, &gw, &b)?;
-    eprintln!("registry with {REGISTERED} peers: {:?}", t.elapsed());
+    eprintln!("registry with {} peers: {:?}", registered(), t.elapsed());
     start(&mesh, &mut gw, &["--idle-evict", IDLE_EVICT])?;
     start(&mesh, &mut b, &[])?;
-    wait_metric(&gw, "meshd_peers_registered", u64::from(REGISTERED), SECS10)?;
+    let t = Instant::now();
+    let limit = SECS10 * (registered() / 20_000 + 1);
+    wait_metric(
+        &gw,
+        "meshd_peers_registered",
+        u64::from(registered()),
+        limit,
+    )?;
+    eprintln!(
+        "gateway up with {} registered in {:?}",
+        registered(),
+        t.elapsed()
+    );
     ensure!(gw.metric("meshd_peers_active")? == 0);
-    // `wg show` lists what holds a tunnel: node b, none of the 10,000.
+    // `wg show` lists what holds a tunnel: node b, none of the registered peers.
     wait_metric(&gw, "meshd_peers", 1, SECS10)?;
     ensure!(listed(&gw)?.len() == 1, "{:?}", listed(&gw)?);
     let pid = gw.meshd.as_ref().map(|p| p.pid()).unwrap_or(0);
     eprintln!(
-        "gateway RSS with {REGISTERED} registered, 0 active: {:.1} MiB",
+        "gateway RSS with {} registered, 0 active: {:.1} MiB",
+        registered(),
         rss_mb(pid)
     );
     let web = match mesh.apply(Change::AddMachine {
@@ -280,7 +300,7 @@ fn laptop_among_10k_registered_is_evicted_when_idle_and_comes_back_unnoticed() -
     wait_metric(
         &s.gw,
         "meshd_peers_registered",
-        u64::from(REGISTERED) + 1,
+        u64::from(registered()) + 1,
         SECS10,
     )?;
     let took = connect(&s, &lap, Duration::from_secs(15))?;
@@ -294,7 +314,7 @@ fn laptop_among_10k_registered_is_evicted_when_idle_and_comes_back_unnoticed() -
     let pid = s.gw.meshd.as_ref().map(|p| p.pid()).unwrap_or(0);
     eprintln!(
         "gateway RSS with {} registered, 1 active: {:.1} MiB",
-        REGISTERED + 1,
+        registered() + 1,
         rss_mb(pid)
     );
 
@@ -306,7 +326,7 @@ fn laptop_among_10k_registered_is_evicted_when_idle_and_comes_back_unnoticed() -
         "wg show still lists it"
     );
     ensure!(s.gw.metric("meshd_tunnels_evicted_total")? >= 1);
-    ensure!(s.gw.metric("meshd_peers_registered")? == u64::from(REGISTERED) + 1);
+    ensure!(s.gw.metric("meshd_peers_registered")? == u64::from(registered()) + 1);
     // meshd's `get=evicted` still knows when it was last seen.
     let evicted = s.gw.ns.sh(&format!(
         "printf 'get=evicted\\n\\n' | socat -t 2 - UNIX-CONNECT:/var/run/wireguard/{}.sock",
@@ -388,7 +408,7 @@ fn laptop_removed_from_the_registry_is_cut_off_within_a_second() -> Result<()> {
         s.gw.log()
     );
     ensure!(s.gw.metric("meshd_peers_active")? == 0);
-    ensure!(s.gw.metric("meshd_peers_registered")? == u64::from(REGISTERED));
+    ensure!(s.gw.metric("meshd_peers_registered")? == u64::from(registered()));
     // And nothing gets through any more, old session or new handshake.
     let out = lap
         .ns
@@ -456,6 +476,24 @@ fn laptop_whose_registration_expires_is_cut_off_within_a_second() -> Result<()> 
     ensure!(
         request(&lap.ns, s.web, 8080).is_empty(),
         "an expired laptop still got an answer"
+    );
+    Ok(())
+}
+
+/// A measurement, not a check: the gateway daemon's memory with `registered()` peers and
+/// none active (`MESHD_GATEWAY_REGISTERED=100000 cargo test --test meshd_gateway --
+/// --ignored --nocapture`); the in-process figures with active tunnels come from
+/// `meshd/examples/gateway_scale.rs`.
+#[test]
+#[ignore = "a measurement; run with --ignored"]
+fn gateway_daemon_memory_with_many_registered() -> Result<()> {
+    let s = setup()?;
+    let pid = s.gw.meshd.as_ref().map(|p| p.pid()).unwrap_or(0);
+    std::thread::sleep(Duration::from_secs(2));
+    eprintln!(
+        "gateway daemon RSS with {} registered, 0 active, after 2 s: {:.1} MiB",
+        registered(),
+        rss_mb(pid)
     );
     Ok(())
 }
