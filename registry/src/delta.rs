@@ -8,7 +8,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::change::Write;
 use crate::model::{Record, RecordKey, Revision, Snapshot};
+
+/// How many revisions a backend's change log keeps by default: at a write a second, a reader
+/// may be away for almost three hours and still catch up change by change.
+pub const KEEP: u64 = 10_000;
 
 /// One record as one write left it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +90,31 @@ impl Snapshot {
             RecordKey::Token { id } => self.tokens.get(id).cloned().map(Record::Token),
         }
     }
+}
+
+/// What `writes` change, each record once, before (as `snap` holds it: it must hold every
+/// record the writes touch) and after; records put back as they were are left out.
+pub(crate) fn record_changes(snap: &Snapshot, writes: &[Write]) -> Vec<RecordChange> {
+    let mut changes: Vec<RecordChange> = Vec::with_capacity(writes.len());
+    let mut seen: std::collections::HashMap<String, usize> =
+        std::collections::HashMap::with_capacity(writes.len());
+    for w in writes {
+        let (key, after) = match w {
+            Write::Put(r) => (r.key(), Some(r.clone())),
+            Write::Delete(k) => (k.clone(), None),
+        };
+        let id = format!("{key:?}");
+        match seen.get(&id) {
+            Some(&i) => changes[i].after = after,
+            None => {
+                seen.insert(id, changes.len());
+                let before = snap.get(&key);
+                changes.push(RecordChange { key, before, after });
+            }
+        }
+    }
+    changes.retain(|c| c.before != c.after);
+    changes
 }
 
 #[cfg(test)]

@@ -23,10 +23,12 @@ use std::sync::{Arc, Condvar, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, Txn, TxnOp,
+    WatchOptions,
 };
 
 use crate::change::{self, Change, Plan, SystemContext, Write};
+use crate::delta::Delta;
 use crate::error::{Error, Result};
 use crate::model::{Revision, Snapshot};
 use crate::{Applied, Registry};
@@ -477,11 +479,31 @@ impl Shared {
     /// The whole registry at one etcd revision, and the mod-revision of `meta/revision`.
     async fn load(&self) -> Result<(Snapshot, i64)> {
         let mut kvs = Vec::new();
-        let mut from = self.keys.start();
         let mut at = 0;
+        // Everything but the change log, at one etcd revision.
+        for (start, end) in [
+            (self.keys.start(), self.keys.log_start()),
+            (self.keys.log_end(), self.keys.end()),
+        ] {
+            at = self.read_range(start, end, at, &mut kvs).await?;
+        }
+        keys::decode(&self.keys, &kvs).map_err(|m| self.corrupt(m))
+    }
+
+    /// Appends the key-values of [`start`, `end`) at etcd revision `at` (0: the latest) to
+    /// `kvs`, a page at a time; returns the revision read at.
+    async fn read_range(
+        &self,
+        start: String,
+        end: String,
+        mut at: i64,
+        kvs: &mut Vec<(String, Vec<u8>, i64)>,
+    ) -> Result<i64> {
+        let mut from = start;
+        let first = kvs.len();
         loop {
             let options = GetOptions::new()
-                .with_range(self.keys.end())
+                .with_range(end.clone())
                 .with_limit(PAGE)
                 .with_revision(at);
             let key = from.clone();
@@ -501,12 +523,62 @@ impl Shared {
                     .map_err(|_| self.corrupt("a key is not UTF-8".into()))?;
                 kvs.push((key.to_string(), kv.value().to_vec(), kv.mod_revision()));
             }
-            match (resp.more(), kvs.last()) {
+            match (resp.more(), kvs[first..].last()) {
                 (true, Some((last, _, _))) => from = format!("{last}\0"),
                 _ => break,
             }
         }
-        keys::decode(&self.keys, &kvs).map_err(|m| self.corrupt(m))
+        Ok(at)
+    }
+
+    /// The deltas after `after`, at most `limit`; `None` when the log does not hold them all
+    /// (trimmed, written by a version without a log, or emptied by an import).
+    async fn changes_since(&self, after: Revision, limit: usize) -> Result<Option<Vec<Delta>>> {
+        let mut marks = Vec::new();
+        let at = self
+            .read_range(
+                self.keys.revision(),
+                format!("{}\0", self.keys.revision()),
+                0,
+                &mut marks,
+            )
+            .await?;
+        let now = match marks.first() {
+            Some((key, value, _)) => {
+                serde_json::from_slice::<RevisionMark>(value)
+                    .map_err(|e| self.corrupt(format!("key `{key}` is not a revision mark: {e}")))?
+                    .revision
+            }
+            None => 0,
+        };
+        if after.0 > now {
+            return Ok(None);
+        }
+        let want = (now - after.0).min(limit as u64);
+        if want == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let mut entries = Vec::new();
+        self.read_range(
+            self.keys.log(after.0 + 1),
+            self.keys.log(after.0 + want + 1),
+            at,
+            &mut entries,
+        )
+        .await?;
+        let mut deltas = Vec::with_capacity(entries.len());
+        for (key, value, _) in entries {
+            let delta: Delta = serde_json::from_slice(&value)
+                .map_err(|e| self.corrupt(format!("change log entry `{key}`: {e}")))?;
+            if delta.revision.0 != after.0 + 1 + deltas.len() as u64 {
+                return Ok(None);
+            }
+            deltas.push(delta);
+        }
+        if deltas.len() as u64 != want {
+            return Ok(None);
+        }
+        Ok(Some(deltas))
     }
 
     fn corrupt(&self, message: String) -> Error {
@@ -536,7 +608,39 @@ impl Shared {
         TxnOp::put(self.keys.revision(), value, None)
     }
 
-    fn plan_ops(&self, plan: &Plan, revision: Revision, write: &str) -> Vec<TxnOp> {
+    /// The writes of `plan`, its change log entry (the records before as `snap` holds them)
+    /// and the trim of the log, and the new revision mark.
+    fn plan_ops(
+        &self,
+        snap: &Snapshot,
+        plan: &Plan,
+        revision: Revision,
+        write: &str,
+    ) -> Vec<TxnOp> {
+        let delta = Delta {
+            revision,
+            next_network: plan.next_network.unwrap_or(snap.next_network),
+            changes: crate::delta::record_changes(snap, &plan.writes),
+        };
+        let mut ops = self.record_ops(plan, revision, write);
+        ops.push(TxnOp::put(
+            self.keys.log(revision.0),
+            serde_json::to_vec(&delta).unwrap_or_default(),
+            None,
+        ));
+        if revision.0 > crate::delta::KEEP {
+            ops.push(TxnOp::delete(
+                self.keys.log_start(),
+                Some(
+                    DeleteOptions::new()
+                        .with_range(self.keys.log(revision.0 - crate::delta::KEEP + 1)),
+                ),
+            ));
+        }
+        ops
+    }
+
+    fn record_ops(&self, plan: &Plan, revision: Revision, write: &str) -> Vec<TxnOp> {
         let mut ops: Vec<TxnOp> = plan
             .writes
             .iter()
@@ -639,7 +743,7 @@ impl Shared {
             }
             let revision = Revision(snap.revision.0 + 1);
             let write = write_id();
-            let txn = self.guarded(mark_mod, self.plan_ops(&plan, revision, &write));
+            let txn = self.guarded(mark_mod, self.plan_ops(&snap, &plan, revision, &write));
             if self.commit(txn, mark_mod, &write).await? {
                 return Ok(Applied {
                     revision,
@@ -684,6 +788,11 @@ impl Shared {
                 self.keys.next_network(),
                 source.next_network.to_string(),
                 None,
+            ),
+            // Readers of whatever was here before start again from a snapshot.
+            TxnOp::delete(
+                self.keys.log_start(),
+                Some(DeleteOptions::new().with_range(self.keys.log_end())),
             ),
             self.mark_op(revision, &write),
         ];
@@ -853,5 +962,9 @@ impl Registry for EtcdRegistry {
     fn import(&self, snapshot: &Snapshot) -> Result<Revision> {
         let snapshot = snapshot.clone();
         self.run(|s| async move { s.import(&snapshot).await })
+    }
+
+    fn changes_since(&self, after: Revision, limit: usize) -> Result<Option<Vec<Delta>>> {
+        self.run(move |s| async move { s.changes_since(after, limit).await })
     }
 }

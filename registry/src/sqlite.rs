@@ -10,10 +10,8 @@ use rusqlite::{
     params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
 };
 
-use std::collections::HashMap;
-
 use crate::change::{self, Change, SystemContext, Write};
-use crate::delta::{Delta, RecordChange};
+use crate::delta::Delta;
 use crate::error::{Error, Result};
 use crate::model::{Peering, Record, RecordKey, Revision, Snapshot};
 use crate::{Applied, Registry};
@@ -484,7 +482,7 @@ impl SqliteRegistry {
         let delta = Delta {
             revision,
             next_network,
-            changes: record_changes(&snap, &plan.writes),
+            changes: crate::delta::record_changes(&snap, &plan.writes),
         };
         log::append(&tx, &delta, self.keep_changes).map_err(e)?;
         tx.commit().map_err(e)?;
@@ -547,30 +545,6 @@ impl SqliteRegistry {
         tx.commit().map_err(e)?;
         Ok(revision)
     }
-}
-
-/// What `writes` change, each record once, before (as `snap`, which holds every record a
-/// plan writes) and after.
-fn record_changes(snap: &Snapshot, writes: &[Write]) -> Vec<RecordChange> {
-    let mut changes: Vec<RecordChange> = Vec::with_capacity(writes.len());
-    let mut seen: HashMap<String, usize> = HashMap::with_capacity(writes.len());
-    for w in writes {
-        let (key, after) = match w {
-            Write::Put(r) => (r.key(), Some(r.clone())),
-            Write::Delete(k) => (k.clone(), None),
-        };
-        let id = format!("{key:?}");
-        match seen.get(&id) {
-            Some(&i) => changes[i].after = after,
-            None => {
-                seen.insert(id, changes.len());
-                let before = snap.get(&key);
-                changes.push(RecordChange { key, before, after });
-            }
-        }
-    }
-    changes.retain(|c| c.before != c.after);
-    changes
 }
 
 impl SqliteRegistry {

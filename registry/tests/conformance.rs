@@ -37,6 +37,8 @@ conformance!(
     peerings_are_stored_followed_and_go_with_their_org,
     site_routes_are_checked_against_every_stored_peer,
     tokens_are_stored_used_revoked_and_copied,
+    readers_following_deltas_end_equal_to_a_fresh_snapshot,
+    the_change_log_sends_readers_it_cannot_answer_to_a_snapshot,
 );
 
 fn writes_persist_and_reopen_identically(f: &Fixture) {
@@ -420,4 +422,159 @@ fn tokens_are_stored_used_revoked_and_copied(f: &Fixture) {
     let to = registry::open(&to_url).unwrap();
     registry::copy(&*reg, &*to).unwrap();
     assert_eq!(to.snapshot().unwrap().tokens, snap.tokens);
+}
+
+/// Readers that start from one snapshot and then take only deltas (by asking the change log,
+/// and through `follow_changes`) hold what a fresh snapshot holds after a long random run of
+/// writes of every kind. 10,000 writes on SQLite; 1,000 on etcd, where each write still reads
+/// the whole registry.
+fn readers_following_deltas_end_equal_to_a_fresh_snapshot(f: &Fixture) {
+    use registry::{Snapshot, Update};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let writes = if f.backend == "sqlite" { 10_000 } else { 1_000 };
+    let reg = f.open();
+    let mut churn = common::churn::Churn::start(&*reg, 0x5eed_1234);
+    let mut reader = reg.snapshot().unwrap();
+    let start = reader.revision;
+    let changes = registry::follow_changes(f.open());
+    let done = Arc::new(AtomicU64::new(u64::MAX));
+    let follower = {
+        let done = done.clone();
+        let mut updates = changes.updates;
+        let mut held: Snapshot = (*changes.first).clone();
+        std::thread::spawn(move || {
+            let (mut deltas, mut resets) = (0usize, 0usize);
+            let deadline = std::time::Instant::now() + Duration::from_secs(600);
+            while held.revision.0 != done.load(Ordering::SeqCst) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "follower stuck at {:?}",
+                    held.revision
+                );
+                match updates.try_recv() {
+                    Ok(Update::Delta(d)) => {
+                        assert!(
+                            held.apply_delta(&d),
+                            "delta {:?} after {:?}",
+                            d.revision,
+                            held.revision
+                        );
+                        deltas += 1;
+                    }
+                    Ok(Update::Reset(s)) => {
+                        held = (*s).clone();
+                        resets += 1;
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+            (held, deltas, resets)
+        })
+    };
+    let (mut asked, mut taken) = (0usize, 0usize);
+    for i in 0..writes {
+        churn.step(&*reg);
+        // The reader catches up every few writes, sometimes a few deltas at a time.
+        if churn.rng.below(8) == 0 || i + 1 == writes {
+            loop {
+                let limit = 1 + churn.rng.below(64);
+                let deltas = reg
+                    .changes_since(reader.revision, limit)
+                    .unwrap()
+                    .unwrap_or_else(|| {
+                        panic!("{}: the log lost revision {:?}", f.backend, reader.revision)
+                    });
+                asked += 1;
+                if deltas.is_empty() {
+                    break;
+                }
+                for d in &deltas {
+                    assert!(
+                        reader.apply_delta(d),
+                        "{}: delta {:?}",
+                        f.backend,
+                        d.revision
+                    );
+                    taken += 1;
+                }
+            }
+        }
+    }
+    let fresh = reg.snapshot().unwrap();
+    assert_eq!(reader, fresh, "{}: the delta reader", f.backend);
+    done.store(fresh.revision.0, Ordering::SeqCst);
+    let (held, deltas, resets) = follower.join().unwrap();
+    assert_eq!(held, fresh, "{}: the follow_changes reader", f.backend);
+    assert!(
+        churn.applied > writes / 2 && churn.refused > 0,
+        "{} applied, {} refused",
+        churn.applied,
+        churn.refused
+    );
+    assert_eq!(
+        taken as u64,
+        fresh.revision.0 - start.0,
+        "one delta per revision"
+    );
+    assert!(
+        deltas > 0,
+        "follow_changes sent {deltas} deltas and {resets} resets"
+    );
+    eprintln!(
+        "{}: {writes} writes ({} applied), {taken} deltas in {asked} reads; follow_changes: {deltas} deltas, {resets} resets; {} machines, {} peers at the end",
+        f.backend, churn.applied, fresh.machines.len(), fresh.peers.len()
+    );
+}
+
+/// The change log answers only what it can: from a revision newer than the registry, or
+/// older than an import, a reader is told to take a snapshot; a refused write logs nothing.
+fn the_change_log_sends_readers_it_cannot_answer_to_a_snapshot(f: &Fixture) {
+    let from = f.open();
+    assert_eq!(from.changes_since(Revision(0), 10).unwrap(), Some(vec![]));
+    setup(&*from);
+    from.apply(&machine("web")).unwrap();
+    assert!(from.apply(&machine("Web")).is_err());
+    let deltas = from.changes_since(Revision(0), 10).unwrap().unwrap();
+    assert_eq!(
+        deltas.iter().map(|d| d.revision.0).collect::<Vec<_>>(),
+        [1, 2, 3],
+        "{}",
+        f.backend
+    );
+    assert_eq!(
+        from.changes_since(Revision(1), 1).unwrap().unwrap(),
+        deltas[1..2]
+    );
+    assert_eq!(from.changes_since(Revision(3), 10).unwrap(), Some(vec![]));
+    assert_eq!(
+        from.changes_since(Revision(4), 10).unwrap(),
+        None,
+        "{}",
+        f.backend
+    );
+
+    let (to_url, _keep) = f.sibling();
+    let to = registry::open(&to_url).unwrap();
+    registry::copy(&*from, &*to).unwrap();
+    assert_eq!(
+        to.changes_since(Revision(0), 10).unwrap(),
+        None,
+        "{}",
+        f.backend
+    );
+    assert_eq!(
+        to.changes_since(Revision(2), 10).unwrap(),
+        None,
+        "{}",
+        f.backend
+    );
+    assert_eq!(to.changes_since(Revision(3), 10).unwrap(), Some(vec![]));
+    to.apply(&machine("db")).unwrap();
+    let after = to.changes_since(Revision(3), 10).unwrap().unwrap();
+    assert_eq!(after.len(), 1);
+    let mut reader = from.snapshot().unwrap();
+    assert!(reader.apply_delta(&after[0]));
+    assert_eq!(reader, to.snapshot().unwrap(), "{}", f.backend);
 }

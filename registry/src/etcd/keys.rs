@@ -7,7 +7,11 @@
 //! <prefix>/machines/<id>        <prefix>/peers/<org>/<name>
 //! <prefix>/peerings/<a>/<b>     (org names, a < b)
 //! <prefix>/tokens/<id>          (the secret's hash, never the secret)
+//! <prefix>/meta/log/<revision>  the revision's Delta (20 digits, so keys sort by revision)
 //! ```
+//!
+//! The change log lies under `meta/`, which readers of records skip, and outside the ranges
+//! a snapshot reads, so that its length costs a write nothing.
 //!
 //! Every write compares `meta/revision`'s etcd mod-revision with the one it read and puts a
 //! new value, so writers serialise on that one key and followers watch only it.
@@ -52,6 +56,21 @@ impl Keys {
     /// One past the last key of the registry's range (`/` + 1 is `0`).
     pub fn end(&self) -> String {
         format!("{}0", self.prefix)
+    }
+
+    /// The change log entry of `revision`.
+    pub fn log(&self, revision: u64) -> String {
+        format!("{}/meta/log/{revision:020}", self.prefix)
+    }
+
+    /// First key of the change log's range.
+    pub fn log_start(&self) -> String {
+        format!("{}/meta/log/", self.prefix)
+    }
+
+    /// One past the last key of the change log's range.
+    pub fn log_end(&self) -> String {
+        format!("{}/meta/log0", self.prefix)
     }
 
     pub fn record(&self, key: &RecordKey) -> String {

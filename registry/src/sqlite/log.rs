@@ -9,9 +9,8 @@ use crate::delta::Delta;
 use crate::error::{Error, Result};
 use crate::model::Revision;
 
-/// How many revisions the log keeps by default: at a write a second, a reader may be away for
-/// almost three hours and still catch up change by change.
-pub const KEEP: u64 = 10_000;
+/// How many revisions the log keeps by default.
+pub const KEEP: u64 = crate::delta::KEEP;
 
 /// Appends `delta` and trims the log to the newest `keep` revisions.
 pub(super) fn append(conn: &Connection, delta: &Delta, keep: u64) -> rusqlite::Result<()> {

@@ -3,6 +3,7 @@
 //! Members are killed and their files removed on drop, panics included.
 #![allow(dead_code)]
 
+pub mod churn;
 pub mod pki;
 
 use std::net::TcpListener;
