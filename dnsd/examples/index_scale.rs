@@ -14,8 +14,8 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use registry::region::REGIONS;
 use registry::{
-    App, Delta, Machine, MachineState, Node, Org, OrgNetwork, Peer, Record, RecordChange,
-    Revision, Snapshot,
+    App, Delta, Machine, MachineState, Node, Org, OrgNetwork, Peer, Record, RecordChange, Revision,
+    Snapshot,
 };
 
 use dnsd::answer::{answer, Answer, Question, TYPE_AAAA};
@@ -58,7 +58,10 @@ impl Gen {
         let node = self.slot % NODES;
         let region = REGIONS[node as usize % REGIONS.len()].code;
         Machine {
-            id: format!("{:014x}", u64::from(self.slot).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 8),
+            id: format!(
+                "{:014x}",
+                u64::from(self.slot).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 8
+            ),
             org: format!("org{org}"),
             app: format!("app{app}"),
             region: region.into(),
@@ -157,10 +160,7 @@ fn deltas(s: &mut Snapshot, g: &mut Gen, n: usize) -> Vec<Delta> {
         };
         let (key, after) = match after {
             Some(m) => (Record::Machine(m.clone()).key(), Some(Record::Machine(m))),
-            None => (
-                registry::RecordKey::Machine { id: id.clone() },
-                None,
-            ),
+            None => (registry::RecordKey::Machine { id: id.clone() }, None),
         };
         let before = s.get(&key);
         let changes = RecordChange::new(key, before, after).into_iter().collect();
@@ -234,9 +234,7 @@ fn main() -> anyhow::Result<()> {
     let mut took = Vec::with_capacity(todo.len());
     for d in &todo {
         let t = Instant::now();
-        builder
-            .apply(d, NOW)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        builder.apply(d, NOW).map_err(|e| anyhow::anyhow!("{e}"))?;
         shared.store(Arc::new(builder.index().clone()));
         took.push(t.elapsed());
     }

@@ -315,9 +315,16 @@ pub fn txt_list_rdata(text: &str, sep: u8, max: usize) -> (Box<[u8]>, bool) {
         return (txt_rdata(text), false);
     }
     let bytes = text.as_bytes();
-    let mut fit = 0;
-    while fit < bytes.len() && rdata_len(fit + 1) <= max {
-        fit += 1;
+    // The most text bytes that fit (rdata_len grows with n): a binary search, as a list cut
+    // is remade on writes to a big org.
+    let (mut fit, mut hi) = (0, bytes.len());
+    while fit < hi {
+        let mid = fit + (hi - fit).div_ceil(2);
+        if rdata_len(mid) <= max {
+            fit = mid;
+        } else {
+            hi = mid - 1;
+        }
     }
     // `bytes[fit]` is the first byte left out: keep the items wholly before it.
     let end = bytes[..=fit.min(bytes.len() - 1)]
@@ -374,6 +381,14 @@ impl CappedList {
     /// the cut falls at the same place however long the list goes on.
     fn wants_more(&self) -> bool {
         self.text.len() <= TXT_MAX + 1
+    }
+
+    /// Adds an item, or several already joined by the separator.
+    fn push_str(&mut self, items: &str) {
+        if !self.text.is_empty() {
+            self.text.push(char::from(self.sep));
+        }
+        self.text.push_str(items);
     }
 
     fn push(&mut self, item: std::fmt::Arguments<'_>) {
@@ -437,7 +452,11 @@ impl Index {
         out.push(format!("region_by_peer {peers:?}"));
         let slots = self.nearest_slot.iter().filter(|&&s| s != NO_SLOT).count();
         for (net, zone) in &self.zones {
-            out.push(format!("{net} org {} names {}", zone.name, zone.names.len()));
+            out.push(format!(
+                "{net} org {} names {}",
+                zone.name,
+                zone.names.len()
+            ));
             for (name, e) in zone.names.iter() {
                 let name = String::from_utf8_lossy(&name).into_owned();
                 let addrs: Vec<Ipv6Addr> = e.aaaa.iter().map(|a| Ipv6Addr::from(*a)).collect();

@@ -42,6 +42,43 @@ struct OrgState {
     /// The last app the org lists (`_apps`, `_instances`) were made from, when they were cut
     /// there; `None` when they hold every app.
     lists_end: Option<Box<str>>,
+    /// The `_instances` and `all._instances` items of each app the lists were last made
+    /// from (each cut past 64 KiB), so that a write remakes only its own app's items.
+    instance_items: HashMap<Box<str>, InstanceItems>,
+}
+
+#[derive(Debug)]
+struct InstanceItems {
+    started: String,
+    all: String,
+}
+
+impl InstanceItems {
+    fn of(app: &AppZone) -> Self {
+        let mut started = CappedList::new(b';');
+        let mut all = CappedList::new(b';');
+        for m in app.machines() {
+            if !all.wants_more() {
+                break;
+            }
+            let item = |list: &mut CappedList| {
+                list.push(format_args!(
+                    "instance={},app={},ip={},region={}",
+                    m.id, app.name, m.addr, m.region
+                ));
+            };
+            if m.started && started.wants_more() {
+                item(&mut started);
+            }
+            item(&mut all);
+        }
+        started.text.shrink_to_fit();
+        all.text.shrink_to_fit();
+        InstanceItems {
+            started: started.text,
+            all: all.text,
+        }
+    }
 }
 
 impl OrgState {
@@ -66,6 +103,7 @@ impl OrgState {
             peers: BTreeMap::new(),
             zone,
             lists_end: None,
+            instance_items: HashMap::new(),
         }
     }
 
@@ -224,7 +262,11 @@ impl IndexBuilder {
                 break;
             }
             self.expiry.remove(&(when, org.clone(), name.clone()));
-            let peer = self.orgs.get(&org).and_then(|s| s.peers.get(&name)).cloned();
+            let peer = self
+                .orgs
+                .get(&org)
+                .and_then(|s| s.peers.get(&name))
+                .cloned();
             if let Some(p) = peer {
                 self.peer_off(&p, dirty);
             }
@@ -293,7 +335,9 @@ impl IndexBuilder {
             RecordKey::App { org, name } => self.draft(org, name, dirty).listed = false,
             RecordKey::Machine { id } => {
                 if let Some(Record::Machine(m)) = before {
-                    self.draft(&m.org, &m.app, dirty).machines.remove(id.as_str());
+                    self.draft(&m.org, &m.app, dirty)
+                        .machines
+                        .remove(id.as_str());
                 }
             }
             RecordKey::Peer { org, name } => {
@@ -453,17 +497,17 @@ impl IndexBuilder {
             self.remake_all_nearest();
             dirty.zones.extend(self.orgs.keys().cloned());
         }
-        let apps = std::mem::take(&mut dirty.apps);
-        for (org, drafts) in apps {
+        let apps = build_apps(std::mem::take(&mut dirty.apps), &self.querier_regions);
+        for (org, zones) in apps {
             let s = self.org_state(&org);
             // The org lists hold only their first 64 KiB: an app past where they were cut
             // cannot change them.
             let lists_change = s
                 .lists_end
                 .as_deref()
-                .is_none_or(|end| drafts.keys().any(|app| app.as_str() <= end));
-            for (app, draft) in drafts {
-                self.finish_app(&org, &app, draft);
+                .is_none_or(|end| zones.iter().any(|(app, _)| app.as_str() <= end));
+            for (app, zone) in zones {
+                self.finish_app(&org, &app, zone);
             }
             // Once per org: sharing the map earlier would copy a shard on every insert.
             let s = self.org_state(&org);
@@ -545,24 +589,23 @@ impl IndexBuilder {
             .map(|(when, _, _)| *when);
     }
 
-    fn finish_app(&mut self, org: &str, app: &str, draft: AppDraft) {
-        let regions = self.querier_regions.clone();
+    /// Puts in the app as a delta left it (`None`: gone).
+    fn finish_app(&mut self, org: &str, app: &str, zone: Option<Arc<AppZone>>) {
         let s = self.org_state(org);
+        s.instance_items.remove(app);
         if let Some(old) = s.apps.remove(app) {
             s.zone.names.app_names -= old.names();
         }
-        if !draft.listed && draft.machines.is_empty() {
+        let Some(zone) = zone else {
             s.zone.names.apps.remove(app.as_bytes());
-        } else {
-            let machines = draft.machines.into_values().collect();
-            let zone = Arc::new(AppZone::build(app, draft.listed, machines, &regions));
-            s.zone.names.app_names += zone.names();
-            s.zone
-                .names
-                .apps
-                .insert(app.as_bytes().into(), zone.clone());
-            s.apps.insert(app.into(), zone);
-        }
+            return;
+        };
+        s.zone.names.app_names += zone.names();
+        s.zone
+            .names
+            .apps
+            .insert(app.as_bytes().into(), zone.clone());
+        s.apps.insert(app.into(), zone);
     }
 
     /// Works out the regions a querier can be in; returns whether they changed.
@@ -647,6 +690,64 @@ impl IndexBuilder {
     }
 }
 
+type BuiltApps = Vec<(String, Vec<(String, Option<Arc<AppZone>>)>)>;
+
+/// Makes the apps of `drafts` (`None` for an app left with neither record nor machines); a
+/// whole build (hundreds of thousands of apps) uses two threads.
+fn build_apps(
+    drafts: BTreeMap<String, BTreeMap<String, AppDraft>>,
+    regions: &[RegionId],
+) -> BuiltApps {
+    let build = |app: &str, d: AppDraft| {
+        if !d.listed && d.machines.is_empty() {
+            return None;
+        }
+        let machines = d.machines.into_values().collect();
+        Some(Arc::new(AppZone::build(app, d.listed, machines, regions)))
+    };
+    let total: usize = drafts.values().map(BTreeMap::len).sum();
+    if total < 10_000 {
+        return drafts
+            .into_iter()
+            .map(|(org, apps)| {
+                let zones = apps.into_iter().map(|(a, d)| {
+                    let z = build(&a, d);
+                    (a, z)
+                });
+                (org, zones.collect())
+            })
+            .collect();
+    }
+    let mut jobs: Vec<(usize, String, Option<AppDraft>)> = Vec::with_capacity(total);
+    let orgs: Vec<String> = drafts.keys().cloned().collect();
+    for (i, (_, apps)) in drafts.into_iter().enumerate() {
+        jobs.extend(apps.into_iter().map(|(a, d)| (i, a, Some(d))));
+    }
+    let half = jobs.len() / 2;
+    let (first, second) = jobs.split_at_mut(half);
+    let run = |part: &mut [(usize, String, Option<AppDraft>)]| -> Vec<Option<Arc<AppZone>>> {
+        part.iter_mut()
+            .map(|(_, a, d)| d.take().and_then(|d| build(a, d)))
+            .collect()
+    };
+    let (zones_first, zones_second) = std::thread::scope(|scope| {
+        let other = scope.spawn(|| run(second));
+        let mine = run(first);
+        (mine, other.join())
+    });
+    let zones_second = zones_second.unwrap_or_else(|p| std::panic::resume_unwind(p));
+    let mut out: BuiltApps = orgs.into_iter().map(|o| (o, Vec::new())).collect();
+    for ((i, app, _), zone) in jobs
+        .into_iter()
+        .zip(zones_first.into_iter().chain(zones_second))
+    {
+        if let Some((_, apps)) = out.get_mut(i) {
+            apps.push((app, zone));
+        }
+    }
+    out
+}
+
 fn set_list(names: &mut Names, name: &str, rdata: Box<[u8]>) {
     let entry = Entry {
         txt: Some(rdata),
@@ -665,7 +766,7 @@ fn remake_app_lists(s: &mut OrgState) {
         if !apps.wants_more() {
             break;
         }
-        apps.push(format_args!("{}", a.name));
+        apps.push_str(&a.name);
         apps_end = Some(&a.name);
     }
     if apps.wants_more() {
@@ -674,25 +775,24 @@ fn remake_app_lists(s: &mut OrgState) {
     let mut started = CappedList::new(b';');
     let mut all = CappedList::new(b';');
     let mut instances_end: Option<&str> = None;
-    'apps: for a in s.apps.values() {
-        for m in a.machines() {
-            if !started.wants_more() && !all.wants_more() {
-                instances_end = Some(&a.name);
-                break 'apps;
-            }
-            let item = |list: &mut CappedList| {
-                list.push(format_args!(
-                    "instance={},app={},ip={},region={}",
-                    m.id, a.name, m.addr, m.region
-                ));
-            };
-            if m.started && started.wants_more() {
-                item(&mut started);
-            }
-            if all.wants_more() {
-                item(&mut all);
-            }
+    let mut items = HashMap::new();
+    for a in s.apps.values() {
+        if !started.wants_more() && !all.wants_more() {
+            instances_end = Some(&a.name);
+            break;
         }
+        let app_items = s
+            .instance_items
+            .remove(&a.name)
+            .unwrap_or_else(|| InstanceItems::of(a));
+        // Whole apps at a time: text past the cut does not change where the cut falls.
+        if started.wants_more() && !app_items.started.is_empty() {
+            started.push_str(&app_items.started);
+        }
+        if all.wants_more() && !app_items.all.is_empty() {
+            all.push_str(&app_items.all);
+        }
+        items.insert(a.name.clone(), app_items);
     }
     let end = match (apps_end, instances_end) {
         (Some(a), Some(i)) => Some(Box::from(a.max(i))),
@@ -702,6 +802,7 @@ fn remake_app_lists(s: &mut OrgState) {
     set_list(&mut s.zone.names, "_instances", started.rdata());
     set_list(&mut s.zone.names, "all._instances", all.rdata());
     s.lists_end = end;
+    s.instance_items = items;
 }
 
 /// `_peer` (unexpired peers but `interactive-*`) and `_site` (unexpired peers with routes).

@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use ipnet::IpNet;
 use registry::{
-    App, Delta, Machine, MachineState, Node, Org, OrgNetwork, Peer, Peering, Record,
-    RecordChange, Revision, Snapshot,
+    App, Delta, Machine, MachineState, Node, Org, OrgNetwork, Peer, Peering, Record, RecordChange,
+    Revision, Snapshot,
 };
 
 use super::{Index, IndexBuilder, Options};
@@ -339,7 +339,11 @@ fn run(seed: u64, deltas: usize, orgs: usize, apps: usize, start: usize) {
         let built = Index::build(&w.snap, &opts, w.now);
         assert_same(kept.index(), &built, &format!("seed {seed}, step {i}"));
         // The revision queries may still hold did not change under them.
-        assert_eq!(before.dump(), before_dump, "seed {seed}, step {i}: old revision changed");
+        assert_eq!(
+            before.dump(),
+            before_dump,
+            "seed {seed}, step {i}: old revision changed"
+        );
     }
 }
 
@@ -492,7 +496,13 @@ fn what_clients_see_follows_each_delta() {
         name: "web".into(),
     });
     let m1 = machine("00000000000001", "web", "iad", 1, MachineState::Started);
-    live.write(|s| vec![put(s, acme.clone()), put(s, web.clone()), put(s, m1.clone())]);
+    live.write(|s| {
+        vec![
+            put(s, acme.clone()),
+            put(s, web.clone()),
+            put(s, m1.clone()),
+        ]
+    });
     assert_eq!(live.ask("web.internal", TYPE_AAAA), "{fdaa:0:1:0:1:0:1:2}");
     assert_eq!(live.ask("_apps.internal", TYPE_TXT), "web");
 
@@ -501,7 +511,10 @@ fn what_clients_see_follows_each_delta() {
     live.write(|s| vec![put(s, m1_stopped.clone())]);
     assert_eq!(live.ask("web.internal", TYPE_AAAA), "NoData");
     assert_eq!(live.ask("vms.web.internal", TYPE_TXT), "");
-    assert_eq!(live.ask("all.vms.web.internal", TYPE_TXT), "00000000000001 iad");
+    assert_eq!(
+        live.ask("all.vms.web.internal", TYPE_TXT),
+        "00000000000001 iad"
+    );
 
     // Moved to another region: the old region's name goes, the new one's comes.
     let m1_ams = machine("00000000000001", "web", "ams", 1, MachineState::Started);
@@ -522,7 +535,10 @@ fn what_clients_see_follows_each_delta() {
     // With its record the app stays, empty.
     live.write(|s| vec![del(s, &m1_ams)]);
     assert_eq!(live.ask("web.internal", TYPE_AAAA), "NoData");
-    assert_eq!(live.ask("00000000000001.vm.web.internal", TYPE_AAAA), "NxDomain");
+    assert_eq!(
+        live.ask("00000000000001.vm.web.internal", TYPE_AAAA),
+        "NxDomain"
+    );
 
     // A site peer with an expiry: in `_site` until it expires, then gone.
     let site = Record::Peer(Peer {
