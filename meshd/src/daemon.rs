@@ -640,6 +640,7 @@ fn sync_loop(
     model.reset(&first, unix_now());
     let mut revision = first.revision;
     drop(first);
+    release_freed_memory();
     // After a reset the core is brought to the whole desired state (which also drops
     // peers the model never knew); after a delta, only what it touched.
     let mut whole = true;
@@ -694,7 +695,11 @@ fn sync_loop(
             }
             // Wait for the next revision, or until the next peer expires (an expired
             // laptop's tunnel is cut within a second), or 5 s.
-            let wait = until_unix(model.next_expiry(), SystemTime::now(), Duration::from_secs(5));
+            let wait = until_unix(
+                model.next_expiry(),
+                SystemTime::now(),
+                Duration::from_secs(5),
+            );
             let mut next = match tokio::time::timeout(wait, updates.recv()).await {
                 Ok(Some(u)) => Some(u),
                 Ok(None) => return,
@@ -706,6 +711,8 @@ fn sync_loop(
                 match u {
                     registry::Update::Reset(snap) => {
                         model.reset(&snap, unix_now());
+                        drop(snap);
+                        release_freed_memory();
                         whole = true;
                     }
                     registry::Update::Delta(d) => model.apply(&d),
@@ -717,6 +724,17 @@ fn sync_loop(
             }
         }
     });
+}
+
+/// Hands memory freed after reading a whole snapshot back to the system: the model keeps a
+/// small part of what the snapshot held, and glibc's allocator otherwise keeps the rest in the
+/// process (a gateway of 10,000 peers in a registry of 100,000 machines stayed at 108 MB).
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it touches no live data.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// How long from `now` until Unix second `next` (a peer's expiry), a little over so that it
@@ -810,7 +828,11 @@ mod tests {
         let now = UNIX_EPOCH + Duration::from_millis(1_000_000_500);
         let limit = Duration::from_secs(5);
         assert_eq!(until_unix(None, now, limit), limit, "none ahead");
-        assert_eq!(until_unix(Some(1_000_000), now, limit), limit, "already past");
+        assert_eq!(
+            until_unix(Some(1_000_000), now, limit),
+            limit,
+            "already past"
+        );
         assert_eq!(
             until_unix(Some(1_000_001), now, limit),
             Duration::from_millis(520)

@@ -204,7 +204,9 @@ fn core_state(core: &Core) -> (CoreState, Vec<PublicKey>) {
     let mut registered: Vec<PublicKey> = core.registered_keys().copied().collect();
     registered.sort();
     (
-        keys.into_iter().map(|k| (k, peer_state(core, &k))).collect(),
+        keys.into_iter()
+            .map(|k| (k, peer_state(core, &k)))
+            .collect(),
         registered,
     )
 }
@@ -323,7 +325,10 @@ fn a_model_fed_deltas_equals_desired_of_the_snapshot() {
 
 #[test]
 fn a_reset_in_the_middle_lands_where_deltas_do() {
-    let mut ctx = Ctx { state: 42, now: 1_000 };
+    let mut ctx = Ctx {
+        state: 42,
+        now: 1_000,
+    };
     let mut s = Snapshot::default();
     let mut m = Model::new("gw1");
     m.reset(&s, ctx.now);
@@ -344,7 +349,10 @@ fn a_reset_in_the_middle_lands_where_deltas_do() {
 
 #[test]
 fn an_expiring_peer_leaves_at_its_time() {
-    let mut ctx = Ctx { state: 7, now: 1_000 };
+    let mut ctx = Ctx {
+        state: 7,
+        now: 1_000,
+    };
     let mut s = Snapshot::default();
     let mut m = Model::new("gw1");
     m.reset(&s, ctx.now);
@@ -377,7 +385,10 @@ fn an_expiring_peer_leaves_at_its_time() {
     assert_eq!(m.desired().peers.len(), 1);
     m.take_dirty();
     m.tick(1_009);
-    assert!(m.take_dirty().is_empty(), "nothing happens before the expiry");
+    assert!(
+        m.take_dirty().is_empty(),
+        "nothing happens before the expiry"
+    );
     m.tick(1_010);
     let dirty = m.take_dirty();
     assert_eq!(dirty.peers.len(), 1);

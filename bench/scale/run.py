@@ -1,0 +1,243 @@
+"""The scale bench's steps, run by bench/scale/run.sh inside its own network namespace.
+
+Starts a registry (a SQLite file, or an etcd server for BACKEND=etcd), fills it with
+meshd's `scale_registry` example, then runs dnsd and the gateway's meshd on it and times
+what the issue asks for. Prints one line per figure; details go to stderr.
+"""
+
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+BIN = os.environ["SIXPN_BIN"]
+MACHINES = int(os.environ["MACHINES"])
+PEERS = int(os.environ["PEERS"])
+BACKEND = os.environ.get("BACKEND", "sqlite")
+ADDS = int(os.environ.get("ADDS", "50"))
+ACTIVE = min(int(os.environ.get("ACTIVE", "1000")), PEERS)
+SEED = int(os.environ.get("SEED", "1"))
+GW_PORT = 51999
+DNS = ("127.0.0.1", 53)
+MESHD_METRICS = "127.0.0.1:9391"
+LIMIT = 600  # seconds any one wait may take
+
+procs = []
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def figure(line):
+    print(line, flush=True)
+
+
+def start(args, out, env=None):
+    p = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+    procs.append(p)
+    return p
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pct(values, p):
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, int(len(s) * p + 0.999999) - 1))]
+
+
+def query(name, qtype=28, timeout=0.5):
+    """One DNS question over UDP; returns (rcode, answer count) or None on timeout."""
+    qid = random.randrange(65536)
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.rstrip(".").split("."):
+        q += bytes([len(label)]) + label.encode()
+    q += b"\0" + struct.pack(">HH", qtype, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(q, DNS)
+        try:
+            while True:
+                data, _ = s.recvfrom(4096)
+                if len(data) >= 12 and struct.unpack(">H", data[:2])[0] == qid:
+                    return data[3] & 0xF, struct.unpack(">H", data[6:8])[0]
+        except (socket.timeout, ConnectionRefusedError):
+            return None
+
+
+def wait_for(what, check, limit=LIMIT, every=0.001):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        r = check()
+        if r:
+            return r
+        time.sleep(every)
+    raise SystemExit(f"scale: gave up waiting for {what} after {limit} s")
+
+
+def metric(name):
+    try:
+        with urllib.request.urlopen(f"http://{MESHD_METRICS}/metrics", timeout=1) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(name + " ") or line.startswith(name + "{"):
+                    return float(line.split()[-1])
+    except OSError:
+        return None
+    return None
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="sixpn-scale.")
+    log(f"scale: {MACHINES} machines, {PEERS} peers, {BACKEND}; files in {tmp}")
+    try:
+        run(tmp)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if os.environ.get("KEEP") != "1":
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(tmp):
+    if BACKEND == "sqlite":
+        reg = os.path.join(tmp, "registry.db")
+    elif BACKEND == "etcd":
+        etcd = shutil.which("etcd") or "/usr/bin/etcd"
+        start(
+            [etcd, "--data-dir", os.path.join(tmp, "etcd"),
+             "--listen-client-urls", "http://127.0.0.1:23790",
+             "--advertise-client-urls", "http://127.0.0.1:23790",
+             "--listen-peer-urls", "http://127.0.0.1:23800",
+             "--max-request-bytes", str(1 << 30), "--quota-backend-bytes", str(8 << 30)],
+            open(os.path.join(tmp, "etcd.log"), "w"),
+        )
+        reg = "etcd://127.0.0.1:23790/scale"
+        wait_for("etcd", lambda: _port_open(23790), limit=30, every=0.1)
+    else:
+        raise SystemExit(f"scale: BACKEND `{BACKEND}` must be sqlite or etcd")
+
+    key = os.path.join(tmp, "gw.key")
+    out = subprocess.run(
+        [f"{BIN}/examples/scale_registry", reg, str(MACHINES), str(PEERS), str(SEED), key,
+         f"127.0.0.1:{GW_PORT}"],
+        capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"scale: scale_registry failed: {out.stderr.strip()}")
+    for line in out.stdout.splitlines():
+        if line.startswith("build_s"):
+            figure(line)
+        else:
+            log(line)
+
+    # dnsd: from start to the first answer of a name of the registry.
+    t0 = time.monotonic()
+    dnsd = start([f"{BIN}/dnsd", "--registry", reg, "--listen", "127.0.0.1:53",
+                  "--default-org", "org0", "--upstream", "127.0.0.1:9"],
+                 open(os.path.join(tmp, "dnsd.log"), "w"))
+    wait_for("dnsd's first answer",
+             lambda: (query("app0.internal", timeout=0.05) or (None, 0))[1] > 0)
+    figure(f"dnsd_start_s {time.monotonic() - t0:.2f}")
+    figure(f"dnsd_rss_mb start {rss_mb(dnsd.pid):.0f}")
+
+    # The gateway's meshd, holding every peer.
+    env = dict(os.environ, RUST_LOG="info,meshd::daemon=debug")
+    meshd_log = os.path.join(tmp, "meshd.log")
+    t0 = time.monotonic()
+    meshd = start([f"{BIN}/meshd", "--log-format", "json", "--registry", reg,
+                   "--node", "gw-bench", "--region", "iad",
+                   "--endpoint", f"127.0.0.1:{GW_PORT}", "--listen-port", str(GW_PORT),
+                   "--gateway", "--key", key, "--interface", f"scl{os.getpid() % 100000}",
+                   "--metrics", MESHD_METRICS],
+                  open(meshd_log, "w"), env=env)
+    wait_for("meshd to register every peer",
+             lambda: metric("meshd_peers_registered") == PEERS, every=0.05)
+    log(f"meshd holds {PEERS} registered peers {time.monotonic() - t0:.1f} s after start")
+    time.sleep(1)
+    figure(f"gateway_rss_mb registered={PEERS} active=0 {rss_mb(meshd.pid):.0f}")
+
+    # Changes: half the machines on the gateway's host (its addresses change), half elsewhere.
+    log_from = os.path.getsize(meshd_log)
+    wgtool_ms, answer_ms = [], []
+    # scale_registry names node n `<region>-<n>`, iad being every eighth.
+    iad = [f"iad-{n}" for n in range(0, max(MACHINES // 2000, 8), 8)]
+    for k in range(ADDS):
+        node, region = ("gw-bench", "iad") if k % 2 == 0 else (iad[k % len(iad)], "iad")
+        app = f"bench{k}"
+        t0 = time.monotonic()
+        r = subprocess.run([f"{BIN}/wgtool", "--registry", reg, "machine", "add", "--org", "org0",
+                            "--region", region, "--node", node, "--json", app],
+                           capture_output=True, text=True, check=False)
+        t1 = time.monotonic()
+        if r.returncode != 0:
+            raise SystemExit(f"scale: wgtool machine add failed: {r.stderr.strip()}")
+        mid = json.loads(r.stdout)["id"]
+        name = f"{mid}.vm.{app}.internal"
+        wait_for(f"dnsd to answer {name}",
+                 lambda: (query(name, timeout=0.05) or (None, 0))[1] > 0, limit=30)
+        t2 = time.monotonic()
+        wgtool_ms.append((t1 - t0) * 1000)
+        answer_ms.append((t2 - t1) * 1000)
+    time.sleep(1)
+    applied = []
+    with open(meshd_log) as f:
+        f.seek(log_from)
+        for line in f:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            fields = ev.get("fields", ev)
+            if fields.get("message") == "applied registry" and "took_us" in fields:
+                applied.append(fields["took_us"] / 1000)
+    figure(f"add_to_answer_ms p50/p99 {pct(answer_ms, 0.5):.1f}/{pct(answer_ms, 0.99):.1f}")
+    figure(f"wgtool_add_ms p50 {pct(wgtool_ms, 0.5):.1f}")
+    figure(f"meshd_apply_ms p50/p99 {pct(applied, 0.5):.2f}/{pct(applied, 0.99):.2f}"
+           f" (n={len(applied)})")
+    figure(f"dnsd_rss_mb after_{ADDS}_changes {rss_mb(dnsd.pid):.0f}")
+
+    # Laptops handshaking with the gateway for the first time.
+    if ACTIVE > 0:
+        r = subprocess.run([f"{BIN}/examples/scale_handshake", f"127.0.0.1:{GW_PORT}", str(SEED),
+                            "0", str(ACTIVE), "90"], capture_output=True, text=True, check=False)
+        for line in r.stdout.splitlines():
+            if line.startswith("first_handshake_ms"):
+                figure(line)
+            else:
+                log(line)
+        if r.returncode != 0:
+            raise SystemExit(f"scale: scale_handshake failed: {r.stderr.strip()}")
+        active = metric("meshd_peers_active")
+        figure(f"gateway_rss_mb registered={PEERS} active={active:.0f} {rss_mb(meshd.pid):.0f}")
+
+
+def _port_open(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+if __name__ == "__main__":
+    main()
