@@ -22,6 +22,14 @@ pub struct AppMachine {
     pub started: bool,
 }
 
+/// The answers of a region's or group's name: a name of one machine answers what that
+/// machine's `<id>.vm.` name does, and is kept once.
+#[derive(Debug, Clone)]
+enum Shared {
+    Machine(u32),
+    Own(Entry),
+}
+
 /// One machine and its `<id>.vm.<app>` name.
 #[derive(Debug, Clone)]
 struct MachineName {
@@ -34,16 +42,29 @@ struct MachineName {
 /// most [`NEAREST_MAX`] addresses, the most a `top<N>` answer takes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NearestLists {
-    lists: Box<[Box<[[u8; 16]]>]>,
-    /// Slot → position in `lists`.
+    /// The distinct lists, one after another (one allocation per app, not per list).
+    addrs: Box<[[u8; 16]]>,
+    /// Where each distinct list ends in `addrs`.
+    ends: Box<[u16]>,
+    /// Slot → distinct list; empty when every slot has list 0.
     slots: Box<[u8]>,
+    /// How many slots there are.
+    len: u8,
 }
 
 impl NearestLists {
     /// The list for a querier in slot `slot`.
     pub fn get(&self, slot: usize) -> Option<&[[u8; 16]]> {
-        let i = *self.slots.get(slot)?;
-        self.lists.get(usize::from(i)).map(|l| &l[..])
+        if slot >= usize::from(self.len) {
+            return None;
+        }
+        let i = usize::from(self.slots.get(slot).copied().unwrap_or(0));
+        let start = match i {
+            0 => 0,
+            _ => usize::from(*self.ends.get(i - 1)?),
+        };
+        let end = usize::from(*self.ends.get(i)?);
+        self.addrs.get(start..end)
     }
 
     /// The list for slot 0 (a querier of unknown region).
@@ -53,11 +74,11 @@ impl NearestLists {
 
     /// How many slots there are.
     pub fn len(&self) -> usize {
-        self.slots.len()
+        usize::from(self.len)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.len == 0
     }
 
     fn build(machines: &[AppMachine], querier_regions: &[RegionId]) -> NearestLists {
@@ -72,7 +93,8 @@ impl NearestLists {
                 candidates.push(m);
             }
         }
-        let mut lists: Vec<Box<[[u8; 16]]>> = Vec::new();
+        let mut addrs: Vec<[u8; 16]> = Vec::new();
+        let mut ends: Vec<u16> = Vec::new();
         let mut slots = Vec::with_capacity(querier_regions.len());
         let mut ranked: Vec<(f64, &AppMachine)> = Vec::with_capacity(candidates.len());
         let mut list: Vec<[u8; 16]> = Vec::with_capacity(NEAREST_MAX);
@@ -90,18 +112,31 @@ impl NearestLists {
                     .take(NEAREST_MAX)
                     .map(|(_, m)| m.addr.octets()),
             );
-            let i = match lists.iter().position(|l| l[..] == list[..]) {
-                Some(i) => i,
-                None => {
-                    lists.push(list[..].into());
-                    lists.len() - 1
+            let mut start = 0;
+            let mut found = None;
+            for (i, &end) in ends.iter().enumerate() {
+                if addrs[start..usize::from(end)] == list[..] {
+                    found = Some(i);
+                    break;
                 }
-            };
+                start = usize::from(end);
+            }
+            let i = found.unwrap_or_else(|| {
+                addrs.extend_from_slice(&list);
+                // At most 23 lists of at most 64 addresses: far below u16::MAX.
+                ends.push(u16::try_from(addrs.len()).unwrap_or(u16::MAX));
+                ends.len() - 1
+            });
             // At most one list per querier region, and there are fewer regions than 255.
             slots.push(u8::try_from(i).unwrap_or(u8::MAX));
         }
+        if slots.iter().all(|&s| s == 0) {
+            slots.clear();
+        }
         NearestLists {
-            lists: lists.into_boxed_slice(),
+            addrs: addrs.into_boxed_slice(),
+            ends: ends.into_boxed_slice(),
+            len: u8::try_from(querier_regions.len()).unwrap_or(u8::MAX),
             slots: slots.into_boxed_slice(),
         }
     }
@@ -118,11 +153,14 @@ pub struct AppZone {
     /// `<app>` and `global.<app>`: every started machine.
     all: Entry,
     /// `<region>.<app>`, by region.
-    regions: Box<[(Arc<str>, Entry)]>,
+    regions: Box<[(Arc<str>, Shared)]>,
     /// `<group>.process.<app>`, by group.
-    groups: Box<[(Arc<str>, Entry)]>,
-    /// `regions.`, `all.regions.`, `vms.`, `all.vms.<app>`.
-    txt: Box<[Entry; 4]>,
+    groups: Box<[(Arc<str>, Shared)]>,
+    /// The distinct texts of `regions.`, `all.regions.`, `vms.`, `all.vms.<app>` (with no
+    /// stopped machine, the `all.` forms are the same text, kept once).
+    txt: Box<[Entry]>,
+    /// `regions.`, `all.regions.`, `vms.`, `all.vms.` → position in `txt`.
+    txt_of: [u8; 4],
     pub nearest: NearestLists,
 }
 
@@ -151,14 +189,18 @@ impl AppZone {
     ) -> AppZone {
         let started = || machines.iter().filter(|m| m.started);
         let all = aaaa_entry(started().map(|m| m.addr.octets()).collect());
-        let mut regions: BTreeMap<&Arc<str>, Vec<[u8; 16]>> = BTreeMap::new();
-        let mut groups: BTreeMap<&Arc<str>, Vec<[u8; 16]>> = BTreeMap::new();
-        for m in &machines {
-            let r = regions.entry(&m.region).or_default();
-            let g = groups.entry(&m.group).or_default();
-            if m.started {
-                r.push(m.addr.octets());
-                g.push(m.addr.octets());
+        // Name → (its machines' positions, started addresses).
+        type Members = BTreeMap<Arc<str>, (Vec<u32>, Vec<[u8; 16]>)>;
+        let mut regions: Members = BTreeMap::new();
+        let mut groups: Members = BTreeMap::new();
+        for (i, m) in machines.iter().enumerate() {
+            let i = u32::try_from(i).unwrap_or(u32::MAX);
+            for (map, key) in [(&mut regions, &m.region), (&mut groups, &m.group)] {
+                let (members, addrs) = map.entry(key.clone()).or_default();
+                members.push(i);
+                if m.started {
+                    addrs.push(m.addr.octets());
+                }
             }
         }
         let region_list = |started_only: bool| {
@@ -181,16 +223,26 @@ impl AppZone {
             }
             s
         };
-        let txt = Box::new([
-            txt_entry(&region_list(true)),
-            txt_entry(&region_list(false)),
-            txt_entry(&vms(true)),
-            txt_entry(&vms(false)),
-        ]);
+        let texts = [region_list(true), region_list(false), vms(true), vms(false)];
+        let mut txt: Vec<Entry> = Vec::with_capacity(4);
+        let mut txt_of = [0u8; 4];
+        for (i, text) in texts.iter().enumerate() {
+            // The `all.` form follows its started-only form: the same text or a new one.
+            if i % 2 == 1 && *text == texts[i - 1] {
+                txt_of[i] = txt_of[i - 1];
+                continue;
+            }
+            txt_of[i] = txt.len() as u8;
+            txt.push(txt_entry(text));
+        }
+        let txt = txt.into_boxed_slice();
         let nearest = NearestLists::build(&machines, querier_regions);
-        let to_entries = |map: BTreeMap<&Arc<str>, Vec<[u8; 16]>>| {
+        let to_entries = |map: Members| {
             map.into_iter()
-                .map(|(k, v)| (k.clone(), aaaa_entry(v)))
+                .map(|(k, (members, addrs))| match members[..] {
+                    [one] => (k, Shared::Machine(one)),
+                    _ => (k, Shared::Own(aaaa_entry(addrs))),
+                })
                 .collect::<Box<[_]>>()
         };
         let regions = to_entries(regions);
@@ -214,6 +266,7 @@ impl AppZone {
             regions,
             groups,
             txt,
+            txt_of,
             nearest,
         }
     }
@@ -245,10 +298,10 @@ impl AppZone {
         match prefix {
             b"global" => return Some(&self.all),
             b"nearest.of" | b"of" => return Some(&EMPTY),
-            b"regions" => return Some(&self.txt[0]),
-            b"all.regions" => return Some(&self.txt[1]),
-            b"vms" => return Some(&self.txt[2]),
-            b"all.vms" => return Some(&self.txt[3]),
+            b"regions" => return self.txt_entry(0),
+            b"all.regions" => return self.txt_entry(1),
+            b"vms" => return self.txt_entry(2),
+            b"all.vms" => return self.txt_entry(3),
             b"vm" | b"process" => return has_machines.then_some(&EMPTY),
             _ => {}
         }
@@ -260,9 +313,25 @@ impl AppZone {
             return Some(&self.machines[i].entry);
         }
         if let Some(group) = prefix.strip_suffix(b".process") {
-            return find(&self.groups, group);
+            return self.find(&self.groups, group);
         }
-        find(&self.regions, prefix)
+        self.find(&self.regions, prefix)
+    }
+
+    fn txt_entry(&self, which: usize) -> Option<&Entry> {
+        self.txt.get(usize::from(*self.txt_of.get(which)?))
+    }
+
+    fn shared<'a>(&'a self, s: &'a Shared) -> Option<&'a Entry> {
+        match s {
+            Shared::Machine(i) => self.machines.get(*i as usize).map(|m| &m.entry),
+            Shared::Own(e) => Some(e),
+        }
+    }
+
+    fn find<'a>(&'a self, list: &'a [(Arc<str>, Shared)], key: &[u8]) -> Option<&'a Entry> {
+        let i = list.binary_search_by(|(k, _)| k.as_bytes().cmp(key)).ok()?;
+        self.shared(&list[i].1)
     }
 
     /// How many names the app has.
@@ -280,29 +349,32 @@ impl AppZone {
             (format!("global.{app}"), &self.all),
             (format!("nearest.of.{app}"), &EMPTY),
             (format!("of.{app}"), &EMPTY),
-            (format!("regions.{app}"), &self.txt[0]),
-            (format!("all.regions.{app}"), &self.txt[1]),
-            (format!("vms.{app}"), &self.txt[2]),
-            (format!("all.vms.{app}"), &self.txt[3]),
         ];
+        for (i, form) in ["regions", "all.regions", "vms", "all.vms"]
+            .iter()
+            .enumerate()
+        {
+            if let Some(e) = self.txt_entry(i) {
+                out.push((format!("{form}.{app}"), e));
+            }
+        }
         if !self.machines.is_empty() {
             out.push((format!("vm.{app}"), &EMPTY));
             out.push((format!("process.{app}"), &EMPTY));
         }
         for (r, e) in self.regions.iter() {
-            out.push((format!("{r}.{app}"), e));
+            if let Some(e) = self.shared(e) {
+                out.push((format!("{r}.{app}"), e));
+            }
         }
         for (g, e) in self.groups.iter() {
-            out.push((format!("{g}.process.{app}"), e));
+            if let Some(e) = self.shared(e) {
+                out.push((format!("{g}.process.{app}"), e));
+            }
         }
         for m in self.machines.iter() {
             out.push((format!("{}.vm.{app}", m.machine.id), &m.entry));
         }
         out
     }
-}
-
-fn find<'a>(list: &'a [(Arc<str>, Entry)], key: &[u8]) -> Option<&'a Entry> {
-    let i = list.binary_search_by(|(k, _)| k.as_bytes().cmp(key)).ok()?;
-    Some(&list[i].1)
 }
