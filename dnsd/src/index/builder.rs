@@ -730,12 +730,28 @@ fn build_apps(
             .map(|(_, a, d)| d.take().and_then(|d| build(a, d)))
             .collect()
     };
+    let second = std::sync::Mutex::new(second);
+    let run_second = || {
+        let mut part = second.lock().unwrap_or_else(|p| p.into_inner());
+        run(&mut part)
+    };
     let (zones_first, zones_second) = std::thread::scope(|scope| {
-        let other = scope.spawn(|| run(second));
+        let other = std::thread::Builder::new()
+            .name("index-build".into())
+            .spawn_scoped(scope, run_second);
         let mine = run(first);
-        (mine, other.join())
+        let theirs = match other {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            Err(e) => {
+                // The OS refused a thread: the same work on this one.
+                tracing::debug!(error = %e, "building the index on one thread");
+                run_second()
+            }
+        };
+        (mine, theirs)
     });
-    let zones_second = zones_second.unwrap_or_else(|p| std::panic::resume_unwind(p));
     let mut out: BuiltApps = orgs.into_iter().map(|o| (o, Vec::new())).collect();
     for ((i, app, _), zone) in jobs
         .into_iter()

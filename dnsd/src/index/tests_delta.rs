@@ -577,3 +577,43 @@ fn what_clients_see_follows_each_delta() {
     live.write(|s| vec![put(s, acme.clone())]);
     assert_eq!(live.ask("_apps.internal", TYPE_TXT), "web");
 }
+
+#[test]
+fn a_whole_build_on_two_threads_equals_one_made_delta_by_delta() {
+    // Past 10,000 apps a whole build makes apps on two threads; small deltas on one.
+    let mut w = World::new(9, 3, 12_000);
+    let opts = options(&mut w.rng);
+    let mut kept = IndexBuilder::from_snapshot(&w.snap, opts.clone(), w.now);
+    let orgs: Vec<Record> = (0..3)
+        .map(|i| {
+            Record::Org(Org {
+                name: format!("org{i}"),
+                network: OrgNetwork(i + 1),
+            })
+        })
+        .collect();
+    let mut records = orgs;
+    for _ in 0..12_500 {
+        records.push(Record::Machine(w.machine()));
+    }
+    for chunk in records.chunks(2_000) {
+        let mut changes = Vec::new();
+        for r in chunk {
+            if changes.iter().any(|c: &RecordChange| c.key == r.key()) {
+                continue;
+            }
+            changes.push(put(&w.snap, r.clone()));
+        }
+        let delta = Delta {
+            revision: Revision(w.snap.revision.0 + 1),
+            next_network: w.snap.next_network,
+            changes,
+        };
+        assert!(w.snap.apply_delta(&delta));
+        kept.apply(&delta, w.now).unwrap();
+    }
+    let apps: usize = kept.index().zones.values().map(|z| z.apps().count()).sum();
+    assert!(apps > 10_000, "{apps} apps");
+    let built = Index::build(&w.snap, &opts, w.now);
+    assert_same(kept.index(), &built, "two threads");
+}
