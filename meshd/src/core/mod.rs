@@ -44,6 +44,7 @@ const HANDSHAKE_RATE_LIMIT: u64 = 100;
 /// Big enough for any IP packet plus WireGuard's overhead.
 const BUF_LEN: usize = 65_536 + 256;
 const COOKIE_REPLY: u8 = 3;
+const DATA: u8 = 4;
 
 /// Where the core's output goes: implemented by the shell over real sockets, and by tests
 /// over vectors.
@@ -544,15 +545,13 @@ impl Core {
                 p.receiver_idx >> 8
             }
             Ok(Packet::PacketCookieReply(p)) => p.receiver_idx >> 8,
-            Ok(Packet::PacketData(p)) => {
-                let index = p.receiver_idx >> 8;
-                if self.peers.get(index).is_none() && self.registered.holds_index(index) {
-                    return self.wake(now, from, index, datagram.len(), out);
-                }
-                index
-            }
+            Ok(Packet::PacketData(p)) => p.receiver_idx >> 8,
         };
         let Some(peer) = self.peers.get_mut(index) else {
+            // Data for a registered peer whose tunnel was evicted: it is back.
+            if datagram.first() == Some(&DATA) && self.registered.holds_index(index) {
+                return self.wake(now, from, index, datagram.len(), out);
+            }
             return self.counters.drop(Drop::UnknownIndex);
         };
         let result = peer
