@@ -199,7 +199,7 @@ def run(tmp):
         wgtool_ms.append((t1 - t0) * 1000)
         answer_ms.append((t2 - t1) * 1000)
     time.sleep(1)
-    applied = []
+    applied, kernel = [], []
     with open(meshd_log) as f:
         f.seek(log_from)
         for line in f:
@@ -210,10 +210,14 @@ def run(tmp):
             fields = ev.get("fields", ev)
             if fields.get("message") == "applied registry" and "took_us" in fields:
                 applied.append(fields["took_us"] / 1000)
+                if fields.get("kernel_us", 0) > 0:
+                    kernel.append(fields["kernel_us"] / 1000)
     figure(f"add_to_answer_ms p50/p99 {pct(answer_ms, 0.5):.1f}/{pct(answer_ms, 0.99):.1f}")
     figure(f"wgtool_add_ms p50 {pct(wgtool_ms, 0.5):.1f}")
     figure(f"meshd_apply_ms p50/p99 {pct(applied, 0.5):.2f}/{pct(applied, 0.99):.2f}"
            f" (n={len(applied)})")
+    figure(f"meshd_kernel_ms p50/p99 {pct(kernel, 0.5):.2f}/{pct(kernel, 0.99):.2f}"
+           f" (n={len(kernel)}: interface addresses through `ip`)")
     figure(f"dnsd_rss_mb after_{ADDS}_changes {rss_mb(dnsd.pid):.0f}")
 
     # Laptops handshaking with the gateway for the first time.

@@ -644,6 +644,9 @@ fn sync_loop(
     // After a reset the core is brought to the whole desired state (which also drops
     // peers the model never knew); after a delta, only what it touched.
     let mut whole = true;
+    // Time spent applying updates to the model since the core was last brought along.
+    let mut model_time = Duration::ZERO;
+    let mut logged = revision;
     let mut addresses: BTreeSet<Ipv6Addr> = BTreeSet::new();
     let mut routes: BTreeSet<sync::KernelRoute> = BTreeSet::new();
     rt.block_on(async {
@@ -657,8 +660,10 @@ fn sync_loop(
                     Err(e) => tracing::debug!(error = %e, "registering"),
                 }
             }
+            let started = Instant::now();
             model.tick(unix_now());
             let dirty = model.take_dirty();
+            model_time += started.elapsed();
             if whole || !dirty.is_empty() {
                 let started = Instant::now();
                 let applied = if whole {
@@ -669,13 +674,17 @@ fn sync_loop(
                         sync::model::apply_dirty(core, &model, &dirty, Instant::now(), io)
                     })
                 };
+                // The model's and the core's work; the kernel's (addresses, routes: `ip`
+                // commands) is timed on its own.
+                let took_us = (model_time + started.elapsed()).as_micros() as u64;
+                let started = Instant::now();
                 if whole || dirty.addresses {
                     sync_addresses(&shell, &mut addresses, &model.addresses());
                 }
                 if whole || dirty.routes {
                     sync_routes(&shell, &mut routes, &model.routes());
                 }
-                let took_us = started.elapsed().as_micros() as u64;
+                let kernel_us = started.elapsed().as_micros() as u64;
                 if whole || applied != sync::Applied::default() {
                     tracing::info!(
                         revision = revision.0,
@@ -686,13 +695,30 @@ fn sync_loop(
                         addresses = addresses.len(),
                         site_routes = routes.len(),
                         took_us,
+                        kernel_us,
                         "applied registry"
                     );
                 } else {
-                    tracing::debug!(revision = revision.0, took_us, "applied registry");
+                    tracing::debug!(
+                        revision = revision.0,
+                        took_us,
+                        kernel_us,
+                        "applied registry"
+                    );
                 }
                 whole = false;
+            } else if revision != logged {
+                // A change that touched nothing here: the model's work only.
+                let took_us = model_time.as_micros() as u64;
+                tracing::debug!(
+                    revision = revision.0,
+                    took_us,
+                    kernel_us = 0,
+                    "applied registry"
+                );
             }
+            model_time = Duration::ZERO;
+            logged = revision;
             // Wait for the next revision, or until the next peer expires (an expired
             // laptop's tunnel is cut within a second), or 5 s.
             let wait = until_unix(
@@ -706,6 +732,7 @@ fn sync_loop(
                 Err(_) => None,
             };
             // Take every update already queued before touching the core again.
+            let started = Instant::now();
             while let Some(u) = next {
                 revision = u.revision();
                 match u {
@@ -719,6 +746,7 @@ fn sync_loop(
                 }
                 next = updates.try_recv().ok();
             }
+            model_time += started.elapsed();
             if shell.stopping.load(Ordering::Relaxed) {
                 return;
             }
