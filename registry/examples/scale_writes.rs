@@ -1,11 +1,11 @@
 //! How a write's cost grows with the registry: builds an SQLite registry of MACHINES machines
 //! and PEERS peers with `import`, then times 50 `AddMachine` and 50 `AddPeer` applies.
 //!
-//! `cargo run --release -p sixpn-registry --example scale_writes -- [MACHINES] [PEERS] [FILE]`
+//! `cargo run --release -p sixpn-registry --example scale_writes -- [MACHINES] [PEERS] [WORKERS] [PER_ORG] [FILE]`
 //!
-//! One org per 10,000 machines, 100 worker nodes and 10 gateways over 5 regions, three
-//! machines per app, 1% of machines stopped. FILE (default: a temporary folder) must not
-//! exist yet. Prints one `name value` line per figure.
+//! One org per PER_ORG (default 10,000) machines, WORKERS (default 100) worker nodes and 10
+//! gateways over 5 regions, three machines per app, 1% of machines stopped. FILE (default: a
+//! temporary folder) must not exist yet. Prints one `name value` line per figure.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -17,9 +17,7 @@ use registry::{
 };
 
 const REGIONS: &[&str] = &["iad", "ord", "ams", "fra", "sin"];
-const WORKERS: u32 = 100;
 const GATEWAYS: u32 = 10;
-const PER_ORG: usize = 10_000;
 const WRITES: usize = 50;
 
 fn key(n: u64) -> String {
@@ -29,13 +27,29 @@ fn key(n: u64) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// The shape of the registry.
+#[derive(Clone, Copy)]
+struct Layout {
+    machines: usize,
+    peers: usize,
+    workers: u32,
+    per_org: usize,
+}
+
+impl Layout {
+    fn orgs(&self) -> usize {
+        self.machines.div_ceil(self.per_org).max(1)
+    }
+}
+
 fn node(i: u32, gateway: bool) -> Node {
     let name = if gateway {
         format!("gw-{i}")
     } else {
         format!("worker-{i}")
     };
-    let host = registry::addr::HOST_RANGE.0 + if gateway { WORKERS + i } else { i };
+    // Gateways' host parts after any number of workers.
+    let host = registry::addr::HOST_RANGE.0 + if gateway { 60_000 + i } else { i };
     Node {
         name,
         region: REGIONS[i as usize % REGIONS.len()].into(),
@@ -46,9 +60,15 @@ fn node(i: u32, gateway: bool) -> Node {
     }
 }
 
-/// A registry of `machines` machines and `peers` peers, made in memory.
-fn build(machines: usize, peers: usize) -> Snapshot {
-    let orgs = machines.div_ceil(PER_ORG).max(1);
+/// A registry of that shape, made in memory.
+fn build(layout: Layout) -> Snapshot {
+    let Layout {
+        machines,
+        peers,
+        workers,
+        per_org,
+    } = layout;
+    let orgs = layout.orgs();
     let mut snap = Snapshot {
         revision: registry::Revision(1),
         next_network: orgs as u32 + 1,
@@ -60,7 +80,7 @@ fn build(machines: usize, peers: usize) -> Snapshot {
             network: OrgNetwork(o as u32 + 1),
         }));
     }
-    let workers: Vec<Node> = (0..WORKERS).map(|i| node(i, false)).collect();
+    let workers: Vec<Node> = (0..workers).map(|i| node(i, false)).collect();
     let gateways: Vec<Node> = (0..GATEWAYS).map(|i| node(i, true)).collect();
     for n in workers.iter().chain(&gateways) {
         snap.put(Record::Node(n.clone()));
@@ -73,9 +93,9 @@ fn build(machines: usize, peers: usize) -> Snapshot {
         *s
     };
     for i in 0..machines {
-        let org = i / PER_ORG;
+        let org = i / per_org;
         let n = &workers[i % workers.len()];
-        let app = format!("app-{}", (i % PER_ORG) / 3);
+        let app = format!("app-{}", (i % per_org) / 3);
         let net = OrgNetwork(org as u32 + 1);
         let id = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) & 0x00ff_ffff_ffff_ffff;
         snap.put(Record::App(App {
@@ -142,15 +162,20 @@ fn main() {
                 .unwrap_or_else(|_| panic!("argument {i} `{a}`: a number"))
         })
     };
-    let (machines, peers) = (number(1, 100_000), number(2, 0));
+    let layout = Layout {
+        machines: number(1, 100_000),
+        peers: number(2, 0),
+        workers: number(3, 100).clamp(1, 50_000) as u32,
+        per_org: number(4, 10_000).max(1),
+    };
     let dir = tempfile::tempdir().expect("a temporary folder");
     let file = args
-        .get(3)
+        .get(5)
         .cloned()
         .unwrap_or_else(|| dir.path().join("registry.db").display().to_string());
 
     let start = Instant::now();
-    let snap = build(machines, peers);
+    let snap = build(layout);
     println!("generate_s {:.2}", start.elapsed().as_secs_f64());
     let reg = SqliteRegistry::open(&file).expect("opening the registry file");
     let start = Instant::now();
@@ -163,11 +188,11 @@ fn main() {
     std::hint::black_box(vec![1u8; 1 << 20]);
     println!("records {records}");
 
-    let orgs = machines.div_ceil(PER_ORG).max(1);
+    let orgs = layout.orgs();
     let adds = timed(
         &reg,
         (0..WRITES).map(|i| {
-            let n = node((i * 7) as u32 % WORKERS, false);
+            let n = node((i * 7) as u32 % layout.workers, false);
             Change::AddMachine {
                 org: format!("org-{}", i % orgs),
                 app: format!("bench-{i}"),

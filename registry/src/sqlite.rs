@@ -20,6 +20,7 @@ mod changes;
 mod log;
 mod partial;
 mod read;
+mod slots;
 
 pub use log::KEEP as KEEP_CHANGES;
 use read::Reader;
@@ -137,8 +138,18 @@ DROP INDEX peers_gateway;
 DROP INDEX peers_routed;
 DROP INDEX tokens_org;
 "#;
+/// 5: the used runs of each /80 (see `slots`), made from the machines and peers there.
+const MIGRATION_5: &str = r#"
+CREATE TABLE slot_runs (
+    host INTEGER NOT NULL,
+    network INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    end INTEGER NOT NULL,
+    PRIMARY KEY (host, network, start)
+) WITHOUT ROWID;
+"#;
 /// How far [`migrate`] takes a file.
-const SCHEMA_VERSION: usize = MIGRATIONS.len() + 1;
+const SCHEMA_VERSION: usize = MIGRATIONS.len() + 2;
 
 pub struct SqliteRegistry {
     location: String,
@@ -239,10 +250,16 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     for sql in MIGRATIONS.iter().skip(version) {
         tx.execute_batch(sql)?;
     }
-    if version < SCHEMA_VERSION {
+    if version < MIGRATIONS.len() + 1 {
         tx.execute_batch(MIGRATION_4)?;
         fill_space(&tx)?;
         tx.execute_batch(INDEXES_4)?;
+    }
+    if version < MIGRATIONS.len() + 2 {
+        tx.execute_batch(MIGRATION_5)?;
+        slots::rebuild(&tx)?;
+    }
+    if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION as i64)?;
     }
     tx.commit()
@@ -463,9 +480,19 @@ impl SqliteRegistry {
         }
         let e = |err| self.storage(err);
         for w in &plan.writes {
+            let key = match w {
+                Write::Put(r) => r.key(),
+                Write::Delete(k) => k.clone(),
+            };
+            let was = slots::held(&tx, &key).map_err(e)?;
             match w {
                 Write::Put(r) => put(&tx, r).map_err(e)?,
                 Write::Delete(k) => delete(&tx, k).map_err(e)?,
+            }
+            let is = slots::held(&tx, &key).map_err(e)?;
+            if was != is {
+                was.map(|s| slots::release(&tx, s)).transpose().map_err(e)?;
+                is.map(|s| slots::take(&tx, s)).transpose().map_err(e)?;
             }
         }
         let next_network = plan.next_network.unwrap_or(snap.next_network);
@@ -529,6 +556,7 @@ impl SqliteRegistry {
             put(&tx, &record).map_err(e)?;
         }
         tx.execute_batch(INDEXES_4).map_err(e)?;
+        slots::rebuild(&tx).map_err(e)?;
         let revision = Revision(snapshot.revision.0.max(1));
         tx.execute(
             "UPDATE meta SET value = ?1 WHERE key = 'next_network'",

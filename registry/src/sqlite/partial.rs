@@ -1,14 +1,13 @@
 //! Planning a write from the rows it needs: a partial snapshot holding every org, node and
 //! peering (few) and the records the change names, read through indexes, and a [`Usage`]
-//! that counts and finds free slots with indexed queries. `change::plan_with` on these plans
+//! that counts with indexed queries and finds free slots in the runs `slots` keeps. `change::plan_with` on these plans
 //! what `change::plan` plans on the whole registry (the property test in `tests.rs` checks
 //! it), at a cost in the size of the change instead of the registry.
 
 use ipnet::IpNet;
-use rusqlite::params;
 
 use super::read::Reader;
-use crate::addr::{self, OrgNetwork, SLOT_RANGE};
+use crate::addr::{self, OrgNetwork};
 use crate::change::{Change, Usage};
 use crate::error::{Error, Result};
 use crate::model::{Node, Snapshot};
@@ -73,55 +72,12 @@ fn add_named(read: &Reader, change: &Change, snap: &mut Snapshot) -> Result<()> 
 
 impl Usage for Reader<'_> {
     fn lowest_free_slot(&self, network: OrgNetwork, host: u32) -> Result<Option<u32>> {
-        let e = |err: rusqlite::Error| Error::Storage {
-            location: self.location.into(),
-            message: err.to_string(),
-        };
-        // Both tables walk their (host, network, slot) index in slot order, merged; the walk
-        // stops at the first gap.
-        let mut machines = self
-            .conn
-            .prepare_cached(
-                "SELECT slot FROM machines WHERE host = ?1 AND network = ?2 ORDER BY slot",
-            )
-            .map_err(e)?;
-        let mut peers = self
-            .conn
-            .prepare_cached("SELECT slot FROM peers WHERE host = ?1 AND network = ?2 ORDER BY slot")
-            .map_err(e)?;
-        let mut m = machines
-            .query_map(params![host, network.0], |r| r.get::<_, i64>(0))
-            .map_err(e)?
-            .peekable();
-        let mut p = peers
-            .query_map(params![host, network.0], |r| r.get::<_, i64>(0))
-            .map_err(e)?
-            .peekable();
-        let mut failed = None;
-        let merged = std::iter::from_fn(|| {
-            let take_m = match (m.peek(), p.peek()) {
-                (None, None) => return None,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (Some(Ok(a)), Some(Ok(b))) => a <= b,
-                (Some(Err(_)), _) => true,
-                (_, Some(Err(_))) => false,
-            };
-            let next = if take_m { m.next() } else { p.next() };
-            match next? {
-                Ok(slot) => Some(slot),
-                Err(err) => {
-                    failed = Some(err);
-                    None
-                }
+        super::slots::lowest_free(self.conn, i64::from(network.0), i64::from(host)).map_err(|err| {
+            Error::Storage {
+                location: self.location.into(),
+                message: err.to_string(),
             }
         })
-        .filter_map(|slot| u32::try_from(slot).ok());
-        let free = addr::lowest_free(merged, SLOT_RANGE);
-        match failed {
-            Some(err) => Err(e(err)),
-            None => Ok(free),
-        }
     }
 
     fn machine_exists(&self, id: &str) -> Result<bool> {

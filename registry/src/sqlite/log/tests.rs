@@ -247,3 +247,30 @@ fn a_file_from_before_the_log_opens_with_its_addresses_indexed() {
     assert!(mirror.apply_delta(&deltas[0]));
     assert_eq!(mirror, reg.snapshot().unwrap());
 }
+
+#[test]
+fn an_imported_registry_allocates_its_holes_first() {
+    let (_dir, from) = fresh();
+    setup(&from);
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let Some(Record::Machine(m)) = from.apply(&add_machine()).unwrap().record else {
+            panic!("AddMachine returns the machine")
+        };
+        ids.push(m.id);
+    }
+    // Slots 2 and 4 freed: 1, 3 and 5 held.
+    for id in [&ids[1], &ids[3]] {
+        from.apply(&Change::RemoveMachine { id: id.clone() })
+            .unwrap();
+    }
+    let (_dir2, to) = fresh();
+    to.import(&from.snapshot().unwrap()).unwrap();
+    let slots: Vec<u32> = (0..3)
+        .map(|_| match to.apply(&add_machine()).unwrap().record {
+            Some(Record::Machine(m)) => crate::addr::slot_of(m.addr),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(slots, [2, 4, 6]);
+}

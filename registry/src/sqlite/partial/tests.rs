@@ -95,13 +95,69 @@ fn machine_id(rng: &mut Rng, snap: &Snapshot) -> String {
 }
 
 fn random_change(rng: &mut Rng, snap: &Snapshot, with_token: bool) -> Change {
+    // Well-formed adds and removals often, so that /80s fill up and get holes.
+    if let Some(change) = rng.chance(45).then(|| well_formed(rng, snap)).flatten() {
+        return change;
+    }
     let kinds = if with_token { 18 } else { 17 };
     let kind = rng.below(kinds);
     change_of_kind(rng, snap, kind)
 }
 
+/// A machine or peer added where it can be, or an existing one removed.
+fn well_formed(rng: &mut Rng, snap: &Snapshot) -> Option<Change> {
+    let org = snap
+        .orgs
+        .keys()
+        .nth(rng.below(snap.orgs.len().max(1)))?
+        .clone();
+    let node = snap
+        .nodes
+        .values()
+        .nth(rng.below(snap.nodes.len().max(1)))?
+        .clone();
+    Some(match rng.below(10) {
+        0..=4 => Change::AddMachine {
+            org,
+            app: s(rng.pick(&["web", "db"])),
+            region: node.region,
+            node: node.name,
+            process_group: None,
+        },
+        5..=6 => {
+            let n = rng.below(40);
+            Change::AddPeer {
+                org,
+                name: format!("w{n}"),
+                region: Some(node.region),
+                gateway: None,
+                public_key: key(20 + n),
+                routes: vec![],
+                expires: None,
+            }
+        }
+        7..=8 => Change::RemoveMachine {
+            id: machine_id(rng, snap),
+        },
+        _ => {
+            let p = snap
+                .peers
+                .keys()
+                .nth(rng.below(snap.peers.len().max(1)))?
+                .clone();
+            Change::RemovePeer {
+                org: p.0,
+                name: p.1,
+            }
+        }
+    })
+}
+
+fn s(x: &&str) -> String {
+    x.to_string()
+}
+
 fn change_of_kind(rng: &mut Rng, snap: &Snapshot, kind: usize) -> Change {
-    let s = |x: &&str| x.to_string();
     match kind {
         0 => Change::CreateOrg {
             name: s(rng.pick(ORGS)),
@@ -247,6 +303,8 @@ fn kind(change: &Change) -> String {
 fn planning_on_the_partial_read_equals_planning_on_everything() {
     // (kind) -> (planned, refused)
     let mut seen: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    // Records in the fullest /80 at the end of a run, and holes seen below its top.
+    let (mut fullest, mut holes) = (0usize, 0usize);
     for seed in 1..=12u64 {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.db");
@@ -294,7 +352,30 @@ fn planning_on_the_partial_read_equals_planning_on_everything() {
                 assert_eq!(reg.snapshot().unwrap(), expected, "seed {seed} step {step}");
             }
         }
+        let end = reg.snapshot().unwrap();
+        let mut per_80: BTreeMap<(u32, u32), Vec<u32>> = BTreeMap::new();
+        for a in end
+            .machines
+            .values()
+            .map(|m| m.addr)
+            .chain(end.peers.values().map(|p| p.addr))
+        {
+            let net = OrgNetwork::of(a).map_or(0, |n| n.0);
+            per_80
+                .entry((net, addr::host_of(a)))
+                .or_default()
+                .push(addr::slot_of(a));
+        }
+        for slots in per_80.values() {
+            fullest = fullest.max(slots.len());
+            let top = slots.iter().max().copied().unwrap_or(0) as usize;
+            holes += top - slots.len();
+        }
     }
+    assert!(
+        fullest >= 10 && holes >= 20,
+        "fullest /80 {fullest}, holes {holes}"
+    );
     for k in [
         "CreateOrg",
         "RemoveOrg",
