@@ -347,6 +347,19 @@ fn laptop_among_10k_registered_is_evicted_when_idle_and_comes_back_unnoticed() -
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
     ensure!(now.abs_diff(seen) < 60, "last handshake {seen}, now {now}");
+    // And `wgtool status` (and so `prune --idle`) shows that, not "never connected".
+    let status = sh(&format!(
+        "{} --registry {} status acme alice --json",
+        bin("wgtool").display(),
+        s.mesh.location
+    ))?;
+    let rows: serde_json::Value = serde_json::from_str(&status)
+        .with_context(|| format!("wgtool status --json: {status}"))?;
+    let shown = rows[0]["last_handshake"].as_u64();
+    ensure!(
+        shown == Some(seen),
+        "wgtool status shows the evicted laptop's last handshake as {shown:?}, meshd says {seen}: {status}"
+    );
 
     // The laptop, which still believes in its session, is back: the very first request
     // works, and so does ping, without touching the laptop.

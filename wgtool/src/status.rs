@@ -55,8 +55,16 @@ pub fn read_all(dir: &Path) -> BTreeMap<String, BTreeMap<String, Live>> {
         if path.extension().and_then(|x| x.to_str()) != Some("sock") {
             continue;
         }
-        if let Ok(text) = ask(&path) {
-            if let Some((own, peers)) = parse(&text) {
+        if let Ok(text) = ask(&path, "get=1") {
+            if let Some((own, mut peers)) = parse(&text) {
+                // A gateway's meshd lists only peers holding a tunnel; those whose tunnel
+                // was evicted for idling it tells on its own request, with their latest
+                // handshake (other WireGuard implementations refuse the request: nothing).
+                if let Ok(text) = ask(&path, "get=evicted") {
+                    for (key, live) in parse_peers(&text) {
+                        peers.entry(key).or_insert(live);
+                    }
+                }
                 out.insert(own, peers);
             }
         }
@@ -64,11 +72,11 @@ pub fn read_all(dir: &Path) -> BTreeMap<String, BTreeMap<String, Live>> {
     out
 }
 
-fn ask(path: &Path) -> std::io::Result<String> {
+fn ask(path: &Path, request: &str) -> std::io::Result<String> {
     let mut s = UnixStream::connect(path)?;
     s.set_read_timeout(Some(TIMEOUT))?;
     s.set_write_timeout(Some(TIMEOUT))?;
-    s.write_all(b"get=1\n\n")?;
+    s.write_all(format!("{request}\n\n").as_bytes())?;
     let mut text = String::new();
     let mut buf = [0u8; 8192];
     loop {
@@ -91,24 +99,31 @@ fn ask(path: &Path) -> std::io::Result<String> {
 /// further) and its peers.
 fn parse(text: &str) -> Option<(String, BTreeMap<String, Live>)> {
     let b64 = base64::engine::general_purpose::STANDARD;
-    let mut own = None;
+    let v = text
+        .lines()
+        .find_map(|l| l.strip_prefix("private_key="))?;
+    let bytes: [u8; 32] = decode_hex(v)?;
+    let secret = x25519_dalek::StaticSecret::from(bytes);
+    let own = b64.encode(x25519_dalek::PublicKey::from(&secret).as_bytes());
+    Some((own, parse_peers(text)))
+}
+
+/// The peer sections of a `get=1` (or `get=evicted`) answer, by public key (base64). A
+/// section whose key is not 32 bytes of hex is skipped.
+fn parse_peers(text: &str) -> BTreeMap<String, Live> {
+    let b64 = base64::engine::general_purpose::STANDARD;
     let mut peers = BTreeMap::new();
-    let mut current: Option<(String, Live)> = None;
+    let mut current: Option<(Option<String>, Live)> = None;
     for line in text.lines() {
         let Some((k, v)) = line.split_once('=') else {
             continue;
         };
         match k {
-            "private_key" => {
-                let bytes: [u8; 32] = decode_hex(v)?;
-                let secret = x25519_dalek::StaticSecret::from(bytes);
-                own = Some(b64.encode(x25519_dalek::PublicKey::from(&secret).as_bytes()));
-            }
             "public_key" => {
-                if let Some((k, l)) = current.take() {
+                if let Some((Some(k), l)) = current.take() {
                     peers.insert(k, l);
                 }
-                current = Some((b64.encode(decode_hex::<32>(v)?), Live::default()));
+                current = Some((decode_hex::<32>(v).map(|k| b64.encode(k)), Live::default()));
             }
             "endpoint" => {
                 if let Some((_, l)) = current.as_mut() {
@@ -133,10 +148,10 @@ fn parse(text: &str) -> Option<(String, BTreeMap<String, Live>)> {
             _ => {}
         }
     }
-    if let Some((k, l)) = current.take() {
+    if let Some((Some(k), l)) = current.take() {
         peers.insert(k, l);
     }
-    Some((own?, peers))
+    peers
 }
 
 fn decode_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
@@ -230,6 +245,19 @@ mod tests {
         let two = &peers[&b64.encode([2u8; 32])];
         assert_eq!(two.last_handshake, None);
         assert!(parse("errno=0\n\n").is_none(), "no key, no interface");
+    }
+
+    #[test]
+    fn evicted_peers_are_read_without_an_interface_key() {
+        let text = "public_key=0303030303030303030303030303030303030303030303030303030303030303\n\
+                    last_handshake_time_sec=1700000100\nlast_handshake_time_nsec=0\n\
+                    public_key=zz\nlast_handshake_time_sec=5\n\
+                    errno=0\n\n";
+        let peers = parse_peers(text);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        assert_eq!(peers.len(), 1, "the section with a bad key is skipped: {peers:?}");
+        assert_eq!(peers[&b64.encode([3u8; 32])].last_handshake, Some(1_700_000_100));
+        assert!(parse_peers("errno=1\n\n").is_empty());
     }
 
     #[test]
