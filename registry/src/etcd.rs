@@ -19,6 +19,7 @@ mod keys;
 pub mod location;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once};
 use std::time::{Duration, Instant};
 
@@ -66,6 +67,8 @@ struct Shared {
     current: Mutex<usize>,
     seen: Mutex<Seen>,
     seen_changed: Condvar,
+    /// How many revisions the change log keeps.
+    keep_changes: AtomicU64,
 }
 
 /// What the revision watcher knows.
@@ -109,10 +112,20 @@ impl EtcdRegistry {
                 current: Mutex::new(0),
                 seen: Mutex::new(Seen::default()),
                 seen_changed: Condvar::new(),
+                keep_changes: AtomicU64::new(crate::delta::KEEP),
             }),
             runtime: Some(runtime),
             watching: Once::new(),
         })
+    }
+
+    /// Keeps the newest `revisions` in the change log instead of [`crate::delta::KEEP`] (at
+    /// least one); a reader further behind reads a whole snapshot.
+    pub fn keeping_changes(self, revisions: u64) -> Self {
+        self.shared
+            .keep_changes
+            .store(revisions.max(1), Ordering::Relaxed);
+        self
     }
 
     /// Runs `work` on the backend's runtime and waits for it on this thread, which may be
@@ -628,13 +641,11 @@ impl Shared {
             serde_json::to_vec(&delta).unwrap_or_default(),
             None,
         ));
-        if revision.0 > crate::delta::KEEP {
+        let keep = self.keep_changes.load(Ordering::Relaxed);
+        if revision.0 > keep {
             ops.push(TxnOp::delete(
                 self.keys.log_start(),
-                Some(
-                    DeleteOptions::new()
-                        .with_range(self.keys.log(revision.0 - crate::delta::KEEP + 1)),
-                ),
+                Some(DeleteOptions::new().with_range(self.keys.log(revision.0 - keep + 1))),
             ));
         }
         ops

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{machine, setup, Etcd};
-use registry::{Change, Error, Revision};
+use registry::{Change, Error, Registry, Revision};
 
 /// The env var that turns `child_allocates_machines` into a writer of its own.
 const CHILD_URL: &str = "SIXPN_TEST_CHILD_URL";
@@ -227,4 +227,25 @@ fn an_embedded_registry_copies_into_etcd_whole() {
         .map(|m| m.addr)
         .collect();
     assert_eq!(addrs.len(), 4);
+}
+
+#[test]
+fn the_etcd_change_log_keeps_the_newest_revisions() {
+    let etcd = Etcd::single();
+    let reg = registry::etcd::EtcdRegistry::open(&etcd.url())
+        .unwrap()
+        .keeping_changes(3);
+    setup(&reg);
+    for _ in 0..8 {
+        reg.apply(&machine("web")).unwrap();
+    }
+    // Revision 10 now; revisions 8, 9 and 10 are kept.
+    let kept = reg.changes_since(Revision(7), 100).unwrap().unwrap();
+    let revisions: Vec<u64> = kept.iter().map(|d| d.revision.0).collect();
+    assert_eq!(revisions, [8, 9, 10]);
+    assert_eq!(reg.changes_since(Revision(6), 100).unwrap(), None);
+    assert_eq!(reg.changes_since(Revision(0), 100).unwrap(), None);
+    // The log is not part of what a snapshot holds.
+    let snap = reg.snapshot().unwrap();
+    assert_eq!((snap.revision, snap.machines.len()), (Revision(10), 8));
 }
