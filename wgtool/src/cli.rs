@@ -9,7 +9,7 @@ use crate::tunnel::Format;
 
 /// Keys, tunnel files and registry administration for sixpn.
 #[derive(Debug, Parser)]
-#[command(name = "wgtool", version, propagate_version = true)]
+#[command(name = "wgtool", version = env!("SIXPN_VERSION"), propagate_version = true)]
 pub struct Cli {
     /// The registry: a SQLite path, sqlite:///path, or etcd[s]://host:port,...[/prefix].
     #[arg(long, global = true, env = registry::LOCATION_ENV, hide_env_values = true, default_value = registry::DEFAULT_LOCATION)]
@@ -52,6 +52,13 @@ pub enum Command {
     Genkey,
     /// Reads a private key on stdin and prints its public key (like `wg pubkey`).
     Pubkey,
+    /// Prints a shell completion script: `wgtool completions bash > /etc/bash_completion.d/wgtool`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Writes man pages (wgtool.1 and one per subcommand, e.g. wgtool-create.1) into DIR.
+    Man { dir: PathBuf },
     /// Makes a key pair here, registers the public key as a peer and writes a tunnel file.
     Create(CreateArgs),
     /// Lists WireGuard peers.

@@ -53,6 +53,33 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes `wgtool.1` and a page for every subcommand (`wgtool-org-create.1`, ...) into `dir`.
+fn man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    if !dir.is_dir() {
+        return Err(usage(format!(
+            "man directory `{}`: must be an existing folder",
+            dir.display()
+        )));
+    }
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let mut written = 0;
+    let mut stack = vec![(String::from("wgtool"), cmd)];
+    while let Some((name, cmd)) = stack.pop() {
+        // clap keeps names as `&'static str`; a few dozen short strings, once per run.
+        let static_name: &'static str = Box::leak(name.clone().into_boxed_str());
+        let cmd = cmd.name(static_name).display_name(static_name);
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+        std::fs::write(dir.join(format!("{name}.1")), page)?;
+        written += 1;
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            stack.push((format!("{name}-{}", sub.get_name()), sub.clone()));
+        }
+    }
+    eprintln!("wrote {written} man pages to {}", dir.display());
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let src = admin::Source {
         registry: cli.registry.clone(),
@@ -72,6 +99,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{public}");
             Ok(())
         }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "wgtool", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { dir } => man_pages(&dir),
         Command::Org(c) => admin::org(&src, c),
         Command::Node(c) => admin::node(&src, c),
         Command::Machine(c) => admin::machine(&src, c),

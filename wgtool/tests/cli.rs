@@ -677,3 +677,48 @@ fn create_qr_prints_a_code_of_the_tunnel_file_and_writes_a_file_only_when_named(
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("qr"));
 }
+
+#[test]
+fn version_completions_and_man_pages() {
+    let env = Env::new();
+    let version = env.ok(&["--version"]);
+    assert!(version.starts_with("wgtool 0."), "{version}");
+    // Built from a git checkout (as here and in CI): the revision is in it.
+    assert!(version.contains("(git "), "{version}");
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let script = env.ok(&["completions", shell]);
+        assert!(
+            script.contains("wgtool") && script.contains("machine"),
+            "{shell}: {script}"
+        );
+    }
+    let out = env.run(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tcsh"));
+
+    let man = env.dir.path().join("man");
+    std::fs::create_dir(&man).unwrap();
+    env.ok(&["man", man.to_str().unwrap()]);
+    for page in [
+        "wgtool.1",
+        "wgtool-create.1",
+        "wgtool-machine-add.1",
+        "wgtool-token-create.1",
+    ] {
+        let text =
+            std::fs::read_to_string(man.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{page}: {text}"
+        );
+    }
+    let create = std::fs::read_to_string(man.join("wgtool-create.1")).unwrap();
+    assert!(create.contains("expires"), "{create}");
+    let out = env.run(&["man", "/nonexistent/man"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("man directory") && err.contains("existing folder"),
+        "{err}"
+    );
+}
