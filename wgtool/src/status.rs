@@ -99,9 +99,7 @@ fn ask(path: &Path, request: &str) -> std::io::Result<String> {
 /// further) and its peers.
 fn parse(text: &str) -> Option<(String, BTreeMap<String, Live>)> {
     let b64 = base64::engine::general_purpose::STANDARD;
-    let v = text
-        .lines()
-        .find_map(|l| l.strip_prefix("private_key="))?;
+    let v = text.lines().find_map(|l| l.strip_prefix("private_key="))?;
     let bytes: [u8; 32] = decode_hex(v)?;
     let secret = x25519_dalek::StaticSecret::from(bytes);
     let own = b64.encode(x25519_dalek::PublicKey::from(&secret).as_bytes());
@@ -255,8 +253,15 @@ mod tests {
                     errno=0\n\n";
         let peers = parse_peers(text);
         let b64 = base64::engine::general_purpose::STANDARD;
-        assert_eq!(peers.len(), 1, "the section with a bad key is skipped: {peers:?}");
-        assert_eq!(peers[&b64.encode([3u8; 32])].last_handshake, Some(1_700_000_100));
+        assert_eq!(
+            peers.len(),
+            1,
+            "the section with a bad key is skipped: {peers:?}"
+        );
+        assert_eq!(
+            peers[&b64.encode([3u8; 32])].last_handshake,
+            Some(1_700_000_100)
+        );
         assert!(parse_peers("errno=1\n\n").is_empty());
     }
 
