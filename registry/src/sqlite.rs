@@ -1,6 +1,11 @@
 //! The embedded backend: one SQLite file in WAL mode, safe for several processes reading
 //! while `wgtool` writes. Writes take the write lock (`BEGIN IMMEDIATE`), plan against the
 //! state they read inside it, and commit, so concurrent writers serialise and never collide.
+//!
+//! A write reads only what its change needs (`partial`: the records it names through indexes,
+//! counts by query, the lowest free slot of a /80 from `slots`), so its cost does not grow
+//! with the registry; and it appends its [`Delta`] to the change log (`log`) in the same
+//! transaction, from which readers follow revision by revision.
 
 use std::path::Path;
 use std::sync::Mutex;
