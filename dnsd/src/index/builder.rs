@@ -112,18 +112,37 @@ impl OrgState {
     }
 }
 
-/// An app being changed by a delta: its record and its machines by id.
+/// An app being changed by a delta: its record and its machines, sorted by id.
 #[derive(Debug)]
 struct AppDraft {
     listed: bool,
-    machines: BTreeMap<Box<str>, AppMachine>,
+    machines: Vec<AppMachine>,
 }
+
+impl AppDraft {
+    /// A whole build puts machines in id order: each lands at the end.
+    fn put(&mut self, m: AppMachine) {
+        match self.machines.binary_search_by(|x| x.id.cmp(&m.id)) {
+            Ok(i) => self.machines[i] = m,
+            Err(i) => self.machines.insert(i, m),
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Ok(i) = self.machines.binary_search_by(|x| (*x.id).cmp(id)) {
+            self.machines.remove(i);
+        }
+    }
+}
+
+type FastHash = std::hash::BuildHasherDefault<super::NameHasher>;
+/// Org → app → the app as the changes leave it.
+type Drafts = HashMap<String, HashMap<String, AppDraft, FastHash>, FastHash>;
 
 /// What a batch of changes touched, so that `finish` remakes only that.
 #[derive(Debug, Default)]
 struct Dirty {
-    /// Org → app → the app as the changes leave it.
-    apps: BTreeMap<String, BTreeMap<String, AppDraft>>,
+    apps: Drafts,
     /// Orgs whose `_apps`/`_instances` lists need making again.
     app_lists: BTreeSet<String>,
     /// Orgs whose `_peer`/`_site` lists need making again.
@@ -153,7 +172,7 @@ pub struct IndexBuilder {
     v6_sites: BTreeSet<(String, String)>,
     /// Network → the org whose zone answers it (the last by name, as a whole build does).
     owners: HashMap<u32, String>,
-    interned: HashSet<Arc<str>>,
+    interned: HashSet<Arc<str>, FastHash>,
 }
 
 impl IndexBuilder {
@@ -179,7 +198,7 @@ impl IndexBuilder {
             expiry: BTreeSet::new(),
             v6_sites: BTreeSet::new(),
             owners: HashMap::new(),
-            interned: HashSet::new(),
+            interned: HashSet::default(),
         }
     }
 
@@ -295,15 +314,15 @@ impl IndexBuilder {
             let draft = match self.orgs.get(org).and_then(|s| s.apps.get(app)) {
                 Some(a) => AppDraft {
                     listed: a.listed,
-                    machines: a.machines().map(|m| (m.id.clone(), m.clone())).collect(),
+                    machines: a.machines().cloned().collect(),
                 },
                 None => AppDraft {
                     listed: false,
-                    machines: BTreeMap::new(),
+                    machines: Vec::new(),
                 },
             };
             if !dirty.apps.contains_key(org) {
-                dirty.apps.insert(org.to_string(), BTreeMap::new());
+                dirty.apps.insert(org.to_string(), HashMap::default());
             }
             if let Some(apps) = dirty.apps.get_mut(org) {
                 apps.insert(app.to_string(), draft);
@@ -335,9 +354,7 @@ impl IndexBuilder {
             RecordKey::App { org, name } => self.draft(org, name, dirty).listed = false,
             RecordKey::Machine { id } => {
                 if let Some(Record::Machine(m)) = before {
-                    self.draft(&m.org, &m.app, dirty)
-                        .machines
-                        .remove(id.as_str());
+                    self.draft(&m.org, &m.app, dirty).remove(id);
                 }
             }
             RecordKey::Peer { org, name } => {
@@ -381,9 +398,7 @@ impl IndexBuilder {
             addr: m.addr,
             started: m.started(),
         };
-        self.draft(&m.org, &m.app, dirty)
-            .machines
-            .insert(machine.id.clone(), machine);
+        self.draft(&m.org, &m.app, dirty).put(machine);
     }
 
     fn put_peer(&mut self, p: &Peer, dirty: &mut Dirty) {
@@ -695,17 +710,16 @@ type BuiltApps = Vec<(String, Vec<(String, Option<Arc<AppZone>>)>)>;
 /// Makes the apps of `drafts` (`None` for an app left with neither record nor machines); a
 /// whole build (hundreds of thousands of apps) uses two threads.
 fn build_apps(
-    drafts: BTreeMap<String, BTreeMap<String, AppDraft>>,
+    drafts: Drafts,
     regions: &[RegionId],
 ) -> BuiltApps {
     let build = |app: &str, d: AppDraft| {
         if !d.listed && d.machines.is_empty() {
             return None;
         }
-        let machines = d.machines.into_values().collect();
-        Some(Arc::new(AppZone::build(app, d.listed, machines, regions)))
+        Some(Arc::new(AppZone::build(app, d.listed, d.machines, regions)))
     };
-    let total: usize = drafts.values().map(BTreeMap::len).sum();
+    let total: usize = drafts.values().map(HashMap::len).sum();
     if total < 10_000 {
         return drafts
             .into_iter()
