@@ -709,10 +709,7 @@ type BuiltApps = Vec<(String, Vec<(String, Option<Arc<AppZone>>)>)>;
 
 /// Makes the apps of `drafts` (`None` for an app left with neither record nor machines); a
 /// whole build (hundreds of thousands of apps) uses two threads.
-fn build_apps(
-    drafts: Drafts,
-    regions: &[RegionId],
-) -> BuiltApps {
+fn build_apps(drafts: Drafts, regions: &[RegionId]) -> BuiltApps {
     let build = |app: &str, d: AppDraft| {
         if !d.listed && d.machines.is_empty() {
             return None;
