@@ -61,6 +61,7 @@ fn main() {
     let mut reply = vec![0u8; 2048];
     let mut latencies = Vec::with_capacity(count as usize);
     let mut failed = 0u64;
+    let mut cookies = 0u64;
     // Keep every socket open so that the gateway's endpoints stay distinct and valid.
     let mut sockets = Vec::with_capacity(count as usize);
     let gap = Duration::from_secs_f64(1.0 / rate as f64);
@@ -91,23 +92,40 @@ fn main() {
             failed += 1;
             continue;
         }
-        let Ok(len) = sock.recv(&mut reply) else {
-            failed += 1;
-            continue;
-        };
-        let took = t.elapsed();
-        match client.decapsulate(None, &reply[..len], &mut buf) {
-            TunnResult::WriteToNetwork(keepalive) => {
-                let _ = sock.send(keepalive);
-                latencies.push(took);
+        // Past the gateway's load threshold it answers with a cookie: the client takes it and
+        // sends its initiation again at once (boringtun adds the cookie's MAC2), counted.
+        let mut answered = None;
+        for _attempt in 0..3 {
+            let Ok(len) = sock.recv(&mut reply) else {
+                break;
+            };
+            let took = t.elapsed();
+            match client.decapsulate(None, &reply[..len], &mut buf) {
+                TunnResult::WriteToNetwork(keepalive) if reply[0] == 2 => {
+                    let _ = sock.send(keepalive);
+                    answered = Some(took);
+                    break;
+                }
+                TunnResult::Done if reply[0] == 3 => {
+                    cookies += 1;
+                    if let TunnResult::WriteToNetwork(init) =
+                        client.format_handshake_initiation(&mut buf, true)
+                    {
+                        let _ = sock.send(init);
+                    }
+                }
+                _ => break,
             }
-            _ => failed += 1,
+        }
+        match answered {
+            Some(took) => latencies.push(took),
+            None => failed += 1,
         }
         sockets.push(sock);
     }
     latencies.sort();
     println!(
-        "handshakes answered={} failed={failed} in {:.1} s",
+        "handshakes answered={} failed={failed} cookie_replies={cookies} in {:.1} s",
         latencies.len(),
         started.elapsed().as_secs_f64()
     );
