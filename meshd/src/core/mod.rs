@@ -153,6 +153,8 @@ pub struct Core {
     pub fwmark: u32,
     timers: timers::Schedule,
     policy: OrgPolicy,
+    /// The prefixes last given to [`Core::set_local_routes`].
+    local: std::collections::BTreeSet<IpNet>,
     nat: nat64::Bindings,
     buf: Box<[u8]>,
     fwd: Box<[u8]>,
@@ -187,6 +189,7 @@ impl Core {
             fwmark: 0,
             timers: timers::Schedule::default(),
             policy: OrgPolicy::default(),
+            local: std::collections::BTreeSet::new(),
             nat: nat64::Bindings::new(registry::addr::NAT64_POOL),
             buf: vec![0u8; BUF_LEN].into_boxed_slice(),
             fwd: vec![0u8; BUF_LEN].into_boxed_slice(),
@@ -424,10 +427,19 @@ impl Core {
     }
 
     /// Makes the prefixes delivered to this host exactly `nets`.
+    /// Delivers `nets` to this host's TUN, and no other prefix: in the size of `nets` and of
+    /// what changed, not of the routing table (a gateway's holds every peer's routes).
     pub fn set_local_routes(&mut self, nets: &[IpNet]) {
-        self.router.retain(|t| *t != Target::Local);
-        for net in nets {
-            let net = net.trunc();
+        let want: std::collections::BTreeSet<IpNet> = nets.iter().map(|n| n.trunc()).collect();
+        for gone in self.local.difference(&want) {
+            if self.router.get(*gone) == Some(Target::Local) {
+                self.router.remove(*gone);
+            }
+        }
+        for &net in &want {
+            if self.router.get(net) == Some(Target::Local) {
+                continue;
+            }
             if let Some(Target::Peer(old)) = self.router.get(net) {
                 // Our own prefix wins over a peer claiming exactly the same one.
                 if let Some(p) = self.peers.get_mut(old) {
@@ -436,6 +448,7 @@ impl Core {
             }
             self.router.insert(net, Target::Local);
         }
+        self.local = want;
     }
 
     pub fn route(&self, addr: std::net::IpAddr) -> Option<Target> {

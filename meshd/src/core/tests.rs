@@ -594,3 +594,28 @@ fn address_outside_the_sites_routes_is_not_translated_and_removal_drops_the_via_
         None
     );
 }
+
+#[test]
+fn local_routes_change_only_what_differs_and_win_back_their_prefix() {
+    let mut core = Core::new(Some(StaticSecret::from([1u8; 32])), Options::default(), 1);
+    let a: IpNet = "fdaa:0:1:a7b:1::/80".parse().unwrap();
+    let b: IpNet = "fdaa:0:2:a7b:1::/80".parse().unwrap();
+    let in_a: IpAddr = "fdaa:0:1:a7b:1::9".parse().unwrap();
+    let in_b: IpAddr = "fdaa:0:2:a7b:1::9".parse().unwrap();
+    core.set_local_routes(&[a, b]);
+    assert_eq!(core.route(in_a), Some(Target::Local));
+    assert_eq!(core.route(in_b), Some(Target::Local));
+    core.set_local_routes(&[b]);
+    assert_eq!(core.route(in_a), None, "a prefix no longer local is no longer routed");
+    assert_eq!(core.route(in_b), Some(Target::Local));
+    // A peer that took exactly a local prefix loses it when the local set is given again.
+    let key = [5u8; 32];
+    core.ensure_peer(key);
+    core.add_allowed_ip(&key, b);
+    assert!(matches!(core.route(in_b), Some(Target::Peer(_))));
+    core.set_local_routes(&[b]);
+    assert_eq!(core.route(in_b), Some(Target::Local));
+    assert!(!core.peer(&key).unwrap().allowed_ips.contains(&b));
+    core.set_local_routes(&[]);
+    assert_eq!(core.route(in_b), None);
+}
