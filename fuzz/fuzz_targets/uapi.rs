@@ -17,6 +17,8 @@ fuzz_target!(|data: &[u8]| {
     let options = Options {
         forward: data.len() % 2 == 0,
         org_isolation: false,
+        // A third of the inputs meet a gateway holding tunnels just in time (`get=evicted`).
+        idle_evict: (data.len() % 3 == 0).then(|| std::time::Duration::from_secs(180)),
     };
     let mut core = Core::new(Some(StaticSecret::from([1; 32])), options, 1);
     let peer = PublicKey::from(&StaticSecret::from([2; 32])).to_bytes();

@@ -85,13 +85,17 @@ pub struct World {
 
 impl World {
     pub fn new() -> World {
+        // Every peer holds its tunnel for good here (idle_evict None): the links below are
+        // made directly, not registered just in time.
         let gw_opts = Options {
             forward: true,
             org_isolation: true,
+            idle_evict: None,
         };
         let mesh = Options {
             forward: false,
             org_isolation: true,
+            idle_evict: None,
         };
         let mut gw = node(1, 100, gw_opts);
         let mut site = node(2, 200, Options::default());
