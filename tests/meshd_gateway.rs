@@ -353,8 +353,8 @@ fn laptop_among_10k_registered_is_evicted_when_idle_and_comes_back_unnoticed() -
         bin("wgtool").display(),
         s.mesh.location
     ))?;
-    let rows: serde_json::Value = serde_json::from_str(&status)
-        .with_context(|| format!("wgtool status --json: {status}"))?;
+    let rows: serde_json::Value =
+        serde_json::from_str(&status).with_context(|| format!("wgtool status --json: {status}"))?;
     let shown = rows[0]["last_handshake"].as_u64();
     ensure!(
         shown == Some(seen),

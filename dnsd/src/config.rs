@@ -609,10 +609,18 @@ mod tests {
         assert_eq!(c.max_forwards_per_source, 1);
         let c = Config::load(cli(&["--max-forwards-per-source", "1024"])).unwrap();
         assert_eq!(c.max_forwards_per_source, 1024);
-        let e = Config::load(cli(&["--max-forwards", "10", "--max-forwards-per-source", "11"]))
-            .unwrap_err()
-            .to_string();
-        assert_eq!(e, "max_forwards_per_source `11`: must be 1 to max_forwards (10)");
+        let e = Config::load(cli(&[
+            "--max-forwards",
+            "10",
+            "--max-forwards-per-source",
+            "11",
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "max_forwards_per_source `11`: must be 1 to max_forwards (10)"
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dnsd.toml");
         std::fs::write(

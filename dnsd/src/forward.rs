@@ -363,7 +363,9 @@ mod tests {
             .with_max_inflight(3)
             .with_max_per_source(3);
         let src: IpAddr = "127.0.0.1".parse().unwrap();
-        let held: Vec<_> = (0..3).map(|_| f.admit(src).expect("within the cap")).collect();
+        let held: Vec<_> = (0..3)
+            .map(|_| f.admit(src).expect("within the cap"))
+            .collect();
         assert_eq!(f.in_flight(), 3);
         assert!(f.admit(src).is_none());
         assert!(f.admit("10.0.0.9".parse().unwrap()).is_none());
@@ -393,12 +395,18 @@ mod tests {
         let c = f.admit(other).expect("another client still has its share");
         // An IPv4 client and the same address mapped into IPv6 are one client.
         let v4 = f.admit("192.0.2.7".parse().unwrap()).expect("v4");
-        let _v4b = f.admit("::ffff:192.0.2.7".parse().unwrap()).expect("mapped v4");
+        let _v4b = f
+            .admit("::ffff:192.0.2.7".parse().unwrap())
+            .expect("mapped v4");
         assert!(f.admit("192.0.2.7".parse().unwrap()).is_none());
         assert_eq!(f.in_flight(), 5);
         drop((a, b, c, v4));
         assert_eq!(f.in_flight(), 1);
         assert!(f.admit(greedy).is_some(), "places come back when dropped");
-        assert_eq!(f.sources.lock().len(), 1, "sources with nothing in flight are forgotten");
+        assert_eq!(
+            f.sources.lock().len(),
+            1,
+            "sources with nothing in flight are forgotten"
+        );
     }
 }

@@ -200,7 +200,8 @@ pub fn udp_worker(shared: Arc<Shared>, sock: Arc<UdpSocket>, runtime: Handle) {
                 Step::Reply => batch.reply(i),
                 Step::Drop => {}
                 Step::Forward => {
-                    let Some(permit) = shared.forwarder.as_ref().and_then(|f| f.admit(src.ip())) else {
+                    let Some(permit) = shared.forwarder.as_ref().and_then(|f| f.admit(src.ip()))
+                    else {
                         if overload(&shared, packet, out) {
                             batch.reply(i);
                         }
@@ -353,7 +354,6 @@ mod tests {
         assert_eq!(conns.len(), 300);
         drop(listener);
     }
-
 
     fn query(name: &str) -> Vec<u8> {
         let mut p = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];

@@ -606,7 +606,11 @@ fn local_routes_change_only_what_differs_and_win_back_their_prefix() {
     assert_eq!(core.route(in_a), Some(Target::Local));
     assert_eq!(core.route(in_b), Some(Target::Local));
     core.set_local_routes(&[b]);
-    assert_eq!(core.route(in_a), None, "a prefix no longer local is no longer routed");
+    assert_eq!(
+        core.route(in_a),
+        None,
+        "a prefix no longer local is no longer routed"
+    );
     assert_eq!(core.route(in_b), Some(Target::Local));
     // A peer that took exactly a local prefix loses it when the local set is given again.
     let key = [5u8; 32];
