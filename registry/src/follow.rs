@@ -46,17 +46,7 @@ pub struct Follower {
 /// fails, the follower starts from an empty snapshot (revision 0) and keeps trying.
 pub fn follow(registry: Arc<dyn Registry>) -> Follower {
     let health = Arc::new(Health::default());
-    let first = match registry.snapshot() {
-        Ok(s) => {
-            health.reachable.store(true, Ordering::Relaxed);
-            s
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "registry unreadable at start; serving nothing until it is");
-            health.failures.fetch_add(1, Ordering::Relaxed);
-            Snapshot::default()
-        }
-    };
+    let first = first_snapshot(registry.as_ref(), &health);
     let (tx, rx) = watch::channel(Arc::new(first));
     let h = health.clone();
     std::thread::Builder::new()
@@ -89,16 +79,36 @@ fn run(registry: Arc<dyn Registry>, tx: watch::Sender<Arc<Snapshot>>, health: Ar
                 mark_up(&health, registry.location());
                 backoff = RETRY_MIN;
             }
-            Err(e) => {
-                if health.reachable.swap(false, Ordering::Relaxed) || health.failures() == 0 {
-                    tracing::warn!(error = %e, "registry unreachable; serving the last snapshot");
-                }
-                health.failures.fetch_add(1, Ordering::Relaxed);
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(RETRY_MAX);
-            }
+            Err(e) => mark_down(&health, &e, &mut backoff),
         }
     }
+}
+
+/// The snapshot a reader starts from: the registry's, or an empty one (revision 0) when it
+/// cannot be read, counted and logged.
+fn first_snapshot(registry: &dyn Registry, health: &Health) -> Snapshot {
+    match registry.snapshot() {
+        Ok(s) => {
+            health.reachable.store(true, Ordering::Relaxed);
+            s
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "registry unreadable at start; serving nothing until it is");
+            health.failures.fetch_add(1, Ordering::Relaxed);
+            Snapshot::default()
+        }
+    }
+}
+
+/// A failed read: logged when the registry was reachable (or at the first failure), counted,
+/// then a wait that doubles each time, up to [`RETRY_MAX`].
+fn mark_down(health: &Health, e: &crate::Error, backoff: &mut Duration) {
+    if health.reachable.swap(false, Ordering::Relaxed) || health.failures() == 0 {
+        tracing::warn!(error = %e, "registry unreachable; serving the last snapshot");
+    }
+    health.failures.fetch_add(1, Ordering::Relaxed);
+    std::thread::sleep(*backoff);
+    *backoff = (*backoff * 2).min(RETRY_MAX);
 }
 
 fn mark_up(health: &Health, location: &str) {
@@ -144,17 +154,7 @@ const QUEUE: usize = 4096;
 /// changed, else as an [`Update::Reset`]. The thread ends when `updates` is dropped.
 pub fn follow_changes(registry: Arc<dyn Registry>) -> Changes {
     let health = Arc::new(Health::default());
-    let first = Arc::new(match registry.snapshot() {
-        Ok(s) => {
-            health.reachable.store(true, Ordering::Relaxed);
-            s
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "registry unreadable at start; serving nothing until it is");
-            health.failures.fetch_add(1, Ordering::Relaxed);
-            Snapshot::default()
-        }
-    });
+    let first = Arc::new(first_snapshot(registry.as_ref(), &health));
     let (tx, rx) = mpsc::channel(QUEUE);
     let h = health.clone();
     let from = first.revision;
@@ -188,14 +188,7 @@ fn run_changes(
                     }
                 }
             }
-            Err(e) => {
-                if health.reachable.swap(false, Ordering::Relaxed) || health.failures() == 0 {
-                    tracing::warn!(error = %e, "registry unreachable; serving the last snapshot");
-                }
-                health.failures.fetch_add(1, Ordering::Relaxed);
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(RETRY_MAX);
-            }
+            Err(e) => mark_down(&health, &e, &mut backoff),
         }
     }
 }
