@@ -8,10 +8,11 @@ use x25519_dalek::{PublicKey as X25519Public, StaticSecret};
 
 use super::*;
 
+/// What a core sent, kept in memory (the just-in-time tests use it too).
 #[derive(Default)]
-struct Wire {
-    udp: Vec<(SocketAddr, Vec<u8>)>,
-    tun: Vec<Vec<u8>>,
+pub(in crate::core) struct Wire {
+    pub udp: Vec<(SocketAddr, Vec<u8>)>,
+    pub tun: Vec<Vec<u8>>,
 }
 
 impl Transmit for Wire {
@@ -25,13 +26,18 @@ impl Transmit for Wire {
 }
 
 fn ip6(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
+    ip6_packet(src.parse().unwrap(), dst.parse().unwrap(), payload)
+}
+
+/// An IPv6 packet with no next header (59) carrying `payload`.
+pub(in crate::core) fn ip6_packet(src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
     let mut p = vec![0u8; 40];
     p[0] = 0x60;
     p[4..6].copy_from_slice(&(payload.len() as u16).to_be_bytes());
     p[6] = 59;
     p[7] = 64;
-    p[8..24].copy_from_slice(&src.parse::<Ipv6Addr>().unwrap().octets());
-    p[24..40].copy_from_slice(&dst.parse::<Ipv6Addr>().unwrap().octets());
+    p[8..24].copy_from_slice(&src.octets());
+    p[24..40].copy_from_slice(&dst.octets());
     p.extend_from_slice(payload);
     p
 }

@@ -7,36 +7,10 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use x25519_dalek::{PublicKey as X25519Public, StaticSecret};
 
-use super::super::{Core, Drop, Options, PeerUpdate, PublicKey, Registration, Transmit};
+use super::super::{Core, Drop, Options, PeerUpdate, PublicKey, Registration};
 use super::UNCONFIRMED_EVICT;
 
-#[derive(Default)]
-struct Wire {
-    udp: Vec<(SocketAddr, Vec<u8>)>,
-    tun: Vec<Vec<u8>>,
-}
-
-impl Transmit for Wire {
-    fn send_udp(&mut self, to: SocketAddr, datagram: &[u8]) -> bool {
-        self.udp.push((to, datagram.to_vec()));
-        true
-    }
-    fn write_tun(&mut self, packet: &[u8]) {
-        self.tun.push(packet.to_vec());
-    }
-}
-
-fn ip6(src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
-    let mut p = vec![0u8; 40];
-    p[0] = 0x60;
-    p[4..6].copy_from_slice(&(payload.len() as u16).to_be_bytes());
-    p[6] = 59;
-    p[7] = 64;
-    p[8..24].copy_from_slice(&src.octets());
-    p[24..40].copy_from_slice(&dst.octets());
-    p.extend_from_slice(payload);
-    p
-}
+use super::super::tests::{ip6_packet as ip6, Wire};
 
 const IDLE: Duration = Duration::from_secs(30);
 const MACHINE: &str = "fdaa:0:1:a7b:1:0:1:2";
