@@ -79,6 +79,19 @@ fn world(capture: Option<&str>) -> Result<World> {
         p.wait_log("capturing", SECS10)?;
         capturing = Some((p, file));
     }
+    if capturing.is_some() {
+        // a must already know b when b's first initiation (the one captured) arrives, or it
+        // drops it, the session comes from a's own initiation, and a never holds a timestamp
+        // of b's for the replay to be stale against. So b's node is in the registry before
+        // a starts.
+        mesh.apply(registry::Change::RegisterNode(registry::NodeSpec {
+            name: b.node.clone(),
+            region: "iad".into(),
+            public_key: meshd_pubkey(&b.key)?,
+            endpoint: b.endpoint().parse()?,
+            gateway: false,
+        }))?;
+    }
     mesh.start(&mut a)?;
     mesh.start(&mut b)?;
     let (web, db) = mesh.web_and_db(&a, &b)?;
