@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tun_rs::{GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
 
-use crate::core::Transmit;
+use crate::core::{ConnectionId, Transmit};
 use crate::{reassembly, udp};
 
 /// Bytes one UDP GSO send may carry (the UDP length field's limit, less headers).
@@ -332,12 +332,42 @@ impl TunBatch {
     }
 }
 
+/// Datagrams for WebSocket connections (a gateway's), framed, one buffer per connection:
+/// each becomes one WebSocket message when the shell flushes.
+#[derive(Default)]
+pub struct WebSocketBatch {
+    /// Connection, its frames, how many datagrams they hold.
+    items: Vec<(ConnectionId, Vec<u8>, u64)>,
+}
+
+impl WebSocketBatch {
+    pub fn push(&mut self, conn: ConnectionId, datagram: &[u8]) {
+        // A batch holds one connection, or a few: a scan is cheaper than a map.
+        let i = match self.items.iter().position(|(c, ..)| *c == conn) {
+            Some(i) => i,
+            None => {
+                self.items
+                    .push((conn, Vec::with_capacity(4 + datagram.len()), 0));
+                self.items.len() - 1
+            }
+        };
+        let item = &mut self.items[i];
+        crate::websocket::framing::frame(&mut item.1, datagram);
+        item.2 += 1;
+    }
+
+    pub fn take(&mut self) -> std::vec::Drain<'_, (ConnectionId, Vec<u8>, u64)> {
+        self.items.drain(..)
+    }
+}
+
 /// Buffers a thread keeps from one lock to the next, so that nothing is allocated per
 /// packet once they have grown to the traffic.
 #[derive(Default)]
 pub struct Batch {
     pub udp: UdpBatch,
     pub packets: TunBatch,
+    pub websocket: WebSocketBatch,
     /// Datagrams and TUN writes the kernel refused, for the drop counters.
     send_failures: u64,
     tun_failures: u64,
@@ -420,6 +450,12 @@ impl Transmit for Out<'_> {
             self.batch.flush_tun(self.tun);
         }
         self.batch.packets.push(packet);
+    }
+
+    fn send_websocket(&mut self, conn: ConnectionId, datagram: &[u8]) -> bool {
+        // Queued for the connection when the shell flushes, after the lock.
+        self.batch.websocket.push(conn, datagram);
+        true
     }
 }
 

@@ -77,6 +77,29 @@ pub struct RunArgs {
     /// (`500ms`, `30s`, `3m`); it is made again from its next handshake. Default 180s.
     #[arg(long)]
     pub idle_evict: Option<String>,
+    /// Gateways: also accept WireGuard over WebSockets on this address (e.g. `[::]:443`),
+    /// framed as flyctl frames it (magic 0x2FACED77, then a 4-byte big-endian length per
+    /// datagram), for laptops on networks that drop UDP.
+    #[arg(long, value_name = "IP:PORT")]
+    pub websocket_listen: Option<String>,
+    /// The WebSocket listener's certificate chain (PEM). Without --tls-cert/--tls-key, a
+    /// self-signed one is made beside the key file (websocket.crt, websocket.key) and kept;
+    /// its SHA-256 fingerprint is logged for laptops to pin.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The WebSocket listener's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain `ws://` instead of `wss://` (for tests, or behind a TLS terminator).
+    #[arg(long)]
+    pub websocket_plain: bool,
+    /// Most WebSocket connections open at once; more are refused (and counted). Default 1024.
+    #[arg(long)]
+    pub websocket_max_connections: Option<usize>,
+    /// How long a WebSocket connection has for TLS, the upgrade and the magic before it is
+    /// closed (and counted). Default 10s.
+    #[arg(long)]
+    pub websocket_handshake_timeout: Option<String>,
     /// Private key file; created (mode 0600) if missing.
     #[arg(long)]
     pub key: Option<PathBuf>,
@@ -111,7 +134,27 @@ pub struct FileConfig {
     pub interface: Option<String>,
     pub listen_port: Option<u16>,
     pub metrics: Option<String>,
+    pub websocket_listen: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub websocket_plain: Option<bool>,
+    pub websocket_max_connections: Option<usize>,
+    pub websocket_handshake_timeout: Option<String>,
 }
+
+/// The gateway's WebSocket listener.
+#[derive(Debug, Clone)]
+pub struct WebSocketConfig {
+    pub listen: SocketAddr,
+    /// Given certificate and key; `None`: self-signed, kept beside the node's key.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub plain: bool,
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+}
+
+pub const DEFAULT_WEBSOCKET_MAX_CONNECTIONS: usize = 1024;
+pub const DEFAULT_WEBSOCKET_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct MeshConfig {
@@ -125,6 +168,7 @@ pub struct MeshConfig {
     pub interface: String,
     pub listen_port: u16,
     pub metrics: Option<SocketAddr>,
+    pub websocket: Option<WebSocketConfig>,
 }
 
 impl std::fmt::Debug for MeshConfig {
@@ -141,6 +185,7 @@ impl std::fmt::Debug for MeshConfig {
             .field("interface", &self.interface)
             .field("listen_port", &self.listen_port)
             .field("metrics", &self.metrics)
+            .field("websocket", &self.websocket)
             .finish()
     }
 }
@@ -154,7 +199,7 @@ pub struct DropInConfig {
 
 #[derive(Debug, Clone)]
 pub enum Mode {
-    Mesh(MeshConfig),
+    Mesh(Box<MeshConfig>),
     DropIn(DropInConfig),
 }
 
@@ -297,18 +342,66 @@ impl RunArgs {
             Some(v) => duration("idle_evict", &v)?,
             None => DEFAULT_IDLE_EVICT,
         };
-        Ok(Mode::Mesh(MeshConfig {
+        let gateway = self.gateway || file.gateway.unwrap_or(false);
+        let websocket = match self.websocket_listen.or(file.websocket_listen) {
+            None => None,
+            Some(_) if !gateway => {
+                return Err(Error::invalid(
+                    "websocket_listen",
+                    "only gateways accept WebSockets: add --gateway",
+                ))
+            }
+            Some(listen) => {
+                let tls = match (
+                    self.tls_cert.or(file.tls_cert),
+                    self.tls_key.or(file.tls_key),
+                ) {
+                    (Some(c), Some(k)) => Some((c, k)),
+                    (None, None) => None,
+                    _ => return Err(Error::invalid(
+                        "tls_cert",
+                        "give tls_cert and tls_key both, or neither (a self-signed certificate)",
+                    )),
+                };
+                let max_connections = self
+                    .websocket_max_connections
+                    .or(file.websocket_max_connections)
+                    .unwrap_or(DEFAULT_WEBSOCKET_MAX_CONNECTIONS);
+                if max_connections == 0 {
+                    return Err(Error::invalid(
+                        "websocket_max_connections",
+                        "must be at least 1",
+                    ));
+                }
+                let handshake_timeout = match self
+                    .websocket_handshake_timeout
+                    .or(file.websocket_handshake_timeout)
+                {
+                    Some(v) => duration("websocket_handshake_timeout", &v)?,
+                    None => DEFAULT_WEBSOCKET_HANDSHAKE_TIMEOUT,
+                };
+                Some(WebSocketConfig {
+                    listen: socket_addr("websocket_listen", &listen)?,
+                    tls,
+                    plain: self.websocket_plain || file.websocket_plain.unwrap_or(false),
+                    max_connections,
+                    handshake_timeout,
+                })
+            }
+        };
+        Ok(Mode::Mesh(Box::new(MeshConfig {
             registry,
             node,
             region,
             endpoint,
-            gateway: self.gateway || file.gateway.unwrap_or(false),
+            gateway,
             idle_evict,
             key: self.key.or(file.key).unwrap_or_else(|| DEFAULT_KEY.into()),
             interface,
             listen_port,
             metrics,
-        }))
+            websocket,
+        })))
     }
 }
 

@@ -20,8 +20,8 @@ use tun_rs::{SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use crate::batch::{self, Batch, Out};
 use crate::config::{DropInConfig, MeshConfig};
-use crate::core::{timers::TICK, Core, Drop, Options};
-use crate::{key, metrics, sync, tun, uapi, udp};
+use crate::core::{timers::TICK, Core, Drop, Endpoint, Options};
+use crate::{key, metrics, sync, tun, uapi, udp, websocket};
 
 /// Why the process is ending.
 #[derive(Debug)]
@@ -40,6 +40,11 @@ pub struct Shell {
     /// IPv4 fragments joined before the TUN; kept outside the core so that counting them
     /// takes no lock.
     fragments_joined: AtomicU64,
+    /// A gateway's WebSocket connections (none elsewhere).
+    pub websockets: Arc<websocket::Connections>,
+    /// The WebSocket listener's certificate fingerprint, when it listens with TLS.
+    pub websocket_fingerprint: std::sync::OnceLock<String>,
+    pub websocket_listening: AtomicBool,
 }
 
 impl Shell {
@@ -61,6 +66,15 @@ impl Shell {
     /// Writes a batch out (without the lock) and counts what the kernel refused.
     fn flush(&self, batch: &mut Batch, sock: &batch::Socket) {
         batch.flush(sock, &self.tun);
+        let mut refused = 0;
+        for (conn, frames, datagrams) in batch.websocket.take() {
+            if !self.websockets.send(conn, frames, datagrams) {
+                refused += datagrams;
+            }
+        }
+        if refused > 0 {
+            self.lock().counters.drop_many(Drop::SendFailed, refused);
+        }
         let joined = batch.take_joined();
         if joined > 0 {
             self.fragments_joined.fetch_add(joined, Ordering::Relaxed);
@@ -101,7 +115,56 @@ impl Shell {
             peers_active: core.active_count(),
             registry_reachable: self.health.as_ref().map(|h| h.reachable()),
             registry_failures: self.health.as_ref().map_or(0, |h| h.failures()),
+            peers_on_websocket: core
+                .peers()
+                .iter()
+                .filter(|p| matches!(p.endpoint, Some(Endpoint::WebSocket { .. })))
+                .count(),
+            websocket: self.websocket_listening.load(Ordering::Relaxed).then(|| {
+                let w = &self.websockets;
+                metrics::WebSocketSample {
+                    open: w.open.load(Ordering::Relaxed) as u64,
+                    accepted: w.accepted.load(Ordering::Relaxed),
+                    refused: w.refused.load(Ordering::Relaxed),
+                    queue_full: w.queue_full.load(Ordering::Relaxed),
+                    closed: websocket::Close::ALL
+                        .iter()
+                        .map(|c| (*c, w.closed(*c)))
+                        .collect(),
+                    fingerprint: self.websocket_fingerprint.get().cloned(),
+                }
+            }),
         }
+    }
+
+    /// Datagrams framed on WebSocket connection `from`, as many as have come whole: one
+    /// lock for all of them, then the answers out, as [`Shell::pump_in`] does for UDP.
+    /// An error means the stream is bad and the connection is to be closed.
+    pub fn handle_websocket(
+        &self,
+        from: Endpoint,
+        frames: &mut websocket::framing::Deframer,
+        batch: &mut Batch,
+    ) -> std::result::Result<usize, websocket::framing::FrameError> {
+        let sock = self.udp.load();
+        let result = {
+            let mut out = batch.out(&sock, &self.tun);
+            let mut core = self.lock();
+            let now = Instant::now();
+            let mut n = 0;
+            loop {
+                match frames.next_datagram() {
+                    Ok(Some(d)) => {
+                        core.handle_datagram(now, from, d, &mut out);
+                        n += 1;
+                    }
+                    Ok(None) => break Ok(n),
+                    Err(e) => break Err(e),
+                }
+            }
+        };
+        self.flush(batch, &sock);
+        result
     }
 
     fn socket_path(&self) -> PathBuf {
@@ -510,6 +573,9 @@ fn start(
         health,
         stopping: AtomicBool::new(false),
         fragments_joined: AtomicU64::new(0),
+        websockets: Default::default(),
+        websocket_fingerprint: Default::default(),
+        websocket_listening: AtomicBool::new(false),
     });
     uapi_listen(shell.clone())?;
     let s = shell.clone();
@@ -592,6 +658,10 @@ pub fn run_mesh(cfg: MeshConfig, signals: Signals) -> Result<()> {
         Some(follower.health.clone()),
     )?;
     tun::configure_mesh(&cfg.interface)?;
+    if let Some(ws) = &cfg.websocket {
+        let dir = cfg.key.parent().unwrap_or(Path::new("."));
+        websocket::serve(ws, dir, shell.clone()).context("serving WebSockets")?;
+    }
     if let Some(addr) = cfg.metrics {
         metrics::serve(addr, shell.clone()).context("serving metrics")?;
     }

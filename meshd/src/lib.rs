@@ -1,6 +1,6 @@
 //! meshd: sixpn's data plane. The files follow the packet path:
 //! `tun` → `core` (router, org filter, peer table, timers) → `udp` and back through
-//! `reassembly` and `batch`, with `uapi`, `sync`
+//! `reassembly` and `batch` (and, at gateways, `websocket`), with `uapi`, `sync`
 //! (registry → peers), `metrics` and `daemon` (the threads) around it.
 
 pub mod batch;
@@ -15,3 +15,4 @@ pub mod sync;
 pub mod tun;
 pub mod uapi;
 pub mod udp;
+pub mod websocket;

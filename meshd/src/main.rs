@@ -47,7 +47,7 @@ fn main() -> ExitCode {
     // opens): threads inherit the mask, so the daemon's signal thread is the only one that
     // takes SIGINT and SIGTERM. (`Command` children start with an empty mask again.)
     let result = daemon::Signals::block().and_then(|signals| match mode {
-        Mode::Mesh(cfg) => daemon::run_mesh(cfg, signals),
+        Mode::Mesh(cfg) => daemon::run_mesh(*cfg, signals),
         Mode::DropIn(cfg) => daemon::run_drop_in(cfg, signals),
     });
     match result {

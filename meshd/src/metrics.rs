@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::core::{Counters, Drop};
 use crate::daemon::Shell;
+use crate::websocket::Close;
 
 pub struct Sample {
     pub counters: Counters,
@@ -25,6 +26,20 @@ pub struct Sample {
     pub peers_active: usize,
     pub registry_reachable: Option<bool>,
     pub registry_failures: u64,
+    /// Peers whose endpoint is a WebSocket connection (the rest of `peers` with an endpoint
+    /// are on UDP).
+    pub peers_on_websocket: usize,
+    /// The gateway's WebSocket listener, when it has one.
+    pub websocket: Option<WebSocketSample>,
+}
+
+pub struct WebSocketSample {
+    pub open: u64,
+    pub accepted: u64,
+    pub refused: u64,
+    pub queue_full: u64,
+    pub closed: Vec<(Close, u64)>,
+    pub fingerprint: Option<String>,
 }
 
 /// What the metrics show of one peer, as `wg show` does: by name (`node/<name>`,
@@ -131,6 +146,94 @@ pub fn render(s: &Sample) -> String {
             ("{direction=\"tx\"}", c.udp_tx_bytes),
         ],
     );
+    metric(
+        "transport_datagrams_total",
+        "counter",
+        "WireGuard datagrams by transport (udp, or websocket: framed on a gateway's \
+         WebSocket connections) and direction.",
+        &[
+            ("{transport=\"udp\",direction=\"rx\"}", c.udp_rx_packets),
+            ("{transport=\"udp\",direction=\"tx\"}", c.udp_tx_packets),
+            (
+                "{transport=\"websocket\",direction=\"rx\"}",
+                c.websocket_rx_packets,
+            ),
+            (
+                "{transport=\"websocket\",direction=\"tx\"}",
+                c.websocket_tx_packets,
+            ),
+        ],
+    );
+    metric(
+        "transport_bytes_total",
+        "counter",
+        "WireGuard datagram bytes by transport and direction (frame headers not counted).",
+        &[
+            ("{transport=\"udp\",direction=\"rx\"}", c.udp_rx_bytes),
+            ("{transport=\"udp\",direction=\"tx\"}", c.udp_tx_bytes),
+            (
+                "{transport=\"websocket\",direction=\"rx\"}",
+                c.websocket_rx_bytes,
+            ),
+            (
+                "{transport=\"websocket\",direction=\"tx\"}",
+                c.websocket_tx_bytes,
+            ),
+        ],
+    );
+    metric(
+        "peers_on_websocket",
+        "gauge",
+        "Peers whose last authenticated datagram came over a WebSocket connection (their \
+         answers go back on it).",
+        &[("", s.peers_on_websocket as u64)],
+    );
+    if let Some(w) = &s.websocket {
+        metric(
+            "websocket_connections",
+            "gauge",
+            "WebSocket connections open (in their handshakes or carrying frames).",
+            &[("", w.open)],
+        );
+        metric(
+            "websocket_connections_total",
+            "counter",
+            "WebSocket connections by outcome at accept: accepted, or refused at the \
+             connection limit.",
+            &[
+                ("{result=\"accepted\"}", w.accepted),
+                ("{result=\"refused\"}", w.refused),
+            ],
+        );
+        let closed: Vec<(String, u64)> = w
+            .closed
+            .iter()
+            .map(|(c, n)| (format!("{{reason=\"{}\"}}", c.as_str()), *n))
+            .collect();
+        let closed: Vec<(&str, u64)> = closed.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        metric(
+            "websocket_closed_total",
+            "counter",
+            "WebSocket connections closed, by reason (bad_magic, empty_frame, \
+             frame_too_long, truncated: not flyctl framing).",
+            &closed,
+        );
+        metric(
+            "websocket_queue_full_total",
+            "counter",
+            "Datagrams for a WebSocket connection dropped because its send queue was full.",
+            &[("", w.queue_full)],
+        );
+        if let Some(fp) = &w.fingerprint {
+            let label = format!("{{sha256=\"{fp}\"}}");
+            metric(
+                "websocket_certificate_info",
+                "gauge",
+                "The WebSocket listener's certificate fingerprint, which laptops pin.",
+                &[(label.as_str(), 1)],
+            );
+        }
+    }
     metric(
         "tun_packets_total",
         "counter",
@@ -272,6 +375,8 @@ mod tests {
             peers_active: 0,
             registry_reachable: None,
             registry_failures: 0,
+            peers_on_websocket: 0,
+            websocket: None,
         }
     }
 

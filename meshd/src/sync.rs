@@ -275,7 +275,7 @@ pub(crate) fn put_peer(
 
 /// What `apply` compares to tell whether it changed a peer.
 type PeerState = (
-    Option<SocketAddr>,
+    Option<crate::core::Endpoint>,
     Vec<IpNet>,
     String,
     Option<Ipv6Net>,

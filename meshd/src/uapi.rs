@@ -390,7 +390,7 @@ mod tests {
         let resolved = Resolved(HashMap::from([("localhost:51820".to_string(), addr)]));
         let (resp, _) = handle_request(&mut c, &req, &resolved, SystemTime::now());
         assert_eq!(resp, "errno=0\n\n");
-        assert_eq!(c.peer(&[5u8; 32]).unwrap().endpoint, Some(addr));
+        assert_eq!(c.peer(&[5u8; 32]).unwrap().endpoint, Some(addr.into()));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! What the data plane counts, for metrics and tests. Plain integers: the core is owned by
 //! one thread at a time.
 
+use super::Transport;
+
 /// Why a packet was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drop {
@@ -137,6 +139,11 @@ pub struct Counters {
     pub udp_rx_bytes: u64,
     pub udp_tx_packets: u64,
     pub udp_tx_bytes: u64,
+    /// The same for datagrams framed on WebSocket connections (gateways).
+    pub websocket_rx_packets: u64,
+    pub websocket_rx_bytes: u64,
+    pub websocket_tx_packets: u64,
+    pub websocket_tx_bytes: u64,
     /// Inner packets read from and written to the TUN.
     pub tun_rx_packets: u64,
     pub tun_rx_bytes: u64,
@@ -157,6 +164,24 @@ pub struct Counters {
 }
 
 impl Counters {
+    pub fn count_rx(&mut self, transport: Transport, bytes: usize) {
+        let (packets, total) = match transport {
+            Transport::Udp => (&mut self.udp_rx_packets, &mut self.udp_rx_bytes),
+            Transport::WebSocket => (&mut self.websocket_rx_packets, &mut self.websocket_rx_bytes),
+        };
+        *packets += 1;
+        *total += bytes as u64;
+    }
+
+    pub fn count_tx(&mut self, transport: Transport, bytes: usize) {
+        let (packets, total) = match transport {
+            Transport::Udp => (&mut self.udp_tx_packets, &mut self.udp_tx_bytes),
+            Transport::WebSocket => (&mut self.websocket_tx_packets, &mut self.websocket_tx_bytes),
+        };
+        *packets += 1;
+        *total += bytes as u64;
+    }
+
     pub fn drop(&mut self, why: Drop) {
         self.drops[why as usize] += 1;
     }

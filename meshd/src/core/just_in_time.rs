@@ -17,7 +17,7 @@
 //!   initiation at once, within a global budget ([`WAKE_RATE`]); the datagram itself is
 //!   dropped as `peer_inactive`.
 
-use std::net::SocketAddr;
+use super::Endpoint;
 use std::time::{Duration, Instant, SystemTime};
 
 use boringtun::noise::TunnResult;
@@ -244,7 +244,7 @@ impl Core {
     pub(super) fn wake(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        from: Endpoint,
         index: PeerIndex,
         len: usize,
         out: &mut impl Transmit,

@@ -10,6 +10,7 @@
 
 mod cookie_budget;
 pub mod counters;
+pub mod endpoint;
 mod just_in_time;
 pub mod nat64;
 pub mod org_filter;
@@ -31,6 +32,7 @@ use registry::OrgNetwork;
 use x25519_dalek::{PublicKey as X25519Public, StaticSecret};
 
 pub use counters::{Counters, Drop};
+pub use endpoint::{ConnectionId, Endpoint, Transport};
 pub use just_in_time::Registering;
 pub use org_filter::OrgPolicy;
 pub use peer_table::{JustInTime, Peer, PeerIndex, PeerTable, PublicKey};
@@ -51,6 +53,20 @@ const DATA: u8 = 4;
 pub trait Transmit {
     fn send_udp(&mut self, to: SocketAddr, datagram: &[u8]) -> bool;
     fn write_tun(&mut self, packet: &[u8]);
+    /// A datagram for a peer that last came over WebSocket connection `conn`; false when
+    /// there is no such connection (any more). Only a gateway's shell has any.
+    fn send_websocket(&mut self, conn: ConnectionId, datagram: &[u8]) -> bool {
+        let _ = (conn, datagram);
+        false
+    }
+}
+
+/// Sends on whichever transport `to` names.
+fn transmit(out: &mut impl Transmit, to: Endpoint, datagram: &[u8]) -> bool {
+    match to {
+        Endpoint::Udp(a) => out.send_udp(a, datagram),
+        Endpoint::WebSocket { conn, .. } => out.send_websocket(conn, datagram),
+    }
 }
 
 /// Where a prefix leads.
@@ -114,7 +130,7 @@ impl Identity {
     /// a cookie reply is sent if one is due and the source's budget allows it.
     fn admit_handshake(
         &mut self,
-        from: SocketAddr,
+        from: Endpoint,
         datagram: &[u8],
         buf: &mut [u8],
         out: &mut impl Transmit,
@@ -128,7 +144,7 @@ impl Identity {
             Ok(_) => Ok(()),
             Err(TunnResult::WriteToNetwork(cookie)) => {
                 self.cookie_budget.spend(from.ip(), now);
-                out.send_udp(from, cookie);
+                transmit(out, from, cookie);
                 Err(Drop::UnderLoad)
             }
             Err(TunnResult::Err(boringtun::noise::errors::WireGuardError::UnderLoad)) => {
@@ -312,7 +328,7 @@ impl Core {
             return;
         };
         if let Some(ep) = update.endpoint {
-            peer.endpoint = Some(ep);
+            peer.endpoint = Some(Endpoint::Udp(ep));
         }
         if let Some(k) = update.keepalive {
             peer.keepalive = k.filter(|k| *k > 0);
@@ -503,16 +519,17 @@ impl Core {
         }
     }
 
-    /// A UDP datagram from the network.
+    /// A WireGuard datagram from the network: a UDP datagram (`from` a `SocketAddr`), or
+    /// one framed on a gateway's WebSocket connection.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        from: impl Into<Endpoint>,
         datagram: &[u8],
         out: &mut impl Transmit,
     ) {
-        self.counters.udp_rx_packets += 1;
-        self.counters.udp_rx_bytes += datagram.len() as u64;
+        let from: Endpoint = from.into();
+        self.counters.count_rx(from.transport(), datagram.len());
         if !self.has_key {
             return self.counters.drop(Drop::NoKey);
         }
@@ -770,13 +787,12 @@ fn send(
     counters: &mut Counters,
     peer: &mut Peer,
     now: Instant,
-    to: SocketAddr,
+    to: Endpoint,
     datagram: &[u8],
     out: &mut impl Transmit,
 ) {
-    if out.send_udp(to, datagram) {
-        counters.udp_tx_packets += 1;
-        counters.udp_tx_bytes += datagram.len() as u64;
+    if transmit(out, to, datagram) {
+        counters.count_tx(to.transport(), datagram.len());
         peer.tx_bytes += datagram.len() as u64;
         peer.last_sent = Some(now);
     } else {

@@ -2,7 +2,6 @@
 //! by public key (handshake initiations) or by receiver index (everything else).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use boringtun::noise::Tunn;
@@ -20,7 +19,7 @@ pub struct Peer {
     pub public_key: PublicKey,
     pub index: PeerIndex,
     pub tunn: Tunn,
-    pub endpoint: Option<SocketAddr>,
+    pub endpoint: Option<super::Endpoint>,
     pub allowed_ips: Vec<IpNet>,
     /// A site's 4via6 /96 (mesh mode): the org reaches the site's IPv4 LAN through it.
     pub via: Option<Ipv6Net>,

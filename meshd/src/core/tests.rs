@@ -13,6 +13,7 @@ use super::*;
 pub(in crate::core) struct Wire {
     pub udp: Vec<(SocketAddr, Vec<u8>)>,
     pub tun: Vec<Vec<u8>>,
+    pub websocket: Vec<(ConnectionId, Vec<u8>)>,
 }
 
 impl Transmit for Wire {
@@ -22,6 +23,10 @@ impl Transmit for Wire {
     }
     fn write_tun(&mut self, packet: &[u8]) {
         self.tun.push(packet.to_vec());
+    }
+    fn send_websocket(&mut self, conn: ConnectionId, datagram: &[u8]) -> bool {
+        self.websocket.push((conn, datagram.to_vec()));
+        true
     }
 }
 
@@ -127,6 +132,57 @@ fn pump(a: &mut Node, b: &mut Node, mut from_a: Wire) -> (Vec<Vec<u8>>, Vec<Vec<
         pending_a.extend(out_a.udp);
     }
     (tun_a, tun_b)
+}
+
+#[test]
+fn a_peer_moves_between_udp_and_websocket_and_answers_follow_it() {
+    let (mut a, mut b) = pair();
+    let now = Instant::now();
+    let to_b = ip6("fdaa:0:1:a7b:1:1:0:2", "fdaa:0:1:a7b:2:5:0:2", b"one");
+    let mut out = Wire::default();
+    a.core.handle_tun_packet(now, &to_b, &mut out);
+    pump(&mut a, &mut b, out);
+    // A's next datagram reaches B over a WebSocket connection (A moved behind a network
+    // that drops UDP): B answers on that connection.
+    let ws = Endpoint::WebSocket {
+        conn: 7,
+        remote: "198.51.100.1:40000".parse().unwrap(),
+    };
+    let mut out = Wire::default();
+    a.core.handle_tun_packet(now, &to_b, &mut out);
+    let (_, d) = out.udp.pop().unwrap();
+    let mut out_b = Wire::default();
+    b.core.handle_datagram(now, ws, &d, &mut out_b);
+    assert_eq!(out_b.tun, vec![to_b.clone()]);
+    assert_eq!(b.core.peer(&a.public).unwrap().endpoint, Some(ws));
+    let to_a = ip6("fdaa:0:1:a7b:2:5:0:2", "fdaa:0:1:a7b:1:1:0:2", b"two");
+    let mut out_b = Wire::default();
+    b.core.handle_tun_packet(now, &to_a, &mut out_b);
+    assert!(out_b.udp.is_empty());
+    assert_eq!(out_b.websocket.len(), 1);
+    assert_eq!(out_b.websocket[0].0, 7);
+    let c = &b.core.counters;
+    assert_eq!((c.websocket_rx_packets, c.websocket_tx_packets), (1, 1));
+    assert_eq!(c.websocket_rx_bytes, d.len() as u64);
+    // A's answer comes back over the WebSocket too.
+    let mut out_a = Wire::default();
+    a.core
+        .handle_datagram(now, b.addr, &out_b.websocket[0].1, &mut out_a);
+    assert_eq!(out_a.tun, vec![to_a.clone()]);
+    // And back on UDP: the next answer goes there.
+    let mut out = Wire::default();
+    a.core.handle_tun_packet(now, &to_b, &mut out);
+    let (_, d) = out.udp.pop().unwrap();
+    b.core
+        .handle_datagram(now, a.addr, &d, &mut Wire::default());
+    assert_eq!(
+        b.core.peer(&a.public).unwrap().endpoint,
+        Some(Endpoint::Udp(a.addr))
+    );
+    let mut out_b = Wire::default();
+    b.core.handle_tun_packet(now, &to_a, &mut out_b);
+    assert_eq!(out_b.udp.len(), 1);
+    assert!(out_b.websocket.is_empty());
 }
 
 #[test]

@@ -261,8 +261,12 @@ fn a_replayed_initiation_makes_a_tunnel_that_goes_when_nothing_confirms_it() {
     // Someone replays the captured initiation: a tunnel, but never confirmed.
     let t1 = t0 + IDLE * 2;
     let mut w = Wire::default();
-    gw.core
-        .handle_datagram(t1, "192.0.2.9:4444".parse().unwrap(), &init, &mut w);
+    gw.core.handle_datagram(
+        t1,
+        "192.0.2.9:4444".parse::<std::net::SocketAddr>().unwrap(),
+        &init,
+        &mut w,
+    );
     assert_eq!(gw.core.active_count(), 1);
     gw.core
         .handle_timeout(t1 + UNCONFIRMED_EVICT - Duration::from_secs(1), &mut w);
