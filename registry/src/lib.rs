@@ -11,6 +11,8 @@ pub mod etcd;
 pub mod follow;
 pub mod model;
 pub mod name;
+#[cfg(test)]
+mod random_changes;
 pub mod region;
 pub mod sqlite;
 
