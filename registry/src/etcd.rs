@@ -5,18 +5,25 @@
 //! backend's own small runtime and every call is handed to it and waited for on a plain
 //! channel; nothing here calls `block_on` on the caller's thread.
 //!
-//! Writes read the whole range at one etcd revision, run the pure [`change::plan`], and commit
-//! a transaction that compares `meta/revision`'s mod-revision with the one read, so two
-//! writers on different hosts never both allocate from the same state: the loser re-reads and
-//! plans again. Readers learn of new revisions from a watch on `meta/revision` that a
+//! A write reads only what its change needs, all at one etcd revision: every org, node and
+//! peering (few), the records the change names, and the keys of the index (`index`: runs of
+//! used slots, counts, lookups by public key) that its plan asks about; it runs the pure
+//! [`change::plan_with`] on them (`write`) and commits one transaction that writes the records,
+//! the index edits and the change log entry, and compares `meta/revision`'s mod-revision with
+//! the one read, so two writers on different hosts never both allocate from the same state:
+//! the loser re-reads and plans again. A registry whose mark names no index (one written by a
+//! version without it) gets one built from a whole read before the write. Readers learn of new revisions from a watch on `meta/revision` that a
 //! background task keeps open, re-reading and re-watching when the watch breaks or is
 //! compacted; only the latest revision matters, so nothing is missed or repeated.
 //!
 //! Each endpoint of the URL is its own client; a call goes to the one that last answered and
 //! moves on to the next when a member does not answer, so losing a member costs one retry.
 
+mod index;
 mod keys;
 pub mod location;
+mod reads;
+mod write;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,17 +32,20 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, Txn, TxnOp,
-    WatchOptions,
+    TxnOpResponse, WatchOptions,
 };
 
-use crate::change::{self, Change, Plan, SystemContext, Write};
+use crate::change::{Change, SystemContext};
 use crate::delta::Delta;
 use crate::error::{Error, Result};
 use crate::model::{Revision, Snapshot};
 use crate::{Applied, Registry};
 
+use index::Index;
 use keys::{Keys, RevisionMark};
 pub use location::Location;
+use reads::{Kv, Query, Reads};
+use write::{Op, Replay, Step, Writer};
 
 /// How long to wait for a TCP (and TLS) connection to one member.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -45,8 +55,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 const WRITE_TRIES: u32 = 32;
 /// Keys per range request when reading the registry.
 const PAGE: i64 = 1000;
-/// etcd refuses transactions of more than 128 operations by default; imports go in batches.
+/// etcd refuses transactions of more than 128 operations by default; imports, index builds
+/// and a write's reads go in batches.
 const IMPORT_BATCH: usize = 100;
+/// How many rounds of reads one try of a write may take; more is a bug, not a busy registry.
+const READ_ROUNDS: usize = 16;
 /// Back-off bounds of the revision watcher while etcd cannot be read.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
@@ -491,16 +504,22 @@ impl Shared {
 
     /// The whole registry at one etcd revision, and the mod-revision of `meta/revision`.
     async fn load(&self) -> Result<(Snapshot, i64)> {
+        let (kvs, _) = self.load_kvs().await?;
+        keys::decode(&self.keys, &kvs).map_err(|m| self.corrupt(m))
+    }
+
+    /// Every key but the change log's and the index's, and the etcd revision read at.
+    async fn load_kvs(&self) -> Result<(Vec<(String, Vec<u8>, i64)>, i64)> {
         let mut kvs = Vec::new();
         let mut at = 0;
-        // Everything but the change log, at one etcd revision.
         for (start, end) in [
-            (self.keys.start(), self.keys.log_start()),
+            (self.keys.start(), self.keys.index_start()),
+            (self.keys.index_end(), self.keys.log_start()),
             (self.keys.log_end(), self.keys.end()),
         ] {
             at = self.read_range(start, end, at, &mut kvs).await?;
         }
-        keys::decode(&self.keys, &kvs).map_err(|m| self.corrupt(m))
+        Ok((kvs, at))
     }
 
     /// Appends the key-values of [`start`, `end`) at etcd revision `at` (0: the latest) to
@@ -612,63 +631,9 @@ impl Shared {
             .and_then(ops)
     }
 
-    fn mark_op(&self, revision: Revision, write: &str) -> TxnOp {
-        let mark = RevisionMark {
-            revision: revision.0,
-            write: write.to_string(),
-        };
-        let value = serde_json::to_vec(&mark).unwrap_or_default();
-        TxnOp::put(self.keys.revision(), value, None)
-    }
-
-    /// The writes of `plan`, its change log entry (the records before as `snap` holds them)
-    /// and the trim of the log, and the new revision mark.
-    fn plan_ops(
-        &self,
-        snap: &Snapshot,
-        plan: &Plan,
-        revision: Revision,
-        write: &str,
-    ) -> Vec<TxnOp> {
-        let delta = Delta {
-            revision,
-            next_network: plan.next_network.unwrap_or(snap.next_network),
-            changes: crate::delta::record_changes(snap, &plan.writes),
-        };
-        let mut ops = self.record_ops(plan, revision, write);
-        ops.push(TxnOp::put(
-            self.keys.log(revision.0),
-            serde_json::to_vec(&delta).unwrap_or_default(),
-            None,
-        ));
-        let keep = self.keep_changes.load(Ordering::Relaxed);
-        if revision.0 > keep {
-            ops.push(TxnOp::delete(
-                self.keys.log_start(),
-                Some(DeleteOptions::new().with_range(self.keys.log(revision.0 - keep + 1))),
-            ));
-        }
-        ops
-    }
-
-    fn record_ops(&self, plan: &Plan, revision: Revision, write: &str) -> Vec<TxnOp> {
-        let mut ops: Vec<TxnOp> = plan
-            .writes
-            .iter()
-            .map(|w| match w {
-                Write::Put(r) => TxnOp::put(
-                    self.keys.record(&r.key()),
-                    serde_json::to_vec(r).unwrap_or_default(),
-                    None,
-                ),
-                Write::Delete(k) => TxnOp::delete(self.keys.record(k), None),
-            })
-            .collect();
-        if let Some(n) = plan.next_network {
-            ops.push(TxnOp::put(self.keys.next_network(), n.to_string(), None));
-        }
-        ops.push(self.mark_op(revision, write));
-        ops
+    /// A transaction of `ops` that applies only if nobody wrote since `mark_mod`.
+    fn guarded_ops(&self, mark_mod: i64, ops: Vec<Op>) -> Txn {
+        self.guarded(mark_mod, ops.into_iter().map(txn_op).collect())
     }
 
     /// Commits `txn`; `Ok(true)` if it (or an earlier copy of it sent to a member that died
@@ -743,28 +708,174 @@ impl Shared {
     }
 
     async fn apply(&self, change: &Change) -> Result<Applied> {
+        let mut built = false;
         for attempt in 0..WRITE_TRIES {
-            let (snap, mark_mod) = self.load().await?;
-            let plan = change::plan(&snap, change, &mut SystemContext)?;
-            if plan.writes.is_empty() && plan.next_network.is_none() {
-                return Ok(Applied {
-                    revision: snap.revision,
-                    record: plan.result,
-                });
-            }
-            let revision = Revision(snap.revision.0 + 1);
-            let write = write_id();
-            let txn = self.guarded(mark_mod, self.plan_ops(&snap, &plan, revision, &write));
-            if self.commit(txn, mark_mod, &write).await? {
-                return Ok(Applied {
-                    revision,
-                    record: plan.result,
-                });
+            match self.try_write(change).await? {
+                Tried::Done(applied) => return Ok(applied),
+                Tried::NoIndex if !built => {
+                    self.build_index().await?;
+                    built = true;
+                    continue;
+                }
+                // Another writer without an index wrote since ours was built: build again.
+                Tried::NoIndex => built = false,
+                Tried::Raced => {}
             }
             tracing::debug!(attempt, "registry changed during the write; planning again");
             tokio::time::sleep(backoff(attempt)).await;
         }
         Err(Error::Conflict)
+    }
+
+    /// One try of a write: read what it asks for, round by round at one etcd revision, then
+    /// commit.
+    async fn try_write(&self, change: &Change) -> Result<Tried> {
+        let writer = Writer {
+            keys: &self.keys,
+            location: &self.location.shown,
+            keep_changes: self.keep_changes.load(Ordering::Relaxed),
+        };
+        let write = write_id();
+        let mut ctx = Replay::new(SystemContext);
+        let mut reads = Reads::default();
+        let mut at = 0;
+        for _ in 0..READ_ROUNDS {
+            ctx.rewind();
+            match writer.step(change, &reads, &mut ctx, &write)? {
+                Step::Read(queries) => match self.answer(&queries, at, &mut reads).await? {
+                    Some(read_at) => at = read_at,
+                    // Compacted under us: start over at the newest revision.
+                    None => return Ok(Tried::Raced),
+                },
+                Step::NoIndex => return Ok(Tried::NoIndex),
+                Step::Unchanged(applied) => return Ok(Tried::Done(applied)),
+                Step::Commit {
+                    mark_mod,
+                    ops,
+                    applied,
+                } => {
+                    let txn = self.guarded_ops(mark_mod, ops);
+                    if self.commit(txn, mark_mod, &write).await? {
+                        return Ok(Tried::Done(applied));
+                    }
+                    return Ok(Tried::Raced);
+                }
+            }
+        }
+        Err(self.storage(format!(
+            "a write still asked for more keys after {READ_ROUNDS} rounds of reads (a bug in \
+             the etcd backend)"
+        )))
+    }
+
+    /// Reads `queries` at etcd revision `at` (0: the newest) into `reads`; returns the
+    /// revision read at, or `None` when etcd has compacted `at` away.
+    async fn answer(&self, queries: &[Query], at: i64, reads: &mut Reads) -> Result<Option<i64>> {
+        let mut at = at;
+        for batch in queries.chunks(IMPORT_BATCH) {
+            let ops: Vec<TxnOp> = batch.iter().map(|q| get_op(q, at)).collect();
+            let txn = Txn::new().and_then(ops);
+            let sent = self
+                .attempt(|mut c| {
+                    let txn = txn.clone();
+                    async move { c.txn(txn).await }
+                })
+                .await;
+            let resp = match sent {
+                Ok((resp, _)) => resp,
+                Err(Failure::Refused(m)) if m.contains("compacted") => return Ok(None),
+                Err(f) => return Err(self.failed("read the registry", f)),
+            };
+            if at == 0 {
+                at = resp.header().map(|h| h.revision()).unwrap_or(0);
+            }
+            for (query, op) in batch.iter().zip(resp.op_responses()) {
+                let TxnOpResponse::Get(got) = op else {
+                    return Err(self.storage("etcd answered a read with something else".into()));
+                };
+                let mut found = Vec::with_capacity(got.kvs().len());
+                for kv in got.kvs() {
+                    let key = kv
+                        .key_str()
+                        .map_err(|_| self.corrupt("a key is not UTF-8".into()))?;
+                    found.push(Kv {
+                        key: key.to_string(),
+                        value: kv.value().to_vec(),
+                        mod_revision: kv.mod_revision(),
+                    });
+                }
+                reads.answer(query.clone(), found);
+            }
+        }
+        Ok(Some(at))
+    }
+
+    /// Builds the index from a whole read, in a generation of its own, and points the mark at
+    /// it (same registry revision: readers see nothing new). Writes nothing if the registry
+    /// changes meanwhile; the write that asked tries again either way.
+    async fn build_index(&self) -> Result<()> {
+        let (kvs, _) = self.load_kvs().await?;
+        let (snap, mark_mod) = keys::decode(&self.keys, &kvs).map_err(|m| self.corrupt(m))?;
+        let write = write_id();
+        let gen = format!("{}-{write}", index::LAYOUT);
+        let index = Index::new(self.keys.index(&gen));
+        let entries: Vec<Op> = index
+            .build(&snap)
+            .into_iter()
+            .map(|(k, v)| Op::Put(k, v))
+            .collect();
+        tracing::info!(
+            registry = %self.location.shown,
+            keys = entries.len(),
+            "building the etcd registry's index (the last write came from a version without one)"
+        );
+        let mut ops: Vec<Op> = write::other_generations(&self.keys, &gen).into();
+        ops.push(write::mark_op(
+            &self.keys,
+            snap.revision,
+            &write,
+            Some(gen.clone()),
+        ));
+        if !self.put_generation(mark_mod, entries, ops, &write).await? {
+            self.drop_generation(&index).await;
+        }
+        Ok(())
+    }
+
+    /// Writes a generation's `entries` in batches, then `last` (which points the mark at it),
+    /// each only if the mark is still at `mark_mod`; `Ok(false)` when it moved.
+    async fn put_generation(
+        &self,
+        mark_mod: i64,
+        entries: Vec<Op>,
+        last: Vec<Op>,
+        write: &str,
+    ) -> Result<bool> {
+        for batch in entries.chunks(IMPORT_BATCH) {
+            let txn = self.guarded_ops(mark_mod, batch.to_vec());
+            if !self.commit(txn, mark_mod, "").await? {
+                return Ok(false);
+            }
+        }
+        self.commit(self.guarded_ops(mark_mod, last), mark_mod, write)
+            .await
+    }
+
+    /// Removes a generation that lost its race (nobody reads it: no mark names it).
+    async fn drop_generation(&self, index: &Index) {
+        let root = index.root().to_string();
+        let gone = self
+            .attempt(|mut c| {
+                let root = root.clone();
+                async move {
+                    c.delete(root, Some(DeleteOptions::new().with_prefix()))
+                        .await
+                }
+            })
+            .await;
+        if gone.is_err() {
+            tracing::debug!(generation = %root, "could not remove an unused index generation; the next build does");
+        }
     }
 
     async fn import(&self, source: &Snapshot) -> Result<Revision> {
@@ -774,46 +885,77 @@ impl Shared {
             return Ok(have.revision);
         }
         let write = write_id();
-        let records: Vec<_> = source.records().collect();
-        for batch in records.chunks(IMPORT_BATCH) {
-            let ops = batch
-                .iter()
-                .map(|r| {
-                    TxnOp::put(
-                        self.keys.record(&r.key()),
-                        serde_json::to_vec(r).unwrap_or_default(),
-                        None,
-                    )
-                })
-                .collect();
-            if !self
-                .commit(self.guarded(mark_mod, ops), mark_mod, "")
-                .await?
-            {
-                return Err(Error::Conflict);
-            }
-        }
+        let gen = format!("{}-{write}", index::LAYOUT);
+        let index = Index::new(self.keys.index(&gen));
+        let mut entries: Vec<Op> = source
+            .records()
+            .map(|r| write::record_op(&self.keys, &r))
+            .collect();
+        entries.extend(index.build(source).into_iter().map(|(k, v)| Op::Put(k, v)));
         let revision = Revision(source.revision.0.max(1));
-        let ops = vec![
-            TxnOp::put(
+        let mut last = vec![
+            Op::Put(
                 self.keys.next_network(),
-                source.next_network.to_string(),
-                None,
+                source.next_network.to_string().into_bytes(),
             ),
             // Readers of whatever was here before start again from a snapshot.
-            TxnOp::delete(
-                self.keys.log_start(),
-                Some(DeleteOptions::new().with_range(self.keys.log_end())),
-            ),
-            self.mark_op(revision, &write),
+            Op::DeleteRange(self.keys.log_start(), self.keys.log_end()),
         ];
-        if !self
-            .commit(self.guarded(mark_mod, ops), mark_mod, &write)
-            .await?
-        {
+        last.extend(write::other_generations(&self.keys, &gen));
+        last.push(write::mark_op(&self.keys, revision, &write, Some(gen)));
+        if !self.put_generation(mark_mod, entries, last, &write).await? {
             return Err(Error::Conflict);
         }
         Ok(revision)
+    }
+
+    /// Checks the index against the records, both read at one etcd revision: `Ok(None)`
+    /// when the mark names no index, `Ok(Some(keys))` when it holds exactly what the records
+    /// make, a `Corrupt` error naming the first key that differs otherwise.
+    async fn check_index(&self) -> Result<Option<usize>> {
+        let (kvs, at) = self.load_kvs().await?;
+        let (snap, _) = keys::decode(&self.keys, &kvs).map_err(|m| self.corrupt(m))?;
+        let mark = kvs
+            .iter()
+            .find(|(k, _, _)| *k == self.keys.revision())
+            .map(|(_, v, _)| serde_json::from_slice::<RevisionMark>(v))
+            .transpose()
+            .map_err(|e| self.corrupt(format!("bad revision mark: {e}")))?;
+        let Some(gen) = mark.and_then(|m| m.index) else {
+            return Ok(None);
+        };
+        let index = Index::new(self.keys.index(&gen));
+        let want = index.build(&snap);
+        let mut stored = Vec::new();
+        let root = index.root().to_string();
+        let end = format!("{}0", root.trim_end_matches('/'));
+        self.read_range(root, end, at, &mut stored).await?;
+        let mut have: std::collections::BTreeMap<String, Vec<u8>> =
+            stored.into_iter().map(|(k, v, _)| (k, v)).collect();
+        for (key, value) in &want {
+            match have.remove(key) {
+                Some(v) if v == *value => {}
+                Some(v) => {
+                    return Err(self.corrupt(format!(
+                        "index key `{key}` holds `{}`, the records make `{}`",
+                        String::from_utf8_lossy(&v),
+                        String::from_utf8_lossy(value)
+                    )))
+                }
+                None => {
+                    return Err(self.corrupt(format!(
+                        "index key `{key}` is missing (the records make `{}`)",
+                        String::from_utf8_lossy(value)
+                    )))
+                }
+            }
+        }
+        if let Some(key) = have.keys().next() {
+            return Err(self.corrupt(format!(
+                "index key `{key}` is stored, but the records make no such key"
+            )));
+        }
+        Ok(Some(want.len()))
     }
 
     fn publish(&self, revision: u64) {
@@ -925,6 +1067,39 @@ impl Shared {
     }
 }
 
+/// How one try of a write ended, short of an error.
+enum Tried {
+    Done(Applied),
+    /// Another write came first; plan again.
+    Raced,
+    /// The registry has no index the records agree with.
+    NoIndex,
+}
+
+fn txn_op(op: Op) -> TxnOp {
+    match op {
+        Op::Put(key, value) => TxnOp::put(key, value, None),
+        Op::Delete(key) => TxnOp::delete(key, None),
+        Op::DeleteRange(start, end) => {
+            TxnOp::delete(start, Some(DeleteOptions::new().with_range(end)))
+        }
+    }
+}
+
+/// The read of `query` at etcd revision `at` (0: the newest).
+fn get_op(query: &Query, at: i64) -> TxnOp {
+    let options = GetOptions::new().with_revision(at);
+    match query {
+        Query::Get(key) => TxnOp::get(key.clone(), Some(options)),
+        Query::Prefix(prefix) => TxnOp::get(prefix.clone(), Some(options.with_prefix())),
+        Query::First { prefix, from } => {
+            let end = format!("{}0", prefix.trim_end_matches('/'));
+            let options = options.with_range(end).with_limit(1);
+            TxnOp::get(from.clone(), Some(options))
+        }
+    }
+}
+
 /// Jittered back-off between write attempts that lost a race.
 fn backoff(attempt: u32) -> Duration {
     use rand_core::RngCore;
@@ -977,5 +1152,15 @@ impl Registry for EtcdRegistry {
 
     fn changes_since(&self, after: Revision, limit: usize) -> Result<Option<Vec<Delta>>> {
         self.run(move |s| async move { s.changes_since(after, limit).await })
+    }
+}
+
+impl EtcdRegistry {
+    /// Checks that the index a write reads agrees with the records: `Ok(None)` when there is
+    /// none yet (the last write came from a version without it; the next write builds it),
+    /// `Ok(Some(keys))` when it holds exactly what the records make, and a
+    /// [`Error::Corrupt`] naming the first key that differs otherwise.
+    pub fn check_index(&self) -> Result<Option<usize>> {
+        self.run(|s| async move { s.check_index().await })
     }
 }

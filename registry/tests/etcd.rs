@@ -117,8 +117,10 @@ fn several_processes_allocating_at_once_get_distinct_addresses() {
     assert_eq!(count, PROCESSES * 8);
     assert_eq!(addrs.len(), count, "an address was handed out twice");
     assert_eq!(revisions.len(), count, "two writes share a revision");
-    let snap = registry::open(&url).unwrap().snapshot().unwrap();
+    let reg = etcd_registry(&url);
+    let snap = reg.snapshot().unwrap();
     assert_eq!(snap.machines.len(), count);
+    assert!(reg.check_index().unwrap().is_some());
 }
 
 #[test]
@@ -248,4 +250,209 @@ fn the_etcd_change_log_keeps_the_newest_revisions() {
     // The log is not part of what a snapshot holds.
     let snap = reg.snapshot().unwrap();
     assert_eq!((snap.revision, snap.machines.len()), (Revision(10), 8));
+}
+
+/// The etcd registry at `prefix`, as a version without the write index leaves it: no index
+/// keys, and a revision mark that names none.
+fn as_a_version_without_the_index_left_it(etcd: &Etcd, prefix: &str) {
+    let port = etcd.client_port(0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = etcd_client::Client::connect([format!("http://127.0.0.1:{port}")], None)
+            .await
+            .unwrap();
+        let options = etcd_client::DeleteOptions::new().with_prefix();
+        c.delete(format!("{prefix}/meta/index/"), Some(options))
+            .await
+            .unwrap();
+        let key = format!("{prefix}/meta/revision");
+        let got = c.get(key.clone(), None).await.unwrap();
+        let mut mark: serde_json::Value = serde_json::from_slice(got.kvs()[0].value()).unwrap();
+        mark.as_object_mut().unwrap().remove("index");
+        c.put(key, serde_json::to_vec(&mark).unwrap(), None)
+            .await
+            .unwrap();
+    });
+}
+
+/// What a writer without the index does: puts `record` and bumps the revision, nothing else.
+fn written_by_a_version_without_the_index(etcd: &Etcd, prefix: &str, record: &registry::Record) {
+    let port = etcd.client_port(0);
+    let key = match record {
+        registry::Record::Machine(m) => format!("{prefix}/machines/{}", m.id),
+        other => panic!("{other:?}"),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = etcd_client::Client::connect([format!("http://127.0.0.1:{port}")], None)
+            .await
+            .unwrap();
+        let mark_key = format!("{prefix}/meta/revision");
+        let got = c.get(mark_key.clone(), None).await.unwrap();
+        let old: serde_json::Value = serde_json::from_slice(got.kvs()[0].value()).unwrap();
+        let mark = serde_json::json!({
+            "revision": old["revision"].as_u64().unwrap() + 1,
+            "write": "old",
+        });
+        c.put(key, serde_json::to_vec(record).unwrap(), None)
+            .await
+            .unwrap();
+        c.put(mark_key, serde_json::to_vec(&mark).unwrap(), None)
+            .await
+            .unwrap();
+    });
+}
+
+fn etcd_registry(url: &str) -> registry::etcd::EtcdRegistry {
+    registry::etcd::EtcdRegistry::open(url).unwrap()
+}
+
+fn made_machine(applied: registry::Applied) -> registry::Machine {
+    match applied.record {
+        Some(registry::Record::Machine(m)) => m,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_registry_written_without_the_index_gains_it_at_the_next_write() {
+    let etcd = Etcd::single();
+    let prefix = common::unique_prefix();
+    let reg = etcd_registry(&etcd.url_with(&prefix));
+    setup(&reg);
+    let made: Vec<_> = (0..3)
+        .map(|_| made_machine(reg.apply(&machine("web")).unwrap()))
+        .collect();
+    let route: ipnet::IpNet = "2001:db8:7::/48".parse().unwrap();
+    reg.apply(&Change::AddPeer {
+        org: "acme".into(),
+        name: "site".into(),
+        region: Some("iad".into()),
+        gateway: None,
+        public_key: common::KEY_B.into(),
+        routes: vec![route],
+        expires: None,
+    })
+    .unwrap();
+    assert!(reg.check_index().unwrap().is_some());
+    reg.apply(&Change::RemoveMachine {
+        id: made[1].id.clone(),
+    })
+    .unwrap();
+
+    as_a_version_without_the_index_left_it(&etcd, &prefix);
+    assert_eq!(reg.check_index().unwrap(), None);
+    let before = reg.snapshot().unwrap();
+    // The freed slot is found again: the index was built from what the records say.
+    let again = made_machine(reg.apply(&machine("web")).unwrap());
+    assert_eq!(again.addr, made[1].addr);
+    assert!(reg.check_index().unwrap().is_some());
+    assert_eq!(reg.snapshot().unwrap().revision.0, before.revision.0 + 1);
+    // What the rebuilt index answers besides free slots: keys, routes and counts.
+    let err = reg
+        .apply(&Change::AddPeer {
+            org: "acme".into(),
+            name: "other".into(),
+            region: Some("iad".into()),
+            gateway: None,
+            public_key: common::KEY_B.into(),
+            routes: vec![],
+            expires: None,
+        })
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("already used by peer `site`"),
+        "{err}"
+    );
+    let err = reg
+        .apply(&Change::AddPeer {
+            org: "acme".into(),
+            name: "other".into(),
+            region: Some("iad".into()),
+            gateway: None,
+            public_key: "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=".into(),
+            routes: vec!["2001:db8:7:1::/64".parse().unwrap()],
+            expires: None,
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("of peer `site`"), "{err}");
+    let err = reg
+        .apply(&Change::RemoveNode {
+            name: "host-a".into(),
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("3 machine(s) run there"), "{err}");
+    assert!(err.to_string().contains("1 peer(s) use it"), "{err}");
+}
+
+#[test]
+fn a_write_by_a_version_without_the_index_is_seen_by_the_next_one() {
+    let etcd = Etcd::single();
+    let prefix = common::unique_prefix();
+    let reg = etcd_registry(&etcd.url_with(&prefix));
+    setup(&reg);
+    let first = made_machine(reg.apply(&machine("web")).unwrap());
+    // An older wgtool adds a machine in the next slot, leaving the index as it was.
+    let network = registry::OrgNetwork::of(first.addr).unwrap();
+    let host = registry::addr::host_of(first.addr);
+    let slot = registry::addr::slot_of(first.addr) + 1;
+    let theirs = registry::Machine {
+        id: "0000000000beef".into(),
+        addr: network.slot_addr(host, slot),
+        ..first.clone()
+    };
+    written_by_a_version_without_the_index(
+        &etcd,
+        &prefix,
+        &registry::Record::Machine(theirs.clone()),
+    );
+    assert_eq!(reg.check_index().unwrap(), None);
+    let ours = made_machine(reg.apply(&machine("web")).unwrap());
+    assert_eq!(ours.addr, network.slot_addr(host, slot + 1));
+    assert!(reg.check_index().unwrap().is_some());
+    let snap = reg.snapshot().unwrap();
+    assert_eq!(snap.machines.len(), 3);
+    assert_eq!(snap.machines[&theirs.id], theirs);
+}
+
+#[test]
+fn the_index_stays_right_under_concurrent_writers_and_removes() {
+    const WRITERS: u64 = 4;
+    const EACH: usize = 150;
+    let etcd = Etcd::single();
+    let url = etcd.url();
+    let reg = etcd_registry(&url);
+    common::churn::Churn::start(&reg, 1);
+    let handles: Vec<_> = (1..=WRITERS)
+        .map(|w| {
+            let reg = registry::open(&url).unwrap();
+            std::thread::spawn(move || {
+                let mut churn = common::churn::Churn::join(w);
+                for _ in 0..EACH {
+                    churn.step(&*reg);
+                }
+                (churn.applied, churn.refused)
+            })
+        })
+        .collect();
+    let mut applied = 0;
+    for h in handles {
+        let (a, _) = h.join().unwrap();
+        applied += a;
+    }
+    assert!(applied > EACH, "only {applied} writes applied");
+    let keys = reg.check_index().unwrap().expect("an index");
+    assert!(keys > 0);
+    let snap = reg.snapshot().unwrap();
+    let addrs: BTreeSet<_> = snap
+        .machines
+        .values()
+        .map(|m| m.addr)
+        .chain(snap.peers.values().map(|p| p.addr))
+        .collect();
+    assert_eq!(
+        addrs.len(),
+        snap.machines.len() + snap.peers.len(),
+        "an address was handed out twice"
+    );
 }

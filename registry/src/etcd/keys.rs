@@ -8,13 +8,16 @@
 //! <prefix>/peerings/<a>/<b>     (org names, a < b)
 //! <prefix>/tokens/<id>          (the secret's hash, never the secret)
 //! <prefix>/meta/log/<revision>  the revision's Delta (20 digits, so keys sort by revision)
+//! <prefix>/meta/index/<gen>/... what a write looks up instead of reading everything (`index`)
 //! ```
 //!
-//! The change log lies under `meta/`, which readers of records skip, and outside the ranges
-//! a snapshot reads, so that its length costs a write nothing.
+//! The change log and the index lie under `meta/`, which readers of records skip, and outside
+//! the ranges a snapshot reads, so that their size costs a snapshot nothing.
 //!
 //! Every write compares `meta/revision`'s etcd mod-revision with the one it read and puts a
-//! new value, so writers serialise on that one key and followers watch only it.
+//! new value, so writers serialise on that one key and followers watch only it. The mark also
+//! names the index generation that is right for the records (`index`); a writer of a version
+//! without an index leaves it out, and the next writer that has one builds it again.
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +34,10 @@ pub struct Keys {
 pub struct RevisionMark {
     pub revision: u64,
     pub write: String,
+    /// The index generation that holds what the records say (see `index`); absent when the
+    /// last writer kept no index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
 }
 
 impl Keys {
@@ -71,6 +78,31 @@ impl Keys {
     /// One past the last key of the change log's range.
     pub fn log_end(&self) -> String {
         format!("{}/meta/log0", self.prefix)
+    }
+
+    /// First key of the index's range (every generation).
+    pub fn index_start(&self) -> String {
+        format!("{}/meta/index/", self.prefix)
+    }
+
+    /// One past the last key of the index's range.
+    pub fn index_end(&self) -> String {
+        format!("{}/meta/index0", self.prefix)
+    }
+
+    /// The folder of index generation `gen`.
+    pub fn index(&self, gen: &str) -> String {
+        format!("{}/meta/index/{gen}/", self.prefix)
+    }
+
+    /// The folder of the records of one kind (`orgs`, `nodes`, `peerings`...).
+    pub fn kind(&self, kind: &str) -> String {
+        format!("{}/{kind}/", self.prefix)
+    }
+
+    /// The folder of an org's apps.
+    pub fn apps_of(&self, org: &str) -> String {
+        format!("{}/apps/{org}/", self.prefix)
     }
 
     pub fn record(&self, key: &RecordKey) -> String {
@@ -148,6 +180,7 @@ mod tests {
         let mark = RevisionMark {
             revision: 4,
             write: "ab".into(),
+            index: None,
         };
         let kvs = vec![
             (keys.revision(), serde_json::to_vec(&mark).unwrap(), 42),

@@ -73,6 +73,19 @@ impl Churn {
         }
     }
 
+    /// Another writer of a registry that [`Churn::start`] set up, knowing nothing it made.
+    pub fn join(seed: u64) -> Churn {
+        Churn {
+            rng: Rng(seed | 1),
+            machines: Vec::new(),
+            peers: Vec::new(),
+            tokens: Vec::new(),
+            counter: seed << 24,
+            applied: 0,
+            refused: 0,
+        }
+    }
+
     fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
         items[self.rng.below(items.len())]
     }
