@@ -14,8 +14,8 @@
 #   --profile  cargo profile to build and package (default release; dev for the tests)
 #   --out      where the .deb files go (default target/deb); prints their paths
 #   --no-build package the binaries already in target/<profile dir> (the tests use this)
-# Version: the workspace's (Cargo) version, then the commit date and revision of HEAD,
-# e.g. 0.1.0+git20251201054200.d9fbf0f3, so that newer commits sort higher.
+# Version: the crate's (Cargo) version, then the date and revision of the commit the binary
+# was built from, e.g. 0.1.0+git20251201054200.d9fbf0f3, so that newer commits sort higher.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -57,22 +57,29 @@ for b in meshd dnsd wgtool; do
     }
 done
 
-# The version cargo resolves for the crate (the workspace's), as `name@version` or
-# `path+file:///...#version`.
-cargo_version() { (cd "$repo" && cargo pkgid --offline -p "$1") | sed 's/.*[#@]//'; }
-crate_version=$(cargo_version meshd)
-for c in dnsd wgtool; do
-    [[ $(cargo_version "$c") == "$crate_version" ]] || {
-        echo "pkg/build-deb.sh: $c's version differs from meshd's ($crate_version)" >&2
+# A package's version: Cargo's version of its crate, then the date and revision of the
+# commit its binary was built from, which the binary names (`meshd 0.1.0 (git d9fbf0f3)`,
+# build/version.rs); not HEAD's, which may have moved since (--no-build). The two Cargo
+# versions must agree: a binary reporting another one is stale.
+declare -A version rev
+for b in meshd dnsd wgtool; do
+    cargo=$(cd "$repo" && cargo pkgid --offline -p "$b" | sed 's/.*[#@]//')
+    says=$("$bindir/$b" --version)
+    [[ $says == "$b $cargo"* ]] || {
+        echo "pkg/build-deb.sh: $bindir/$b says \"$says\", Cargo says $cargo: rebuild it" >&2
         exit 1
     }
+    rev[$b]=$(sed -n 's/.*(git \([0-9a-f]*\)).*/\1/p' <<<"$says")
+    if [[ -z ${rev[$b]} ]]; then
+        version[$b]=$cargo # built outside a git checkout
+        continue
+    fi
+    date=$(git -C "$repo" show -s --format=%cd --date=format-local:%Y%m%d%H%M%S "${rev[$b]}") || {
+        echo "pkg/build-deb.sh: $b was built from ${rev[$b]}, which this checkout lacks" >&2
+        exit 1
+    }
+    version[$b]=$cargo+git$date.${rev[$b]}
 done
-if rev=$(git -C "$repo" rev-parse --short=8 HEAD 2>/dev/null); then
-    date=$(git -C "$repo" show -s --format=%cd --date=format-local:%Y%m%d%H%M%S HEAD)
-    version=$crate_version+git$date.$rev
-else
-    version=$crate_version
-fi
 arch=$(dpkg --print-architecture)
 maintainer=${SIXPN_MAINTAINER:-sixpn maintainers <maintainers@sixpn.invalid>}
 
@@ -125,7 +132,7 @@ License: Apache-2.0
 EOF
     # A native package's changelog: one entry naming the revision it was built from.
     printf '%s (%s) unstable; urgency=medium\n\n  * Built by pkg/build-deb.sh from git %s.\n\n -- %s  %s\n' \
-        "$pkg" "$version" "${rev:-(no git)}" "$maintainer" "$(date -R)" \
+        "$pkg" "${version[$bin]}" "${rev[$bin]:-(no git)}" "$maintainer" "$(date -R)" \
         | gzip -9n >"$root/usr/share/doc/$pkg/changelog.gz"
     chmod 0644 "$root/usr/share/doc/$pkg/"*
 }
@@ -136,7 +143,7 @@ control() {
     shift 4
     {
         echo "Package: $pkg"
-        echo "Version: $version"
+        echo "Version: ${version[$bin]}"
         echo "Architecture: $arch"
         echo "Maintainer: $maintainer"
         echo "Installed-Size: $(du -sk --exclude=DEBIAN "$root" | cut -f1)"
@@ -193,12 +200,12 @@ control sixpn-wgtool wgtool "passwd" \
 find "$work"/sixpn-* -type d -exec chmod 0755 {} +
 # xz for releases; a test's dev packages want speed, not size.
 if [[ $profile == release ]]; then compress=(-Zxz); else compress=(-Zgzip -z1); fi
-for pkg in sixpn-meshd sixpn-dnsd sixpn-wgtool; do
-    deb=$out/${pkg}_${version}_$arch.deb
+for b in meshd dnsd wgtool; do
+    pkg=sixpn-$b deb=$out/sixpn-${b}_${version[$b]}_$arch.deb
     dpkg-deb --root-owner-group "${compress[@]}" --build "$work/$pkg" "$deb" >/dev/null &
 done
 wait_all() { local rc=0; for job in $(jobs -p); do wait "$job" || rc=1; done; return $rc; }
 wait_all
-for pkg in sixpn-meshd sixpn-dnsd sixpn-wgtool; do
-    echo "$out/${pkg}_${version}_$arch.deb"
+for b in meshd dnsd wgtool; do
+    echo "$out/sixpn-${b}_${version[$b]}_$arch.deb"
 done

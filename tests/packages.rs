@@ -96,24 +96,31 @@ fn debs_hold_stripped_binaries_units_conffiles_and_docs_and_depend_on_real_packa
             "{pkg}: Package {}",
             fields["Package"]
         );
+        // Cargo's version, then `+git<commit date>.<rev>` when the binary names its commit.
         let version = &fields["Version"];
-        let (cargo, git) = version
-            .split_once("+git")
-            .with_context(|| format!("{pkg}: version {version} has no +git part"))?;
+        let (cargo, git) = version.split_once("+git").unwrap_or((version, ""));
         ensure!(
             cargo == env!("CARGO_PKG_VERSION"),
             "{pkg}: version {version} is not the workspace's {}",
             env!("CARGO_PKG_VERSION")
         );
-        let (date, rev) = git.split_once('.').context("version: no .rev")?;
-        ensure!(
-            date.len() == 14 && date.bytes().all(|c| c.is_ascii_digit()),
-            "{pkg}: {version}: the commit date is not YYYYMMDDhhmmss"
-        );
-        ensure!(
-            rev.len() == 8 && rev.bytes().all(|c| c.is_ascii_hexdigit()),
-            "{pkg}: {version}: no git revision"
-        );
+        let rev = match git.split_once('.') {
+            None => {
+                ensure!(git.is_empty(), "{pkg}: version {version}: no .rev");
+                None
+            }
+            Some((date, rev)) => {
+                ensure!(
+                    date.len() == 14 && date.bytes().all(|c| c.is_ascii_digit()),
+                    "{pkg}: {version}: the commit date is not YYYYMMDDhhmmss"
+                );
+                ensure!(
+                    rev.len() == 8 && rev.bytes().all(|c| c.is_ascii_hexdigit()),
+                    "{pkg}: {version}: no git revision"
+                );
+                Some(rev)
+            }
+        };
         ensure!(
             fields["Description"].len() <= 80,
             "{pkg}: synopsis over 80 characters"
@@ -203,7 +210,16 @@ fn debs_hold_stripped_binaries_units_conffiles_and_docs_and_depend_on_real_packa
             !sections.contains(".debug_info"),
             "{pkg}: /usr/bin/{b} is not stripped"
         );
-        sh(&format!("{r}/usr/bin/{b} --version"))?;
+        // The version names the commit the packaged binary says it was built from.
+        let says = sh(&format!("{r}/usr/bin/{b} --version"))?;
+        let want = match rev {
+            Some(rev) => format!("{b} {cargo} (git {rev})"),
+            None => format!("{b} {cargo}"),
+        };
+        ensure!(
+            says.trim() == want,
+            "{pkg} {version} holds a binary that says {says:?}"
+        );
         if b == "wgtool" {
             for p in [
                 "/usr/share/man/man1/wgtool.1.gz",
