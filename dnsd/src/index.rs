@@ -19,7 +19,7 @@ mod shared_map;
 mod tests_delta;
 
 pub use app::{AppMachine, AppZone, NearestLists};
-pub use builder::{ApplyError, IndexBuilder};
+pub use builder::{ApplyError, IndexBuilder, WholeBuild};
 pub use shared_map::SharedMap;
 
 /// TTL of every `.internal` answer: short, because the registry changes.

@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use registry::{Changes, Health, Registry, Update};
+use registry::{Changes, Health, Record, Registry, Revision, Update};
 
-use crate::index::{ApplyError, IndexBuilder, Options};
+use crate::index::{ApplyError, IndexBuilder, Options, WholeBuild};
 use crate::server::Shared;
 
 /// How often the registry health gauge is refreshed when nothing changes.
@@ -22,9 +22,58 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Builds the first index (before serving starts) from the follower's first snapshot.
-pub fn first_index(changes: &Changes, opts: &Options) -> IndexBuilder {
-    IndexBuilder::from_snapshot(&changes.first, opts.clone(), unix_now())
+/// Records handed from the reading thread to the building one at a time.
+const CHUNK: usize = 4096;
+/// Chunks that may wait for the builder: bounds what the read holds beyond the index.
+const CHUNKS_AHEAD: usize = 16;
+
+/// Reads the registry and builds the first index (before serving starts), then follows
+/// its changes from that revision. The read (one thread) and the build (this one) overlap,
+/// record chunk by chunk, and no snapshot is held beside the index. If the registry cannot
+/// be read, the index is empty at revision 0 and following catches up once it can.
+pub fn start(registry: Arc<dyn Registry>, opts: &Options) -> (Changes, IndexBuilder) {
+    let mut built = None;
+    let changes = registry::follow_changes_with(registry, |reg| {
+        let (build, read) = read_and_build(reg, opts);
+        let revision = read?;
+        built = Some(build.finish(revision.0));
+        Ok(revision)
+    });
+    // After a failed read, what was built is not one whole revision: start empty.
+    let builder = built.unwrap_or_else(|| IndexBuilder::new(opts.clone(), unix_now()));
+    (changes, builder)
+}
+
+/// Reads every record of `reg` on a second thread while this one puts them into a build.
+fn read_and_build(reg: &dyn Registry, opts: &Options) -> (WholeBuild, registry::Result<Revision>) {
+    let mut build = WholeBuild::new(opts.clone(), unix_now());
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Record>>(CHUNKS_AHEAD);
+    let read = std::thread::scope(|s| {
+        let reader = std::thread::Builder::new()
+            .name("registry-read".into())
+            .spawn_scoped(s, move || {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                let read = reg.visit(&mut |r| {
+                    chunk.push(r);
+                    if chunk.len() == CHUNK {
+                        // The builder only goes away by panicking, which ends the scope.
+                        let _ = tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)));
+                    }
+                });
+                let _ = tx.send(chunk);
+                read
+            })
+            .expect("spawning a thread at start-up");
+        for chunk in rx {
+            for r in &chunk {
+                build.put(r);
+            }
+        }
+        reader
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    });
+    (build, read)
 }
 
 /// What applying one update asks of the loop.

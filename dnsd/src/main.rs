@@ -115,12 +115,12 @@ fn raise_open_file_limit(needed: usize) {
 
 fn run(config: Config) -> anyhow::Result<()> {
     let reg = registry::open(&config.registry)?;
-    let changes = registry::follow_changes(reg.clone());
     let opts = Options {
         default_org: config.default_org.clone(),
         local_region: config.region.clone(),
         allow: config.allow.clone(),
     };
+    let (changes, builder) = dnsd::live::start(reg.clone(), &opts);
     let metrics = Arc::new(Metrics::default());
     raise_open_file_limit(config.descriptors_needed());
     let resolv = std::fs::read_to_string("/etc/resolv.conf").ok();
@@ -149,7 +149,6 @@ fn run(config: Config) -> anyhow::Result<()> {
         idle: config.tcp_idle_timeout,
         write: config.tcp_write_timeout,
     };
-    let builder = dnsd::live::first_index(&changes, &opts);
     let index = builder.index().clone();
     if config.default_org.is_some() && index.default_org.is_none() {
         tracing::warn!(org = ?config.default_org, "default org not in the registry (yet)");

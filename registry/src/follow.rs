@@ -93,11 +93,15 @@ fn first_snapshot(registry: &dyn Registry, health: &Health) -> Snapshot {
             s
         }
         Err(e) => {
-            tracing::warn!(error = %e, "registry unreadable at start; serving nothing until it is");
-            health.failures.fetch_add(1, Ordering::Relaxed);
+            unreadable_at_start(health, &e);
             Snapshot::default()
         }
     }
+}
+
+fn unreadable_at_start(health: &Health, e: &crate::Error) {
+    tracing::warn!(error = %e, "registry unreadable at start; serving nothing until it is");
+    health.failures.fetch_add(1, Ordering::Relaxed);
 }
 
 /// A failed read: logged when the registry was reachable (or at the first failure), counted,
@@ -155,6 +159,41 @@ const QUEUE: usize = 4096;
 pub fn follow_changes(registry: Arc<dyn Registry>) -> Changes {
     let health = Arc::new(Health::default());
     let first = Arc::new(first_snapshot(registry.as_ref(), &health));
+    follow_changes_after(registry, first, health)
+}
+
+/// [`follow_changes`] for a reader that reads the first revision itself, record by record
+/// (with [`Registry::visit`]) instead of holding a snapshot: `read` reads it and returns its
+/// revision. A failed read counts and logs as an unreadable start does, and following
+/// begins at revision 0 (`read` must then leave its reader empty). `first` is empty but
+/// for its revision.
+pub fn follow_changes_with(
+    registry: Arc<dyn Registry>,
+    read: impl FnOnce(&dyn Registry) -> crate::Result<Revision>,
+) -> Changes {
+    let health = Arc::new(Health::default());
+    let revision = match read(registry.as_ref()) {
+        Ok(r) => {
+            health.reachable.store(true, Ordering::Relaxed);
+            r
+        }
+        Err(e) => {
+            unreadable_at_start(&health, &e);
+            Revision(0)
+        }
+    };
+    let first = Arc::new(Snapshot {
+        revision,
+        ..Snapshot::default()
+    });
+    follow_changes_after(registry, first, health)
+}
+
+fn follow_changes_after(
+    registry: Arc<dyn Registry>,
+    first: Arc<Snapshot>,
+    health: Arc<Health>,
+) -> Changes {
     let (tx, rx) = mpsc::channel(QUEUE);
     let h = health.clone();
     let from = first.revision;

@@ -23,7 +23,7 @@ pub use addr::OrgNetwork;
 pub use change::{check_token, Change, NodeSpec};
 pub use delta::{Delta, RecordChange};
 pub use error::{Error, Kind, Result};
-pub use follow::{follow, follow_changes, Changes, Follower, Health, Update};
+pub use follow::{follow, follow_changes, follow_changes_with, Changes, Follower, Health, Update};
 pub use model::{
     App, Machine, MachineState, Node, Org, Peer, Peering, Record, RecordKey, Revision, Snapshot,
     Token, TokenScope,
@@ -50,6 +50,16 @@ pub trait Registry: Send + Sync {
 
     /// Everything, at one revision.
     fn snapshot(&self) -> Result<Snapshot>;
+
+    /// Everything at one revision, record by record, for a reader that keeps its own
+    /// structures and need not hold a [`Snapshot`] too: orgs first, then nodes, apps,
+    /// machines, peers, peerings and tokens (in no order within a kind). Returns the
+    /// revision. On an error, what `each` was given is not a whole revision.
+    fn visit(&self, each: &mut dyn FnMut(Record)) -> Result<Revision> {
+        let snap = self.snapshot()?;
+        snap.records().for_each(each);
+        Ok(snap.revision)
+    }
 
     /// Blocks until the registry holds a revision newer than `than`, or `timeout` passes
     /// (then `Ok(None)`).

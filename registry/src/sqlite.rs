@@ -419,6 +419,18 @@ impl Registry for SqliteRegistry {
         Ok(snap)
     }
 
+    fn visit(&self, each: &mut dyn FnMut(Record)) -> Result<Revision> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .map_err(|e| self.storage(e))?;
+        let reader = self.reader(&tx);
+        let revision = reader.head()?.revision;
+        reader.each(&mut read::Each(each))?;
+        tx.commit().map_err(|e| self.storage(e))?;
+        Ok(revision)
+    }
+
     fn wait_newer(&self, than: Revision, timeout: Duration) -> Result<Option<Revision>> {
         let deadline = Instant::now() + timeout;
         // An inotify event can arrive (and be drained) before the commit that caused it is

@@ -154,6 +154,46 @@ struct Dirty {
     site_prefixes: bool,
 }
 
+/// A whole build fed record by record, in any order (as [`registry::Registry::visit`]
+/// reads them), so that a reader need not hold a snapshot beside the index it builds.
+pub struct WholeBuild {
+    b: IndexBuilder,
+    dirty: Dirty,
+}
+
+impl WholeBuild {
+    pub fn new(opts: Options, now: i64) -> Self {
+        WholeBuild {
+            b: IndexBuilder::new(opts, now),
+            dirty: Dirty {
+                nodes: true,
+                orgs: true,
+                ..Dirty::default()
+            },
+        }
+    }
+
+    pub fn put(&mut self, record: &Record) {
+        self.b.put(record, &mut self.dirty);
+    }
+
+    pub fn put_machine(&mut self, m: &Machine) {
+        self.b.put_machine(m, &mut self.dirty);
+    }
+
+    pub fn put_peer(&mut self, p: &Peer) {
+        self.b.put_peer(p, &mut self.dirty);
+    }
+
+    /// The index of everything put, at `revision`.
+    pub fn finish(self, revision: u64) -> IndexBuilder {
+        let WholeBuild { mut b, dirty } = self;
+        b.finish(dirty);
+        b.index.revision = revision;
+        b
+    }
+}
+
 /// The index and what keeping it current needs.
 pub struct IndexBuilder {
     opts: Options,
@@ -204,27 +244,20 @@ impl IndexBuilder {
 
     /// The index of `snap`, built whole; `now` is unix seconds, for peer expiry.
     pub fn from_snapshot(snap: &Snapshot, opts: Options, now: i64) -> Self {
-        let mut b = IndexBuilder::new(opts, now);
-        let mut dirty = Dirty {
-            nodes: true,
-            orgs: true,
-            ..Dirty::default()
-        };
+        let mut b = WholeBuild::new(opts, now);
         let records = (snap.orgs.values().cloned().map(Record::Org))
             .chain(snap.nodes.values().cloned().map(Record::Node))
             .chain(snap.apps.values().cloned().map(Record::App));
         for r in records {
-            b.put(&r, &mut dirty);
+            b.put(&r);
         }
         for m in snap.machines.values() {
-            b.put_machine(m, &mut dirty);
+            b.put_machine(m);
         }
         for p in snap.peers.values() {
-            b.put_peer(p, &mut dirty);
+            b.put_peer(p);
         }
-        b.finish(dirty);
-        b.index.revision = snap.revision.0;
-        b
+        b.finish(snap.revision.0)
     }
 
     /// The current index.

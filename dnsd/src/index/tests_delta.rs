@@ -617,3 +617,27 @@ fn a_whole_build_on_two_threads_equals_one_made_delta_by_delta() {
     let built = Index::build(&w.snap, &opts, w.now);
     assert_same(kept.index(), &built, "two threads");
 }
+
+#[test]
+fn a_whole_build_fed_records_in_any_order_equals_one_from_the_snapshot() {
+    for seed in 1..=4 {
+        let mut w = World::new(seed, 3, 8);
+        let opts = options(&mut w.rng);
+        for _ in 0..60 {
+            w.delta();
+        }
+        let mut records: Vec<Record> = w.snap.records().collect();
+        // Fisher–Yates: machines before their apps and orgs, peers before their orgs.
+        for i in (1..records.len()).rev() {
+            records.swap(i, w.rng.below(i + 1));
+        }
+        let mut build = super::WholeBuild::new(opts.clone(), w.now);
+        for r in &records {
+            build.put(r);
+        }
+        let fed = build.finish(w.snap.revision.0);
+        let built = IndexBuilder::from_snapshot(&w.snap, opts, w.now);
+        assert_eq!(fed.revision(), w.snap.revision.0);
+        assert_same(fed.index(), built.index(), &format!("seed {seed}"));
+    }
+}

@@ -10,6 +10,26 @@ use crate::model::{
 };
 use crate::OrgNetwork;
 
+/// Where the records read go: a snapshot, or a reader's own function ([`Each`]).
+pub(super) trait Sink {
+    fn put(&mut self, record: Record);
+}
+
+impl Sink for Snapshot {
+    fn put(&mut self, record: Record) {
+        Snapshot::put(self, record);
+    }
+}
+
+/// Hands each record read to a function.
+pub(super) struct Each<F>(pub F);
+
+impl<F: FnMut(Record)> Sink for Each<F> {
+    fn put(&mut self, record: Record) {
+        (self.0)(record);
+    }
+}
+
 /// Reads rows of one registry file into snapshots.
 pub(super) struct Reader<'a> {
     pub conn: &'a Connection,
@@ -48,17 +68,22 @@ impl Reader<'_> {
     /// Everything.
     pub fn all(&self) -> Result<Snapshot> {
         let mut snap = self.head()?;
-        self.orgs(&mut snap)?;
-        self.nodes(&mut snap)?;
-        self.apps("", [], &mut snap)?;
-        self.machines("", [], &mut snap)?;
-        self.peers("", [], &mut snap)?;
-        self.peerings(&mut snap)?;
-        self.tokens("", [], &mut snap)?;
+        self.each(&mut snap)?;
         Ok(snap)
     }
 
-    pub fn orgs(&self, snap: &mut Snapshot) -> Result<()> {
+    /// Every record into `out`: orgs, nodes, apps, machines, peers, peerings, tokens.
+    pub fn each(&self, out: &mut impl Sink) -> Result<()> {
+        self.orgs(out)?;
+        self.nodes(out)?;
+        self.apps("", [], out)?;
+        self.machines("", [], out)?;
+        self.peers("", [], out)?;
+        self.peerings(out)?;
+        self.tokens("", [], out)
+    }
+
+    pub fn orgs(&self, snap: &mut impl Sink) -> Result<()> {
         let e = |err| self.storage(err);
         let mut stmt = self
             .conn
@@ -79,7 +104,7 @@ impl Reader<'_> {
         Ok(())
     }
 
-    pub fn nodes(&self, snap: &mut Snapshot) -> Result<()> {
+    pub fn nodes(&self, snap: &mut impl Sink) -> Result<()> {
         let e = |err| self.storage(err);
         let mut stmt = self
             .conn
@@ -117,7 +142,7 @@ impl Reader<'_> {
     }
 
     /// The apps `filter` (an SQL `WHERE` clause over `apps`, or nothing) selects.
-    pub fn apps(&self, filter: &str, params: impl Params, snap: &mut Snapshot) -> Result<()> {
+    pub fn apps(&self, filter: &str, params: impl Params, snap: &mut impl Sink) -> Result<()> {
         let e = |err| self.storage(err);
         let mut stmt = self
             .conn
@@ -138,7 +163,7 @@ impl Reader<'_> {
     }
 
     /// The machines `filter` selects.
-    pub fn machines(&self, filter: &str, params: impl Params, snap: &mut Snapshot) -> Result<()> {
+    pub fn machines(&self, filter: &str, params: impl Params, snap: &mut impl Sink) -> Result<()> {
         let e = |err| self.storage(err);
         let mut stmt = self
             .conn
@@ -182,7 +207,7 @@ impl Reader<'_> {
     }
 
     /// The peers `filter` selects.
-    pub fn peers(&self, filter: &str, params: impl Params, snap: &mut Snapshot) -> Result<()> {
+    pub fn peers(&self, filter: &str, params: impl Params, snap: &mut impl Sink) -> Result<()> {
         let e = |err| self.storage(err);
         let mut stmt = self
             .conn
@@ -229,7 +254,7 @@ impl Reader<'_> {
         Ok(())
     }
 
-    pub fn peerings(&self, snap: &mut Snapshot) -> Result<()> {
+    pub fn peerings(&self, snap: &mut impl Sink) -> Result<()> {
         let e = |err| self.storage(err);
         let mut stmt = self
             .conn
@@ -250,7 +275,7 @@ impl Reader<'_> {
     }
 
     /// The tokens `filter` selects.
-    pub fn tokens(&self, filter: &str, params: impl Params, snap: &mut Snapshot) -> Result<()> {
+    pub fn tokens(&self, filter: &str, params: impl Params, snap: &mut impl Sink) -> Result<()> {
         let e = |err| self.storage(err);
         let mut stmt = self
             .conn

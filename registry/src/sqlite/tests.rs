@@ -323,3 +323,50 @@ fn a_token_with_an_unknown_scope_is_reported_as_corrupt() {
         "{err}"
     );
 }
+
+#[test]
+fn a_visit_gives_every_record_of_the_snapshot_kinds_in_order() {
+    let (_dir, reg) = fresh();
+    setup(&reg);
+    for app in ["web", "db", "web"] {
+        reg.apply(&Change::AddMachine {
+            org: "acme".into(),
+            app: app.into(),
+            region: "iad".into(),
+            node: "host-a".into(),
+            process_group: None,
+        })
+        .unwrap();
+    }
+    reg.apply(&create_token(
+        "tok0123456789abcdef",
+        crate::TokenScope::Peer,
+    ))
+    .unwrap();
+    let snap = reg.snapshot().unwrap();
+    let mut seen = Vec::new();
+    let revision = reg.visit(&mut |r| seen.push(r)).unwrap();
+    assert_eq!(revision, snap.revision);
+    let kind = |r: &Record| match r {
+        Record::Org(_) => 0,
+        Record::Node(_) => 1,
+        Record::App(_) => 2,
+        Record::Machine(_) => 3,
+        Record::Peer(_) => 4,
+        Record::Peering(_) => 5,
+        Record::Token(_) => 6,
+    };
+    assert!(
+        seen.windows(2).all(|w| kind(&w[0]) <= kind(&w[1])),
+        "{seen:?}"
+    );
+    let mut visited = Snapshot {
+        revision,
+        next_network: snap.next_network,
+        ..Snapshot::default()
+    };
+    let records = seen.len();
+    seen.into_iter().for_each(|r| visited.put(r));
+    assert_eq!(visited, snap);
+    assert_eq!(records, snap.records().count());
+}
