@@ -217,7 +217,7 @@ def run(tmp):
     # its start an upper one.
     figure(f"add_to_answer_ms p50/p99 {pct(answer_ms, 0.5):.1f}/{pct(answer_ms, 0.99):.1f}"
            f" (from wgtool's exit; from its start {pct(whole_ms, 0.5):.1f}/{pct(whole_ms, 0.99):.1f})")
-    figure(f"wgtool_add_ms p50 {pct(wgtool_ms, 0.5):.1f}")
+    figure(f"wgtool_add_ms p50/p99 {pct(wgtool_ms, 0.5):.1f}/{pct(wgtool_ms, 0.99):.1f}")
     figure(f"meshd_apply_ms p50/p99 {pct(applied, 0.5):.2f}/{pct(applied, 0.99):.2f}"
            f" (n={len(applied)})")
     figure(f"meshd_kernel_ms p50/p99 {pct(kernel, 0.5):.2f}/{pct(kernel, 0.99):.2f}"

@@ -5,7 +5,7 @@
 #
 #   build_s, dnsd_start_s, dnsd_rss_mb (at start and after the changes),
 #   add_to_answer_ms p50/p99 (ADDS `wgtool machine add`s, each until dnsd answers its name),
-#   wgtool_add_ms p50, meshd_apply_ms p50/p99 (the gateway's model and core time per
+#   wgtool_add_ms p50/p99, meshd_apply_ms p50/p99 (the gateway's model and core time per
 #   revision, from its log), meshd_kernel_ms p50/p99 (its `ip` commands for addresses),
 #   gateway_rss_mb with 0 and with ACTIVE active peers, first_handshake_ms p50/p99.
 #
