@@ -21,6 +21,8 @@ pub struct Host {
     pub iface: String,
     pub key: String,
     pub gateway: bool,
+    /// More meshd flags for `Mesh::start` (e.g. a gateway's `--websocket-listen`).
+    pub extra_args: Vec<String>,
     pub meshd: Option<Proc>,
 }
 
@@ -99,6 +101,7 @@ impl Mesh {
             iface: unique("mx"),
             key,
             gateway,
+            extra_args: Vec::new(),
             meshd: None,
         })
     }
@@ -126,6 +129,7 @@ impl Mesh {
         if host.gateway {
             args.push("--gateway");
         }
+        args.extend(host.extra_args.iter().map(String::as_str));
         host.meshd = Some(host.ns.spawn(&meshd.to_string_lossy(), &args)?);
         // Up when its UAPI answers and its node record is in the registry.
         let deadline = Instant::now() + Duration::from_secs(10);

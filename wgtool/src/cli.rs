@@ -100,6 +100,51 @@ pub enum Command {
     /// Forwards a local TCP port through an in-process tunnel (no root, no interface) to a
     /// machine on the org network.
     Proxy(ProxyArgs),
+    /// Carries a tunnel's WireGuard datagrams to its gateway over a WebSocket (wss://, port
+    /// 443), for kernel WireGuard, wg-quick or wireguard-go on networks that drop UDP: set
+    /// the tunnel's `Endpoint =` to the address this prints.
+    Wsproxy(WsproxyArgs),
+}
+
+/// How an in-process tunnel (or wsproxy) reaches its gateway.
+#[derive(Debug, Clone, Args)]
+pub struct TransportArgs {
+    /// udp, websocket (wss://ENDPOINT-HOST:443/, WireGuard framed as flyctl frames it), or
+    /// auto: UDP first, then WebSocket if no handshake completes within 4 s.
+    #[arg(long, value_enum, default_value_t = crate::websocket::Transport::Auto, env = "SIXPN_TRANSPORT")]
+    pub transport: crate::websocket::Transport,
+    /// The gateway's WebSocket port (meshd --websocket-listen).
+    #[arg(long, default_value_t = 443, value_name = "PORT")]
+    pub websocket_port: u16,
+    /// The SHA-256 of the gateway's WebSocket certificate, as meshd logs it at start. Without
+    /// it the first certificate a gateway shows is trusted and kept in
+    /// ~/.local/state/sixpn/websocket-pins ($SIXPN_STATE_DIR or $XDG_STATE_HOME/sixpn), and
+    /// required from then on.
+    #[arg(long, env = "SIXPN_WEBSOCKET_FINGERPRINT", value_name = "SHA256")]
+    pub websocket_fingerprint: Option<String>,
+    /// Plain ws:// instead of wss:// (a gateway run with meshd --websocket-plain, for tests
+    /// or behind a TLS terminator that speaks ws:// onward).
+    #[arg(long)]
+    pub websocket_plain: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WsproxyArgs {
+    /// The tunnel file (wg-quick format); only its Endpoint is read.
+    #[arg(long, env = "SIXPN_TUNNEL_FILE")]
+    pub config: PathBuf,
+    /// The local UDP address WireGuard sends to (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// The gateway's WebSocket port (meshd --websocket-listen).
+    #[arg(long, default_value_t = 443, value_name = "PORT")]
+    pub websocket_port: u16,
+    /// The SHA-256 of the gateway's WebSocket certificate (see `wgtool proxy --help`).
+    #[arg(long, env = "SIXPN_WEBSOCKET_FINGERPRINT", value_name = "SHA256")]
+    pub websocket_fingerprint: Option<String>,
+    /// Plain ws:// instead of wss://.
+    #[arg(long)]
+    pub websocket_plain: bool,
 }
 
 #[derive(Debug, Args)]
@@ -107,6 +152,8 @@ pub struct DigArgs {
     /// The tunnel file (wg-quick format, as `wgtool create` writes it).
     #[arg(long, env = "SIXPN_TUNNEL_FILE")]
     pub config: PathBuf,
+    #[command(flatten)]
+    pub reach: TransportArgs,
     /// `[TYPE] NAME`: TYPE is AAAA (the default) or TXT.
     #[arg(num_args = 1..=2, required = true, value_name = "[TYPE] NAME")]
     pub question: Vec<String>,
@@ -120,6 +167,8 @@ pub struct PingArgs {
     /// The tunnel file (wg-quick format, as `wgtool create` writes it).
     #[arg(long, env = "SIXPN_TUNNEL_FILE")]
     pub config: PathBuf,
+    #[command(flatten)]
+    pub reach: TransportArgs,
     /// A name (resolved through the org's DNS in the tunnel) or an IPv6 address.
     pub target: String,
     /// Stop after this many echo requests (default: until Ctrl-C).
@@ -135,6 +184,8 @@ pub struct ProxyArgs {
     /// The tunnel file (wg-quick format, as `wgtool create` writes it).
     #[arg(long, env = "SIXPN_TUNNEL_FILE")]
     pub config: PathBuf,
+    #[command(flatten)]
+    pub reach: TransportArgs,
     /// `[BIND:]PORT` to listen on (default bind 127.0.0.1; port 0 picks a free one).
     pub local: String,
     /// `HOST:PORT`: a name resolved through the org's DNS in the tunnel, or `[fdaa:...]:PORT`.

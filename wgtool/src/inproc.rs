@@ -3,16 +3,36 @@
 //! file. No TUN, no root, no change to the machine's routes or resolver: `wgtool dig`,
 //! `wgtool ping` and `wgtool proxy` reach the org network from inside this process.
 
-mod config;
+pub(crate) mod config;
 mod device;
 mod dig;
 mod dns;
 mod ping;
 mod proxy;
 mod resolve;
-mod shutdown;
+pub(crate) mod shutdown;
 mod tunnel;
 
 pub use dig::dig;
 pub use ping::ping;
 pub use proxy::proxy;
+
+/// The tunnel's way to its gateway from the command line.
+fn reach(
+    cfg: &config::TunnelConfig,
+    a: &crate::cli::TransportArgs,
+) -> anyhow::Result<tunnel::Reach> {
+    let fingerprint = a
+        .websocket_fingerprint
+        .as_deref()
+        .map(crate::websocket::parse_fingerprint)
+        .transpose()
+        .map_err(crate::usage)?;
+    Ok(tunnel::Reach::new(
+        cfg,
+        a.transport,
+        a.websocket_port,
+        a.websocket_plain,
+        fingerprint,
+    ))
+}

@@ -19,6 +19,8 @@ mod status;
 mod table;
 mod token;
 mod tunnel;
+mod websocket;
+mod wsproxy;
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -118,9 +120,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(a) => lifetime::status(&src, a),
         Command::Doctor { target, host } => doctor::run(target.as_deref(), host, &src),
         Command::Prune(a) => lifetime::prune(&src, a),
-        Command::Dig(a) => inproc::dig(&a.config, &a.question, a.short),
-        Command::Ping(a) => inproc::ping(&a.config, &a.target, a.count, a.interval),
-        Command::Proxy(a) => inproc::proxy(&a.config, &a.local, &a.remote, a.verbose),
+        Command::Dig(a) => inproc::dig(&a.config, &a.reach, &a.question, a.short),
+        Command::Ping(a) => inproc::ping(&a.config, &a.reach, &a.target, a.count, a.interval),
+        Command::Proxy(a) => inproc::proxy(&a.config, &a.reach, &a.local, &a.remote, a.verbose),
+        Command::Wsproxy(a) => wsproxy::run(&a),
         Command::Serve(a) => {
             if src.uses_api() {
                 return Err(usage(

@@ -43,6 +43,7 @@ pub fn serve(cfg: &ListenConfig, key_dir: &Path, shell: Arc<Shell>) -> Result<()
         let _ = shell.websocket_fingerprint.set(fingerprint);
         Some(tokio_rustls::TlsAcceptor::from(config))
     };
+    raise_file_limit(cfg.max_connections);
     let listener = std::net::TcpListener::bind(cfg.listen)
         .with_context(|| format!("binding websocket_listen {}", cfg.listen))?;
     listener.set_nonblocking(true)?;
@@ -66,6 +67,28 @@ pub fn serve(cfg: &ListenConfig, key_dir: &Path, shell: Arc<Shell>) -> Result<()
             })
         })?;
     Ok(())
+}
+
+/// Each connection is a file descriptor: the usual soft limit (1024) is below the default
+/// connection limit, so raise it to the hard limit as servers do.
+fn raise_file_limit(connections: usize) {
+    // SAFETY: plain getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return;
+        }
+        let want = (connections as libc::rlim_t + 256).min(r.rlim_max);
+        if r.rlim_cur < want {
+            r.rlim_cur = want;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                tracing::warn!(
+                    want,
+                    "cannot raise the open-files limit for WebSocket connections"
+                );
+            }
+        }
+    }
 }
 
 async fn accept_loop(

@@ -195,7 +195,7 @@ impl ServerCertVerifier for Pinned {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(format!(
-                "the API's certificate has fingerprint {seen}, not the pinned {}",
+                "the server's certificate has fingerprint {seen}, not the pinned {}",
                 self.pin
             )))
         }

@@ -36,13 +36,7 @@ impl TunnelConfig {
 
     /// The fields from a wg-quick file's text; the error names the field and the rule.
     pub fn parse(text: &str) -> Result<TunnelConfig, String> {
-        let field = |key: &str| -> Option<&str> {
-            text.lines().find_map(|l| {
-                let l = l.split('#').next()?;
-                let (k, v) = l.split_once('=')?;
-                (k.trim() == key).then(|| v.trim())
-            })
-        };
+        let field = |key: &str| field(text, key);
         let need = |key: &str| field(key).ok_or_else(|| format!("no {key} line"));
         let private_key = key(need("PrivateKey")?).map_err(|e| format!("PrivateKey: {e}"))?;
         let address = need("Address")?
@@ -54,12 +48,7 @@ impl TunnelConfig {
             .find_map(|a| a.trim().parse::<Ipv6Addr>().ok())
             .ok_or("DNS: no IPv6 address")?;
         let gateway_public_key = key(need("PublicKey")?).map_err(|e| format!("PublicKey: {e}"))?;
-        let endpoint_text = need("Endpoint")?;
-        let endpoint = endpoint_text
-            .to_socket_addrs()
-            .map_err(|e| format!("Endpoint `{endpoint_text}`: {e}"))?
-            .next()
-            .ok_or_else(|| format!("Endpoint `{endpoint_text}`: no address"))?;
+        let endpoint = endpoint(text)?;
         let keepalive = match field("PersistentKeepalive") {
             None | Some("off") => 0,
             Some(k) => k
@@ -75,6 +64,25 @@ impl TunnelConfig {
             keepalive,
         })
     }
+}
+
+/// The `Endpoint` line's address (looked up if it is a name).
+pub fn endpoint(text: &str) -> Result<SocketAddr, String> {
+    let endpoint_text = field(text, "Endpoint").ok_or("no Endpoint line")?;
+    endpoint_text
+        .to_socket_addrs()
+        .map_err(|e| format!("Endpoint `{endpoint_text}`: {e}"))?
+        .next()
+        .ok_or_else(|| format!("Endpoint `{endpoint_text}`: no address"))
+}
+
+/// A `key = value` line's value (comments cut).
+fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| {
+        let l = l.split('#').next()?;
+        let (k, v) = l.split_once('=')?;
+        (k.trim() == key).then(|| v.trim())
+    })
 }
 
 fn key(b64: &str) -> Result<[u8; 32], String> {

@@ -12,6 +12,7 @@ use smoltcp::wire::IpAddress;
 
 use super::config::TunnelConfig;
 use super::tunnel::UserspaceTunnel;
+use crate::cli::TransportArgs;
 use crate::usage;
 
 const PAYLOAD: usize = 56;
@@ -36,7 +37,13 @@ fn echo_reply_seq(ident: u16, p: &[u8]) -> Option<u16> {
     (h[0] == 129 && h[4..6] == ident.to_be_bytes()).then(|| u16::from_be_bytes([h[6], h[7]]))
 }
 
-pub fn ping(config: &Path, target: &str, count: Option<u32>, interval: f64) -> Result<()> {
+pub fn ping(
+    config: &Path,
+    reach: &TransportArgs,
+    target: &str,
+    count: Option<u32>,
+    interval: f64,
+) -> Result<()> {
     if !(interval.is_finite() && interval >= 0.01) {
         return Err(usage(format!("-i {interval}: at least 0.01 seconds")));
     }
@@ -45,7 +52,7 @@ pub fn ping(config: &Path, target: &str, count: Option<u32>, interval: f64) -> R
     }
     let cfg = TunnelConfig::load(config).map_err(|e| usage(e.to_string()))?;
     super::shutdown::install();
-    let mut t = UserspaceTunnel::open(&cfg)?;
+    let mut t = UserspaceTunnel::open(&cfg, super::reach(&cfg, reach)?)?;
     t.wait_up(super::dig::HANDSHAKE_LIMIT)?;
     let addr: Ipv6Addr = super::resolve::address(&mut t, target)?;
 

@@ -15,6 +15,7 @@ use smoltcp::wire::IpAddress;
 
 use super::config::TunnelConfig;
 use super::tunnel::UserspaceTunnel;
+use crate::cli::TransportArgs;
 use crate::usage;
 
 /// Per connection, in the tunnel: what may be in flight each way.
@@ -101,14 +102,20 @@ impl Conn {
     }
 }
 
-pub fn proxy(config: &Path, local: &str, remote: &str, verbose: bool) -> Result<()> {
+pub fn proxy(
+    config: &Path,
+    reach: &TransportArgs,
+    local: &str,
+    remote: &str,
+    verbose: bool,
+) -> Result<()> {
     let bind = parse_local(local).map_err(usage)?;
     let (host, port) = parse_remote(remote).map_err(usage)?;
     let cfg = TunnelConfig::load(config).map_err(|e| usage(e.to_string()))?;
     let listener = TcpListener::bind(bind).with_context(|| format!("listening on {bind}"))?;
     listener.set_nonblocking(true)?;
     super::shutdown::install();
-    let mut t = UserspaceTunnel::open(&cfg)?;
+    let mut t = UserspaceTunnel::open(&cfg, super::reach(&cfg, reach)?)?;
     t.wait_up(super::dig::HANDSHAKE_LIMIT)?;
     let addr = super::resolve::address(&mut t, &host)?;
     println!("listening on {}", listener.local_addr()?);

@@ -2,6 +2,11 @@
 //! userspace IPv6 interface. Callers add smoltcp sockets, call [`UserspaceTunnel::poll`]
 //! (which waits for the gateway, the caller's own file descriptors or a timer, and moves
 //! packets both ways), then look at their sockets again.
+//!
+//! The socket goes to the gateway over UDP, or to a local WebSocket bridge
+//! (`crate::websocket::bridge`) that carries the datagrams to the gateway over `wss://`;
+//! with `--transport auto` the tunnel starts on UDP and moves to the bridge when no
+//! handshake completes within [`UDP_TRY`].
 
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -14,11 +19,43 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
 use super::config::TunnelConfig;
 use super::device::PacketQueues;
+use crate::websocket::bridge::{self, Bridge, Target};
+use crate::websocket::Transport;
+
+/// How the tunnel reaches its gateway (`--transport`, and the WebSocket's settings).
+#[derive(Debug, Clone)]
+pub struct Reach {
+    pub transport: Transport,
+    pub websocket: Target,
+}
+
+impl Reach {
+    /// The WebSocket goes to the tunnel file's Endpoint host on `port`.
+    pub fn new(
+        cfg: &TunnelConfig,
+        transport: Transport,
+        port: u16,
+        plain: bool,
+        fingerprint: Option<String>,
+    ) -> Reach {
+        Reach {
+            transport,
+            websocket: Target {
+                gateway: SocketAddr::new(cfg.endpoint.ip(), port),
+                plain,
+                fingerprint,
+            },
+        }
+    }
+}
 
 /// How often boringtun's timers run (handshake retries, keepalives, rekeying).
 const TIMER_TICK: Duration = Duration::from_millis(100);
 /// How often [`UserspaceTunnel::wait_up`] sends a new handshake initiation.
 const HANDSHAKE_RETRY: Duration = Duration::from_secs(1);
+/// `--transport auto`: how long UDP gets before the WebSocket is tried (four handshake
+/// attempts; flyctl probes for 5 s).
+pub const UDP_TRY: Duration = Duration::from_secs(4);
 /// Datagrams read from the gateway before smoltcp gets to run.
 const READ_BATCH: usize = 64;
 /// The largest datagram boringtun may hand back (a whole decrypted packet).
@@ -29,6 +66,9 @@ pub struct UserspaceTunnel {
     udp: UdpSocket,
     pub endpoint: SocketAddr,
     pub dns: Ipv6Addr,
+    reach: Reach,
+    /// Set once the tunnel goes over the WebSocket bridge.
+    bridge: Option<Bridge>,
     queues: PacketQueues,
     pub iface: Interface,
     pub sockets: SocketSet<'static>,
@@ -39,7 +79,7 @@ pub struct UserspaceTunnel {
 
 impl UserspaceTunnel {
     /// A tunnel to the file's gateway; the handshake starts at once.
-    pub fn open(cfg: &TunnelConfig) -> Result<UserspaceTunnel> {
+    pub fn open(cfg: &TunnelConfig, reach: Reach) -> Result<UserspaceTunnel> {
         let secret = x25519_dalek::StaticSecret::from(cfg.private_key);
         let gateway = x25519_dalek::PublicKey::from(cfg.gateway_public_key);
         let keepalive = (cfg.keepalive > 0).then_some(cfg.keepalive);
@@ -52,11 +92,7 @@ impl UserspaceTunnel {
         let udp = UdpSocket::bind(bind).context("UDP socket for the tunnel")?;
         udp.connect(cfg.endpoint)
             .with_context(|| format!("gateway endpoint {}", cfg.endpoint))?;
-        udp.set_nonblocking(true)?;
-        // Room for a burst from the gateway while smoltcp catches up (the kernel caps it at
-        // net.core.rmem_max; a smaller buffer only means more retransmissions).
-        set_buffer(&udp, libc::SO_RCVBUF, 4 << 20);
-        set_buffer(&udp, libc::SO_SNDBUF, 1 << 20);
+        prepare(&udp)?;
 
         let mut queues = PacketQueues::default();
         let mut iface = Interface::new(
@@ -78,6 +114,8 @@ impl UserspaceTunnel {
             udp,
             endpoint: cfg.endpoint,
             dns: cfg.dns,
+            reach,
+            bridge: None,
             queues,
             iface,
             sockets: SocketSet::new(Vec::new()),
@@ -85,12 +123,45 @@ impl UserspaceTunnel {
             scratch: vec![0; SCRATCH],
             datagram: vec![0; SCRATCH],
         };
-        if let TunnResult::WriteToNetwork(p) =
+        if t.reach.transport == Transport::Websocket {
+            t.use_websocket()?;
+        } else if let TunnResult::WriteToNetwork(p) =
             t.tunn.format_handshake_initiation(&mut t.scratch, false)
         {
             let _ = t.udp.send(p);
         }
         Ok(t)
+    }
+
+    /// Moves the tunnel onto a WebSocket bridge to the gateway and starts a handshake
+    /// there.
+    fn use_websocket(&mut self) -> Result<()> {
+        let mine = UdpSocket::bind("127.0.0.1:0").context("UDP socket for the bridge")?;
+        let theirs = UdpSocket::bind("127.0.0.1:0").context("UDP socket for the bridge")?;
+        let b = bridge::start(
+            theirs,
+            Some(mine.local_addr()?),
+            self.reach.websocket.clone(),
+        )?;
+        mine.connect(b.local)?;
+        prepare(&mine)?;
+        self.udp = mine;
+        self.bridge = Some(b);
+        if let TunnResult::WriteToNetwork(p) = self
+            .tunn
+            .format_handshake_initiation(&mut self.scratch, true)
+        {
+            let _ = self.udp.send(p);
+        }
+        Ok(())
+    }
+
+    /// What the tunnel goes over, for people: `udp HOST:PORT` or the WebSocket's URL.
+    pub fn transport(&self) -> String {
+        match &self.bridge {
+            Some(_) => self.reach.websocket.url(),
+            None => format!("udp {}", self.endpoint),
+        }
     }
 
     /// Whether a handshake with the gateway has completed.
@@ -203,11 +274,26 @@ impl UserspaceTunnel {
         }
     }
 
-    /// Waits for the handshake, up to `limit`.
+    /// Waits for the handshake, up to `limit` (with `--transport auto`: [`UDP_TRY`] on
+    /// UDP, then `limit` on the WebSocket).
     pub fn wait_up(&mut self, limit: Duration) -> Result<()> {
-        let start = Instant::now();
+        let mut start = Instant::now();
         let mut last_try = start;
         while !self.is_up() {
+            if self.reach.transport == Transport::Auto
+                && self.bridge.is_none()
+                && start.elapsed() >= UDP_TRY
+            {
+                eprintln!(
+                    "wgtool: no handshake over UDP with {} within {} s; trying {}",
+                    self.endpoint,
+                    UDP_TRY.as_secs(),
+                    self.reach.websocket.url()
+                );
+                self.use_websocket()?;
+                start = Instant::now();
+                last_try = start;
+            }
             // Someone is waiting at a prompt: retry each second rather than WireGuard's 5 s,
             // so that one lost datagram costs a second, not five.
             if last_try.elapsed() >= HANDSHAKE_RETRY {
@@ -219,10 +305,21 @@ impl UserspaceTunnel {
                     let _ = self.udp.send(p);
                 }
             }
+            let limit = match (self.reach.transport, &self.bridge) {
+                (Transport::Auto, None) => UDP_TRY + limit,
+                _ => limit,
+            };
             if start.elapsed() > limit {
+                let why = self
+                    .bridge
+                    .as_ref()
+                    .and_then(|b| b.last_error())
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default();
                 anyhow::bail!(
-                    "no WireGuard handshake with the gateway at {} within {} s",
+                    "no WireGuard handshake with the gateway at {} over {} within {} s{why}",
                     self.endpoint,
+                    self.transport(),
                     limit.as_secs()
                 );
             }
@@ -231,8 +328,20 @@ impl UserspaceTunnel {
                 anyhow::bail!("interrupted");
             }
         }
+        if self.bridge.is_some() {
+            eprintln!("wgtool: tunnel up over {}", self.transport());
+        }
         Ok(())
     }
+}
+
+/// Non-blocking, with room for a burst from the gateway while smoltcp catches up (the
+/// kernel caps it at net.core.rmem_max; a smaller buffer only means more retransmissions).
+fn prepare(udp: &UdpSocket) -> Result<()> {
+    udp.set_nonblocking(true)?;
+    set_buffer(udp, libc::SO_RCVBUF, 4 << 20);
+    set_buffer(udp, libc::SO_SNDBUF, 1 << 20);
+    Ok(())
 }
 
 fn set_buffer(udp: &UdpSocket, option: libc::c_int, bytes: libc::c_int) {
