@@ -8,6 +8,10 @@
 //! SHA-256 (`--websocket-fingerprint`, as meshd logs it), or on first use (`pins`).
 
 pub mod bridge;
+// meshd's file, compiled here too: one framing for both ends. The gateway's half (the
+// magic check, the end of a stream) goes unused on this side.
+#[allow(dead_code)]
+#[path = "../../meshd/src/websocket/framing.rs"]
 pub mod framing;
 pub mod pins;
 

@@ -2,6 +2,8 @@
 //! datagram a 4-byte big-endian length and the datagram. A [`Deframer`] is fed the bytes of
 //! binary messages as they come and hands back whole datagrams; it never holds more than
 //! one partial frame.
+//!
+//! wgtool (which does not depend on meshd) compiles this same file for the laptop's side.
 
 /// What a connection starts with.
 pub const MAGIC: u32 = 0x2FAC_ED77;
@@ -32,6 +34,14 @@ pub struct Deframer {
 impl Deframer {
     pub fn new() -> Deframer {
         Deframer::default()
+    }
+
+    /// For the laptop's side of the stream: the gateway's frames come with no magic.
+    pub fn without_magic() -> Deframer {
+        Deframer {
+            magic_seen: true,
+            ..Deframer::default()
+        }
     }
 
     /// Whether the magic has come (the connection is flyctl framing, not a stray client).
