@@ -1,7 +1,9 @@
 //! meshd: sixpn's data plane. The files follow the packet path:
-//! `tun` → `core` (router, org filter, peer table, timers) → `udp` and back through
-//! `reassembly` and `batch` (and, at gateways, `websocket`), with `uapi`, `sync`
-//! (registry → peers), `metrics` and `daemon` (the threads) around it.
+//! `tun` → `core` (`send`: route, org check, encapsulate) → `udp`, and back `udp` → `core`
+//! (`receive`: decapsulate, allowed IPs, org check, forward) → `reassembly` → `tun`, with
+//! `batch` gathering what the core writes under its lock (and, at gateways, `websocket`).
+//! Around it: `uapi` (the configuration protocol), `sync` (registry → peers), `metrics`, and
+//! `daemon` (the threads: `io_loop`, `uapi_socket`, `signals`, `registry_sync`).
 
 pub mod batch;
 pub mod config;

@@ -1,10 +1,17 @@
-//! The TUN side: the device, and the `ip` commands that give it addresses and routes.
+//! The TUN side: the device (with or without segmentation offload), the batch of packets
+//! written to it, and the `ip` commands that give it addresses and routes.
+//!
+//! Packets for the TUN are kept with room for a virtio-net header in front, so that tun-rs
+//! can coalesce TCP and UDP segments of one flow into one GRO write when the device has
+//! `IFF_VNET_HDR` offload, and writes them one by one when it has not. IPv4 fragments that
+//! arrived together are joined first (`reassembly`).
 
 use std::process::Command;
 
-use tun_rs::{DeviceBuilder, SyncDevice};
+use tun_rs::{DeviceBuilder, GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use crate::error::{Error, Result};
+use crate::reassembly;
 
 pub const MTU: u16 = 1420;
 
@@ -12,6 +19,22 @@ pub const MTU: u16 = 1420;
 /// read always fits the room the reader keeps (a 64 KiB segment at a small MSS would
 /// otherwise split into more packets than there are buffers, and be lost whole).
 pub const MAX_GSO_SEGMENTS: usize = 64;
+
+/// Packets gathered for the TUN before they are written even though the lock is held.
+pub const TUN_BATCH: usize = tun_rs::IDEAL_BATCH_SIZE;
+
+/// Whether to use segmentation offload (TUN `IFF_VNET_HDR`, UDP GSO). On unless the
+/// environment says `MESHD_OFFLOAD=off` (or `0`): for kernels that misbehave with it, and
+/// for measuring what it is worth.
+pub fn offload_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        !matches!(
+            std::env::var("MESHD_OFFLOAD").as_deref(),
+            Ok("off" | "0" | "false" | "no")
+        )
+    })
+}
 
 /// Opens (creates) the TUN interface, with TCP/UDP segmentation offload (`IFF_VNET_HDR`:
 /// the kernel hands over and takes 64 KiB segments) where the kernel has it, and without
@@ -28,7 +51,7 @@ pub fn open(name: &str) -> Result<SyncDevice> {
             .offload(offload)
             .build_sync()
     };
-    if !crate::batch::offload_enabled() {
+    if !offload_enabled() {
         return build(false).map_err(|e| Error::io(format!("creating TUN interface {name}"), e));
     }
     match build(true) {
@@ -46,6 +69,56 @@ pub fn open(name: &str) -> Result<SyncDevice> {
             tracing::info!(error = %e, "TUN offload unavailable; going on without");
             build(false).map_err(|e| Error::io(format!("creating TUN interface {name}"), e))
         }
+    }
+}
+
+/// Packets for the TUN, each behind `VIRTIO_NET_HDR_LEN` bytes of room.
+#[derive(Default)]
+pub struct TunBatch {
+    bufs: Vec<Vec<u8>>,
+    len: usize,
+    gro: GROTable,
+    /// Fragments joined into the datagram before them since the last look.
+    joined: u64,
+}
+
+impl TunBatch {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn push(&mut self, packet: &[u8]) {
+        if self.len == self.bufs.len() {
+            // Room for coalescing a whole 64 KiB GRO packet into the first of a flow.
+            self.bufs
+                .push(Vec::with_capacity(VIRTIO_NET_HDR_LEN + 65_535));
+        }
+        let buf = &mut self.bufs[self.len];
+        buf.clear();
+        buf.resize(VIRTIO_NET_HDR_LEN, 0);
+        buf.extend_from_slice(packet);
+        self.len += 1;
+    }
+
+    /// Fragments joined to the one before them since the last call, and resets it.
+    pub fn take_joined(&mut self) -> u64 {
+        std::mem::take(&mut self.joined)
+    }
+
+    /// Writes everything; returns whether the device took it all.
+    pub fn flush(&mut self, tun: &SyncDevice) -> std::io::Result<()> {
+        if self.len == 0 {
+            return Ok(());
+        }
+        let packets = std::mem::take(&mut self.len);
+        let n = reassembly::join_fragments(&mut self.bufs, packets, VIRTIO_NET_HDR_LEN);
+        self.joined += (packets - n) as u64;
+        tun.send_multiple(&mut self.gro, &mut self.bufs[..n], VIRTIO_NET_HDR_LEN)
+            .map(|_| ())
     }
 }
 

@@ -23,7 +23,8 @@ use std::time::{Duration, Instant, SystemTime};
 use boringtun::noise::TunnResult;
 
 use super::registered::Registration;
-use super::{send, Core, Drop, JustInTime, Peer, PeerIndex, PublicKey, Target, Transmit};
+use super::send::send;
+use super::{Core, Drop, JustInTime, Peer, PeerIndex, PublicKey, Target, Transmit};
 
 /// How long a tunnel made for an initiation waits for the initiator's first data packet
 /// (WireGuard's initiator sends one, a keepalive at least, as soon as it has the response;

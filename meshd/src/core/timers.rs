@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::TunnResult;
 
-use super::{send, Core, Transmit};
+use super::send::send;
+use super::{Core, Transmit};
 
 pub const TICK: Duration = Duration::from_millis(250);
 const RATE_LIMIT_RESET: Duration = Duration::from_secs(1);
