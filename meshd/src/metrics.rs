@@ -4,11 +4,9 @@
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::core::{Counters, Drop};
-use crate::daemon::Shell;
 use crate::websocket::Close;
 
 pub struct Sample {
@@ -336,7 +334,11 @@ pub fn render(s: &Sample) -> String {
     o
 }
 
-pub fn serve(addr: SocketAddr, shell: Arc<Shell>) -> std::io::Result<()> {
+/// Serves `sample()`'s figures on `addr`, taking one sample per scrape.
+pub fn serve(
+    addr: SocketAddr,
+    sample: impl Fn() -> Sample + Send + 'static,
+) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr)?;
     std::thread::Builder::new()
         .name("metrics".into())
@@ -348,7 +350,7 @@ pub fn serve(addr: SocketAddr, shell: Arc<Shell>) -> std::io::Result<()> {
                 let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
                 let mut req = [0u8; 1024];
                 let _ = conn.read(&mut req);
-                let body = render(&shell.sample());
+                let body = render(&sample());
                 let _ = write!(
                     conn,
                     "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",

@@ -101,7 +101,8 @@ pub fn run_drop_in(cfg: DropInConfig, signals: Signals) -> Result<()> {
     let core = Core::new(None, Options::default(), random_index());
     let (shell, rx, _tx) = start(signals, &cfg.interface, core, 0, None)?;
     if let Some(addr) = cfg.metrics {
-        metrics::serve(addr, shell.clone()).context("serving metrics")?;
+        let shell = shell.clone();
+        metrics::serve(addr, move || shell.sample()).context("serving metrics")?;
     }
     tracing::info!(interface = %cfg.interface, "up (drop-in)");
     wait_and_stop(&shell, rx)
@@ -152,7 +153,8 @@ pub fn run_mesh(cfg: MeshConfig, signals: Signals) -> Result<()> {
         websocket::serve(ws, dir, shell.clone()).context("serving WebSockets")?;
     }
     if let Some(addr) = cfg.metrics {
-        metrics::serve(addr, shell.clone()).context("serving metrics")?;
+        let shell = shell.clone();
+        metrics::serve(addr, move || shell.sample()).context("serving metrics")?;
     }
     tracing::info!(node = %cfg.node, interface = %cfg.interface, public_key = %public, gateway = cfg.gateway, idle_evict_s = cfg.idle_evict.as_secs_f64(), "up");
     let s = shell.clone();
