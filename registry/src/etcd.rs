@@ -23,6 +23,7 @@ mod index;
 mod keys;
 pub mod location;
 mod reads;
+mod spans;
 mod write;
 
 use std::future::Future;
@@ -54,7 +55,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// How many times a write re-plans after losing a race to another writer.
 const WRITE_TRIES: u32 = 32;
 /// Keys per range request when reading the registry.
-const PAGE: i64 = 1000;
+const PAGE: u64 = 1000;
 /// etcd refuses transactions of more than 128 operations by default; imports, index builds
 /// and a write's reads go in batches.
 const IMPORT_BATCH: usize = 100;
@@ -82,6 +83,8 @@ struct Shared {
     seen_changed: Condvar,
     /// How many revisions the change log keeps.
     keep_changes: AtomicU64,
+    /// Keys per range request when reading a whole range.
+    page: AtomicU64,
 }
 
 /// What the revision watcher knows.
@@ -126,6 +129,7 @@ impl EtcdRegistry {
                 seen: Mutex::new(Seen::default()),
                 seen_changed: Condvar::new(),
                 keep_changes: AtomicU64::new(crate::delta::KEEP),
+                page: AtomicU64::new(PAGE),
             }),
             runtime: Some(runtime),
             watching: Once::new(),
@@ -138,6 +142,13 @@ impl EtcdRegistry {
         self.shared
             .keep_changes
             .store(revisions.max(1), Ordering::Relaxed);
+        self
+    }
+
+    /// Reads whole ranges `keys` at a time instead of [`PAGE`] (at least one): tests make
+    /// small registries take the paths of large ones.
+    pub fn reading_pages_of(self, keys: u64) -> Self {
+        self.shared.page.store(keys.max(1), Ordering::Relaxed);
         self
     }
 
@@ -523,7 +534,8 @@ impl Shared {
     }
 
     /// Appends the key-values of [`start`, `end`) at etcd revision `at` (0: the latest) to
-    /// `kvs`, a page at a time; returns the revision read at.
+    /// `kvs` in key order, a page at a time and in narrowing spans (`spans`), so that etcd
+    /// walks each key a few times rather than once per page; returns the revision read at.
     async fn read_range(
         &self,
         start: String,
@@ -531,17 +543,16 @@ impl Shared {
         mut at: i64,
         kvs: &mut Vec<(String, Vec<u8>, i64)>,
     ) -> Result<i64> {
-        let mut from = start;
-        let first = kvs.len();
-        loop {
+        let page = self.page.load(Ordering::Relaxed).max(1);
+        let mut todo = vec![(start.into_bytes(), end.into_bytes())];
+        while let Some((from, to)) = todo.pop() {
             let options = GetOptions::new()
-                .with_range(end.clone())
-                .with_limit(PAGE)
+                .with_range(to.clone())
+                .with_limit(page as i64)
                 .with_revision(at);
-            let key = from.clone();
             let (resp, _) = self
                 .attempt(|mut c| {
-                    let (key, options) = (key.clone(), options.clone());
+                    let (key, options) = (from.clone(), options.clone());
                     async move { c.get(key, Some(options)).await }
                 })
                 .await
@@ -549,16 +560,22 @@ impl Shared {
             if at == 0 {
                 at = resp.header().map(|h| h.revision()).unwrap_or(0);
             }
+            let first = kvs.len();
             for kv in resp.kvs() {
                 let key = kv
                     .key_str()
                     .map_err(|_| self.corrupt("a key is not UTF-8".into()))?;
                 kvs.push((key.to_string(), kv.value().to_vec(), kv.mod_revision()));
             }
-            match (resp.more(), kvs[first..].last()) {
-                (true, Some((last, _, _))) => from = format!("{last}\0"),
-                _ => break,
-            }
+            let got = &kvs[first..];
+            let (Some((head, _, _)), Some((last, _, _)), true) =
+                (got.first(), got.last(), resp.more())
+            else {
+                continue;
+            };
+            let left = (resp.count() as u64).saturating_sub(got.len() as u64);
+            let rest = spans::rest(head.as_bytes(), last.as_bytes(), &to, left, page);
+            todo.extend(rest.into_iter().rev());
         }
         Ok(at)
     }

@@ -456,3 +456,40 @@ fn the_index_stays_right_under_concurrent_writers_and_removes() {
         "an address was handed out twice"
     );
 }
+
+/// A whole read cuts a large range into narrower spans as it goes (etcd 3.4 walks the whole
+/// range of every request): read in pages of 3, with spans cut after nearly every page, it
+/// holds exactly what a read in pages of 1,000 holds, and what the registry it was copied
+/// from holds.
+#[test]
+fn a_registry_read_in_small_pages_and_narrowing_spans_is_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = registry::open(dir.path().join("r.db").to_str().unwrap()).unwrap();
+    setup(&*sqlite);
+    for org in ["globex", "initech"] {
+        sqlite
+            .apply(&Change::CreateOrg { name: org.into() })
+            .unwrap();
+    }
+    for i in 0..240 {
+        let org = ["acme", "globex", "initech"][i % 3];
+        sqlite
+            .apply(&Change::AddMachine {
+                org: org.into(),
+                app: format!("app-{}", i % 17),
+                region: "iad".into(),
+                node: "host-a".into(),
+                process_group: None,
+            })
+            .unwrap();
+    }
+    let etcd = Etcd::single();
+    let url = etcd.url();
+    let target = registry::open(&url).unwrap();
+    registry::copy(&*sqlite, &*target).unwrap();
+    let want = sqlite.snapshot().unwrap();
+    for page in [1, 3, 1000] {
+        let reg = etcd_registry(&url).reading_pages_of(page);
+        assert_eq!(reg.snapshot().unwrap(), want, "pages of {page}");
+    }
+}
