@@ -89,6 +89,12 @@ pub enum Command {
         /// Check this host instead: meshd and dnsd running, the registry, meshd's UDP port.
         #[arg(long, conflicts_with = "target")]
         host: bool,
+        /// Check the tunnel file through an in-process tunnel (no interface, no root): the
+        /// handshake over --transport, the gateway's echo, the org's DNS, an app's name.
+        #[arg(long, conflicts_with = "host", requires = "target")]
+        inproc: bool,
+        #[command(flatten)]
+        reach: TransportArgs,
     },
     /// Serves the enrollment API over HTTPS in front of the registry (like `headscale
     /// serve`), for holders of tokens.
@@ -104,6 +110,19 @@ pub enum Command {
     /// 443), for kernel WireGuard, wg-quick or wireguard-go on networks that drop UDP: set
     /// the tunnel's `Endpoint =` to the address this prints.
     Wsproxy(WsproxyArgs),
+}
+
+/// Without --config: a peer of the org kept in the state directory, made on first use.
+#[derive(Debug, Args)]
+pub struct KeptPeerArgs {
+    /// Use (and on first use create, through the registry or --token) a peer of this org
+    /// kept in ~/.local/state/sixpn/peers/ORG.conf ($SIXPN_STATE_DIR or
+    /// $XDG_STATE_HOME/sixpn), mode 0600, named interactive-HOST-UID-RANDOM.
+    #[arg(long, conflicts_with = "config")]
+    pub org: Option<String>,
+    /// The region of the gateway for that peer when it is created.
+    #[arg(long, requires = "org")]
+    pub region: Option<String>,
 }
 
 /// How an in-process tunnel (or wsproxy) reaches its gateway.
@@ -149,9 +168,12 @@ pub struct WsproxyArgs {
 
 #[derive(Debug, Args)]
 pub struct DigArgs {
-    /// The tunnel file (wg-quick format, as `wgtool create` writes it).
+    /// The tunnel file (wg-quick format, as `wgtool create` writes it); without it, the
+    /// peer kept for --org in the state directory.
     #[arg(long, env = "SIXPN_TUNNEL_FILE")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub kept: KeptPeerArgs,
     #[command(flatten)]
     pub reach: TransportArgs,
     /// `[TYPE] NAME`: TYPE is AAAA (the default) or TXT.
@@ -164,12 +186,16 @@ pub struct DigArgs {
 
 #[derive(Debug, Args)]
 pub struct PingArgs {
-    /// The tunnel file (wg-quick format, as `wgtool create` writes it).
+    /// The tunnel file (wg-quick format, as `wgtool create` writes it); without it, the
+    /// peer kept for --org in the state directory.
     #[arg(long, env = "SIXPN_TUNNEL_FILE")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub kept: KeptPeerArgs,
     #[command(flatten)]
     pub reach: TransportArgs,
-    /// A name (resolved through the org's DNS in the tunnel) or an IPv6 address.
+    /// A name (resolved through the org's DNS in the tunnel), an IPv6 address, or `gateway`:
+    /// the org's service address on the tunnel's gateway (the file's DNS address).
     pub target: String,
     /// Stop after this many echo requests (default: until Ctrl-C).
     #[arg(short = 'c')]
@@ -181,9 +207,12 @@ pub struct PingArgs {
 
 #[derive(Debug, Args)]
 pub struct ProxyArgs {
-    /// The tunnel file (wg-quick format, as `wgtool create` writes it).
+    /// The tunnel file (wg-quick format, as `wgtool create` writes it); without it, the
+    /// peer kept for --org in the state directory.
     #[arg(long, env = "SIXPN_TUNNEL_FILE")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub kept: KeptPeerArgs,
     #[command(flatten)]
     pub reach: TransportArgs,
     /// `[BIND:]PORT` to listen on (default bind 127.0.0.1; port 0 picks a free one).

@@ -6,7 +6,8 @@
 //! to the gateway's endpoint (a closed port answers with ICMP; meshd drops junk silently),
 //! asks the org's DNS at `fdaa:<net>::3` for `_apps.internal` TXT, and resolves one of those
 //! apps through the system resolver. On a host (`--host`) it checks meshd, dnsd, the
-//! registry and the UDP port.
+//! registry and the UDP port. With `--inproc FILE` it checks the way in without any
+//! interface, through wgtool's in-process tunnel (`crate::inproc::checkup`).
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::Path;
@@ -60,6 +61,19 @@ pub fn run(target: Option<&str>, host: bool, src: &crate::admin::Source) -> Resu
     } else {
         let tunnel = tunnel(target)?;
         laptop_checks(&mut report, &tunnel);
+    }
+    if report.failed > 0 {
+        anyhow::bail!("{} check(s) failed", report.failed);
+    }
+    println!("all checks passed");
+    Ok(())
+}
+
+/// `--inproc FILE`: the checks through an in-process tunnel, printed as the others are.
+pub fn run_inproc(file: &Path, reach: &crate::cli::TransportArgs) -> Result<()> {
+    let mut report = Report { failed: 0 };
+    for (what, result) in crate::inproc::checkup::checks(file, reach)? {
+        report.check(&what, result);
     }
     if report.failed > 0 {
         anyhow::bail!("{} check(s) failed", report.failed);

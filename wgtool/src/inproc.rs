@@ -3,10 +3,12 @@
 //! file. No TUN, no root, no change to the machine's routes or resolver: `wgtool dig`,
 //! `wgtool ping` and `wgtool proxy` reach the org network from inside this process.
 
+pub(crate) mod checkup;
 pub(crate) mod config;
 mod device;
 mod dig;
 mod dns;
+pub(crate) mod kept;
 mod ping;
 mod proxy;
 mod resolve;

@@ -118,11 +118,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(a) => peer::config(&src, a),
         Command::Token(c) => token::run(&src, c),
         Command::Status(a) => lifetime::status(&src, a),
-        Command::Doctor { target, host } => doctor::run(target.as_deref(), host, &src),
+        Command::Doctor {
+            target,
+            host,
+            inproc,
+            reach,
+        } => match (inproc, target) {
+            (true, Some(file)) => doctor::run_inproc(std::path::Path::new(&file), &reach),
+            (_, target) => doctor::run(target.as_deref(), host, &src),
+        },
         Command::Prune(a) => lifetime::prune(&src, a),
-        Command::Dig(a) => inproc::dig(&a.config, &a.reach, &a.question, a.short),
-        Command::Ping(a) => inproc::ping(&a.config, &a.reach, &a.target, a.count, a.interval),
-        Command::Proxy(a) => inproc::proxy(&a.config, &a.reach, &a.local, &a.remote, a.verbose),
+        Command::Dig(a) => {
+            let file = inproc::kept::tunnel_file(&src, a.config.as_deref(), &a.kept)?;
+            inproc::dig(&file, &a.reach, &a.question, a.short)
+        }
+        Command::Ping(a) => {
+            let file = inproc::kept::tunnel_file(&src, a.config.as_deref(), &a.kept)?;
+            inproc::ping(&file, &a.reach, &a.target, a.count, a.interval)
+        }
+        Command::Proxy(a) => {
+            let file = inproc::kept::tunnel_file(&src, a.config.as_deref(), &a.kept)?;
+            inproc::proxy(&file, &a.reach, &a.local, &a.remote, a.verbose)
+        }
         Command::Wsproxy(a) => wsproxy::run(&a),
         Command::Serve(a) => {
             if src.uses_api() {

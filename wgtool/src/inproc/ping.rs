@@ -1,5 +1,8 @@
-//! `wgtool ping NAME|ADDRESS`: ICMPv6 echo through the in-process tunnel, printed as
-//! `ping` prints it.
+//! `wgtool ping NAME|ADDRESS|gateway`: ICMPv6 echo through the in-process tunnel, printed
+//! as `ping` prints it. `gateway` is the org's service address on the tunnel's gateway (the
+//! tunnel file's `DNS =`, `fdaa:<net>::3`), which the gateway host itself answers: a reply
+//! proves the handshake and the gateway's way into the org network, with no machine and
+//! no DNS involved.
 
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
@@ -16,6 +19,8 @@ use crate::cli::TransportArgs;
 use crate::usage;
 
 const PAYLOAD: usize = 56;
+/// The target that means the gateway itself (as in `fly ping gateway`).
+const GATEWAY: &str = "gateway";
 /// After the last request, how long a reply may still come.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -54,7 +59,10 @@ pub fn ping(
     super::shutdown::install();
     let mut t = UserspaceTunnel::open(&cfg, super::reach(&cfg, reach)?)?;
     t.wait_up(super::dig::HANDSHAKE_LIMIT)?;
-    let addr: Ipv6Addr = super::resolve::address(&mut t, target)?;
+    let addr: Ipv6Addr = match target {
+        GATEWAY => t.dns,
+        _ => super::resolve::address(&mut t, target)?,
+    };
 
     let ident = (std::process::id() & 0xffff) as u16;
     let rx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 16], vec![0; 4096]);
@@ -136,6 +144,46 @@ pub fn ping(
         bail!("no reply from {addr}");
     }
     Ok(())
+}
+
+/// One echo request to `addr` through the tunnel (which must be up); the round trip, or
+/// an error when no reply comes within `limit`.
+pub fn echo_once(t: &mut UserspaceTunnel, addr: Ipv6Addr, limit: Duration) -> Result<Duration> {
+    let ident = (std::process::id() & 0xffff) as u16 ^ 0x8000;
+    let rx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 1024]);
+    let tx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 1024]);
+    let mut socket = icmp::Socket::new(rx, tx);
+    socket
+        .bind(icmp::Endpoint::Ident(ident))
+        .map_err(|e| anyhow::anyhow!("ICMP socket: {e}"))?;
+    let h = t.sockets.add(socket);
+    let result = echo_on(t, h, ident, addr, limit);
+    t.sockets.remove(h);
+    result
+}
+
+fn echo_on(
+    t: &mut UserspaceTunnel,
+    h: smoltcp::iface::SocketHandle,
+    ident: u16,
+    addr: Ipv6Addr,
+    limit: Duration,
+) -> Result<Duration> {
+    t.sockets
+        .get_mut::<icmp::Socket>(h)
+        .send_slice(&echo_request(ident, 0), IpAddress::Ipv6(addr))
+        .map_err(|e| anyhow::anyhow!("sending the echo request: {e}"))?;
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        t.poll(limit - start.elapsed().min(limit), &mut [])?;
+        let socket = t.sockets.get_mut::<icmp::Socket>(h);
+        while let Ok((p, _)) = socket.recv() {
+            if echo_reply_seq(ident, p) == Some(0) {
+                return Ok(start.elapsed());
+            }
+        }
+    }
+    bail!("no echo reply from {addr} within {} s", limit.as_secs())
 }
 
 #[cfg(test)]
