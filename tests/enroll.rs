@@ -1,7 +1,7 @@
 //! Enrollment through the API (`wgtool serve`): a laptop with no registry access joins with a
 //! token, and every kind of bad token is refused with its message and nothing written.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use sixpn_tests::meshd_harness::{Host, Mesh};
@@ -612,5 +612,139 @@ fn status_of_a_peer_on_another_gateway_comes_from_that_gateways_api_server() -> 
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+    Ok(())
+}
+
+/// `wgtool ARGS` in `ns` as uid 65534, with only a token (no registry it could use) and
+/// `state` as its state directory: (exit code, stdout, stderr).
+fn wgtool_as_nobody(
+    ns: &Netns,
+    token: &str,
+    state: &std::path::Path,
+    args: &str,
+) -> Result<(i32, String, String)> {
+    let out = ns.output(&format!(
+        "SIXPN_REGISTRY=/nonexistent/registry.db SIXPN_TOKEN='{token}' SIXPN_STATE_DIR={} \
+         setpriv --reuid=65534 --regid=65534 --clear-groups {} {args}",
+        state.display(),
+        bin("wgtool").display()
+    ))?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn without_a_tunnel_file_a_peer_is_made_once_kept_in_the_state_dir_and_reused() -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let (mut mesh, gw, _b, web) = gateway_and_web()?;
+    let _dnsd = gw.ns.spawn(
+        &bin("dnsd").to_string_lossy(),
+        &["--registry", &mesh.location, "--listen", "[::]:53"],
+    )?;
+    let api = api(&mesh, &gw.ns, &gw.ip)?;
+    // One use only: a second peer could not be made with it.
+    let token = token(
+        &mesh,
+        &api,
+        "--org acme --uses 1 --region iad --name-prefix interactive-",
+    )?;
+    let (lap, _) = mesh.underlay.host("lp")?;
+    let home = std::env::temp_dir().join(unique("kept"));
+    std::fs::create_dir_all(&home)?;
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534))?;
+    let state = home.join("state");
+    let interactive = || -> Result<Vec<String>> {
+        Ok(mesh
+            .reg
+            .snapshot()?
+            .peers
+            .keys()
+            .filter(|(org, name)| org == "acme" && name.starts_with("interactive-"))
+            .map(|(_, name)| name.clone())
+            .collect())
+    };
+
+    // No --config, no --region, nothing kept yet: told what to give, nothing made.
+    let (code, out, err) =
+        wgtool_as_nobody(&lap, &token, &state, "dig --org acme AAAA web.internal")?;
+    ensure!(
+        code == 2 && err.lines().count() == 1 && err.contains("--region"),
+        "first run without --region: {code} {out}{err}"
+    );
+    let (code, _, err) = wgtool_as_nobody(&lap, &token, &state, "dig AAAA web.internal")?;
+    ensure!(
+        code == 2 && err.contains("--config FILE or --org ORG"),
+        "neither --config nor --org: {code} {err}"
+    );
+    ensure!(
+        interactive()?.is_empty(),
+        "a peer was made: {:?}",
+        interactive()?
+    );
+
+    // First run: the peer is made here, registered through the API and kept.
+    let start = Instant::now();
+    let short = loop {
+        let (code, out, err) = wgtool_as_nobody(
+            &lap,
+            &token,
+            &state,
+            "dig --org acme --region iad AAAA web.internal --short",
+        )?;
+        if code == 0 && !out.trim().is_empty() {
+            break out;
+        }
+        // dnsd may still be starting; the peer is kept from the first attempt on.
+        ensure!(
+            start.elapsed() < SECS15,
+            "dig with a kept peer failed ({code}): {out}{err}\n{}",
+            api.proc.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    ensure!(short.trim() == web.addr.to_string(), "dig: {short}");
+    let made = interactive()?;
+    ensure!(made.len() == 1, "interactive peers: {made:?}");
+    let file = state.join("peers/acme.conf");
+    let meta = std::fs::metadata(&file).with_context(|| format!("{}", file.display()))?;
+    ensure!(
+        meta.permissions().mode() & 0o777 == 0o600 && meta.uid() == 65534,
+        "{} is mode {:o}, uid {}",
+        file.display(),
+        meta.permissions().mode() & 0o777,
+        meta.uid()
+    );
+    let dir = std::fs::metadata(state.join("peers"))?;
+    ensure!(
+        dir.permissions().mode() & 0o777 == 0o700,
+        "peers/ is not 0700"
+    );
+    let text = std::fs::read_to_string(&file)?;
+    let snap = mesh.reg.snapshot()?;
+    let peer = &snap.peers[&("acme".to_string(), made[0].clone())];
+    ensure!(
+        text.contains(&format!("Address = {}/128", peer.addr)),
+        "the kept file is not that peer's:\n{text}"
+    );
+
+    // Second run (and another command): the same file, no new peer (the token's one use
+    // is spent, so making one would fail).
+    let (code, out, err) = wgtool_as_nobody(
+        &lap,
+        &token,
+        &state,
+        "ping --org acme web.internal -c 2 -i 0.2",
+    )?;
+    ensure!(code == 0, "ping with the kept peer: {code} {out}{err}");
+    ensure!(sixpn_tests::ping_summary(&out)? == (2, 2), "ping: {out}");
+    ensure!(interactive()? == made, "peers now: {:?}", interactive()?);
+    ensure!(
+        std::fs::read_to_string(&file)? == text,
+        "the kept file changed"
+    );
+    let _ = std::fs::remove_dir_all(&home);
     Ok(())
 }

@@ -344,3 +344,80 @@ fn bad_input_is_one_line_naming_the_field_and_exit_2() -> Result<()> {
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+/// The names of the ✗ lines of a doctor report.
+fn failed(report: &str) -> Vec<String> {
+    report
+        .lines()
+        .filter_map(|l| l.strip_prefix("✗ "))
+        .map(|l| l.split(':').next().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn doctor_inproc_checks_the_way_in_without_an_interface_and_names_what_broke() -> Result<()> {
+    let (mut mesh, mut gw, _b, web) = gateway_and_web()?;
+    let mut dnsd = gw.ns.spawn(
+        &bin("dnsd").to_string_lossy(),
+        &["--registry", &mesh.location, "--listen", "[::]:53"],
+    )?;
+    let conf = laptop_file(&mut mesh, "lap-doctor")?;
+    let (lap, _) = mesh.underlay.host("lp")?;
+    let doctor = || -> Result<(i32, String)> {
+        let (code, out, err) = wgtool_as_nobody(
+            &lap,
+            &format!("doctor --inproc --transport udp {}", conf.display()),
+        )?;
+        eprintln!("--- doctor --inproc:\n{out}{err}");
+        Ok((code, out))
+    };
+
+    // Working (dnsd may still be starting: retry).
+    let start = Instant::now();
+    let report = loop {
+        let (code, out) = doctor()?;
+        if code == 0 {
+            break out;
+        }
+        ensure!(start.elapsed() < SECS15, "doctor --inproc fails: {out}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    ensure!(
+        report.matches("✓ ").count() == 5 && report.contains("all checks passed"),
+        "{report}"
+    );
+    ensure!(
+        report.contains(&format!("web.internal → {}", web.addr)),
+        "{report}"
+    );
+    let links = lap.sh("ip -o link show | awk -F': ' '{print $2}'")?;
+    ensure!(
+        links.lines().all(|l| l == "lo" || l.starts_with("eth0")),
+        "the laptop has an interface of its own: {links}"
+    );
+
+    // dnsd stopped: the DNS check and the name fail, the gateway still answers.
+    dnsd.kill();
+    let (code, report) = doctor()?;
+    ensure!(code == 1, "{report}");
+    let f = failed(&report);
+    ensure!(
+        f.len() == 2
+            && f[0].starts_with("org DNS")
+            && f[1].starts_with("an app's name")
+            && report.contains("✓ gateway answers ICMPv6 echo"),
+        "with dnsd stopped: {f:?}\n{report}"
+    );
+
+    // The gateway's meshd stopped: no handshake, the rest not run.
+    gw.meshd.as_mut().context("gw meshd")?.kill();
+    let (code, report) = doctor()?;
+    ensure!(code == 1, "{report}");
+    let f = failed(&report);
+    ensure!(
+        f.len() == 4 && f[0] == "handshake through the in-process tunnel",
+        "with the gateway's meshd stopped: {f:?}\n{report}"
+    );
+    ensure!(report.matches("not run").count() == 3, "{report}");
+    Ok(())
+}

@@ -226,9 +226,14 @@ fn a_laptop_whose_network_drops_udp_falls_back_to_websocket_and_digs_and_proxies
 }
 
 #[test]
-fn a_wireguard_go_laptop_reaches_web_through_wsproxy_when_udp_is_dropped() -> Result<()> {
+fn a_wireguard_go_laptop_reaches_web_internal_by_name_through_wsproxy_when_udp_is_dropped(
+) -> Result<()> {
     let (mut mesh, gw, b, web) = gateway_and_web(&[])?;
     let _web_srv = serve(&b.ns, 8080, "hello-from-web")?;
+    let _dnsd = gw.ns.spawn(
+        &bin("dnsd").to_string_lossy(),
+        &["--registry", &mesh.location, "--listen", "[::]:53"],
+    )?;
     let (ns, _) = mesh.underlay.host("lx")?;
     block_udp(&ns, &gw.ip)?;
     let conf = mesh.dir.path().join(format!("{}.conf", unique("wx")));
@@ -277,6 +282,36 @@ fn a_wireguard_go_laptop_reaches_web_through_wsproxy_when_udp_is_dropped() -> Re
         "no page over wsproxy: {page:?}\nwsproxy: {}\n{}",
         proxy.log(),
         logs(&[&gw, &b])
+    );
+    // By name: the org's DNS through the tunnel (as wg-quick's DNS line would set it up),
+    // with dig, then the system resolver (getent) and curl.
+    let dns = text
+        .lines()
+        .find_map(|l| l.strip_prefix("DNS = ").map(|v| v.trim().to_string()))
+        .context("DNS line")?;
+    let aaaa = peer
+        .ns
+        .wait_for(
+            &format!("dig @{dns} +time=2 +tries=1 +short web.internal AAAA | grep ."),
+            SECS15,
+        )
+        .with_context(|| format!("wsproxy: {}", proxy.log()))?;
+    ensure!(
+        aaaa.trim() == web.addr.to_string(),
+        "dig web.internal AAAA through wsproxy: {aaaa}"
+    );
+    peer.ns.set_resolv_conf(&format!("nameserver {dns}\n"))?;
+    let hosts = peer.ns.sh("getent ahostsv6 web.internal")?;
+    ensure!(
+        hosts.contains(&web.addr.to_string()),
+        "getent web.internal: {hosts}"
+    );
+    let page = peer
+        .ns
+        .sh("curl -sS --http0.9 --max-time 5 http://web.internal:8080/")?;
+    ensure!(
+        page.trim() == "hello-from-web",
+        "curl web.internal: {page:?}"
     );
     ensure!(
         gw.metric("meshd_transport_datagrams_total{transport=\"websocket\",direction=\"rx\"}")? > 0
@@ -394,5 +429,153 @@ fn hostile_websocket_clients_are_closed_and_counted_while_udp_peers_are_served()
         page.trim() == "hello-from-web",
         "UDP laptop after: {page:?}"
     );
+    Ok(())
+}
+
+/// A 1 MB random file served over HTTP from web's address on `port` (python's threading
+/// http.server); its sha256.
+fn serve_one_mb(
+    mesh: &Mesh,
+    b: &Host,
+    web: &registry::Machine,
+    port: u16,
+) -> Result<(Proc, String)> {
+    let dir = mesh.dir.path().join(unique("www"));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("one-mb");
+    sixpn_tests::sh(&format!(
+        "head -c 1048576 /dev/urandom > {}",
+        file.display()
+    ))?;
+    let want = sha256(&file)?;
+    let srv = b.ns.spawn(
+        "python3",
+        &[
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            &web.addr.to_string(),
+            "--directory",
+            &dir.display().to_string(),
+        ],
+    )?;
+    b.ns.wait_for(&format!("ss -ltn | grep -q ':{port} '"), SECS15)?;
+    Ok((srv, want))
+}
+
+#[test]
+fn with_udp_dropped_ping_gets_three_replies_and_ten_curls_through_one_proxy_are_byte_exact(
+) -> Result<()> {
+    let (mut mesh, gw, b, web) = gateway_and_web(&[])?;
+    let _dnsd = gw.ns.spawn(
+        &bin("dnsd").to_string_lossy(),
+        &["--registry", &mesh.location, "--listen", "[::]:53"],
+    )?;
+    let (conf, state) = laptop_files(&mut mesh, "lap-wsping")?;
+    let (lap, _) = mesh.underlay.host("lw")?;
+    block_udp(&lap, &gw.ip)?;
+    let c = conf.display().to_string();
+
+    // UDP really is dropped: over UDP alone there is no handshake.
+    let (code, out, err) = wgtool_as_nobody(
+        &lap,
+        &state,
+        &format!("ping --config {c} --transport udp gateway -c 1"),
+    )?;
+    ensure!(
+        code == 1 && err.contains("no WireGuard handshake"),
+        "ping over UDP with UDP dropped: {code} {out}{err}"
+    );
+
+    // `ping gateway`: the org's address on the gateway answers, over the WebSocket
+    // (--transport auto falls back after 4 s).
+    let (code, out, err) = wgtool_as_nobody(
+        &lap,
+        &state,
+        &format!("ping --config {c} gateway -c 2 -i 0.2"),
+    )?;
+    ensure!(
+        code == 0,
+        "ping gateway failed ({code}): {out}{err}\n{}",
+        gw.log()
+    );
+    ensure!(
+        err.contains("tunnel up over wss://"),
+        "ping gateway did not go over the WebSocket: {err}"
+    );
+    let dns = std::fs::read_to_string(&conf)?
+        .lines()
+        .find_map(|l| l.strip_prefix("DNS = ").map(|v| v.trim().to_string()))
+        .context("DNS line")?;
+    ensure!(
+        out.starts_with(&format!("PING gateway ({dns})"))
+            && out.contains(&format!("bytes from {dns}: ")),
+        "ping gateway: {out}"
+    );
+    ensure!(
+        sixpn_tests::ping_summary(&out)? == (2, 2),
+        "ping gateway: {out}"
+    );
+
+    // ping web.internal -c 3: three replies from web (dnsd may still be starting: retry).
+    let start = Instant::now();
+    let out = loop {
+        let (code, out, err) = wgtool_as_nobody(
+            &lap,
+            &state,
+            &format!("ping --config {c} web.internal -c 3 -i 0.2"),
+        )?;
+        if code == 0 {
+            ensure!(err.contains("tunnel up over wss://"), "{err}");
+            break out;
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(40),
+            "ping web.internal failed ({code}): {out}{err}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    ensure!(
+        sixpn_tests::ping_summary(&out)? == (3, 3),
+        "ping web.internal: {out}"
+    );
+    ensure!(
+        out.matches(&format!("bytes from {}: ", web.addr)).count() == 3,
+        "ping web.internal: {out}"
+    );
+
+    // Ten curls at once through one proxy on the WebSocket, each 1 MB byte-exact.
+    let (_srv, want) = serve_one_mb(&mesh, &b, &web, 8090)?;
+    let cmd = format!(
+        "SIXPN_STATE_DIR={} exec {NOBODY} {} proxy -v --config {c} 0 web.internal:8090",
+        state.display(),
+        bin("wgtool").display(),
+    );
+    let p = lap.spawn("sh", &["-c", &cmd])?;
+    let log = p.wait_log("listening on 127.0.0.1:", Duration::from_secs(20))?;
+    ensure!(log.contains("tunnel up over wss://"), "{log}");
+    let port: u16 = log
+        .split("listening on 127.0.0.1:")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .context("no port")?
+        .parse()?;
+    let script = format!(
+        "for i in $(seq 10); do ({NOBODY} curl -sS --max-time 30 http://127.0.0.1:{port}/one-mb | sha256sum) & done; wait"
+    );
+    let sums = lap.sh(&script)?;
+    let exact = sums.lines().filter(|l| l.starts_with(&want)).count();
+    ensure!(
+        exact == 10,
+        "10 concurrent curls over the WebSocket, {exact} exact:\n{sums}\n{}",
+        p.log()
+    );
+    let rx =
+        gw.metric("meshd_transport_datagrams_total{transport=\"websocket\",direction=\"rx\"}")?;
+    let tx =
+        gw.metric("meshd_transport_datagrams_total{transport=\"websocket\",direction=\"tx\"}")?;
+    // 10 MB down is some 7,400 datagrams of 1,420 bytes.
+    ensure!(tx > 7000 && rx > 100, "websocket datagrams rx {rx} tx {tx}");
     Ok(())
 }
