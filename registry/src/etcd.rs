@@ -40,7 +40,7 @@ use crate::change::{Change, SystemContext};
 use crate::delta::Delta;
 use crate::error::{Error, Result};
 use crate::model::{Revision, Snapshot};
-use crate::{Applied, Registry};
+use crate::{Applied, Record, Registry};
 
 use index::Index;
 use keys::{Keys, RevisionMark};
@@ -533,15 +533,68 @@ impl Shared {
         Ok((kvs, at))
     }
 
+    /// Sends the records' key-values to `pages` a page at a time, kind by kind in the order
+    /// [`Registry::visit`] promises, all at one etcd revision; returns the registry's
+    /// revision. Blocks this runtime's worker only through `block_in_place` while the reader
+    /// is behind, so that a slow reader holds back the read rather than piling it up.
+    async fn stream(
+        &self,
+        pages: std::sync::mpsc::SyncSender<Vec<(String, Vec<u8>, i64)>>,
+    ) -> Result<Revision> {
+        let mut mark = Vec::new();
+        let at = self
+            .read_range(
+                self.keys.revision(),
+                format!("{}\0", self.keys.revision()),
+                0,
+                &mut mark,
+            )
+            .await?;
+        let revision = match mark.first() {
+            Some((key, value, _)) => serde_json::from_slice::<RevisionMark>(value)
+                .map(|m| Revision(m.revision))
+                .map_err(|e| self.corrupt(format!("key `{key}` is not a revision mark: {e}")))?,
+            None => Revision(0),
+        };
+        for kind in [
+            "orgs", "nodes", "apps", "machines", "peers", "peerings", "tokens",
+        ] {
+            let (start, end) = (self.keys.kind(kind), self.keys.kind_end(kind));
+            self.read_pages(start, end, at, |page| {
+                tokio::task::block_in_place(|| pages.send(page))
+                    .map_err(|_| self.storage("the registry's reader stopped".into()))
+            })
+            .await?;
+        }
+        Ok(revision)
+    }
+
     /// Appends the key-values of [`start`, `end`) at etcd revision `at` (0: the latest) to
-    /// `kvs` in key order, a page at a time and in narrowing spans (`spans`), so that etcd
-    /// walks each key a few times rather than once per page; returns the revision read at.
+    /// `kvs` in key order; returns the revision read at.
     async fn read_range(
         &self,
         start: String,
         end: String,
-        mut at: i64,
+        at: i64,
         kvs: &mut Vec<(String, Vec<u8>, i64)>,
+    ) -> Result<i64> {
+        self.read_pages(start, end, at, |page| {
+            kvs.extend(page);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Hands the key-values of [`start`, `end`) at etcd revision `at` (0: the latest) to
+    /// `each_page` in key order, a page at a time and in narrowing spans (`spans`), so that
+    /// etcd walks each key a few times rather than once per page; returns the revision read
+    /// at.
+    async fn read_pages(
+        &self,
+        start: String,
+        end: String,
+        mut at: i64,
+        mut each_page: impl FnMut(Vec<(String, Vec<u8>, i64)>) -> Result<()>,
     ) -> Result<i64> {
         let page = self.page.load(Ordering::Relaxed).max(1);
         let mut todo = vec![(start.into_bytes(), end.into_bytes())];
@@ -560,22 +613,23 @@ impl Shared {
             if at == 0 {
                 at = resp.header().map(|h| h.revision()).unwrap_or(0);
             }
-            let first = kvs.len();
+            let mut got = Vec::with_capacity(resp.kvs().len());
             for kv in resp.kvs() {
                 let key = kv
                     .key_str()
                     .map_err(|_| self.corrupt("a key is not UTF-8".into()))?;
-                kvs.push((key.to_string(), kv.value().to_vec(), kv.mod_revision()));
+                got.push((key.to_string(), kv.value().to_vec(), kv.mod_revision()));
             }
-            let got = &kvs[first..];
-            let (Some((head, _, _)), Some((last, _, _)), true) =
+            if let (Some((head, _, _)), Some((last, _, _)), true) =
                 (got.first(), got.last(), resp.more())
-            else {
-                continue;
-            };
-            let left = (resp.count() as u64).saturating_sub(got.len() as u64);
-            let rest = spans::rest(head.as_bytes(), last.as_bytes(), &to, left, page);
-            todo.extend(rest.into_iter().rev());
+            {
+                let left = (resp.count() as u64).saturating_sub(got.len() as u64);
+                let rest = spans::rest(head.as_bytes(), last.as_bytes(), &to, left, page);
+                todo.extend(rest.into_iter().rev());
+            }
+            if !got.is_empty() {
+                each_page(got)?;
+            }
         }
         Ok(at)
     }
@@ -1131,6 +1185,35 @@ impl Registry for EtcdRegistry {
 
     fn snapshot(&self) -> Result<Snapshot> {
         self.run(|s| async move { s.load().await.map(|(snap, _)| snap) })
+    }
+
+    /// Reads on the backend's runtime while `each` takes the records on this thread, a few
+    /// pages behind at most, so that neither a whole snapshot nor every key-value is held.
+    fn visit(&self, each: &mut dyn FnMut(Record)) -> Result<Revision> {
+        let (pages, arriving) = std::sync::mpsc::sync_channel(4);
+        let (done, finished) = std::sync::mpsc::sync_channel(1);
+        let shared = self.shared.clone();
+        self.runtime().spawn(async move {
+            let _ = done.send(shared.stream(pages).await);
+        });
+        for page in arriving {
+            for (key, value, _) in page {
+                let record: Record = serde_json::from_slice(&value).map_err(|e| {
+                    self.shared
+                        .corrupt(format!("key `{key}` does not hold a record: {e}"))
+                })?;
+                let expected = self.shared.keys.record(&record.key());
+                if expected != key {
+                    return Err(self
+                        .shared
+                        .corrupt(format!("key `{key}` holds the record of `{expected}`")));
+                }
+                each(record);
+            }
+        }
+        finished
+            .recv()
+            .map_err(|_| self.shared.storage("the etcd client stopped".into()))?
     }
 
     fn wait_newer(&self, than: Revision, timeout: Duration) -> Result<Option<Revision>> {

@@ -458,9 +458,9 @@ fn the_index_stays_right_under_concurrent_writers_and_removes() {
 }
 
 /// A whole read cuts a large range into narrower spans as it goes (etcd 3.4 walks the whole
-/// range of every request): read in pages of 3, with spans cut after nearly every page, it
-/// holds exactly what a read in pages of 1,000 holds, and what the registry it was copied
-/// from holds.
+/// range of every request): read in pages of 1 or 3, with spans cut after nearly every page,
+/// a snapshot and a visit hold exactly what a read in pages of 1,000 holds, and what the
+/// registry it was copied from holds; a visit gives the kinds in the order it promises.
 #[test]
 fn a_registry_read_in_small_pages_and_narrowing_spans_is_whole() {
     let dir = tempfile::tempdir().unwrap();
@@ -483,13 +483,59 @@ fn a_registry_read_in_small_pages_and_narrowing_spans_is_whole() {
             })
             .unwrap();
     }
+    for i in 0..30 {
+        // 32 bytes in base64: 43 characters, the last with its low bits clear, and `=`.
+        let key = format!("{:A>42}{}=", i, "A");
+        sqlite
+            .apply(&Change::AddPeer {
+                org: ["acme", "globex"][i % 2].into(),
+                name: format!("laptop-{i}"),
+                region: Some("iad".into()),
+                gateway: None,
+                public_key: key,
+                routes: vec![],
+                expires: None,
+            })
+            .unwrap();
+    }
+    sqlite
+        .apply(&Change::PeerOrgs {
+            a: "acme".into(),
+            b: "globex".into(),
+        })
+        .unwrap();
     let etcd = Etcd::single();
     let url = etcd.url();
     let target = registry::open(&url).unwrap();
     registry::copy(&*sqlite, &*target).unwrap();
     let want = sqlite.snapshot().unwrap();
+    let kind = |r: &registry::Record| match r {
+        registry::Record::Org(_) => 0,
+        registry::Record::Node(_) => 1,
+        registry::Record::App(_) => 2,
+        registry::Record::Machine(_) => 3,
+        registry::Record::Peer(_) => 4,
+        registry::Record::Peering(_) => 5,
+        registry::Record::Token(_) => 6,
+    };
     for page in [1, 3, 1000] {
         let reg = etcd_registry(&url).reading_pages_of(page);
         assert_eq!(reg.snapshot().unwrap(), want, "pages of {page}");
+        let mut seen = Vec::new();
+        let revision = reg.visit(&mut |r| seen.push(r)).unwrap();
+        assert_eq!(revision, want.revision, "pages of {page}");
+        assert!(
+            seen.windows(2).all(|w| kind(&w[0]) <= kind(&w[1])),
+            "pages of {page}"
+        );
+        let mut visited = registry::Snapshot {
+            revision,
+            next_network: want.next_network,
+            ..registry::Snapshot::default()
+        };
+        let records = seen.len();
+        seen.into_iter().for_each(|r| visited.put(r));
+        assert_eq!(records, want.records().count(), "pages of {page}");
+        assert_eq!(visited, want, "pages of {page}");
     }
 }

@@ -100,6 +100,11 @@ impl Keys {
         format!("{}/{kind}/", self.prefix)
     }
 
+    /// The first key after the folder of `kind`.
+    pub fn kind_end(&self, kind: &str) -> String {
+        format!("{}/{kind}0", self.prefix)
+    }
+
     /// The folder of an org's apps.
     pub fn apps_of(&self, org: &str) -> String {
         format!("{}/apps/{org}/", self.prefix)
