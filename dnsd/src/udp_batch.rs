@@ -60,7 +60,6 @@ pub struct Batch {
     addrs: Vec<libc::sockaddr_storage>,
     ctrl: Vec<Control>,
     dsts: Vec<Option<Dst>>,
-    send_ctrl: Vec<Control>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
     lens: Vec<usize>,
@@ -91,7 +90,6 @@ impl Batch {
             addrs: vec![zero_addr; BATCH],
             ctrl: vec![[0; 8]; BATCH],
             dsts: vec![None; BATCH],
-            send_ctrl: vec![[0; 8]; BATCH],
             iovs: vec![
                 libc::iovec {
                     iov_base: std::ptr::null_mut(),
@@ -171,61 +169,39 @@ impl Batch {
         &mut self.replies[i]
     }
 
-    /// Marks the answer in `reply_buf(i)` for sending.
+    /// Marks the answer in `reply_buf(i)` for sending (if its sender has an address to
+    /// answer: from an IP socket, always).
     pub fn reply(&mut self, i: usize) {
-        self.reply_to.push(i);
+        if to_socket_addr(&self.addrs[i]).is_some() {
+            self.reply_to.push(i);
+        }
     }
 
     /// Sends every marked answer back to its sender; returns how many went out.
     pub fn send(&mut self, sock: &UdpSocket) -> io::Result<usize> {
         let n = self.reply_to.len();
-        for (k, &i) in self.reply_to.iter().enumerate() {
-            self.iovs[k] = libc::iovec {
-                iov_base: self.replies[i].as_mut_ptr().cast(),
-                iov_len: self.replies[i].len(),
-            };
-            let namelen = match i32::from(self.addrs[i].ss_family) {
-                libc::AF_INET => size_of::<libc::sockaddr_in>(),
-                _ => size_of::<libc::sockaddr_in6>(),
-            };
-            let h = &mut self.hdrs[k].msg_hdr;
-            h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_namelen = namelen as libc::socklen_t;
-            h.msg_iov = &mut self.iovs[k];
-            h.msg_iovlen = 1;
-            h.msg_flags = 0;
-            let len = self.dsts[i].map_or(0, |d| source_cmsg(d, &mut self.send_ctrl[k]));
-            h.msg_control = if len == 0 {
-                std::ptr::null_mut()
-            } else {
-                self.send_ctrl[k].as_mut_ptr().cast()
-            };
-            h.msg_controllen = len as _;
-        }
         let mut sent = 0;
         while sent < n {
-            // SAFETY: headers `sent..n` point at buffers owned by `self`.
-            let r = unsafe {
-                libc::sendmmsg(
-                    sock.as_raw_fd(),
-                    self.hdrs.as_mut_ptr().add(sent),
-                    (n - sent) as libc::c_uint,
-                    0,
-                )
-            };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
+            // `reply` took only answers with an address, so none is left out here and the
+            // count the kernel returns is of `reply_to[sent..]`.
+            let answers = self.reply_to[sent..].iter().filter_map(|&i| {
+                Some(mmsg::Datagram {
+                    to: to_socket_addr(&self.addrs[i])?,
+                    bytes: &self.replies[i],
+                    cmsg: self.dsts[i].map(source),
+                })
+            });
+            match mmsg::send(sock.as_raw_fd(), answers) {
+                Ok(r) => sent += r,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Skip the datagram that failed (e.g. an unreachable sender) and go on.
+                    sent += 1;
+                    if sent >= n {
+                        return Err(e);
+                    }
                 }
-                // Skip the datagram that failed (e.g. an unreachable sender) and go on.
-                sent += 1;
-                if sent >= n {
-                    return Err(e);
-                }
-                continue;
             }
-            sent += r as usize;
         }
         self.reply_to.clear();
         Ok(sent)
@@ -234,57 +210,14 @@ impl Batch {
 
 /// Sends one answer to `to`, leaving from `dst` (the address its query went to) if known.
 pub fn send_one(sock: &UdpSocket, buf: &[u8], to: SocketAddr, dst: Option<Dst>) -> io::Result<()> {
-    let mut name: libc::sockaddr_storage = unsafe { zeroed() };
-    let namelen = from_socket_addr(to, &mut name);
-    let mut iov = libc::iovec {
-        iov_base: buf.as_ptr().cast_mut().cast(),
-        iov_len: buf.len(),
-    };
-    let mut ctrl: Control = [0; 8];
-    let ctrl_len = dst.map_or(0, |d| source_cmsg(d, &mut ctrl));
-    // SAFETY: all-zero is a valid msghdr; every pointer set below outlives the call, and
-    // sendmsg only reads through `iov_base`.
-    let mut h: libc::msghdr = unsafe { zeroed() };
-    h.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
-    h.msg_namelen = namelen;
-    h.msg_iov = &mut iov;
-    h.msg_iovlen = 1;
-    if ctrl_len > 0 {
-        h.msg_control = ctrl.as_mut_ptr().cast();
-        h.msg_controllen = ctrl_len as _;
-    }
-    // SAFETY: as above.
-    let r = unsafe { libc::sendmsg(sock.as_raw_fd(), &h, 0) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Writes `addr` into `ss` in the socket's family; returns its length.
-fn from_socket_addr(addr: SocketAddr, ss: &mut libc::sockaddr_storage) -> libc::socklen_t {
-    match addr {
-        SocketAddr::V4(a) => {
-            // SAFETY: storage is large and aligned enough for a sockaddr_in.
-            let s =
-                unsafe { &mut *(ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            s.sin_family = libc::AF_INET as libc::sa_family_t;
-            s.sin_port = a.port().to_be();
-            s.sin_addr.s_addr = u32::from(*a.ip()).to_be();
-            size_of::<libc::sockaddr_in>() as libc::socklen_t
-        }
-        SocketAddr::V6(a) => {
-            // SAFETY: as above, for sockaddr_in6.
-            let s =
-                unsafe { &mut *(ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            s.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            s.sin6_port = a.port().to_be();
-            s.sin6_addr.s6_addr = a.ip().octets();
-            s.sin6_flowinfo = a.flowinfo();
-            s.sin6_scope_id = a.scope_id();
-            size_of::<libc::sockaddr_in6>() as libc::socklen_t
-        }
-    }
+    mmsg::send_one(
+        sock.as_raw_fd(),
+        &mmsg::Datagram {
+            to,
+            bytes: buf,
+            cmsg: dst.map(source),
+        },
+    )
 }
 
 /// The PKTINFO control message of a received datagram, if any.
@@ -311,45 +244,19 @@ fn pktinfo(h: &libc::msghdr) -> Option<Dst> {
     None
 }
 
-/// Writes into `buf` the control message that makes an answer leave from `dst`; returns its
-/// length.
-fn source_cmsg(dst: Dst, buf: &mut Control) -> usize {
-    let (level, kind, len) = match dst {
-        Dst::V4(_) => (
-            libc::IPPROTO_IP,
-            libc::IP_PKTINFO,
-            size_of::<libc::in_pktinfo>(),
-        ),
-        Dst::V6(_) => (
-            libc::IPPROTO_IPV6,
-            libc::IPV6_PKTINFO,
-            size_of::<libc::in6_pktinfo>(),
-        ),
-    };
-    *buf = [0; 8];
-    // SAFETY: CMSG_SPACE of either pktinfo fits in `Control` (64 bytes); `buf` is aligned
-    // for cmsghdr (u64), and the data pointer lies inside it.
-    unsafe {
-        let space = libc::CMSG_SPACE(len as u32) as usize;
-        debug_assert!(space <= size_of::<Control>());
-        let c = buf.as_mut_ptr().cast::<libc::cmsghdr>();
-        (*c).cmsg_level = level;
-        (*c).cmsg_type = kind;
-        (*c).cmsg_len = libc::CMSG_LEN(len as u32) as _;
-        let data = libc::CMSG_DATA(c);
-        match dst {
-            Dst::V4(info) => {
-                // Leave from the address the query was sent to, on whatever interface.
-                let out = libc::in_pktinfo {
-                    ipi_ifindex: 0,
-                    ipi_spec_dst: info.ipi_addr,
-                    ipi_addr: libc::in_addr { s_addr: 0 },
-                };
-                std::ptr::write_unaligned(data.cast::<libc::in_pktinfo>(), out);
-            }
-            Dst::V6(info) => std::ptr::write_unaligned(data.cast::<libc::in6_pktinfo>(), info),
+/// The control message that makes an answer leave from `dst`.
+fn source(dst: Dst) -> mmsg::Cmsg {
+    match dst {
+        Dst::V4(info) => {
+            // Leave from the address the query was sent to, on whatever interface.
+            let out = libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: info.ipi_addr,
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            mmsg::Cmsg::new(libc::IPPROTO_IP, libc::IP_PKTINFO, out)
         }
-        space
+        Dst::V6(info) => mmsg::Cmsg::new(libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, info),
     }
 }
 

@@ -142,7 +142,7 @@ impl UdpBatch {
         });
     }
 
-    /// Sends everything, up to 64 runs per `sendmmsg`; returns how many datagrams could not
+    /// Sends everything, up to `mmsg::MAX` runs per `sendmmsg`; returns how many datagrams could not
     /// be sent.
     pub fn flush(&mut self, socket: &Socket) -> u64 {
         let deadline = Instant::now() + SEND_WAIT;
@@ -191,62 +191,21 @@ fn wait_writable(socket: &Socket, deadline: Instant) -> bool {
     !left.is_zero() && socket.wait(libc::POLLOUT, left)
 }
 
-/// Runs per `sendmmsg`.
-const SENDMMSG_MAX: usize = 64;
 /// `UDP_SEGMENT` from linux/udp.h (the libc crate has it only for some targets).
 const UDP_SEGMENT: libc::c_int = 103;
 
-/// Sends the first runs (up to `SENDMMSG_MAX`) in one `sendmmsg`, each a GSO message;
-/// returns how many went. The socket is the dual-stack IPv6 one of [`bind`].
+/// Sends the first runs (up to `mmsg::MAX`) in one `sendmmsg`, each a GSO message; returns
+/// how many went. The socket is the dual-stack IPv6 one of [`bind`].
 fn sendmmsg_runs(fd: RawFd, runs: &[Run], buf: &[u8]) -> std::io::Result<usize> {
-    let k = runs.len().min(SENDMMSG_MAX);
-    // SAFETY: all-zero is a valid value of these plain C structs.
-    let mut names: [libc::sockaddr_in6; SENDMMSG_MAX] = unsafe { std::mem::zeroed() };
-    let mut iovs: [libc::iovec; SENDMMSG_MAX] = unsafe { std::mem::zeroed() };
-    let mut hdrs: [libc::mmsghdr; SENDMMSG_MAX] = unsafe { std::mem::zeroed() };
-    // u64s keep each control buffer aligned for cmsghdr; 3 of them hold CMSG_SPACE(2).
-    let mut controls = [[0u64; 3]; SENDMMSG_MAX];
-    for (i, run) in runs[..k].iter().enumerate() {
-        let SocketAddr::V6(to) = to_wire(run.to) else {
-            return Err(std::io::ErrorKind::InvalidInput.into());
-        };
-        let name = &mut names[i];
-        name.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-        name.sin6_port = to.port().to_be();
-        name.sin6_flowinfo = to.flowinfo();
-        name.sin6_addr.s6_addr = to.ip().octets();
-        name.sin6_scope_id = to.scope_id();
-        let contents = &buf[run.start..run.start + run.len];
-        iovs[i] = libc::iovec {
-            iov_base: contents.as_ptr() as *mut libc::c_void,
-            iov_len: contents.len(),
-        };
-        let hdr = &mut hdrs[i].msg_hdr;
-        hdr.msg_name = name as *mut libc::sockaddr_in6 as *mut libc::c_void;
-        hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-        hdr.msg_iov = &mut iovs[i];
-        hdr.msg_iovlen = 1;
-        if run.count > 1 {
-            let control = controls[i].as_mut_ptr() as *mut libc::cmsghdr;
-            // SAFETY: `control` points at 24 aligned bytes, room for a cmsghdr and a u16;
-            // the CMSG_* helpers compute within it.
-            unsafe {
-                (*control).cmsg_level = libc::SOL_UDP;
-                (*control).cmsg_type = UDP_SEGMENT;
-                (*control).cmsg_len = libc::CMSG_LEN(2) as _;
-                std::ptr::write_unaligned(libc::CMSG_DATA(control) as *mut u16, run.segment as u16);
-                hdr.msg_control = control as *mut libc::c_void;
-                hdr.msg_controllen = libc::CMSG_SPACE(2) as _;
-            }
-        }
-    }
-    // SAFETY: `hdrs[..k]` point into `names`, `iovs`, `controls` and `buf`, all alive for the
-    // call.
-    let n = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), k as libc::c_uint, 0) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    mmsg::send(
+        fd,
+        runs.iter().map(|run| mmsg::Datagram {
+            to: to_wire(run.to),
+            bytes: &buf[run.start..run.start + run.len],
+            cmsg: (run.count > 1)
+                .then(|| mmsg::Cmsg::new(libc::SOL_UDP, UDP_SEGMENT, run.segment as u16)),
+        }),
+    )
 }
 
 fn send_run(socket: &Socket, run: &Run, contents: &[u8], deadline: Instant) -> u64 {
