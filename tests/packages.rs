@@ -220,9 +220,15 @@ fn debs_hold_stripped_binaries_units_conffiles_and_docs_and_depend_on_real_packa
             says.trim() == want,
             "{pkg} {version} holds a binary that says {says:?}"
         );
+        let page = format!("/usr/share/man/man1/{b}.1.gz");
+        ensure!(has(&page), "{pkg} has no {page}");
+        let text = sh(&format!("zcat {r}{page}"))?;
+        ensure!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{b}.1 is no man page"
+        );
         if b == "wgtool" {
             for p in [
-                "/usr/share/man/man1/wgtool.1.gz",
                 "/usr/share/man/man1/wgtool-create.1.gz",
                 "/usr/share/bash-completion/completions/wgtool",
                 "/usr/share/zsh/vendor-completions/_wgtool",
@@ -230,11 +236,6 @@ fn debs_hold_stripped_binaries_units_conffiles_and_docs_and_depend_on_real_packa
             ] {
                 ensure!(has(p), "{pkg} has no {p}");
             }
-            let page = sh(&format!("zcat {r}/usr/share/man/man1/wgtool.1.gz"))?;
-            ensure!(
-                page.starts_with(".ie") || page.contains(".TH"),
-                "wgtool.1 is no man page"
-            );
         }
     }
     drop(debs.dir);

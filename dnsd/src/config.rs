@@ -17,9 +17,17 @@ pub enum LogFormat {
 
 /// sixpn's DNS server: answers `.internal` names from the registry, scoped to the querier's
 /// org, and forwards every other name upstream.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Writes the man page dnsd.1 (and dnsd-man.1) into DIR, e.g. /usr/local/share/man/man1.
+    Man { dir: PathBuf },
+}
+
 #[derive(Debug, Parser)]
-#[command(name = "dnsd", version = env!("SIXPN_VERSION"))]
+#[command(name = "dnsd", version = env!("SIXPN_VERSION"), args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Log lines as text or as JSON objects (one per line, with the event's fields).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -10,7 +10,7 @@ use clap::Parser;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use dnsd::cache::Cache;
-use dnsd::config::{Cli, Config};
+use dnsd::config::{Cli, Command, Config};
 use dnsd::forward::Forwarder;
 use dnsd::index::Options;
 use dnsd::metrics::Metrics;
@@ -35,6 +35,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Man { dir }) = &cli.command {
+        return match man_pages(dir) {
+            Ok(n) => {
+                eprintln!("wrote {n} man pages to {}", dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dnsd: writing man pages into {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     let log_format = cli.log_format;
     let config = match Config::load(cli) {
         Ok(c) => c,
@@ -213,4 +225,24 @@ fn run(config: Config) -> anyhow::Result<()> {
     })?;
     runtime.shutdown_background();
     Ok(())
+}
+
+/// Writes dnsd.1 and a page per subcommand (dnsd-man.1) into `dir`; returns how many.
+fn man_pages(dir: &std::path::Path) -> std::io::Result<usize> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let mut written = 0;
+    let mut stack = vec![(String::from("dnsd"), cmd)];
+    while let Some((name, cmd)) = stack.pop() {
+        // clap keeps names as `&'static str`; a few short strings, once per run.
+        let static_name: &'static str = Box::leak(name.clone().into_boxed_str());
+        let cmd = cmd.name(static_name).display_name(static_name);
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+        std::fs::write(dir.join(format!("{name}.1")), page)?;
+        written += 1;
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            stack.push((format!("{name}-{}", sub.get_name()), sub.clone()));
+        }
+    }
+    Ok(written)
 }

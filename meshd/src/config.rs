@@ -48,6 +48,9 @@ pub enum Command {
         #[arg(long, default_value = DEFAULT_KEY)]
         key: PathBuf,
     },
+    /// Writes the man pages meshd.1, meshd-pubkey.1 and meshd-man.1 into DIR, e.g.
+    /// /usr/local/share/man/man1.
+    Man { dir: PathBuf },
 }
 
 #[derive(Debug, Args, Default)]

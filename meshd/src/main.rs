@@ -19,17 +19,32 @@ fn main() -> ExitCode {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
     }
-    if let Some(Command::Pubkey { key: path }) = cli.command {
-        return match key::load_or_create(&path) {
-            Ok(secret) => {
-                println!("{}", key::to_base64(&key::public_of(&secret)));
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("meshd: {e}");
-                ExitCode::from(2)
-            }
-        };
+    match cli.command {
+        Some(Command::Pubkey { key: path }) => {
+            return match key::load_or_create(&path) {
+                Ok(secret) => {
+                    println!("{}", key::to_base64(&key::public_of(&secret)));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("meshd: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Some(Command::Man { dir }) => {
+            return match man_pages(&dir) {
+                Ok(n) => {
+                    eprintln!("wrote {n} man pages to {}", dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("meshd: writing man pages into {}: {e}", dir.display());
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        None => {}
     }
     let mode = match cli.run.resolve() {
         Ok(m) => m,
@@ -104,4 +119,25 @@ fn daemonise(interface: &str) -> ExitCode {
     }
     eprintln!("meshd: the daemon for {interface} did not come up within 10 s");
     ExitCode::FAILURE
+}
+
+/// Writes meshd.1 and a page per subcommand (meshd-pubkey.1, meshd-man.1) into `dir`;
+/// returns how many.
+fn man_pages(dir: &std::path::Path) -> std::io::Result<usize> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let mut written = 0;
+    let mut stack = vec![(String::from("meshd"), cmd)];
+    while let Some((name, cmd)) = stack.pop() {
+        // clap keeps names as `&'static str`; a few short strings, once per run.
+        let static_name: &'static str = Box::leak(name.clone().into_boxed_str());
+        let cmd = cmd.name(static_name).display_name(static_name);
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+        std::fs::write(dir.join(format!("{name}.1")), page)?;
+        written += 1;
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            stack.push((format!("{name}-{}", sub.get_name()), sub.clone()));
+        }
+    }
+    Ok(written)
 }
