@@ -3,7 +3,7 @@
 //! errno=0 with keys in hex and allowed IPs that parse.
 #![no_main]
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
 use meshd::core::{Core, Options, PeerUpdate};
@@ -22,7 +22,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut core = Core::new(Some(StaticSecret::from([1; 32])), options, 1);
     let peer = PublicKey::from(&StaticSecret::from([2; 32])).to_bytes();
-    core.ensure_peer(peer);
+    let now = Instant::now();
+    core.ensure_peer(now, peer);
     core.update_peer(
         &peer,
         PeerUpdate {
@@ -31,10 +32,10 @@ fuzz_target!(|data: &[u8]| {
         },
     );
     core.set_allowed_ips(&peer, &["fdaa:0:1::/48".parse().unwrap()]);
-    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    let (response, _effects) = handle_request(&mut core, request, &Resolved::default(), now);
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let (response, _effects) = handle_request(&mut core, request, &Resolved::default(), now, wall);
     assert!(response.contains("errno=") && response.ends_with("\n\n"), "{response:?}");
-    let (got, _) = handle_request(&mut core, "get=1\n", &Resolved::default(), now);
+    let (got, _) = handle_request(&mut core, "get=1\n", &Resolved::default(), now, wall);
     assert!(got.ends_with("errno=0\n\n"), "{got:?}");
     for line in got.lines().filter(|l| !l.is_empty()) {
         let (key, value) = line.split_once('=').unwrap_or_else(|| panic!("{line:?}"));

@@ -50,7 +50,7 @@ fn net(s: &str) -> IpNet {
 }
 
 fn link(from: &mut Node, to: &Node, endpoint: bool, nets: &[&str]) {
-    from.core.ensure_peer(to.public);
+    from.core.ensure_peer(Instant::now(), to.public);
     if endpoint {
         let update = PeerUpdate {
             endpoint: Some(to.addr),

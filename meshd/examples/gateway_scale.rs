@@ -82,7 +82,7 @@ fn all_tunnels(registered: usize) {
         let mut key = [0u8; 32];
         OsRng.fill_bytes(&mut key);
         let addr = std::net::Ipv6Addr::from(base + 0x1_0000 + i as u128);
-        gw.ensure_peer(key);
+        gw.ensure_peer(Instant::now(), key);
         gw.set_allowed_ips(&key, &[IpNet::V6(Ipv6Net::new(addr, 128).unwrap())]);
     }
     println!(

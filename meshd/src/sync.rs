@@ -249,7 +249,7 @@ pub(crate) fn put_peer(
         }
         return;
     }
-    let added = core.ensure_peer(*key);
+    let added = core.ensure_peer(now, *key);
     let before = peer_state(core, key);
     // A laptop's endpoint is learned from its handshakes: keep it.
     core.update_peer(

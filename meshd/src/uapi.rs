@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use ipnet::IpNet;
 use x25519_dalek::StaticSecret;
@@ -77,20 +77,22 @@ pub fn resolve_names(request: &str) -> Resolved {
     Resolved(names)
 }
 
-/// Answers one request (without its blank terminating line) as of `now`, with the endpoint
-/// names `resolved` beforehand; does no I/O. Returns the response text (ending in a blank
-/// line) and what the shell must do.
+/// Answers one request (without its blank terminating line) as of `now` (the core's clock;
+/// `wall` is the same moment in Unix time, for handshake times), with the endpoint names
+/// `resolved` beforehand; does no I/O and reads no clock. Returns the response text (ending
+/// in a blank line) and what the shell must do.
 pub fn handle_request(
     core: &mut Core,
     request: &str,
     resolved: &Resolved,
-    now: SystemTime,
+    now: Instant,
+    wall: SystemTime,
 ) -> (String, Effects) {
     let mut lines = request.lines().filter(|l| !l.is_empty());
     match lines.next() {
-        Some("get=1") => (get(core, now), Effects::default()),
+        Some("get=1") => (get(core, wall), Effects::default()),
         Some("get=evicted") => (get_evicted(core), Effects::default()),
-        Some("set=1") => match set(core, lines, resolved) {
+        Some("set=1") => match set(core, lines, resolved, now) {
             Ok(fx) => ("errno=0\n\n".into(), fx),
             Err(errno) => (format!("errno={errno}\n\n"), Effects::default()),
         },
@@ -172,6 +174,7 @@ fn set<'a>(
     core: &mut Core,
     lines: impl Iterator<Item = &'a str>,
     resolved: &Resolved,
+    now: Instant,
 ) -> Result<Effects, i32> {
     let mut fx = Effects::default();
     let mut section: Option<Section> = None;
@@ -184,7 +187,7 @@ fn set<'a>(
                 section = Some(Section { key: k, skip: true });
                 continue;
             }
-            core.ensure_peer(k);
+            core.ensure_peer(now, k);
             section = Some(Section {
                 key: k,
                 skip: false,
@@ -312,7 +315,13 @@ mod tests {
 
     /// A request with no names to resolve, answered now.
     fn handle(core: &mut Core, request: &str) -> (String, Effects) {
-        handle_request(core, request, &Resolved::default(), SystemTime::now())
+        handle_request(
+            core,
+            request,
+            &Resolved::default(),
+            Instant::now(),
+            SystemTime::now(),
+        )
     }
 
     #[test]
@@ -388,7 +397,7 @@ mod tests {
         assert_eq!(handle(&mut c, &req).0, "errno=22\n\n");
         let addr: SocketAddr = "10.0.0.7:51820".parse().unwrap();
         let resolved = Resolved(HashMap::from([("localhost:51820".to_string(), addr)]));
-        let (resp, _) = handle_request(&mut c, &req, &resolved, SystemTime::now());
+        let (resp, _) = handle_request(&mut c, &req, &resolved, Instant::now(), SystemTime::now());
         assert_eq!(resp, "errno=0\n\n");
         assert_eq!(c.peer(&[5u8; 32]).unwrap().endpoint, Some(addr.into()));
     }

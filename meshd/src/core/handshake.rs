@@ -46,12 +46,12 @@ impl Identity {
     /// a cookie reply is sent if one is due and the source's budget allows it.
     pub(super) fn admit_handshake(
         &mut self,
+        now: Instant,
         from: Endpoint,
         datagram: &[u8],
         buf: &mut [u8],
         out: &mut impl Transmit,
     ) -> Result<(), Drop> {
-        let now = Instant::now();
         // Without an address the limiter checks MAC1 and the load as before, but under
         // load it drops instead of making a cookie reply.
         let budget = self.cookie_budget.has(from.ip(), now);

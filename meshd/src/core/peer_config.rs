@@ -36,13 +36,13 @@ impl Core {
     }
 
     /// Adds the peer if it is new; returns true if it was. A registered peer without a
-    /// tunnel gets one (`wg set` on it at a gateway).
-    pub fn ensure_peer(&mut self, key: PublicKey) -> bool {
+    /// tunnel gets one (`wg set` on it at a gateway), as of `now`.
+    pub fn ensure_peer(&mut self, now: Instant, key: PublicKey) -> bool {
         if self.peers.index_of(&key).is_some() {
             return false;
         }
         if self.registered.contains(&key) {
-            return self.activate(Instant::now(), &key).is_some();
+            return self.activate(now, &key).is_some();
         }
         let index = self.allocate_index();
         let tunn = self.new_tunn(&key, None, index);

@@ -32,9 +32,9 @@ impl Core {
             Err(_) => return self.counters.drop(Drop::Malformed),
             Ok(Packet::HandshakeInit(init)) => {
                 // MACs and the load check first: they are cheap, the DH below is not.
-                if let Err(why) = self
-                    .identity
-                    .admit_handshake(from, datagram, &mut self.buf, out)
+                if let Err(why) =
+                    self.identity
+                        .admit_handshake(now, from, datagram, &mut self.buf, out)
                 {
                     return self.counters.drop(why);
                 }
@@ -59,9 +59,9 @@ impl Core {
                 }
             }
             Ok(Packet::HandshakeResponse(p)) => {
-                if let Err(why) = self
-                    .identity
-                    .admit_handshake(from, datagram, &mut self.buf, out)
+                if let Err(why) =
+                    self.identity
+                        .admit_handshake(now, from, datagram, &mut self.buf, out)
                 {
                     return self.counters.drop(why);
                 }

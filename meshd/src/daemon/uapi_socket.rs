@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 
@@ -102,8 +102,13 @@ fn uapi_conn(shell: &Shell, conn: UnixStream) -> std::io::Result<()> {
         }
         // DNS, if the request names an endpoint, before the lock: never under it.
         let resolved = uapi::resolve_names(&request);
-        let (mut response, effects) =
-            uapi::handle_request(&mut shell.lock(), &request, &resolved, SystemTime::now());
+        let (mut response, effects) = uapi::handle_request(
+            &mut shell.lock(),
+            &request,
+            &resolved,
+            Instant::now(),
+            SystemTime::now(),
+        );
         if let Some(port) = effects.listen_port {
             if let Err(errno) = rebind(shell, port) {
                 response = format!("errno={errno}\n\n");

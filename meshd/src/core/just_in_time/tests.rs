@@ -52,7 +52,7 @@ fn laptop_addr(n: u8) -> Ipv6Addr {
 /// A laptop (plain WireGuard peer) with the gateway as its peer for the org's /48.
 fn laptop(n: u8, gw: &Side) -> Side {
     let mut l = side(10 + n, 1000 * u32::from(n), Options::default());
-    l.core.ensure_peer(gw.public);
+    l.core.ensure_peer(Instant::now(), gw.public);
     l.core.update_peer(
         &gw.public,
         PeerUpdate {
@@ -181,7 +181,14 @@ fn an_idle_tunnel_is_evicted_and_its_peer_comes_back_without_losing_more_than_on
     assert_eq!(gw.core.registered_count(), 1);
     // `wg show` (get=1) no longer lists it; get=evicted says when it was last seen.
     let ask = |core: &mut Core, req: &str| {
-        crate::uapi::handle_request(core, req, &Default::default(), std::time::SystemTime::now()).0
+        crate::uapi::handle_request(
+            core,
+            req,
+            &Default::default(),
+            Instant::now(),
+            std::time::SystemTime::now(),
+        )
+        .0
     };
     let key_hex = crate::uapi::hex(&l1.public);
     assert!(!ask(&mut gw.core, "get=1\n").contains(&key_hex));
@@ -338,7 +345,7 @@ fn many_registered_peers_cost_no_tunnels_and_keep_their_own_indexes() {
     assert_eq!(gw.core.registered_count(), 1000);
     assert_eq!(gw.core.peers().len(), 0);
     // A UAPI-made peer gets an index no registration holds.
-    gw.core.ensure_peer([0xee; 32]);
+    gw.core.ensure_peer(Instant::now(), [0xee; 32]);
     let i = gw.core.peer(&[0xee; 32]).unwrap().index;
     assert!(!gw.core.registered.holds_index(i));
 }

@@ -154,7 +154,7 @@ fn replayed_garbage_and_unknown_index_are_dropped_and_counted() {
 fn handshake_from_a_stranger_is_dropped() {
     let (mut a, _) = pair();
     let mut stranger = node(3, 300, MESH);
-    stranger.core.ensure_peer(a.public);
+    stranger.core.ensure_peer(Instant::now(), a.public);
     stranger.core.update_peer(
         &a.public,
         PeerUpdate {

@@ -78,7 +78,7 @@ const MESH: Options = Options {
 fn pair() -> (Node, Node) {
     let mut a = node(1, 100, MESH);
     let mut b = node(2, 200, MESH);
-    a.core.ensure_peer(b.public);
+    a.core.ensure_peer(Instant::now(), b.public);
     a.core.update_peer(
         &b.public,
         PeerUpdate {
@@ -91,7 +91,7 @@ fn pair() -> (Node, Node) {
         &[net("fdaa:0:1:a7b:2::/80"), net("fdaa:0:2:a7b:2::/80")],
     );
     a.core.set_local_routes(&[net("fdaa:0:1:a7b:1::/80")]);
-    b.core.ensure_peer(a.public);
+    b.core.ensure_peer(Instant::now(), a.public);
     b.core.update_peer(
         &a.public,
         PeerUpdate {
@@ -108,11 +108,24 @@ fn pair() -> (Node, Node) {
 
 /// Delivers datagrams back and forth until both sides are quiet; returns what reached
 /// each TUN.
-fn pump(a: &mut Node, b: &mut Node, mut from_a: Wire) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
-    let now = Instant::now();
-    let (mut tun_a, mut tun_b) = (std::mem::take(&mut from_a.tun), Vec::new());
+fn pump(a: &mut Node, b: &mut Node, from_a: Wire) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    exchange(Instant::now(), a, b, from_a, Wire::default())
+}
+
+/// [`pump`] at a chosen time, starting with what both sides sent.
+fn exchange(
+    now: Instant,
+    a: &mut Node,
+    b: &mut Node,
+    mut from_a: Wire,
+    mut from_b: Wire,
+) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let (mut tun_a, mut tun_b) = (
+        std::mem::take(&mut from_a.tun),
+        std::mem::take(&mut from_b.tun),
+    );
     let mut pending_a = from_a.udp;
-    let mut pending_b: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+    let mut pending_b = from_b.udp;
     for _ in 0..20 {
         if pending_a.is_empty() && pending_b.is_empty() {
             break;
@@ -133,6 +146,48 @@ fn pump(a: &mut Node, b: &mut Node, mut from_a: Wire) -> (Vec<Vec<u8>>, Vec<Vec<
         pending_a.extend(out_a.udp);
     }
     (tun_a, tun_b)
+}
+
+/// The two cores of [`pair`] and a clock the test moves: every call into a core is made at
+/// `now`, so timers, keepalives and idle eviction happen when the test says. (The sessions'
+/// own rekey and expiry follow boringtun's clock inside `Tunn`, which a caller cannot set.)
+struct Pair {
+    a: Node,
+    b: Node,
+    now: Instant,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let (a, b) = pair();
+        Pair {
+            a,
+            b,
+            now: Instant::now(),
+        }
+    }
+
+    fn advance(&mut self, by: std::time::Duration) {
+        self.now += by;
+    }
+
+    /// A's TUN takes `packet`; everything that follows is carried. What reached each TUN.
+    fn send_from_a(&mut self, packet: &[u8]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let mut out = Wire::default();
+        self.a.core.handle_tun_packet(self.now, packet, &mut out);
+        exchange(self.now, &mut self.a, &mut self.b, out, Wire::default())
+    }
+
+    /// Both cores' timers at `now`, and everything they sent carried. How many datagrams
+    /// each side's timers sent.
+    fn tick(&mut self) -> (usize, usize) {
+        let (mut out_a, mut out_b) = (Wire::default(), Wire::default());
+        self.a.core.handle_timeout(self.now, &mut out_a);
+        self.b.core.handle_timeout(self.now, &mut out_b);
+        let sent = (out_a.udp.len(), out_b.udp.len());
+        exchange(self.now, &mut self.a, &mut self.b, out_a, out_b);
+        sent
+    }
 }
 
 mod handshake;

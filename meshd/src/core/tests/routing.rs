@@ -63,7 +63,7 @@ fn changing_allowed_ips_keeps_the_session() {
 
     // Another peer comes and goes; B's session is untouched.
     let other = [7u8; 32];
-    a.core.ensure_peer(other);
+    a.core.ensure_peer(Instant::now(), other);
     a.core
         .set_allowed_ips(&other, &[net("fdaa:0:1:a7b:3::/80")]);
     a.core.remove_peer(&other);
@@ -85,7 +85,7 @@ fn gateway_forwards_between_peers_and_plain_nodes_do_not() {
     let mut gw = node(11, 1100, gw_opts);
     let mut n = node(12, 1200, MESH);
     let link = |from: &mut Node, to: &Node, nets: &[&str]| {
-        from.core.ensure_peer(to.public);
+        from.core.ensure_peer(Instant::now(), to.public);
         from.core.update_peer(
             &to.public,
             PeerUpdate {
@@ -168,7 +168,7 @@ fn local_routes_change_only_what_differs_and_win_back_their_prefix() {
     assert_eq!(core.route(in_b), Some(Target::Local));
     // A peer that took exactly a local prefix loses it when the local set is given again.
     let key = [5u8; 32];
-    core.ensure_peer(key);
+    core.ensure_peer(Instant::now(), key);
     core.add_allowed_ip(&key, b);
     assert!(matches!(core.route(in_b), Some(Target::Peer(_))));
     core.set_local_routes(&[b]);

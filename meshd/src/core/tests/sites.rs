@@ -49,7 +49,7 @@ const VIA: &str = "fdaa:0:1:b1a:1:5::/96";
 fn site() -> (Node, Node) {
     let mut a = node(1, 100, GATEWAY);
     let mut b = node(2, 200, Options::default());
-    a.core.ensure_peer(b.public);
+    a.core.ensure_peer(Instant::now(), b.public);
     a.core.set_allowed_ips(
         &b.public,
         &[net("fdaa:0:1:a7b:1:0:5:2/128"), net("2001:db8:5::/48")],
@@ -66,7 +66,7 @@ fn site() -> (Node, Node) {
         &[(net("2001:db8:5::/48"), OrgNetwork(1))],
         std::iter::empty(),
     );
-    b.core.ensure_peer(a.public);
+    b.core.ensure_peer(Instant::now(), a.public);
     b.core.update_peer(
         &a.public,
         PeerUpdate {
