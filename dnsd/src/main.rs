@@ -227,22 +227,10 @@ fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes dnsd.1 and a page per subcommand (dnsd-man.1) into `dir`; returns how many.
+/// Writes dnsd.1 and a page per subcommand into `dir`; returns how many.
 fn man_pages(dir: &std::path::Path) -> std::io::Result<usize> {
-    let cmd = <Cli as clap::CommandFactory>::command();
-    let mut written = 0;
-    let mut stack = vec![(String::from("dnsd"), cmd)];
-    while let Some((name, cmd)) = stack.pop() {
-        // clap keeps names as `&'static str`; a few short strings, once per run.
-        let static_name: &'static str = Box::leak(name.clone().into_boxed_str());
-        let cmd = cmd.name(static_name).display_name(static_name);
-        let mut page = Vec::new();
-        clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
-        std::fs::write(dir.join(format!("{name}.1")), page)?;
-        written += 1;
-        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
-            stack.push((format!("{name}-{}", sub.get_name()), sub.clone()));
-        }
-    }
-    Ok(written)
+    man::write_pages(<Cli as clap::CommandFactory>::command(), "dnsd", dir)
 }
+
+#[path = "../../build/man.rs"]
+mod man;

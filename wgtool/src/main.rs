@@ -55,6 +55,9 @@ fn main() -> ExitCode {
     }
 }
 
+#[path = "../../build/man.rs"]
+mod man;
+
 /// Writes `wgtool.1` and a page for every subcommand (`wgtool-org-create.1`, ...) into `dir`.
 fn man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
     if !dir.is_dir() {
@@ -63,21 +66,7 @@ fn man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
             dir.display()
         )));
     }
-    let cmd = <Cli as clap::CommandFactory>::command();
-    let mut written = 0;
-    let mut stack = vec![(String::from("wgtool"), cmd)];
-    while let Some((name, cmd)) = stack.pop() {
-        // clap keeps names as `&'static str`; a few dozen short strings, once per run.
-        let static_name: &'static str = Box::leak(name.clone().into_boxed_str());
-        let cmd = cmd.name(static_name).display_name(static_name);
-        let mut page = Vec::new();
-        clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
-        std::fs::write(dir.join(format!("{name}.1")), page)?;
-        written += 1;
-        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
-            stack.push((format!("{name}-{}", sub.get_name()), sub.clone()));
-        }
-    }
+    let written = man::write_pages(<Cli as clap::CommandFactory>::command(), "wgtool", dir)?;
     eprintln!("wrote {written} man pages to {}", dir.display());
     Ok(())
 }
