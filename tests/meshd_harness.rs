@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use registry::{Change, Machine, NodeSpec, Record, Registry};
+use sixpn_testkit::metrics::Scrape;
 
 use crate::{bin, tempdir, unique, Netns, Proc, Underlay};
 
@@ -44,12 +45,7 @@ impl Host {
 
 /// A metric's value from the meshd in `ns` that serves metrics on [`METRICS_PORT`].
 pub fn metric(ns: &Netns, name_and_labels: &str) -> Result<u64> {
-    let text = ns.sh(&format!(
-        "curl -s --max-time 2 http://127.0.0.1:{METRICS_PORT}/metrics"
-    ))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
-        .with_context(|| format!("metric {name_and_labels} not in:\n{text}"))
+    Scrape::from_netns(ns, &format!("127.0.0.1:{METRICS_PORT}"))?.value(name_and_labels)
 }
 
 pub struct Mesh {

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use sixpn_testkit::metrics::Scrape;
 use sixpn_tests::meshd_harness::{metric, wait_ping, wg_keypair, METRICS_PORT};
 use sixpn_tests::{bin, sh, unique, Netns, Proc, Underlay};
 
@@ -129,8 +130,8 @@ fn offload_and_plain_paths_carry_bulk_tcp_byte_exact_both_ways() -> Result<()> {
 
     // Nothing was dropped for a reason that would mean a framing or batching bug.
     for s in [&fast, &plain] {
-        let text =
-            s.ns.sh("curl -s --max-time 2 http://127.0.0.1:9109/metrics")?;
+        let scrape = Scrape::from_netns(&s.ns, "127.0.0.1:9109")?;
+        let text = scrape.text();
         for reason in [
             "malformed",
             "decrypt",
@@ -155,52 +156,13 @@ fn offload_and_plain_paths_carry_bulk_tcp_byte_exact_both_ways() -> Result<()> {
     Ok(())
 }
 
-/// Sends `count` UDP datagrams of 1,400 bytes (bigger than the tunnel's MTU, so each
-/// leaves the sender in two fragments) in bursts, each numbered and filled with a pattern
-/// that starts where its number says; the receiver prints how many came, how many came
-/// after a higher number and how many were not what was sent.
-const FRAGMENTS_PY: &str = r#"
-import socket, struct, sys, time
-mode, addr, port, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-family = socket.AF_INET6 if ":" in addr else socket.AF_INET
-pattern = bytes(range(256)) * 7
-def body(n):
-    return struct.pack("!I", n) + pattern[n % 256 : n % 256 + 1396]
-s = socket.socket(family, socket.SOCK_DGRAM)
-if mode == "recv":
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    s.bind((addr, port))
-    s.settimeout(5)
-    print("listening", flush=True)
-    got, late, bad, last = 0, 0, 0, -1
-    try:
-        while got < count:
-            data = s.recv(2048)
-            n = struct.unpack("!I", data[:4])[0]
-            got += 1
-            late += n < last
-            bad += data != body(n)
-            last = max(last, n)
-    except socket.timeout:
-        pass
-    print(f"got {got} late {late} bad {bad}", flush=True)
-else:
-    for n in range(count):
-        s.sendto(body(n), (addr, port))
-        if n % 20 == 19:
-            time.sleep(0.002)
-"#;
-
 #[test]
 fn fragmented_udp_arrives_whole_and_in_order() -> Result<()> {
     let mut underlay = Underlay::new()?;
     let fast = side(&mut underlay, "mff", true)?;
     let plain = side(&mut underlay, "mfp", false)?;
     pair(&fast, &plain)?;
-    let dir = sixpn_tests::tempdir::Dir::new()?;
-    let script = dir.path().join("fragments.py");
-    std::fs::write(&script, FRAGMENTS_PY)?;
-    let script = script.to_string_lossy().into_owned();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/meshd_offload_fragments.py");
     let count = 3000;
     // Both ways: the fast side reads many fragments per wake-up and sends them in GSO
     // runs; the plain side reads and sends them one by one. IPv4 fragments that arrive

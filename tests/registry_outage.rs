@@ -3,15 +3,13 @@
 //! killed with SIGKILL and restarted on its data dir and port; two meshd hosts in network
 //! namespaces; dnsd on this namespace's loopback, asked with `dig`.
 
-#[path = "etcd_harness.rs"]
-mod etcd_harness;
-
 use std::net::Ipv6Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use etcd_harness::{free_port, Background, Etcd};
+use sixpn_testkit::metrics::Scrape;
+use sixpn_testkit::{free_port, Etcd, Proc};
 use sixpn_tests::meshd_harness::{wait_ping, Host, Mesh};
 use sixpn_tests::{bin, ping_summary, sh, tempdir, unique, Underlay};
 
@@ -24,7 +22,7 @@ const LOG_REACHABLE: &str = "registry reachable";
 
 /// A dnsd on 127.0.0.1 in the test's own namespace.
 struct Dnsd {
-    proc: Background,
+    proc: Proc,
     port: u16,
     metrics: u16,
 }
@@ -40,7 +38,7 @@ impl Dnsd {
             .args(["--metrics", &format!("127.0.0.1:{metrics}")])
             // Nothing listens there: names outside `.internal` are not this test's business.
             .args(["--upstream", "127.0.0.1:9"]);
-        let proc = Background::spawn(cmd, &dir.path().join("dnsd.log"))?;
+        let proc = Proc::spawn(cmd, &dir.path().join("dnsd.log"))?;
         Ok(Dnsd {
             proc,
             port,
@@ -71,18 +69,18 @@ impl Dnsd {
     }
 
     fn metric(&self, name: &str) -> Result<u64> {
-        let text = sh(&format!(
-            "curl -s --max-time 2 http://127.0.0.1:{}/metrics",
-            self.metrics
-        ))?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-            .with_context(|| format!("metric {name} not in:\n{text}"))
+        Scrape::from_here(([127, 0, 0, 1], self.metrics).into())?.value(name)
     }
 
     fn log(&self) -> String {
         self.proc.log()
     }
+}
+
+/// Waits until a registry on `etcd` answers a read.
+fn etcd_ready(etcd: &Etcd) -> Result<()> {
+    let reg = registry::open(&etcd.url("/ready"))?;
+    etcd.wait_ready(|| reg.snapshot().map(drop))
 }
 
 /// Polls `done` every 50 ms until it holds; returns how long that took.
@@ -127,13 +125,14 @@ fn logs(a: &Host, b: &Host, dnsd: &Dnsd, etcd: &Etcd) -> String {
         a.log(),
         b.log(),
         dnsd.log(),
-        etcd.log()
+        etcd.logs()
     )
 }
 
 #[test]
 fn registry_outage_serves_the_last_snapshot_says_so_and_catches_up() -> Result<()> {
-    let mut etcd = Etcd::start()?;
+    let mut etcd = Etcd::launch(1, None, &[])?;
+    etcd_ready(&etcd)?;
     let url = etcd.url(&format!("/{}", unique("ro")));
     let mut mesh = Mesh {
         underlay: Underlay::new()?,
@@ -159,7 +158,7 @@ fn registry_outage_serves_the_last_snapshot_says_so_and_catches_up() -> Result<(
     let failures_at_kill = (meshd_failures(&a)?, meshd_failures(&b)?);
 
     // etcd dies.
-    etcd.kill();
+    etcd.kill(0);
     let noticed = wait_until("meshd a, meshd b and dnsd to say so", SECS10, || {
         Ok(meshd_reachable(&a)? == 0
             && meshd_reachable(&b)? == 0
@@ -237,7 +236,9 @@ fn registry_outage_serves_the_last_snapshot_says_so_and_catches_up() -> Result<(
 
     // etcd comes back with its data; a machine added then shows up everywhere.
     let restarting = Instant::now();
-    etcd.restart()?;
+    etcd.kill(0);
+    etcd.start(0)?;
+    etcd_ready(&etcd)?;
     let etcd_back = restarting.elapsed();
     let api = mesh.machine("acme", "api", &b)?;
     let added = Instant::now();

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
+use sixpn_testkit::metrics::Scrape;
 use sixpn_tests::meshd_harness::{Host, Mesh};
 use sixpn_tests::site_harness::{logs, machine, peer_up, reaches, request, serve, wg_peer, wgtool};
 use sixpn_tests::{bin, unique, Netns, Proc};
@@ -85,11 +86,11 @@ fn sha256(path: &Path) -> Result<String> {
 
 /// The gateway's WebSocket certificate fingerprint, from its metrics.
 fn gateway_fingerprint(gw: &Host) -> Result<String> {
-    let text = gw.ns.sh(&format!(
-        "curl -gs --max-time 2 http://127.0.0.1:{}/metrics",
-        sixpn_tests::meshd_harness::METRICS_PORT
-    ))?;
-    text.lines()
+    let addr = format!("127.0.0.1:{}", sixpn_tests::meshd_harness::METRICS_PORT);
+    let scrape = Scrape::from_netns(&gw.ns, &addr)?;
+    scrape
+        .text()
+        .lines()
         .find_map(|l| {
             l.strip_prefix("meshd_websocket_certificate_info{sha256=\"")?
                 .split('"')
