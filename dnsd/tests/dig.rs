@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use registry::{Change, MachineState};
+use sixpn_testkit::free_port;
 
 struct World {
     reg: TestRegistry,
@@ -35,10 +36,10 @@ fn world() -> World {
     web[2].state = MachineState::Stopped;
     reg.machine("acme", "db", "ams", "host-ams");
     reg.machine("globex", "secret", "iad", "host-iad");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
         .parse()
         .unwrap();
-    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
         .parse()
         .unwrap();
     let dnsd = Dnsd::start(
@@ -384,7 +385,7 @@ fn metrics_count_queries_by_type_and_rcode() {
 fn loopback_clients_are_refused_internal_names_without_a_default_org() {
     let reg = TestRegistry::new();
     reg.org("acme");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
         .parse()
         .unwrap();
     let d = Dnsd::start(

@@ -8,9 +8,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
+use sixpn_testkit::free_port;
 
 fn start(reg: &TestRegistry, upstreams: &[SocketAddr], metrics: SocketAddr) -> Dnsd {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
         .parse()
         .unwrap();
     let mut args = vec![
@@ -34,10 +35,10 @@ fn forwards_with_failover_cache_and_stale_answers_when_upstreams_are_down() {
     let reg = TestRegistry::new();
     let mut stub = StubUpstream::start(1);
     // The first upstream is dead (nothing listens there): dnsd must fail over.
-    let dead: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+    let dead: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
         .parse()
         .unwrap();
-    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
         .parse()
         .unwrap();
     let d = start(&reg, &[dead, stub.addr], metrics);

@@ -7,6 +7,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::*;
+use sixpn_testkit::{in_netns, Netns};
 
 #[test]
 fn getent_in_a_namespace_resolves_web_internal() {
@@ -14,12 +15,12 @@ fn getent_in_a_namespace_resolves_web_internal() {
     let acme = reg.org("acme");
     reg.node("host-iad", "iad", true);
     let web = reg.machine("acme", "web", "iad", "host-iad");
-    let ns = Netns::new("getent");
+    let ns = Netns::new("getent").unwrap();
     // The querier: an address on host-iad's /80 in acme's network, so dnsd scopes it to acme.
     let dns = acme.network.dns_addr();
     let client = acme.network.slot_addr(0x0a7b_0001, 0xfff0);
-    ns.add_addr(&dns.to_string());
-    ns.add_addr(&client.to_string());
+    ns.add_loopback(&dns.to_string()).unwrap();
+    ns.add_loopback(&client.to_string()).unwrap();
     std::fs::create_dir_all(ns.etc_dir()).unwrap();
     std::fs::write(
         ns.etc_dir().join("resolv.conf"),
@@ -28,11 +29,11 @@ fn getent_in_a_namespace_resolves_web_internal() {
     .unwrap();
     let listen = SocketAddr::new(dns.into(), 53);
     let _d = Dnsd::start(
-        Some(&ns.name),
+        Some(ns.name()),
         listen,
         &["--registry", &reg.url(), "--upstream", "127.0.0.1:9"],
     );
-    let out = ns.exec(&["getent", "ahosts", "web.internal"]);
+    let out = ns.exec(&["getent", "ahosts", "web.internal"]).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let first = text.lines().next().unwrap_or_default();
     assert!(
@@ -52,30 +53,30 @@ fn two_orgs_cannot_see_each_others_names() {
     reg.node("host-iad", "iad", true);
     let web = reg.machine("acme", "web", "iad", "host-iad");
     let secret = reg.machine("globex", "secret", "iad", "host-iad");
-    let ns = Netns::new("orgs");
+    let ns = Netns::new("orgs").unwrap();
     let a_client = acme.network.slot_addr(0x0a7b_0001, 0xfff0);
     let g_client = globex.network.slot_addr(0x0a7b_0001, 0xfff0);
-    ns.add_addr(&a_client.to_string());
-    ns.add_addr(&g_client.to_string());
+    ns.add_loopback(&a_client.to_string()).unwrap();
+    ns.add_loopback(&g_client.to_string()).unwrap();
     let listen: SocketAddr = "[::1]:53".parse().unwrap();
     let d = Dnsd::start(
-        Some(&ns.name),
+        Some(ns.name()),
         listen,
         &["--registry", &reg.url(), "--upstream", "127.0.0.1:9"],
     );
     let ask = |from: &str, name: &str, qtype: &str| {
-        dig(Some(&ns.name), d.addr, &["-b", from, "+tcp", name, qtype])
+        dig(Some(ns.name()), d.addr, &["-b", from, "+tcp", name, qtype])
     };
     let a = a_client.to_string();
     let g = g_client.to_string();
     let out = dig(
-        Some(&ns.name),
+        Some(ns.name()),
         d.addr,
         &["-b", &a, "+short", "web.internal", "AAAA"],
     );
     assert_eq!(out.trim(), web.addr.to_string());
     let out = dig(
-        Some(&ns.name),
+        Some(ns.name()),
         d.addr,
         &["-b", &g, "+short", "secret.internal", "AAAA"],
     );
@@ -83,19 +84,19 @@ fn two_orgs_cannot_see_each_others_names() {
     assert!(ask(&a, "secret.internal", "AAAA").contains("status: NXDOMAIN"));
     assert!(ask(&g, "web.internal", "AAAA").contains("status: NXDOMAIN"));
     let out = dig(
-        Some(&ns.name),
+        Some(ns.name()),
         d.addr,
         &["-b", &a, "+short", "_apps.internal", "TXT"],
     );
     assert_eq!(out.trim(), "\"web\"");
     let out = dig(
-        Some(&ns.name),
+        Some(ns.name()),
         d.addr,
         &["-b", &g, "+short", "_apps.internal", "TXT"],
     );
     assert_eq!(out.trim(), "\"secret\"");
     let out = dig(
-        Some(&ns.name),
+        Some(ns.name()),
         d.addr,
         &["-b", &g, "+short", "_instances.internal", "TXT"],
     );
@@ -125,22 +126,23 @@ fn sources_outside_every_org_are_refused_internal_names_and_forwarding() {
     });
     let site =
         reg.reg.snapshot().unwrap().peers[&("acme".to_string(), "site-ams".to_string())].clone();
-    let ns = Netns::new("refuse");
+    let ns = Netns::new("refuse").unwrap();
     // `[::]:53` takes IPv4 as well, whatever the host's default.
-    ns.exec(&["sysctl", "-q", "-w", "net.ipv6.bindv6only=0"]);
+    ns.exec(&["sysctl", "-q", "-w", "net.ipv6.bindv6only=0"])
+        .unwrap();
     let dns = acme.network.dns_addr().to_string();
     let member = acme.network.slot_addr(0x0a7b_0001, 0xfff0).to_string();
     let site_host = "2001:db8:a::10";
     let (outsider6, outsider4, allowed4) = ("2001:db8::5", "192.0.2.5", "198.51.100.7");
     for a in [dns.as_str(), &member, site_host, outsider6] {
-        ns.add_addr(a);
+        ns.add_loopback(a).unwrap();
     }
-    ns.add_addr4(outsider4);
-    ns.add_addr4(allowed4);
-    let stub = StubUpstream::start_in(&ns.name, 60);
+    ns.add_loopback(outsider4).unwrap();
+    ns.add_loopback(allowed4).unwrap();
+    let stub = StubUpstream::start_in(ns.name(), 60);
     let metrics: SocketAddr = "127.0.0.1:9153".parse().unwrap();
     let d = Dnsd::start(
-        Some(&ns.name),
+        Some(ns.name()),
         "[::]:53".parse().unwrap(),
         &[
             "--registry",
@@ -167,7 +169,7 @@ fn sources_outside_every_org_are_refused_internal_names_and_forwarding() {
         };
         let server = SocketAddr::new(server.parse().unwrap(), 53);
         let args = ["+time=2", "+tries=1", "-b", from, extra, name, qtype];
-        dig(Some(&ns.name), server, &args)
+        dig(Some(ns.name()), server, &args)
     };
     let web_addr = web.addr.to_string();
 
@@ -224,7 +226,7 @@ fn sources_outside_every_org_are_refused_internal_names_and_forwarding() {
         }
     }
     assert_eq!(stub.count(), 1, "an outsider's query was forwarded");
-    let m = in_netns(&ns.name, move || Dnsd::metrics(metrics));
+    let m = in_netns(ns.name(), move || Dnsd::metrics(metrics));
     assert!(
         m.contains(&format!(
             "dnsd_refused_total{{reason=\"outsider\"}} {refused}\n"

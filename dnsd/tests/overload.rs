@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use sixpn_testkit::{in_netns, Netns};
 
 const FORWARDS: usize = 2_000;
 const TCP_CONNS: usize = 1_500;
@@ -107,12 +108,12 @@ fn a_flood_of_unanswered_forwards_and_idle_tcp_leaves_internal_names_fast_and_fd
     reg.org("acme");
     reg.node("host-iad", "iad", true);
     let web = reg.machine("acme", "web", "iad", "host-iad");
-    let ns = Netns::new("overload");
-    let hole = BlackHole::start_in(&ns.name);
+    let ns = Netns::new("overload").unwrap();
+    let hole = BlackHole::start_in(ns.name());
     let listen: SocketAddr = "127.0.0.1:53".parse().unwrap();
     let metrics: SocketAddr = "127.0.0.1:9153".parse().unwrap();
     let d = Dnsd::start(
-        Some(&ns.name),
+        Some(ns.name()),
         listen,
         &[
             "--registry",
@@ -136,11 +137,11 @@ fn a_flood_of_unanswered_forwards_and_idle_tcp_leaves_internal_names_fast_and_fd
             &MAX_TCP.to_string(),
         ],
     );
-    let pid = d.child.id();
+    let pid = d.proc.pid();
     prioritise(pid);
     let idle_fds = fds(pid);
 
-    let (latencies, answered, tcp) = in_netns(&ns.name, move || {
+    let (latencies, answered, tcp) = in_netns(ns.name(), move || {
         let flood = UdpSocket::bind("127.0.0.1:0").unwrap();
         flood.connect(listen).unwrap();
         // Half the forwards at once, the other half between the measured queries.
@@ -193,7 +194,7 @@ fn a_flood_of_unanswered_forwards_and_idle_tcp_leaves_internal_names_fast_and_fd
         (latencies, answered, tcp)
     });
     let loaded_fds = fds(pid);
-    let m = in_netns(&ns.name, move || Dnsd::metrics(metrics));
+    let m = in_netns(ns.name(), move || Dnsd::metrics(metrics));
     drop(tcp);
 
     let mut sorted = latencies.clone();

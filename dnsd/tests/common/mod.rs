@@ -1,16 +1,18 @@
-//! The end-to-end harness: a fresh registry in a temp dir, free ports, the real `dnsd`
-//! binary as a child process (killed on drop), `dig`/`kdig`, and network namespaces that
-//! clean up after themselves.
+//! The end-to-end harness: a fresh registry in a temp dir, the real `dnsd` binary as a child
+//! process (killed on drop), `dig`/`kdig`, and a stub upstream resolver; namespaces, ports
+//! and processes come from `sixpn-testkit`.
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use registry::{Change, Machine, NodeSpec, Registry};
+use sixpn_testkit::metrics::Scrape;
+use sixpn_testkit::{in_netns, Proc};
 
 pub struct TestRegistry {
     pub dir: tempfile::TempDir,
@@ -74,21 +76,9 @@ impl TestRegistry {
     }
 }
 
-/// A port free for both UDP and TCP on `ip`, right now.
-pub fn free_port(ip: &str) -> u16 {
-    for _ in 0..100 {
-        let tcp = TcpListener::bind((ip, 0)).expect("bind tcp");
-        let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind((ip, port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port");
-}
-
 /// The `dnsd` binary, running; killed when dropped.
 pub struct Dnsd {
-    pub child: Child,
+    pub proc: Proc,
     pub addr: SocketAddr,
     pub log: PathBuf,
     _logdir: tempfile::TempDir,
@@ -110,12 +100,10 @@ impl Dnsd {
         cmd.arg("--listen")
             .arg(addr.to_string())
             .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        let child = cmd.spawn().expect("start dnsd");
+            .env("RUST_LOG", "info");
+        let proc = Proc::spawn(cmd, &log).expect("start dnsd");
         let d = Dnsd {
-            child,
+            proc,
             addr,
             log,
             _logdir: logdir,
@@ -147,22 +135,9 @@ impl Dnsd {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The metrics text from `--metrics addr`.
+    /// The metrics page (HTTP head included) from `--metrics addr`.
     pub fn metrics(addr: SocketAddr) -> String {
-        use std::io::{Read, Write};
-        let mut c = std::net::TcpStream::connect(addr).expect("metrics connect");
-        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut s = String::new();
-        c.read_to_string(&mut s).unwrap();
-        s
-    }
-}
-
-impl Drop for Dnsd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Scrape::from_here(addr).expect("metrics").text().to_string()
     }
 }
 
@@ -225,77 +200,6 @@ pub fn records(s: &str) -> Vec<String> {
         .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect()
-}
-
-/// A network namespace with `lo` up, deleted (with /etc/netns/<name>) on drop.
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    pub fn new(tag: &str) -> Netns {
-        let name = format!("dnsd-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        let ok = run(Command::new("ip").args(["netns", "add", &name]));
-        assert!(ok.status.success(), "ip netns add: {ok:?}");
-        let ns = Netns { name };
-        ns.exec(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-
-    pub fn exec(&self, args: &[&str]) -> Output {
-        let out = run(Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args));
-        assert!(out.status.success(), "{args:?} in {}: {out:?}", self.name);
-        out
-    }
-
-    pub fn add_addr(&self, addr: &str) {
-        self.exec(&[
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            &format!("{addr}/128"),
-            "dev",
-            "lo",
-            "nodad",
-        ]);
-    }
-
-    pub fn add_addr4(&self, addr: &str) {
-        self.exec(&["ip", "addr", "add", &format!("{addr}/32"), "dev", "lo"]);
-    }
-
-    pub fn etc_dir(&self) -> PathBuf {
-        PathBuf::from("/etc/netns").join(&self.name)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-        let _ = std::fs::remove_dir_all(self.etc_dir());
-    }
-}
-
-/// Runs `f` on a thread that has entered network namespace `netns`: sockets it opens live
-/// there (and keep working when used from other threads afterwards).
-pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    use std::os::fd::AsRawFd;
-    let path = format!("/var/run/netns/{netns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        // SAFETY: setns only changes this (short-lived) thread's network namespace.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("thread in the namespace")
 }
 
 /// A tiny upstream resolver on loopback: answers every question with one A record
