@@ -1,33 +1,21 @@
 //! Test fixtures: a registry of either backend, and real `etcd` members (from Debian's
-//! etcd-server) on free loopback ports with their data in a temp dir, plain or behind TLS.
-//! Members are killed and their files removed on drop, panics included.
+//! etcd-server, started by `sixpn-testkit`) plain or behind TLS, with what the registry's
+//! tests ask of them: a fresh key prefix per URL, readiness as a registry read, the leader.
 #![allow(dead_code)]
 
 pub mod churn;
 pub mod pki;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use registry::{Change, NodeSpec, Registry};
+use sixpn_testkit::etcd::ServerTls;
 
 use pki::Pki;
 
 pub const KEY_A: &str = "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=";
 pub const KEY_B: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
-
-/// How long an etcd member may take to start and elect a leader.
-const START: Duration = Duration::from_secs(20);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
 
 /// A key prefix no other test in this process uses.
 pub fn unique_prefix() -> String {
@@ -39,31 +27,11 @@ pub fn unique_prefix() -> String {
     )
 }
 
-struct Member {
-    name: String,
-    client: u16,
-    peer: u16,
-    child: Option<Child>,
-}
-
-/// What a member behind TLS serves with and asks of its clients.
-struct ServerTls {
-    cert: std::path::PathBuf,
-    key: std::path::PathBuf,
-    /// Clients must show a certificate this CA signed (`--client-cert-auth`).
-    client_ca: std::path::PathBuf,
-    /// What `url()` appends so the fixture's own clients get in.
-    client_query: String,
-}
-
 /// An etcd cluster of one or more members on loopback.
 pub struct Etcd {
-    dir: tempfile::TempDir,
-    members: Vec<Member>,
-    token: String,
-    tls: Option<ServerTls>,
-    /// More flags for every member, e.g. a short `--auth-token-ttl`.
-    extra: Vec<String>,
+    inner: sixpn_testkit::Etcd,
+    /// What `url()` appends so the fixture's own clients get in (TLS client files).
+    client_query: String,
 }
 
 impl Etcd {
@@ -84,103 +52,35 @@ impl Etcd {
     /// clients with a certificate from `pki`'s CA. `pki` must outlive the member: etcd reads
     /// its files again at each handshake.
     pub fn single_tls(pki: &Pki) -> Etcd {
-        Etcd::launch(
-            1,
-            Some(ServerTls {
-                cert: pki.server_cert(),
-                key: pki.server_key(),
-                client_ca: pki.ca(),
-                client_query: pki.client_query(),
-            }),
-            &[],
-        )
+        let tls = ServerTls {
+            cert: pki.server_cert(),
+            key: pki.server_key(),
+            client_ca: pki.ca(),
+        };
+        Etcd::launch(1, Some((tls, pki.client_query())), &[])
     }
 
-    fn launch(size: usize, tls: Option<ServerTls>, flags: &[&str]) -> Etcd {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let members = (0..size)
-            .map(|i| Member {
-                name: format!("m{i}"),
-                client: free_port(),
-                peer: free_port(),
-                child: None,
-            })
-            .collect();
-        let mut etcd = Etcd {
-            token: format!("sixpn-test-{}", dir.path().display()),
-            dir,
-            members,
-            tls,
-            extra: flags.iter().map(|f| f.to_string()).collect(),
+    fn launch(size: usize, tls: Option<(ServerTls, String)>, flags: &[&str]) -> Etcd {
+        let (tls, client_query) = match tls {
+            Some((tls, query)) => (Some(tls), query),
+            None => (None, String::new()),
         };
-        for i in 0..size {
-            etcd.start(i);
-        }
+        let etcd = Etcd {
+            inner: sixpn_testkit::Etcd::launch(size, tls, flags).expect("starting etcd"),
+            client_query,
+        };
         etcd.wait_ready();
         etcd
     }
 
-    fn initial_cluster(&self) -> String {
-        self.members
-            .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
     /// Starts (or restarts, with its data) member `i`.
     pub fn start(&mut self, i: usize) {
-        let cluster = self.initial_cluster();
-        let data = self.dir.path().join(&self.members[i].name);
-        let log = std::fs::File::create(
-            self.dir
-                .path()
-                .join(format!("{}.log", self.members[i].name)),
-        )
-        .expect("log file");
-        let m = &mut self.members[i];
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let client = format!("{scheme}://127.0.0.1:{}", m.client);
-        let peer = format!("http://127.0.0.1:{}", m.peer);
-        let mut command = Command::new("etcd");
-        if let Some(tls) = &self.tls {
-            command
-                .arg("--cert-file")
-                .arg(&tls.cert)
-                .arg("--key-file")
-                .arg(&tls.key)
-                .arg("--trusted-ca-file")
-                .arg(&tls.client_ca)
-                .arg("--client-cert-auth");
-        }
-        let child = command
-            .args(["--name", &m.name])
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--listen-client-urls", &client])
-            .args(["--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &cluster])
-            .args(["--initial-cluster-state", "new"])
-            .args(["--initial-cluster-token", &self.token])
-            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-            .args(["--log-level", "warn"])
-            .args(&self.extra)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("starting `etcd` (apt package etcd-server)");
-        m.child = Some(child);
+        self.inner.start(i).expect("starting an etcd member");
     }
 
     /// Kills member `i` (SIGKILL: no goodbye to the others).
     pub fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.members[i].child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.inner.kill(i);
     }
 
     /// `etcd://` URL naming every member, with a fresh prefix.
@@ -189,22 +89,12 @@ impl Etcd {
     }
 
     pub fn url_with(&self, prefix: &str) -> String {
-        let endpoints: Vec<String> = self
-            .members
-            .iter()
-            .map(|m| format!("127.0.0.1:{}", m.client))
-            .collect();
-        let query = self.tls.as_ref().map_or("", |t| &t.client_query);
-        format!("etcd://{}{prefix}{query}", endpoints.join(","))
+        self.inner.url(&format!("{prefix}{}", self.client_query))
     }
 
     /// The URL with member `first`'s endpoint first, so clients talk to it until it fails.
     pub fn url_starting_at(&self, first: usize) -> String {
-        let n = self.members.len();
-        let endpoints: Vec<String> = (0..n)
-            .map(|k| format!("127.0.0.1:{}", self.members[(first + k) % n].client))
-            .collect();
-        format!("etcd://{}{}", endpoints.join(","), unique_prefix())
+        self.inner.url_starting_at(first, &unique_prefix())
     }
 
     /// The index of the member that leads the cluster now.
@@ -214,8 +104,8 @@ impl Etcd {
             .build()
             .expect("runtime");
         rt.block_on(async {
-            for (i, m) in self.members.iter().enumerate() {
-                let url = format!("http://127.0.0.1:{}", m.client);
+            for i in 0..self.inner.size() {
+                let url = format!("http://127.0.0.1:{}", self.inner.client_port(i));
                 let Ok(mut c) = etcd_client::Client::connect([url], None).await else {
                     continue;
                 };
@@ -232,48 +122,19 @@ impl Etcd {
     }
 
     pub fn client_port(&self, i: usize) -> u16 {
-        self.members[i].client
+        self.inner.client_port(i)
     }
 
     /// Waits until the cluster answers a linearizable read.
     pub fn wait_ready(&self) {
         let reg = registry::open(&self.url()).expect("etcd URL");
-        let deadline = Instant::now() + START;
-        loop {
-            match reg.snapshot() {
-                Ok(_) => return,
-                Err(e) if Instant::now() > deadline => {
-                    let logs = self.logs();
-                    panic!("etcd did not become ready: {e}\n{logs}");
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
+        if let Err(e) = self.inner.wait_ready(|| reg.snapshot().map(drop)) {
+            panic!("etcd did not become ready: {e}");
         }
     }
 
     pub fn logs(&self) -> String {
-        self.members
-            .iter()
-            .map(|m| {
-                let text = std::fs::read_to_string(self.dir.path().join(format!("{}.log", m.name)))
-                    .unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(20).collect();
-                format!(
-                    "--- {} ---\n{}",
-                    m.name,
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        for i in 0..self.members.len() {
-            self.kill(i);
-        }
+        self.inner.logs()
     }
 }
 
