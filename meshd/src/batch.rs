@@ -14,20 +14,30 @@ use crate::udp::{Socket, UdpBatch};
 /// Datagrams gathered before a flush, likewise.
 const UDP_BATCH: usize = 256;
 
-/// Datagrams for WebSocket connections (a gateway's), framed, one buffer per connection:
-/// each becomes one WebSocket message when the shell flushes.
+/// The most bytes of frames one WebSocket message carries; the next frame starts another
+/// message. A laptop's WebSocket library (tungstenite, gorilla) holds a whole message
+/// before it hands any of it on, so this is what a message costs its reader: whole
+/// flushes of a busy TUN (up to the queue's megabyte) cost a laptop megabytes of RSS.
+/// 64 KiB is still dozens of full-size datagrams per message.
+pub const WEBSOCKET_MESSAGE_BYTES: usize = 64 << 10;
+
+/// Datagrams for WebSocket connections (a gateway's), framed, in buffers of at most
+/// [`WEBSOCKET_MESSAGE_BYTES`] per connection (a frame is never split): each becomes one
+/// WebSocket message when the shell flushes.
 #[derive(Default)]
 pub struct WebSocketBatch {
-    /// Connection, its frames, how many datagrams they hold.
+    /// Connection, its frames, how many datagrams they hold; a connection's buffers in the
+    /// order they are to go out.
     items: Vec<(ConnectionId, Vec<u8>, u64)>,
 }
 
 impl WebSocketBatch {
     pub fn push(&mut self, conn: ConnectionId, datagram: &[u8]) {
         // A batch holds one connection, or a few: a scan is cheaper than a map.
-        let i = match self.items.iter().position(|(c, ..)| *c == conn) {
-            Some(i) => i,
-            None => {
+        let fits = |frames: &Vec<u8>| frames.len() + 4 + datagram.len() <= WEBSOCKET_MESSAGE_BYTES;
+        let i = match self.items.iter().rposition(|(c, ..)| *c == conn) {
+            Some(i) if fits(&self.items[i].1) => i,
+            _ => {
                 self.items
                     .push((conn, Vec::with_capacity(4 + datagram.len()), 0));
                 self.items.len() - 1
@@ -138,5 +148,66 @@ impl Transmit for Out<'_> {
         // Queued for the connection when the shell flushes, after the lock.
         self.batch.websocket.push(conn, datagram);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::websocket::framing::{Deframer, MAX_DATAGRAM};
+
+    /// The datagrams of each message, checking that it holds whole frames only.
+    fn deframe(frames: &[u8]) -> Vec<Vec<u8>> {
+        let mut d = Deframer::without_magic();
+        d.push(frames);
+        let mut got = Vec::new();
+        while let Some(x) = d.next_datagram().unwrap() {
+            got.push(x.to_vec());
+        }
+        d.finish().unwrap();
+        got
+    }
+
+    #[test]
+    fn a_websocket_message_never_exceeds_the_cap_and_keeps_each_connections_order() {
+        let mut b = WebSocketBatch::default();
+        // Two laptops on WebSockets, interleaved; full-size datagrams and small ones.
+        let sizes = [1452, 148, 32, 1452, 92];
+        let mut sent: [Vec<Vec<u8>>; 2] = Default::default();
+        for i in 0..3000 {
+            let conn = u64::from(i % 3 == 0);
+            let d = vec![i as u8; sizes[i % sizes.len()]];
+            b.push(conn, &d);
+            sent[conn as usize].push(d);
+        }
+        let mut got: [Vec<Vec<u8>>; 2] = Default::default();
+        let mut messages = 0;
+        for (conn, frames, datagrams) in b.take() {
+            assert!(frames.len() <= WEBSOCKET_MESSAGE_BYTES, "{}", frames.len());
+            let these = deframe(&frames);
+            assert_eq!(these.len() as u64, datagrams);
+            got[conn as usize].extend(these);
+            messages += 1;
+        }
+        assert_eq!(got, sent);
+        // Full messages, not one per datagram.
+        let bytes: usize = sent.iter().flatten().map(|d| d.len() + 4).sum();
+        assert!(
+            messages <= bytes / WEBSOCKET_MESSAGE_BYTES + 4,
+            "{messages}"
+        );
+        assert_eq!(b.take().count(), 0, "taken");
+    }
+
+    #[test]
+    fn a_frame_longer_than_the_cap_goes_alone_and_whole() {
+        let mut b = WebSocketBatch::default();
+        b.push(7, &[1; 100]);
+        b.push(7, &[2; MAX_DATAGRAM]);
+        b.push(7, &[3; 100]);
+        let messages: Vec<_> = b.take().map(|(_, f, n)| (deframe(&f), n)).collect();
+        assert_eq!(messages.len(), 3);
+        assert_eq!(messages[1], (vec![vec![2; MAX_DATAGRAM]], 1));
+        assert_eq!(messages[2], (vec![vec![3; 100]], 1));
     }
 }

@@ -12,7 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::framing::{frame, Deframer, MAGIC};
+use super::framing::{frame, FrameError, MAGIC, MAX_DATAGRAM};
 use super::pins;
 use crate::api::tls;
 
@@ -220,7 +220,7 @@ async fn carry(
         .await
         .context("writing the magic")?;
     let mut buf = vec![0u8; 65_536];
-    let mut frames = Deframer::without_magic();
+    let mut frames = Frames::default();
     loop {
         tokio::select! {
             got = local.recv_from(&mut buf) => {
@@ -251,25 +251,110 @@ async fn carry(
                     Some(Ok(Message::Binary(b))) => b,
                     Some(Ok(_)) => continue,
                 };
-                frames.push(&bytes);
-                while let Some(d) = frames.next_datagram()? {
-                    let sent = if connected {
-                        local.send(d).await
-                    } else if let Some(p) = *peer {
-                        local.send_to(d, p).await
-                    } else {
-                        continue;
-                    };
-                    if let Err(e) = sent {
-                        // A full local buffer loses this datagram only; WireGuard copes.
-                        if e.kind() != std::io::ErrorKind::WouldBlock {
-                            bail!("local socket: {e}");
-                        }
-                    }
+                let (split, mut rest) = frames.complete(&bytes)?;
+                if let Some(d) = split {
+                    deliver(local, connected, *peer, &d).await?;
                 }
+                while let Some((d, after)) = next_frame(rest)? {
+                    deliver(local, connected, *peer, d).await?;
+                    rest = after;
+                }
+                frames.keep(rest);
             }
         }
     }
+}
+
+/// Hands one datagram from the gateway to the local socket.
+async fn deliver(
+    local: &tokio::net::UdpSocket,
+    connected: bool,
+    peer: Option<SocketAddr>,
+    d: &[u8],
+) -> Result<()> {
+    let sent = if connected {
+        local.send(d).await
+    } else if let Some(p) = peer {
+        local.send_to(d, p).await
+    } else {
+        return Ok(());
+    };
+    match sent {
+        // A full local buffer loses this datagram only; WireGuard copes.
+        Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => bail!("local socket: {e}"),
+        _ => Ok(()),
+    }
+}
+
+/// The gateway's frames, read in place from each message (the gateway sends batches of up
+/// to a megabyte as one message; copying each into a [`super::framing::Deframer`] kept a
+/// second buffer of that size). Only a frame split across messages is copied, into
+/// `partial`, which never holds more than one frame.
+#[derive(Default)]
+struct Frames {
+    partial: Vec<u8>,
+}
+
+impl Frames {
+    /// Completes the frame left over from earlier messages with the head of `message`:
+    /// the datagram if it is now whole, and the rest of `message`.
+    fn complete<'m>(
+        &mut self,
+        message: &'m [u8],
+    ) -> Result<(Option<Vec<u8>>, &'m [u8]), FrameError> {
+        if self.partial.is_empty() {
+            return Ok((None, message));
+        }
+        let mut rest = message;
+        if self.partial.len() < 4 {
+            let n = (4 - self.partial.len()).min(rest.len());
+            self.partial.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            if self.partial.len() < 4 {
+                return Ok((None, rest));
+            }
+        }
+        let len = frame_length(&self.partial)?;
+        let n = (4 + len - self.partial.len()).min(rest.len());
+        self.partial.extend_from_slice(&rest[..n]);
+        rest = &rest[n..];
+        if self.partial.len() < 4 + len {
+            return Ok((None, rest));
+        }
+        let mut whole = std::mem::take(&mut self.partial);
+        whole.drain(..4);
+        Ok((Some(whole), rest))
+    }
+
+    /// Keeps the start of a frame that the message ended inside.
+    fn keep(&mut self, rest: &[u8]) {
+        self.partial.extend_from_slice(rest);
+    }
+}
+
+/// The length in a frame's head (at least 4 bytes).
+fn frame_length(head: &[u8]) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    if len > MAX_DATAGRAM {
+        return Err(FrameError::TooLong);
+    }
+    Ok(len)
+}
+
+/// The first whole frame of `bytes`: its datagram and what follows; `None` if `bytes` ends
+/// inside it.
+fn next_frame(bytes: &[u8]) -> Result<Option<(&[u8], &[u8])>, FrameError> {
+    if bytes.len() < 4 {
+        return Ok(None);
+    }
+    let len = frame_length(bytes)?;
+    if bytes.len() < 4 + len {
+        return Ok(None);
+    }
+    Ok(Some((&bytes[4..4 + len], &bytes[4 + len..])))
 }
 
 /// Room for a burst from WireGuard while the WebSocket is busy (the kernel caps it at
@@ -284,6 +369,68 @@ fn set_receive_buffer(udp: &UdpSocket, bytes: libc::c_int) {
             libc::SO_RCVBUF,
             (&bytes as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every datagram of the messages, as the bridge hands them on.
+    fn read(messages: &[&[u8]]) -> Result<Vec<Vec<u8>>, FrameError> {
+        let mut frames = Frames::default();
+        let mut got = Vec::new();
+        for m in messages {
+            let (split, mut rest) = frames.complete(m)?;
+            got.extend(split);
+            while let Some((d, after)) = next_frame(rest)? {
+                got.push(d.to_vec());
+                rest = after;
+            }
+            frames.keep(rest);
+        }
+        assert!(frames.partial.len() <= 4 + MAX_DATAGRAM);
+        Ok(got)
+    }
+
+    #[test]
+    fn frames_split_anywhere_across_messages_come_out_whole() {
+        let datagrams: Vec<Vec<u8>> = vec![
+            b"one".to_vec(),
+            vec![2; 148],
+            vec![7; MAX_DATAGRAM],
+            b"x".to_vec(),
+        ];
+        let mut stream = Vec::new();
+        for d in &datagrams {
+            frame(&mut stream, d);
+        }
+        for first in 0..12 {
+            for size in [1, 3, 5, 1000, 70_000, 1 << 20] {
+                let mut messages = vec![&stream[..first]];
+                messages.extend(stream[first..].chunks(size));
+                assert_eq!(
+                    read(&messages).unwrap(),
+                    datagrams,
+                    "first {first} size {size}"
+                );
+            }
+        }
+        // Split inside the second frame's head and its body.
+        for cut in 7..20 {
+            let (a, b) = stream.split_at(cut);
+            assert_eq!(read(&[a, b]).unwrap(), datagrams, "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn bad_lengths_end_the_connection() {
+        assert_eq!(read(&[&[0, 0, 0, 0, 1]]), Err(FrameError::Empty));
+        assert_eq!(read(&[&[0, 1, 0], &[0]]), Err(FrameError::TooLong));
+        assert_eq!(
+            read(&[&[0, 0, 0, 1, 9, 0, 0], &[0, 0]]),
+            Err(FrameError::Empty)
         );
     }
 }
