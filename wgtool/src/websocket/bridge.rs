@@ -21,8 +21,10 @@ use crate::api::tls;
 const RECONNECT: Duration = Duration::from_secs(2);
 /// How long the TLS and WebSocket handshakes may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Bytes of frames gathered from the local socket into one WebSocket message.
-const MESSAGE_BYTES: usize = 128 << 10;
+/// Bytes of frames gathered from the local socket into one WebSocket message: what the
+/// gateway puts in one too (meshd's `WEBSOCKET_MESSAGE_BYTES`), so that neither end holds
+/// more than this per message.
+const MESSAGE_BYTES: usize = 64 << 10;
 
 /// Where the WebSocket goes and how its certificate is checked.
 #[derive(Debug, Clone)]
@@ -72,6 +74,7 @@ pub fn start(local: UdpSocket, peer: Option<SocketAddr>, target: Target) -> Resu
     let addr = local.local_addr()?;
     let last_error = Arc::new(Mutex::new(None));
     let errors = last_error.clone();
+    one_malloc_arena();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -147,8 +150,11 @@ async fn connect(target: &Target) -> Result<Ws> {
     } else {
         Box::new(tls_connect(tcp, target).await?)
     };
+    // Reads come out of rustls a TLS record (16 KiB) at a time; a message of the gateway's
+    // is reserved whole as its header arrives. The size limit stays above the megabyte an
+    // older gateway put in one message.
     let config = WebSocketConfig::default()
-        .read_buffer_size(64 << 10)
+        .read_buffer_size(16 << 10)
         .write_buffer_size(0)
         .max_message_size(Some(4 << 20))
         .max_frame_size(Some(4 << 20));
@@ -286,9 +292,10 @@ async fn deliver(
     }
 }
 
-/// The gateway's frames, read in place from each message (the gateway sends batches of up
-/// to a megabyte as one message; copying each into a [`super::framing::Deframer`] kept a
-/// second buffer of that size). Only a frame split across messages is copied, into
+/// The gateway's frames, read in place from each message rather than copied into a
+/// [`super::framing::Deframer`], which would hold a second buffer of a message's size (64
+/// KiB from a gateway of this version, up to a megabyte from older ones). Only a frame
+/// split across messages (which meshd does not do, but the framing allows) is copied, into
 /// `partial`, which never holds more than one frame.
 #[derive(Default)]
 struct Frames {
@@ -355,6 +362,18 @@ fn next_frame(bytes: &[u8]) -> Result<Option<(&[u8], &[u8])>, FrameError> {
         return Ok(None);
     }
     Ok(Some((&bytes[4..4 + len], &bytes[4 + len..])))
+}
+
+/// glibc gives a second thread that allocates (the bridge's, beside the tunnel's) a malloc
+/// arena of its own, which keeps pages it once used; the tunnel's thread allocates next to
+/// nothing per packet, so one arena for both costs no contention and less memory. Set
+/// before the bridge's thread first allocates.
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets one of glibc malloc's parameters.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
 }
 
 /// Room for a burst from WireGuard while the WebSocket is busy (the kernel caps it at
