@@ -7,6 +7,7 @@ pub mod addr;
 pub mod change;
 pub mod delta;
 pub mod error;
+#[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod follow;
 pub mod model;
@@ -138,7 +139,15 @@ pub fn open(location: &str) -> Result<Arc<dyn Registry>> {
         return Ok(Arc::new(sqlite::SqliteRegistry::open(rest)?));
     }
     if location.starts_with("etcd://") || location.starts_with("etcds://") {
+        #[cfg(feature = "etcd")]
         return Ok(Arc::new(etcd::EtcdRegistry::open(location)?));
+        #[cfg(not(feature = "etcd"))]
+        return Err(Error::invalid(
+            "registry",
+            shown(location),
+            "this build has no etcd backend (it was built without the `etcd` feature; \
+             rebuild with default features, or use sqlite:///path)",
+        ));
     }
     if let Some((scheme, _)) = location.split_once("://") {
         return Err(Error::invalid(
@@ -192,6 +201,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "etcd")]
     #[test]
     fn shown_agrees_with_the_etcd_backend() {
         // The etcd URL parser masks a URL it refuses its own way; both must read the same.
@@ -200,6 +210,17 @@ mod tests {
             Err(Error::Invalid { value, .. }) => assert_eq!(value, shown(url)),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[cfg(not(feature = "etcd"))]
+    #[test]
+    fn an_etcd_url_is_refused_by_a_build_without_etcd() {
+        let e = open("etcd://alice:s3cret@127.0.0.1:1/x")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("built without the `etcd` feature"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
     }
 
     #[test]
