@@ -519,6 +519,82 @@ impl Shared {
         keys::decode(&self.keys, &kvs).map_err(|m| self.corrupt(m))
     }
 
+    /// The frame ([`Registry::frame`]) at one etcd revision: the small kinds whole, and the
+    /// site-routing peers through the index's `routed/` marks (every peer, paged, when the
+    /// last writer kept no index). Starts over if etcd compacts the revision meanwhile.
+    async fn frame(&self) -> Result<Snapshot> {
+        let k = &self.keys;
+        for _ in 0..WRITE_TRIES {
+            const SMALL: [&str; 4] = ["orgs", "nodes", "peerings", "tokens"];
+            let mut reads = Reads::default();
+            let heads = [k.revision(), k.next_network()];
+            let queries: Vec<Query> = (heads.iter().cloned().map(Query::Get))
+                .chain(SMALL.map(|c| Query::Prefix(k.kind(c))))
+                .collect();
+            let Some(at) = self.answer(&queries, 0, &mut reads).await? else {
+                continue;
+            };
+            let mut kvs: Vec<(String, Vec<u8>, i64)> = Vec::new();
+            let heads = heads.iter().filter_map(|key| reads.get(key).ok().flatten());
+            let small = SMALL
+                .iter()
+                .flat_map(|c| reads.prefix(&k.kind(c)).unwrap_or_default());
+            for kv in heads.chain(small) {
+                kvs.push((kv.key.clone(), kv.value.clone(), kv.mod_revision));
+            }
+            let gen = reads
+                .get(&k.revision())
+                .ok()
+                .flatten()
+                .and_then(|kv| serde_json::from_slice::<RevisionMark>(&kv.value).ok())
+                .and_then(|m| m.index)
+                .filter(|g| Index::readable(g));
+            let Some(gen) = gen else {
+                let (start, end) = (k.kind("peers"), k.kind_end("peers"));
+                self.read_range(start, end, at, &mut kvs).await?;
+                let (snap, _) = keys::decode(k, &kvs).map_err(|m| self.corrupt(m))?;
+                return Ok(snap.framed());
+            };
+            let folder = Index::new(k.index(&gen)).routed();
+            let listed = Query::Prefix(folder.clone());
+            if self
+                .answer(std::slice::from_ref(&listed), at, &mut reads)
+                .await?
+                .is_none()
+            {
+                continue;
+            }
+            let peers: Vec<Query> = reads
+                .prefix(&folder)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|kv| {
+                    let (org, name) = kv.key[folder.len()..].rsplit_once('/')?;
+                    Some(Query::Get(k.record(&crate::RecordKey::Peer {
+                        org: org.to_string(),
+                        name: name.to_string(),
+                    })))
+                })
+                .collect();
+            if self.answer(&peers, at, &mut reads).await?.is_none() {
+                continue;
+            }
+            for q in &peers {
+                if let Query::Get(key) = q {
+                    // A mark whose peer is gone is the index's fault, not the frame's: skip it.
+                    if let Ok(Some(kv)) = reads.get(key) {
+                        kvs.push((kv.key.clone(), kv.value.clone(), kv.mod_revision));
+                    }
+                }
+            }
+            let (snap, _) = keys::decode(k, &kvs).map_err(|m| self.corrupt(m))?;
+            return Ok(snap.framed());
+        }
+        Err(self.storage(format!(
+            "etcd compacted the revision being read {WRITE_TRIES} times in a row"
+        )))
+    }
+
     /// Every key but the change log's and the index's, and the etcd revision read at.
     async fn load_kvs(&self) -> Result<(Vec<(String, Vec<u8>, i64)>, i64)> {
         let mut kvs = Vec::new();
@@ -1185,6 +1261,10 @@ impl Registry for EtcdRegistry {
 
     fn snapshot(&self) -> Result<Snapshot> {
         self.run(|s| async move { s.load().await.map(|(snap, _)| snap) })
+    }
+
+    fn frame(&self) -> Result<Snapshot> {
+        self.run(|s| async move { s.frame().await })
     }
 
     /// Reads on the backend's runtime while `each` takes the records on this thread, a few

@@ -62,6 +62,14 @@ pub trait Registry: Send + Sync {
         Ok(snap.revision)
     }
 
+    /// The registry's frame at one revision ([`Snapshot::framed`]): every org, node,
+    /// peering and token, and the peers that route sites; no apps, no machines, no other
+    /// peers. What a tunnel file is made from and a token checked against, at a cost in the
+    /// size of those kinds rather than of the whole registry.
+    fn frame(&self) -> Result<Snapshot> {
+        Ok(self.snapshot()?.framed())
+    }
+
     /// Blocks until the registry holds a revision newer than `than`, or `timeout` passes
     /// (then `Ok(None)`).
     fn wait_newer(&self, than: Revision, timeout: Duration) -> Result<Option<Revision>>;

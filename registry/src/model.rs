@@ -499,6 +499,15 @@ impl Snapshot {
             .map(|(_, p)| p)
     }
 
+    /// Only the frame ([`crate::Registry::frame`]): the orgs, nodes, peerings, tokens and
+    /// site-routing peers (those with any route) of this snapshot, at its revision.
+    pub fn framed(mut self) -> Snapshot {
+        self.apps.clear();
+        self.machines.clear();
+        self.peers.retain(|_, p| !p.routes.is_empty());
+        self
+    }
+
     /// What a token of `org` may read: every node (its tunnel files name gateways); the org
     /// and the orgs peered with it, and those peerings; the org's apps, machines, peers and
     /// tokens (their secret hashes emptied); and the peers of peered orgs that route sites,

@@ -419,6 +419,16 @@ impl Registry for SqliteRegistry {
         Ok(snap)
     }
 
+    fn frame(&self) -> Result<Snapshot> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .map_err(|e| self.storage(e))?;
+        let snap = self.reader(&tx).frame()?;
+        tx.commit().map_err(|e| self.storage(e))?;
+        Ok(snap)
+    }
+
     fn visit(&self, each: &mut dyn FnMut(Record)) -> Result<Revision> {
         let mut conn = self.lock();
         let tx = conn

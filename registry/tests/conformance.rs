@@ -39,6 +39,7 @@ conformance!(
     tokens_are_stored_used_revoked_and_copied,
     readers_following_deltas_end_equal_to_a_fresh_snapshot,
     the_change_log_sends_readers_it_cannot_answer_to_a_snapshot,
+    the_frame_is_the_small_kinds_and_the_site_peers,
 );
 
 fn writes_persist_and_reopen_identically(f: &Fixture) {
@@ -583,4 +584,70 @@ fn the_change_log_sends_readers_it_cannot_answer_to_a_snapshot(f: &Fixture) {
     let mut reader = from.snapshot().unwrap();
     assert!(reader.apply_delta(&after[0]));
     assert_eq!(reader, to.snapshot().unwrap(), "{}", f.backend);
+}
+
+/// `frame` holds what a tunnel file and a token check need and nothing else: every org,
+/// node, peering and token, and only the peers that route sites, at the registry's revision;
+/// through each backend's own narrow read, it equals the whole snapshot, framed.
+fn the_frame_is_the_small_kinds_and_the_site_peers(f: &Fixture) {
+    let reg = f.open();
+    setup(&*reg);
+    reg.apply(&machine("web")).unwrap();
+    let peer = |org: &str, name: &str, key: &str, routes: &[&str]| Change::AddPeer {
+        org: org.into(),
+        name: name.into(),
+        region: Some("iad".into()),
+        gateway: None,
+        public_key: key.into(),
+        routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
+        expires: None,
+    };
+    reg.apply(&peer("acme", "alice", KEY_B, &[])).unwrap();
+    reg.apply(&peer("acme", "ams", KEY_C, &["2001:db8:1::/48"]))
+        .unwrap();
+    reg.apply(&Change::CreateOrg {
+        name: "globex".into(),
+    })
+    .unwrap();
+    reg.apply(&peer("globex", "lon", KEY_D, &["10.9.0.0/16"]))
+        .unwrap();
+    reg.apply(&Change::PeerOrgs {
+        a: "acme".into(),
+        b: "globex".into(),
+    })
+    .unwrap();
+    reg.apply(&Change::CreateToken {
+        id: "tok00000000000000c3".into(),
+        org: "globex".into(),
+        scope: TokenScope::Admin,
+        secret_hash: "00".repeat(32),
+        expires: None,
+        max_uses: None,
+        region: None,
+        name_prefix: None,
+    })
+    .unwrap();
+    let whole = f.open().snapshot().unwrap();
+    let frame = f.open().frame().unwrap();
+    assert_eq!(frame, whole.clone().framed(), "{}", f.backend);
+    let peers: Vec<&str> = frame.peers.values().map(|p| p.name.as_str()).collect();
+    assert_eq!(peers, ["ams", "lon"], "{}: only the site peers", f.backend);
+    assert!(
+        frame.machines.is_empty() && frame.apps.is_empty(),
+        "{}",
+        f.backend
+    );
+    assert_eq!(
+        (
+            frame.orgs.len(),
+            frame.nodes.len(),
+            frame.peerings.len(),
+            frame.tokens.len()
+        ),
+        (2, 1, 1, 1),
+        "{}",
+        f.backend
+    );
+    assert_eq!(frame.revision, whole.revision);
+    assert_eq!(frame.next_network, whole.next_network);
 }

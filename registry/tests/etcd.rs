@@ -218,6 +218,13 @@ fn an_embedded_registry_copies_into_etcd_whole() {
     assert_eq!(copied.records, source.records().count());
     assert_eq!(target.snapshot().unwrap(), source);
     assert!(target.snapshot().unwrap().peered("globex", "acme"));
+    let frame = target.frame().unwrap();
+    assert_eq!(
+        frame,
+        source.clone().framed(),
+        "the frame, through the imported index"
+    );
+    assert_eq!(frame.peers.len(), 1, "alice routes a site");
     // Allocation goes on from the copied state: the next machine gets the next slot.
     let next = target.apply(&machine("web")).unwrap();
     assert_eq!(next.revision, Revision(source.revision.0 + 1));
@@ -343,6 +350,9 @@ fn a_registry_written_without_the_index_gains_it_at_the_next_write() {
     as_a_version_without_the_index_left_it(&etcd, &prefix);
     assert_eq!(reg.check_index().unwrap(), None);
     let before = reg.snapshot().unwrap();
+    let frame = reg.frame().unwrap();
+    assert_eq!(frame, before.clone().framed(), "the frame without an index");
+    assert_eq!((frame.peers.len(), frame.machines.len()), (1, 0));
     // The freed slot is found again: the index was built from what the records say.
     let again = made_machine(reg.apply(&machine("web")).unwrap());
     assert_eq!(again.addr, made[1].addr);

@@ -65,6 +65,18 @@ impl Reader<'_> {
         })
     }
 
+    /// The frame ([`Snapshot::framed`]); the site-routing peers through the partial index
+    /// `peers_routed`.
+    pub fn frame(&self) -> Result<Snapshot> {
+        let mut snap = self.head()?;
+        self.orgs(&mut snap)?;
+        self.nodes(&mut snap)?;
+        self.peers("WHERE routes <> '[]'", [], &mut snap)?;
+        self.peerings(&mut snap)?;
+        self.tokens("", [], &mut snap)?;
+        Ok(snap)
+    }
+
     /// Everything.
     pub fn all(&self) -> Result<Snapshot> {
         let mut snap = self.head()?;
