@@ -856,9 +856,16 @@ impl Shared {
 
     async fn apply(&self, change: &Change) -> Result<Applied> {
         let mut built = false;
-        for attempt in 0..WRITE_TRIES {
+        let mut attempt = 0;
+        while attempt < WRITE_TRIES {
+            attempt += 1;
             match self.try_write(change).await? {
                 Tried::Done(applied) => return Ok(applied),
+                // Progress, not a race: the part is in, and the rest is smaller.
+                Tried::Partial => {
+                    attempt = 0;
+                    continue;
+                }
                 Tried::NoIndex if !built => {
                     self.build_index().await?;
                     built = true;
@@ -900,12 +907,14 @@ impl Shared {
                     mark_mod,
                     ops,
                     applied,
+                    partial,
                 } => {
                     let txn = self.guarded_ops(mark_mod, ops);
-                    if self.commit(txn, mark_mod, &write).await? {
-                        return Ok(Tried::Done(applied));
-                    }
-                    return Ok(Tried::Raced);
+                    return Ok(match self.commit(txn, mark_mod, &write).await? {
+                        false => Tried::Raced,
+                        true if partial => Tried::Partial,
+                        true => Tried::Done(applied),
+                    });
                 }
             }
         }
@@ -1217,6 +1226,8 @@ impl Shared {
 /// How one try of a write ended, short of an error.
 enum Tried {
     Done(Applied),
+    /// The first part of the change is written (see `Step::Commit`); run it again.
+    Partial,
     /// Another write came first; plan again.
     Raced,
     /// The registry has no index the records agree with.

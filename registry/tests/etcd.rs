@@ -549,3 +549,47 @@ fn a_registry_read_in_small_pages_and_narrowing_spans_is_whole() {
         assert_eq!(visited, want, "pages of {page}");
     }
 }
+
+/// A real etcd refuses a transaction of more than 128 operations. An org that had 130 apps
+/// and holds 130 tokens is removed anyway, whole: nothing of it is left, another org's token
+/// stays, and the index agrees with the records.
+#[test]
+fn an_org_with_more_apps_and_tokens_than_one_transaction_holds_is_removed() {
+    let etcd = Etcd::single();
+    let reg = etcd_registry(&etcd.url());
+    setup(&reg);
+    reg.apply(&Change::CreateOrg {
+        name: "globex".into(),
+    })
+    .unwrap();
+    for i in 0..130 {
+        let m = made_machine(reg.apply(&machine(&format!("app{i}"))).unwrap());
+        reg.apply(&Change::RemoveMachine { id: m.id }).unwrap();
+    }
+    let token = |org: &str, i: u64| Change::CreateToken {
+        id: format!("tok{i:016x}"),
+        org: org.into(),
+        scope: registry::TokenScope::Peer,
+        secret_hash: "00".repeat(32),
+        expires: None,
+        max_uses: None,
+        region: None,
+        name_prefix: None,
+    };
+    for i in 0..130 {
+        reg.apply(&token("acme", i)).unwrap();
+    }
+    reg.apply(&token("globex", 999)).unwrap();
+    let before = reg.snapshot().unwrap();
+    assert_eq!((before.apps.len(), before.tokens.len()), (130, 131));
+    reg.apply(&Change::RemoveOrg {
+        name: "acme".into(),
+    })
+    .unwrap();
+    let after = reg.snapshot().unwrap();
+    assert!(!after.orgs.contains_key("acme"));
+    assert!(after.apps.is_empty(), "{:?}", after.apps.keys().next());
+    let tokens: Vec<&str> = after.tokens.keys().map(String::as_str).collect();
+    assert_eq!(tokens, [format!("tok{:016x}", 999)]);
+    assert!(reg.check_index().unwrap().is_some(), "the index agrees");
+}

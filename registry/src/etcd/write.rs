@@ -42,6 +42,9 @@ pub enum Step {
         mark_mod: i64,
         ops: Vec<Op>,
         applied: Applied,
+        /// Only the first part of the change (an org's removal with more tokens than one
+        /// transaction holds): once committed, run the change again.
+        partial: bool,
     },
 }
 
@@ -174,7 +177,7 @@ impl Writer<'_> {
         if let Some(message) = usage.bad.take() {
             return Err(Halt::Failed(self.corrupt(message)));
         }
-        let plan = planned?;
+        let mut plan = planned?;
         if plan.writes.is_empty() && plan.next_network.is_none() {
             return Ok(Step::Unchanged(Applied {
                 revision: snap.revision,
@@ -182,39 +185,97 @@ impl Writer<'_> {
             }));
         }
         let revision = Revision(snap.revision.0 + 1);
-        let delta = Delta {
-            revision,
-            next_network: plan.next_network.unwrap_or(snap.next_network),
-            changes: crate::delta::record_changes(&snap, &plan.writes),
-        };
-        let edits = index.edit(reads, &delta.changes)?;
-        let mut ops = record_ops(k, &plan);
-        ops.extend(edits.into_iter().map(|(key, value)| match value {
-            Some(v) => Op::Put(key, v),
-            None => Op::Delete(key),
-        }));
-        if fresh {
-            ops.extend(other_generations(k, &gen));
-        }
-        ops.push(Op::Put(
-            k.log(revision.0),
-            serde_json::to_vec(&delta).unwrap_or_default(),
-        ));
-        if revision.0 > self.keep_changes {
-            ops.push(Op::DeleteRange(
-                k.log_start(),
-                k.log(revision.0 - self.keep_changes + 1),
-            ));
-        }
-        ops.push(mark_op(k, revision, write, Some(gen)));
-        Ok(Step::Commit {
-            mark_mod,
-            ops,
-            applied: Applied {
+        let removed_org = removed_org(change);
+        let mut partial = false;
+        loop {
+            let delta = Delta {
                 revision,
-                record: plan.result,
-            },
-        })
+                next_network: plan.next_network.unwrap_or(snap.next_network),
+                changes: crate::delta::record_changes(&snap, &plan.writes),
+            };
+            let edits = index.edit(reads, &delta.changes)?;
+            let mut ops = record_ops(k, &plan);
+            ops.extend(edits.into_iter().map(|(key, value)| match value {
+                Some(v) => Op::Put(key, v),
+                None => Op::Delete(key),
+            }));
+            if let (Some(org), false) = (removed_org, partial) {
+                // Every app of the org and every mark of its tokens goes: one range each.
+                ranged(&mut ops, &k.apps_of(org));
+                ranged(&mut ops, &index.org_tokens(org));
+            }
+            if fresh {
+                ops.extend(other_generations(k, &gen));
+            }
+            ops.push(Op::Put(
+                k.log(revision.0),
+                serde_json::to_vec(&delta).unwrap_or_default(),
+            ));
+            if revision.0 > self.keep_changes {
+                ops.push(Op::DeleteRange(
+                    k.log_start(),
+                    k.log(revision.0 - self.keep_changes + 1),
+                ));
+            }
+            ops.push(mark_op(k, revision, write, Some(gen.clone())));
+            if ops.len() <= MAX_TXN_OPS {
+                return Ok(Step::Commit {
+                    mark_mod,
+                    ops,
+                    applied: Applied {
+                        revision,
+                        record: plan.result,
+                    },
+                    partial,
+                });
+            }
+            // Only an org's tokens are too many for one transaction and cannot be one range
+            // (their records lie by id): a first write takes some of them out, as a revision
+            // of its own, and the removal is planned again after it.
+            let tokens = |w: &Write| matches!(w, Write::Delete(RecordKey::Token { .. }));
+            if removed_org.is_none() || partial || !plan.writes.iter().any(tokens) {
+                return Err(Halt::Failed(Error::Storage {
+                    location: self.location.to_string(),
+                    message: format!(
+                        "the write takes {} operations, more than the {MAX_TXN_OPS} etcd \
+                         allows in one transaction (a bug in the etcd backend)",
+                        ops.len()
+                    ),
+                }));
+            }
+            plan.writes.retain(tokens);
+            plan.writes.truncate(TOKEN_BATCH);
+            plan.next_network = None;
+            plan.result = None;
+            partial = true;
+        }
+    }
+}
+
+/// etcd's default `--max-txn-ops`: the most operations one transaction may hold.
+pub const MAX_TXN_OPS: usize = 128;
+/// Tokens per write that takes some of a removed org's tokens out first: two operations each
+/// (the record and its index mark) and room for the log, the mark and the log's trim.
+const TOKEN_BATCH: usize = 60;
+
+/// The org a change removes, through a token too.
+fn removed_org(change: &Change) -> Option<&str> {
+    match change {
+        Change::RemoveOrg { name } => Some(name),
+        Change::WithToken { change, .. } => removed_org(change),
+        _ => None,
+    }
+}
+
+/// Replaces the deletes of keys under `folder` with one delete of the whole folder. Only for
+/// a folder whose every key the write deletes, which it has read at the revision it commits
+/// on (the mark's guard makes sure of that).
+fn ranged(ops: &mut Vec<Op>, folder: &str) {
+    let before = ops.len();
+    ops.retain(|op| !matches!(op, Op::Delete(key) if key.starts_with(folder)));
+    if ops.len() < before {
+        let end = format!("{}0", folder.trim_end_matches('/'));
+        ops.push(Op::DeleteRange(folder.to_string(), end));
     }
 }
 

@@ -86,7 +86,8 @@ fn write(etcd: &mut FakeEtcd, writer: &Writer, change: &Change, ctx: impl Contex
     let mut reads = Reads::default();
     let mut replay = Replay::new(ctx);
     let mut asked = Vec::new();
-    for rounds in 0..READ_ROUNDS {
+    let mut rounds = 0;
+    while rounds < READ_ROUNDS {
         replay.rewind();
         let step = writer.step(change, &reads, &mut replay, "0123456789abcdef");
         let done = |result| Written {
@@ -101,6 +102,7 @@ fn write(etcd: &mut FakeEtcd, writer: &Writer, change: &Change, ctx: impl Contex
                     reads.answer(q.clone(), answer_from(&etcd.kv, &q));
                     asked.push(q);
                 }
+                rounds += 1;
             }
             Ok(Step::NoIndex) => panic!("a registry made by this code has an index"),
             Ok(Step::Unchanged(applied)) => return done(Ok(applied)),
@@ -108,11 +110,19 @@ fn write(etcd: &mut FakeEtcd, writer: &Writer, change: &Change, ctx: impl Contex
                 mark_mod,
                 ops,
                 applied,
+                partial,
             }) => {
+                assert!(ops.len() <= MAX_TXN_OPS, "{} operations", ops.len());
                 assert!(
                     etcd.commit(writer.keys, mark_mod, ops),
                     "nobody else writes"
                 );
+                if partial {
+                    reads = Reads::default();
+                    asked.clear();
+                    rounds = 0;
+                    continue;
+                }
                 return done(Ok(applied));
             }
         }
@@ -191,6 +201,73 @@ fn a_write_reads_part_and_plans_what_planning_on_everything_plans() {
         assert!(*planned > 0 || *refused > 0, "{k}");
     }
     assert!(seen.len() >= 16, "{seen:?}");
+}
+
+/// etcd holds at most 128 operations in a transaction. An org that had 300 apps and has 250
+/// tokens goes anyway: its apps in one range, its tokens 60 at a time in writes of their
+/// own until the rest fits with the org; every transaction within the limit, and the end the
+/// whole plan's.
+#[test]
+fn an_org_with_more_apps_and_tokens_than_a_transaction_holds_is_removed() {
+    let keys = Keys::new("/t");
+    let writer = Writer {
+        keys: &keys,
+        location: "fake",
+        keep_changes: 50,
+    };
+    let mut etcd = FakeEtcd::default();
+    let mut ctx = Repeating(Rng(5));
+    let mut apply = |etcd: &mut FakeEtcd, change: Change| {
+        let written = write(etcd, &writer, &change, Repeating(Rng(ctx.random_u64() | 1)));
+        written.result.unwrap()
+    };
+    for org in ["acme", "acme2"] {
+        apply(&mut etcd, Change::CreateOrg { name: org.into() });
+    }
+    for i in 0..300 {
+        let app = crate::model::App {
+            org: "acme".into(),
+            name: format!("app{i}"),
+        };
+        let ops = vec![record_op(&keys, &Record::App(app))];
+        assert!(etcd.commit(&keys, etcd.mark_mod(&keys), ops));
+    }
+    for (o, org, n) in [(1u64, "acme", 250), (2, "acme2", 2)] {
+        for i in 0..n {
+            apply(
+                &mut etcd,
+                Change::CreateToken {
+                    id: format!("tok{:016x}", o << 32 | i),
+                    org: org.into(),
+                    scope: crate::model::TokenScope::Peer,
+                    secret_hash: "00".repeat(32),
+                    expires: None,
+                    max_uses: None,
+                    region: None,
+                    name_prefix: None,
+                },
+            );
+        }
+    }
+    let before = etcd.snapshot(&keys);
+    assert_eq!((before.apps.len(), before.tokens.len()), (300, 252));
+    let remove = Change::RemoveOrg {
+        name: "acme".into(),
+    };
+    let whole = plan(&before, &remove, &mut Repeating(Rng(1))).unwrap();
+    let applied = apply(&mut etcd, remove);
+    let mut expected = before.clone();
+    whole.apply_to(&mut expected);
+    let after = etcd.snapshot(&keys);
+    // Three writes of 60 tokens, then the org's with the other 70.
+    assert_eq!(after.revision.0, before.revision.0 + 4);
+    assert_eq!(applied.revision, after.revision);
+    expected.revision = after.revision;
+    assert_eq!(after, expected);
+    assert_eq!(after.tokens.len(), 2, "acme2's stay");
+    let gen = etcd.mark(&keys).and_then(|m| m.index).unwrap();
+    let built = Index::new(keys.index(&gen)).build(&after);
+    assert_eq!(etcd.index(&keys), built, "the index agrees");
 }
 
 #[test]
