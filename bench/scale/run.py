@@ -25,6 +25,9 @@ BACKEND = os.environ.get("BACKEND", "sqlite")
 ADDS = int(os.environ.get("ADDS", "50"))
 ACTIVE = min(int(os.environ.get("ACTIVE", "1000")), PEERS)
 SEED = int(os.environ.get("SEED", "1"))
+CREATES = int(os.environ.get("CREATES", "10"))
+# Another build's wgtool, timed beside this one's `create` in the same run, for a ratio.
+WGTOOL_BASE = os.environ.get("WGTOOL_BASE", "")
 GW_PORT = 51999
 DNS = ("127.0.0.1", 53)
 MESHD_METRICS = "127.0.0.1:9391"
@@ -223,6 +226,23 @@ def run(tmp):
     figure(f"meshd_kernel_ms p50/p99 {pct(kernel, 0.5):.2f}/{pct(kernel, 0.99):.2f}"
            f" (n={len(kernel)}: interface addresses through `ip`)")
     figure(f"dnsd_rss_mb after_{ADDS}_changes {rss_mb(dnsd.pid):.0f}")
+
+    # Joining: `wgtool create` writes a laptop at the gateway and renders its tunnel file,
+    # alternating with WGTOOL_BASE if given.
+    tools = [("wgtool", f"{BIN}/wgtool")] + ([("base", WGTOOL_BASE)] if WGTOOL_BASE else [])
+    create_ms = {label: [] for label, _ in tools}
+    for k in range(CREATES):
+        for label, tool in tools:
+            t0 = time.monotonic()
+            r = subprocess.run([tool, "--registry", reg, "create", "org0", "iad",
+                                f"join-{label}-{k}", os.path.join(tmp, f"join-{label}-{k}.conf")],
+                               capture_output=True, text=True, check=False)
+            if r.returncode != 0:
+                raise SystemExit(f"scale: {tool} create failed: {r.stderr.strip()}")
+            create_ms[label].append((time.monotonic() - t0) * 1000)
+    for label, ms in create_ms.items():
+        note = f" (WGTOOL_BASE {WGTOOL_BASE})" if label == "base" else ""
+        figure(f"wgtool_create_ms p50/p99 {pct(ms, 0.5):.1f}/{pct(ms, 0.99):.1f}{note}")
 
     # Laptops handshaking with the gateway for the first time.
     if ACTIVE > 0:

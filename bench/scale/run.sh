@@ -5,14 +5,16 @@
 #
 #   build_s, dnsd_start_s, dnsd_rss_mb (at start and after the changes),
 #   add_to_answer_ms p50/p99 (ADDS `wgtool machine add`s, each until dnsd answers its name),
-#   wgtool_add_ms p50/p99, meshd_apply_ms p50/p99 (the gateway's model and core time per
+#   wgtool_add_ms p50/p99, wgtool_create_ms p50/p99 (CREATES laptops joining with `wgtool
+#   create`, each writing its tunnel file), meshd_apply_ms p50/p99 (the gateway's model and core time per
 #   revision, from its log), meshd_kernel_ms p50/p99 (its `ip` commands for addresses),
 #   gateway_rss_mb with 0 and with ACTIVE active peers, first_handshake_ms p50/p99.
 #
 #   bench/scale/run.sh [MACHINES] [PEERS]          # defaults 10000 1000
 #   BACKEND=etcd bench/scale/run.sh 100000 100000
 #
-# Variables: BACKEND (sqlite | etcd), ADDS (50), ACTIVE (1000, at most PEERS), SEED (1),
+# Variables: BACKEND (sqlite | etcd), ADDS (50), CREATES (10), WGTOOL_BASE (another build's
+# wgtool, whose `create` is timed in the same run), ACTIVE (1000, at most PEERS), SEED (1),
 # SIXPN_BIN (skip the build and use meshd, dnsd, wgtool and the examples from there).
 # Needs root (a network namespace and a TUN device for the gateway's meshd), python3, and
 # etcd for BACKEND=etcd (apt: etcd-server). Everything runs inside a namespace the script

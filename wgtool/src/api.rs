@@ -2,7 +2,7 @@
 //! every other `wgtool` command uses with `--api`/`--token` instead of `--registry`.
 //!
 //! The API is a thin layer over the registry: a client reads its org's part of a snapshot
-//! (`GET /v1/snapshot`) and sends the same `Change`s the local CLI applies (`POST
+//! (`GET /v1/snapshot`) or of the frame (`GET /v1/frame`) and sends the same `Change`s the local CLI applies (`POST
 //! /v1/apply`); the server wraps each in `Change::WithToken`, so what a token may do is
 //! decided by the registry's own planning, in the same transaction as the write.
 //!
@@ -19,6 +19,9 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 pub const SNAPSHOT_PATH: &str = "/v1/snapshot";
+/// The org's part of the registry's frame (`Registry::frame`): what `create` needs. A server
+/// older than this path answers 404, and the client reads the snapshot instead.
+pub const FRAME_PATH: &str = "/v1/frame";
 pub const APPLY_PATH: &str = "/v1/apply";
 pub const WHOAMI_PATH: &str = "/v1/whoami";
 pub const STATUS_PATH: &str = "/v1/status";
@@ -280,6 +283,28 @@ pub struct SnapshotBody {
     pub revision: u64,
     pub next_network: u32,
     pub records: Vec<registry::Record>,
+}
+
+impl SnapshotBody {
+    pub fn new(snap: &registry::Snapshot) -> SnapshotBody {
+        SnapshotBody {
+            revision: snap.revision.0,
+            next_network: snap.next_network,
+            records: snap.records().collect(),
+        }
+    }
+
+    pub fn into_snapshot(self) -> registry::Snapshot {
+        let mut snap = registry::Snapshot {
+            revision: registry::Revision(self.revision),
+            next_network: self.next_network,
+            ..registry::Snapshot::default()
+        };
+        for r in self.records {
+            snap.put(r);
+        }
+        snap
+    }
 }
 
 /// `POST /v1/apply`'s answer.

@@ -15,7 +15,9 @@ const KEEPALIVE_SECS: u16 = 15;
 
 pub fn create(src: &Source, a: CreateArgs) -> Result<()> {
     let reg = open(src)?;
-    let snap = reg.snapshot()?;
+    // The frame, not a snapshot: its orgs and gateways are all the prompts and the tunnel
+    // file need, and its cost does not grow with the registry's machines and laptops.
+    let snap = reg.frame()?;
     let orgs: Vec<&str> = snap.orgs.keys().map(String::as_str).collect();
     let org = match a.org {
         Some(o) => o,
@@ -71,7 +73,7 @@ pub fn create(src: &Source, a: CreateArgs) -> Result<()> {
         anyhow::bail!("the registry did not return the new peer");
     };
     let written = reg
-        .snapshot()
+        .frame()
         .map_err(anyhow::Error::from)
         .and_then(|snap| tunnel_file(&snap, &peer, Some(private_key)))
         .and_then(|t| {

@@ -12,7 +12,8 @@ use rustls::pki_types::ServerName;
 use serde::de::DeserializeOwned;
 
 use super::{
-    tls, AppliedBody, SnapshotBody, Token, WireError, APPLY_PATH, SNAPSHOT_PATH, STATUS_PATH,
+    tls, AppliedBody, SnapshotBody, Token, WireError, APPLY_PATH, FRAME_PATH, SNAPSHOT_PATH,
+    STATUS_PATH,
 };
 use crate::status::PeerStatus;
 
@@ -142,21 +143,22 @@ impl Registry for ApiRegistry {
 
     fn snapshot(&self) -> Result<Snapshot> {
         let body: SnapshotBody = self.call(Method::GET, SNAPSHOT_PATH, None)?;
-        let mut snap = Snapshot {
-            revision: Revision(body.revision),
-            next_network: body.next_network,
-            ..Snapshot::default()
-        };
-        for r in body.records {
-            snap.put(r);
+        Ok(body.into_snapshot())
+    }
+
+    fn frame(&self) -> Result<Snapshot> {
+        match self.call::<SnapshotBody>(Method::GET, FRAME_PATH, None) {
+            Ok(body) => Ok(body.into_snapshot()),
+            // A server from before the frame: the same records, framed here.
+            Err(Error::Invalid { field: "path", .. }) => Ok(self.snapshot()?.framed()),
+            Err(e) => Err(e),
         }
-        Ok(snap)
     }
 
     fn wait_newer(&self, than: Revision, timeout: Duration) -> Result<Option<Revision>> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            let now = self.snapshot()?.revision;
+            let now = self.frame()?.revision;
             if now > than {
                 return Ok(Some(now));
             }

@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 
 use super::{
     parse_bearer, secret_hash, tls, AppliedBody, SnapshotBody, WhoAmI, WireError, APPLY_PATH,
-    SNAPSHOT_PATH, STATUS_PATH, WHOAMI_PATH,
+    FRAME_PATH, SNAPSHOT_PATH, STATUS_PATH, WHOAMI_PATH,
 };
 
 /// `a=b&c=d`, percent-decoded; the last of a repeated key wins.
@@ -185,10 +185,12 @@ async fn route(
     let method = req.method().clone();
     match (method, path.as_str()) {
         (Method::GET, "/healthz") => Ok(json(StatusCode::OK, &serde_json::json!({"ok": true}))),
-        (Method::GET, SNAPSHOT_PATH) => {
+        (Method::GET, path @ (SNAPSHOT_PATH | FRAME_PATH)) => {
             let (id, hash) = credentials(&req)?;
+            let whole = path == SNAPSHOT_PATH;
             let snap = blocking(state, move |reg| {
-                let snap = reg.snapshot()?;
+                // The token is checked against the frame, which holds every token.
+                let snap = if whole { reg.snapshot()? } else { reg.frame()? };
                 let token = registry::check_token(&snap, &id, &hash, now_unix())?;
                 let mut scoped = snap.scoped(&token.org);
                 // Tokens are the admin's business: a peer token reads peers, not them.
@@ -198,12 +200,7 @@ async fn route(
                 Ok(scoped)
             })
             .await?;
-            let body = SnapshotBody {
-                revision: snap.revision.0,
-                next_network: snap.next_network,
-                records: snap.records().collect(),
-            };
-            Ok(json(StatusCode::OK, &body))
+            Ok(json(StatusCode::OK, &SnapshotBody::new(&snap)))
         }
         (Method::GET, STATUS_PATH) => {
             let (id, hash) = credentials(&req)?;
@@ -282,7 +279,7 @@ async fn route(
         (Method::GET, WHOAMI_PATH) => {
             let (id, hash) = credentials(&req)?;
             let who = blocking(state, move |reg| {
-                let snap = reg.snapshot()?;
+                let snap = reg.frame()?;
                 let t = registry::check_token(&snap, &id, &hash, now_unix())?;
                 Ok(WhoAmI {
                     id: t.id.clone(),
@@ -327,10 +324,12 @@ async fn route(
                 },
             ))
         }
-        (_, SNAPSHOT_PATH | WHOAMI_PATH | APPLY_PATH | STATUS_PATH | "/healthz") => Err((
-            StatusCode::METHOD_NOT_ALLOWED,
-            WireError::bad_request("method", "not allowed on this path"),
-        )),
+        (_, SNAPSHOT_PATH | FRAME_PATH | WHOAMI_PATH | APPLY_PATH | STATUS_PATH | "/healthz") => {
+            Err((
+                StatusCode::METHOD_NOT_ALLOWED,
+                WireError::bad_request("method", "not allowed on this path"),
+            ))
+        }
         _ => Err((
             StatusCode::NOT_FOUND,
             WireError::bad_request("path", format!("`{path}` is not an API path")),
