@@ -231,6 +231,17 @@ impl SqliteRegistry {
         }
     }
 
+    /// Runs `f` in one read transaction: everything it reads is of one revision.
+    fn read<T>(&self, f: impl FnOnce(&Reader) -> Result<T>) -> Result<T> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .map_err(|e| self.storage(e))?;
+        let out = f(&self.reader(&tx))?;
+        tx.commit().map_err(|e| self.storage(e))?;
+        Ok(out)
+    }
+
     fn storage(&self, e: rusqlite::Error) -> Error {
         Error::Storage {
             location: self.location.clone(),
@@ -410,35 +421,19 @@ impl Registry for SqliteRegistry {
     }
 
     fn snapshot(&self) -> Result<Snapshot> {
-        let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Deferred)
-            .map_err(|e| self.storage(e))?;
-        let snap = self.reader(&tx).all()?;
-        tx.commit().map_err(|e| self.storage(e))?;
-        Ok(snap)
+        self.read(|r| r.all())
     }
 
     fn frame(&self) -> Result<Snapshot> {
-        let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Deferred)
-            .map_err(|e| self.storage(e))?;
-        let snap = self.reader(&tx).frame()?;
-        tx.commit().map_err(|e| self.storage(e))?;
-        Ok(snap)
+        self.read(|r| r.frame())
     }
 
     fn visit(&self, each: &mut dyn FnMut(Record)) -> Result<Revision> {
-        let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Deferred)
-            .map_err(|e| self.storage(e))?;
-        let reader = self.reader(&tx);
-        let revision = reader.head()?.revision;
-        reader.each(&mut read::Each(each))?;
-        tx.commit().map_err(|e| self.storage(e))?;
-        Ok(revision)
+        self.read(|r| {
+            let revision = r.head()?.revision;
+            r.each(&mut read::Each(each))?;
+            Ok(revision)
+        })
     }
 
     fn wait_newer(&self, than: Revision, timeout: Duration) -> Result<Option<Revision>> {
