@@ -132,14 +132,19 @@ fn write(etcd: &mut FakeEtcd, writer: &Writer, change: &Change, ctx: impl Contex
 
 const READ_ROUNDS: usize = 16;
 
+/// A writer on the fake etcd, keeping the last 50 revisions' changes.
+fn fake_writer(keys: &Keys) -> Writer<'_> {
+    Writer {
+        keys,
+        location: "fake",
+        keep_changes: 50,
+    }
+}
+
 #[test]
 fn a_write_reads_part_and_plans_what_planning_on_everything_plans() {
     let keys = Keys::new("/t");
-    let writer = Writer {
-        keys: &keys,
-        location: "fake",
-        keep_changes: 50,
-    };
+    let writer = fake_writer(&keys);
     let mut seen: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     // (rounds of reads) -> writes
     let mut rounds: BTreeMap<usize, usize> = BTreeMap::new();
@@ -210,11 +215,7 @@ fn a_write_reads_part_and_plans_what_planning_on_everything_plans() {
 #[test]
 fn an_org_with_more_apps_and_tokens_than_a_transaction_holds_is_removed() {
     let keys = Keys::new("/t");
-    let writer = Writer {
-        keys: &keys,
-        location: "fake",
-        keep_changes: 50,
-    };
+    let writer = fake_writer(&keys);
     let mut etcd = FakeEtcd::default();
     let mut ctx = Repeating(Rng(5));
     let mut apply = |etcd: &mut FakeEtcd, change: Change| {
@@ -273,11 +274,7 @@ fn an_org_with_more_apps_and_tokens_than_a_transaction_holds_is_removed() {
 #[test]
 fn a_mark_without_an_index_asks_for_one_to_be_built() {
     let keys = Keys::new("/t");
-    let writer = Writer {
-        keys: &keys,
-        location: "fake",
-        keep_changes: 50,
-    };
+    let writer = fake_writer(&keys);
     let mut etcd = FakeEtcd::default();
     let create = Change::CreateOrg {
         name: "acme".into(),
