@@ -154,10 +154,12 @@ def run(tmp):
             log(line)
 
     # dnsd: from start to the first answer of a name of the registry.
+    # It keeps a local copy of the registry, which its restart below starts from.
+    copy = os.path.join(tmp, "dnsd.copy")
+    dnsd_args = [f"{BIN}/dnsd", "--registry", reg, "--listen", "127.0.0.1:53",
+                 "--default-org", "org0", "--upstream", "127.0.0.1:9", "--registry-copy", copy]
     t0 = time.monotonic()
-    dnsd = start([f"{BIN}/dnsd", "--registry", reg, "--listen", "127.0.0.1:53",
-                  "--default-org", "org0", "--upstream", "127.0.0.1:9"],
-                 open(os.path.join(tmp, "dnsd.log"), "w"))
+    dnsd = start(dnsd_args, open(os.path.join(tmp, "dnsd.log"), "w"))
     wait_for("dnsd's first answer",
              lambda: (query("app0.internal", timeout=0.05) or (None, 0))[1] > 0)
     figure(f"dnsd_start_s {time.monotonic() - t0:.2f}")
@@ -226,6 +228,20 @@ def run(tmp):
     figure(f"meshd_kernel_ms p50/p99 {pct(kernel, 0.5):.2f}/{pct(kernel, 0.99):.2f}"
            f" (n={len(kernel)}: interface addresses through `ip`)")
     figure(f"dnsd_rss_mb after_{ADDS}_changes {rss_mb(dnsd.pid):.0f}")
+
+    # dnsd restarted: from its local copy (the base it wrote at start, the changes above in
+    # its journal), until it answers the last machine added.
+    wait_for("dnsd's local copy", lambda: os.path.exists(copy))
+    dnsd.terminate()
+    dnsd.wait()
+    last = name if ADDS > 0 else "app0.internal"
+    t0 = time.monotonic()
+    dnsd = start(dnsd_args, open(os.path.join(tmp, "dnsd-restart.log"), "w"))
+    wait_for("dnsd's first answer after a restart",
+             lambda: (query(last, timeout=0.05) or (None, 0))[1] > 0)
+    figure(f"dnsd_restart_s {time.monotonic() - t0:.2f} (from its local copy,"
+           f" {os.path.getsize(copy) / 1e6:.0f} MB)")
+    figure(f"dnsd_rss_mb restart {rss_mb(dnsd.pid):.0f}")
 
     # Joining: `wgtool create` writes a laptop at the gateway and renders its tunnel file,
     # alternating with WGTOOL_BASE if given.

@@ -207,7 +207,7 @@ fn peak_rss_mb() -> f64 {
 fn start_on(location: &str) -> anyhow::Result<()> {
     let reg = registry::open(location)?;
     let (t, c) = (Instant::now(), cpu());
-    let (changes, builder) = dnsd::live::start(reg.clone(), &Options::default());
+    let (changes, builder, _) = dnsd::live::start(reg.clone(), &Options::default(), None);
     let (streamed, streamed_cpu) = (t.elapsed(), cpu() - c);
     let names = builder.index().names();
     println!(

@@ -35,6 +35,12 @@ pub struct Cli {
     /// [default: /var/lib/sixpn/registry.db].
     #[arg(long, env = "SIXPN_REGISTRY", hide_env_values = true)]
     pub registry: Option<String>,
+    /// Where to keep a local copy of the registry (a base file and a journal beside it, mode
+    /// 0600), as a DNS secondary keeps its zone file: a restart answers from it at once and
+    /// then follows the registry from the copy's revision, and a start while the registry is
+    /// down answers from it too. Off unless given.
+    #[arg(long, value_name = "FILE")]
+    pub registry_copy: Option<PathBuf>,
     /// Address to serve DNS on, over UDP and TCP; repeat for several [default: [::]:53].
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Vec<SocketAddr>,
@@ -99,6 +105,7 @@ pub struct Cli {
 #[serde(deny_unknown_fields)]
 pub struct File {
     pub registry: Option<String>,
+    pub registry_copy: Option<PathBuf>,
     pub listen: Option<Vec<SocketAddr>>,
     pub default_org: Option<String>,
     pub allow: Option<Vec<String>>,
@@ -142,6 +149,7 @@ fn invalid(field: &'static str, value: impl ToString, rule: impl Into<String>) -
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub registry: String,
+    pub registry_copy: Option<PathBuf>,
     pub listen: Vec<SocketAddr>,
     pub default_org: Option<String>,
     /// Trusted networks besides loopback.
@@ -306,6 +314,7 @@ impl Config {
                 .registry
                 .or(file.registry)
                 .unwrap_or_else(|| registry::DEFAULT_LOCATION.to_string()),
+            registry_copy: cli.registry_copy.or(file.registry_copy),
             listen,
             default_org: cli.default_org.or(file.default_org),
             allow,
@@ -330,6 +339,33 @@ impl Config {
         };
         config.check()?;
         Ok(config)
+    }
+
+    /// Checks what the settings name on this machine: the local copy's directory exists.
+    /// Separate from loading, so that a file can be checked on another machine.
+    pub fn check_paths(&self) -> Result<(), ConfigError> {
+        if let Some(copy) = &self.registry_copy {
+            let shown = copy.display();
+            if copy.is_dir() {
+                return Err(invalid(
+                    "registry_copy",
+                    shown,
+                    "is a directory; name a file in one",
+                ));
+            }
+            let parent = match copy.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => std::path::Path::new("."),
+            };
+            if !parent.is_dir() {
+                return Err(invalid(
+                    "registry_copy",
+                    shown,
+                    format!("its directory {} does not exist", parent.display()),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -523,6 +559,10 @@ mod tests {
         assert_eq!(c.upstreams.len(), 2);
         assert_eq!(c.allow, vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]);
         assert_eq!(c.metrics, Some("127.0.0.1:9153".parse().unwrap()));
+        assert_eq!(
+            c.registry_copy.as_deref(),
+            Some(std::path::Path::new("/var/lib/sixpn/dnsd.copy"))
+        );
     }
 
     #[test]

@@ -281,10 +281,30 @@ pub struct Options {
 
 /// A region's id by code.
 pub fn region_id(code: &str) -> Option<RegionId> {
-    REGIONS
+    // Codes are a few bytes: compared as one integer each instead of a memcmp per region
+    // (a whole build asks once per machine).
+    static PACKED: OnceLock<Vec<u64>> = OnceLock::new();
+    let packed = PACKED.get_or_init(|| REGIONS.iter().map(|r| pack_code(r.code)).collect());
+    let want = pack_code(code);
+    if want == u64::MAX {
+        return None;
+    }
+    packed
         .iter()
-        .position(|r| r.code == code)
+        .position(|&p| p == want)
         .and_then(|i| RegionId::try_from(i).ok())
+}
+
+/// Up to 7 bytes and the length in one integer; `u64::MAX` for a longer code (no region's).
+fn pack_code(code: &str) -> u64 {
+    let b = code.as_bytes();
+    if b.len() > 7 {
+        return u64::MAX;
+    }
+    let mut a = [0u8; 8];
+    a[..b.len()].copy_from_slice(b);
+    a[7] = b.len() as u8;
+    u64::from_le_bytes(a)
 }
 
 /// Splits a text into TXT character-strings of at most 255 bytes each.
@@ -544,5 +564,28 @@ mod tests {
         assert_eq!(rdata.len(), 302);
         assert_eq!(&*txt_rdata(""), &[0u8][..]);
         assert_eq!(&*txt_rdata("ab"), b"\x02ab");
+    }
+}
+
+#[cfg(test)]
+mod region_id_tests {
+    use super::*;
+
+    #[test]
+    fn every_region_code_and_nothing_else_has_an_id() {
+        for (i, r) in REGIONS.iter().enumerate() {
+            assert_eq!(region_id(r.code), Some(i as RegionId), "{}", r.code);
+        }
+        for code in [
+            "",
+            "ia",
+            "iadx",
+            "IAD",
+            "iad ",
+            "i\0d",
+            "a-very-long-region",
+        ] {
+            assert_eq!(region_id(code), None, "{code:?}");
+        }
     }
 }

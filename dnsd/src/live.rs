@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use registry::{Changes, Health, Record, Registry, Revision, Update};
+use registry::{Changes, Delta, Health, LocalCopy, Record, Registry, Revision, Update};
 
 use crate::index::{ApplyError, IndexBuilder, Options, WholeBuild};
 use crate::server::Shared;
@@ -27,26 +27,232 @@ const CHUNK: usize = 4096;
 /// Chunks that may wait for the builder: bounds what the read holds beyond the index.
 const CHUNKS_AHEAD: usize = 16;
 
+mod keeper;
+
+pub use keeper::Keeper;
+
 /// Reads the registry and builds the first index (before serving starts), then follows
 /// its changes from that revision. The read (one thread) and the build (this one) overlap,
 /// record chunk by chunk, and no snapshot is held beside the index. If the registry cannot
 /// be read, the index is empty at revision 0 and following catches up once it can.
-pub fn start(registry: Arc<dyn Registry>, opts: &Options) -> (Changes, IndexBuilder) {
+///
+/// With a local copy (`copy`), the index is built from it instead when it is of this
+/// registry's own history (see [`from_copy`]), and following starts at the copy's revision;
+/// either way the copy is kept from then on.
+pub fn start(
+    registry: Arc<dyn Registry>,
+    opts: &Options,
+    copy: Option<LocalCopy>,
+) -> (Changes, IndexBuilder, Option<Keeper>) {
+    let keeper = copy
+        .as_ref()
+        .map(|c| Keeper::start(c.clone(), registry.clone()));
+    if let (Some(copy), Some(keeper)) = (&copy, &keeper) {
+        if let Some((builder, reachable)) = from_copy(registry.as_ref(), copy, opts) {
+            let revision = Revision(builder.revision());
+            let changes = registry::follow_changes_from(registry, revision, reachable);
+            keeper.resume();
+            return (changes, builder, Some(keeper.clone()));
+        }
+    }
     let mut built = None;
     let changes = registry::follow_changes_with(registry, |reg| {
-        let (build, read) = read_and_build(reg, opts);
+        let (build, read) = read_and_build(reg, opts, keeper.as_ref());
         let revision = read?;
         built = Some(build.finish(revision.0));
         Ok(revision)
     });
     // After a failed read, what was built is not one whole revision: start empty.
     let builder = built.unwrap_or_else(|| IndexBuilder::new(opts.clone(), unix_now()));
-    (changes, builder)
+    (changes, builder, keeper)
 }
 
-/// Reads every record of `reg` on a second thread while this one puts them into a build.
-fn read_and_build(reg: &dyn Registry, opts: &Options) -> (WholeBuild, registry::Result<Revision>) {
+/// Builds the index from the local copy, if there is one of `reg` and the registry's history
+/// goes on from it: the registry's change at the copy's revision is the copy's, or the
+/// registry no longer holds that change but is not behind the copy. `Some((index, reachable))`
+/// then, also when the registry cannot be reached (the copy is then the best there is, and
+/// following catches up when it can). `None` (logged) means: read the registry whole.
+fn from_copy(reg: &dyn Registry, copy: &LocalCopy, opts: &Options) -> Option<(IndexBuilder, bool)> {
+    let want = registry::shown(reg.location());
+    let shown = copy.path().display();
+    match copy.location() {
+        Ok(None) => return None,
+        Ok(Some(of)) if of != want => {
+            tracing::info!(copy = %shown, of = %of, "the local copy is of another registry; reading the registry whole");
+            return None;
+        }
+        Ok(Some(_)) => {}
+        Err(e) => {
+            tracing::warn!(copy = %shown, error = %e, "the local copy is unreadable; reading the registry whole");
+            return None;
+        }
+    }
+    let started = std::time::Instant::now();
+    let (builder, loaded) = match load_and_build(copy, opts) {
+        Ok(Some(b)) => b,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!(copy = %shown, error = %e, "the local copy is unreadable; reading the registry whole");
+            return None;
+        }
+    };
+    let revision = loaded.revision;
+    // An empty copy (revision 0) is no start.
+    let before = revision.0.checked_sub(1)?;
+    let behind = "the registry is at an older revision than the copy (restored from a backup?)";
+    let verdict = match reg.changes_since(Revision(before), 1) {
+        Err(e) => Err(e),
+        Ok(Some(v)) => match v.first() {
+            None => Ok(Err(behind)),
+            Some(d) if d.revision == revision && !keeper::same_change(loaded.last.as_ref(), d) => {
+                Ok(Err("the registry's change at the copy's revision is not the copy's (another history)"))
+            }
+            Some(_) => Ok(Ok(())),
+        },
+        Ok(None) => reg
+            .wait_newer(Revision(before), Duration::ZERO)
+            .map(|now| if now.is_some() { Ok(()) } else { Err(behind) }),
+    };
+    let ms = started.elapsed().as_millis() as u64;
+    match verdict {
+        Ok(Ok(())) => {
+            tracing::info!(copy = %shown, revision = revision.0, deltas = loaded.deltas, ms, "index built from the local copy; following the registry from its revision");
+            Some((builder, true))
+        }
+        Err(e) => {
+            tracing::warn!(copy = %shown, revision = revision.0, error = %e, ms, "registry unreachable; answering from the local copy until it is");
+            Some((builder, false))
+        }
+        Ok(Err(why)) => {
+            tracing::warn!(copy = %shown, revision = revision.0, why, "local copy not used; reading the registry whole");
+            drop(builder);
+            release_freed_memory();
+            None
+        }
+    }
+}
+
+/// What the copy's reading thread hands the building one.
+enum Item {
+    Records(Vec<Record>),
+    Delta(Delta),
+}
+
+/// Reads the copy on a second thread while this one builds: its records as a whole build,
+/// then its journal's deltas applied one by one.
+fn load_and_build(
+    copy: &LocalCopy,
+    opts: &Options,
+) -> registry::Result<Option<(IndexBuilder, registry::local::Loaded)>> {
+    let started = std::time::Instant::now();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Item>(CHUNKS_AHEAD);
+    // Chunks go back to the reading thread to be freed where they were allocated: freeing
+    // another thread's blocks contends for its malloc arena.
+    let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<Record>>();
+    let mut whole = Some(WholeBuild::new(opts.clone(), unix_now()));
+    let mut built: Option<IndexBuilder> = None;
+    let mut out_of_order = None;
+    let loaded = std::thread::scope(|s| {
+        let reader = std::thread::Builder::new()
+            .name("registry-copy-read".into())
+            .spawn_scoped(s, move || {
+                // Both callbacks hand chunks on; only one runs at a time.
+                let chunk = std::cell::RefCell::new(Vec::with_capacity(CHUNK));
+                let send_chunk = |tx: &std::sync::mpsc::SyncSender<Item>| {
+                    let full =
+                        std::mem::replace(&mut *chunk.borrow_mut(), Vec::with_capacity(CHUNK));
+                    if !full.is_empty() {
+                        let _ = tx.send(Item::Records(full));
+                    }
+                };
+                let loaded = copy.load(
+                    &mut |r| {
+                        let full = {
+                            let mut c = chunk.borrow_mut();
+                            c.push(r);
+                            c.len() == CHUNK
+                        };
+                        if full {
+                            send_chunk(&tx);
+                            while let Ok(used) = back_rx.try_recv() {
+                                drop(used);
+                            }
+                        }
+                    },
+                    &mut |d| {
+                        send_chunk(&tx);
+                        let _ = tx.send(Item::Delta(d.clone()));
+                    },
+                );
+                send_chunk(&tx);
+                drop(tx);
+                for used in back_rx {
+                    drop(used);
+                }
+                loaded
+            })
+            .expect("spawning a thread at start-up");
+        for item in rx {
+            match item {
+                Item::Records(chunk) => {
+                    if let Some(w) = &mut whole {
+                        for r in &chunk {
+                            w.put(r);
+                        }
+                    }
+                    let _ = back_tx.send(chunk);
+                }
+                Item::Delta(d) => {
+                    if let Some(w) = whole.take() {
+                        built = Some(w.finish(d.revision.0.saturating_sub(1)));
+                    }
+                    if let Some(b) = &mut built {
+                        if let Err(e) = b.apply(&d, unix_now()) {
+                            out_of_order.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+        }
+        drop(back_tx);
+        reader
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    });
+    let Some(loaded) = loaded? else {
+        return Ok(None);
+    };
+    if let Some(e) = out_of_order {
+        return Err(registry::Error::Corrupt {
+            location: copy.path().display().to_string(),
+            message: format!("its journal does not apply: {e}"),
+        });
+    }
+    let read_ms = started.elapsed().as_millis() as u64;
+    let builder = match (built, whole) {
+        (Some(b), _) => b,
+        (None, Some(w)) => w.finish(loaded.revision.0),
+        (None, None) => unreachable!("a build is either whole or built"),
+    };
+    tracing::debug!(
+        read_ms,
+        finish_ms = started.elapsed().as_millis() as u64 - read_ms,
+        "local copy read"
+    );
+    Ok(Some((builder, loaded)))
+}
+
+/// Reads every record of `reg` on a second thread while this one puts them into a build
+/// (and hands them on to the local copy's keeper, if any).
+fn read_and_build(
+    reg: &dyn Registry,
+    opts: &Options,
+    keeper: Option<&Keeper>,
+) -> (WholeBuild, registry::Result<Revision>) {
     let mut build = WholeBuild::new(opts.clone(), unix_now());
+    if let Some(k) = keeper {
+        k.begin();
+    }
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Record>>(CHUNKS_AHEAD);
     let read = std::thread::scope(|s| {
         let reader = std::thread::Builder::new()
@@ -68,11 +274,20 @@ fn read_and_build(reg: &dyn Registry, opts: &Options) -> (WholeBuild, registry::
             for r in &chunk {
                 build.put(r);
             }
+            if let Some(k) = keeper {
+                k.records(chunk);
+            }
         }
         reader
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p))
     });
+    if let Some(k) = keeper {
+        match &read {
+            Ok(revision) => k.end(*revision),
+            Err(_) => k.abort(),
+        }
+    }
     (build, read)
 }
 
@@ -84,9 +299,17 @@ enum Step {
     Resync,
 }
 
-fn apply(builder: &mut IndexBuilder, update: Update, opts: &Options) -> Step {
+fn apply(
+    builder: &mut IndexBuilder,
+    update: Update,
+    opts: &Options,
+    keeper: Option<&Keeper>,
+) -> Step {
     match update {
         Update::Reset(snap) => {
+            if let Some(k) = keeper {
+                k.snapshot(snap.clone());
+            }
             // Drop the old builder's own state before making the new one.
             *builder = IndexBuilder::new(opts.clone(), unix_now());
             *builder = IndexBuilder::from_snapshot(&snap, opts.clone(), unix_now());
@@ -96,7 +319,12 @@ fn apply(builder: &mut IndexBuilder, update: Update, opts: &Options) -> Step {
             Step::Applied
         }
         Update::Delta(delta) => match builder.apply(&delta, unix_now()) {
-            Ok(()) => Step::Applied,
+            Ok(()) => {
+                if let Some(k) = keeper {
+                    k.delta(delta);
+                }
+                Step::Applied
+            }
             Err(ApplyError::OutOfOrder { have, got }) if got <= have => {
                 tracing::debug!(have, got, "a delta the index already holds; skipped");
                 Step::Skipped
@@ -117,6 +345,7 @@ pub async fn follow(
     mut builder: IndexBuilder,
     opts: Options,
     shared: Arc<Shared>,
+    keeper: Option<Keeper>,
 ) {
     // The first snapshot is in the index now; holding it too would double the memory.
     changes.first = Arc::default();
@@ -141,7 +370,7 @@ pub async fn follow(
         // Everything already queued goes into one swap: a burst of writes costs one publish.
         let queued = std::iter::from_fn(|| changes.updates.try_recv().ok());
         for u in first.into_iter().chain(queued) {
-            match apply(&mut builder, u, &opts) {
+            match apply(&mut builder, u, &opts, keeper.as_ref()) {
                 Step::Applied => changed = true,
                 Step::Skipped => {}
                 Step::Resync => {
@@ -154,6 +383,9 @@ pub async fn follow(
             let reg = registry.clone();
             match tokio::task::spawn_blocking(move || registry::follow_changes(reg)).await {
                 Ok(fresh) => {
+                    if let Some(k) = &keeper {
+                        k.snapshot(fresh.first.clone());
+                    }
                     builder = IndexBuilder::from_snapshot(&fresh.first, opts.clone(), unix_now());
                     changes = fresh;
                     changes.first = Arc::default();
@@ -166,6 +398,9 @@ pub async fn follow(
         changed |= builder.advance(unix_now());
         if changed {
             publish(&shared, &builder);
+            if let Some(k) = &keeper {
+                k.flush();
+            }
         }
         publish_health(&shared, &changes.health);
     }

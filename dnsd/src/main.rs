@@ -48,7 +48,7 @@ fn main() -> ExitCode {
         };
     }
     let log_format = cli.log_format;
-    let config = match Config::load(cli) {
+    let config = match Config::load(cli).and_then(|c| c.check_paths().map(|()| c)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("dnsd: {e}");
@@ -132,7 +132,8 @@ fn run(config: Config) -> anyhow::Result<()> {
         local_region: config.region.clone(),
         allow: config.allow.clone(),
     };
-    let (changes, builder) = dnsd::live::start(reg.clone(), &opts);
+    let copy = config.registry_copy.clone().map(registry::LocalCopy::new);
+    let (changes, builder, keeper) = dnsd::live::start(reg.clone(), &opts, copy);
     let metrics = Arc::new(Metrics::default());
     raise_open_file_limit(config.descriptors_needed());
     let resolv = std::fs::read_to_string("/etc/resolv.conf").ok();
@@ -205,6 +206,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         builder,
         opts,
         shared.clone(),
+        keeper,
     ));
     tracing::info!(
         listen = ?config.listen,

@@ -396,3 +396,96 @@ fn loopback_clients_are_refused_internal_names_without_a_default_org() {
     let out = dig(None, d.addr, &["_apps.internal", "TXT"]);
     assert!(out.contains("status: REFUSED"), "{out}");
 }
+
+/// The AAAA answers for `name`, sorted, as `dig +short` prints them.
+fn aaaa(addr: SocketAddr, name: &str) -> Vec<String> {
+    sorted_lines(&dig(
+        None,
+        addr,
+        &["+short", "+time=2", "+tries=2", name, "AAAA"],
+    ))
+}
+
+#[test]
+fn a_restart_answers_from_the_local_copy_and_catches_up_with_what_it_missed() {
+    let reg = TestRegistry::new();
+    reg.org("acme");
+    reg.node("host-iad", "iad", true);
+    let web = reg.machine("acme", "web", "iad", "host-iad");
+    let copy = reg.dir.path().join("dnsd.copy");
+    let start = |reg: &TestRegistry| {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
+            .parse()
+            .unwrap();
+        let args = [
+            "--registry",
+            &reg.url(),
+            "--default-org",
+            "acme",
+            "--registry-copy",
+            copy.to_str().unwrap(),
+        ];
+        Dnsd::start(None, addr, &args)
+    };
+    let mut dnsd = start(&reg);
+    assert_eq!(aaaa(dnsd.addr, "web.internal"), vec![web.addr.to_string()]);
+    // A change while it runs goes into the copy's journal before dnsd is killed outright.
+    let db = reg.machine("acme", "db", "iad", "host-iad");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while aaaa(dnsd.addr, "db.internal") != vec![db.addr.to_string()] {
+        assert!(Instant::now() < deadline, "db never answered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let journal = copy.with_extension("copy.journal");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&journal)
+        .unwrap_or_default()
+        .contains(&db.id)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the change never reached the journal"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    dnsd.proc.kill();
+    let log = dnsd.log_text();
+    drop(dnsd);
+    assert!(!log.contains("index built from the local copy"), "{log}");
+
+    // Written while dnsd was down.
+    let late = reg.machine("acme", "late", "iad", "host-iad");
+    let dnsd = start(&reg);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while aaaa(dnsd.addr, "late.internal") != vec![late.addr.to_string()] {
+        assert!(Instant::now() < deadline, "late never answered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(aaaa(dnsd.addr, "web.internal"), vec![web.addr.to_string()]);
+    assert_eq!(aaaa(dnsd.addr, "db.internal"), vec![db.addr.to_string()]);
+    let log = dnsd.log_text();
+    assert!(log.contains("index built from the local copy"), "{log}");
+    assert!(log.contains("deltas=1"), "db came from the journal: {log}");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&copy).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn a_registry_copy_in_a_missing_directory_is_refused_by_name() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dnsd"))
+        .args([
+            "--registry-copy",
+            "/nonexistent-sixpn-dir/dnsd.copy",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("registry_copy") && err.contains("does not exist"),
+        "{err}"
+    );
+}

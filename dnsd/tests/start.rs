@@ -41,7 +41,7 @@ fn the_index_built_while_reading_equals_one_from_a_snapshot() {
         };
         reg.machine(org, &format!("app{}", i % 17), region, node);
     }
-    let (changes, built) = dnsd::live::start(reg.reg.clone(), &options());
+    let (changes, built, _) = dnsd::live::start(reg.reg.clone(), &options(), None);
     let snap = reg.reg.snapshot().unwrap();
     assert_eq!(changes.first.revision, snap.revision);
     assert_eq!(built.revision(), snap.revision.0);
@@ -103,7 +103,7 @@ fn a_read_failing_half_way_starts_empty_and_following_catches_up() {
         inner: reg.reg.clone(),
         failed: AtomicBool::new(false),
     });
-    let (mut changes, mut built) = dnsd::live::start(flaky, &options());
+    let (mut changes, mut built, _) = dnsd::live::start(flaky, &options(), None);
     assert_eq!(changes.first.revision, Revision(0));
     assert_eq!(built.revision(), 0);
     assert_eq!(built.index().names(), 0, "{:?}", built.index().dump());
@@ -129,4 +129,229 @@ fn a_read_failing_half_way_starts_empty_and_following_catches_up() {
     let whole = IndexBuilder::from_snapshot(&want, options(), now());
     assert_eq!(built.index().dump(), whole.index().dump());
     assert!(changes.health.reachable());
+}
+
+/// A registry that cannot be reached at all (its location is the real one's).
+struct Unreachable {
+    inner: Arc<dyn Registry>,
+}
+
+impl Unreachable {
+    fn down(&self) -> registry::Error {
+        registry::Error::Storage {
+            location: self.location().into(),
+            message: "connection refused".into(),
+        }
+    }
+}
+
+impl Registry for Unreachable {
+    fn location(&self) -> &str {
+        self.inner.location()
+    }
+    fn snapshot(&self) -> registry::Result<Snapshot> {
+        Err(self.down())
+    }
+    fn visit(&self, _: &mut dyn FnMut(Record)) -> registry::Result<Revision> {
+        Err(self.down())
+    }
+    fn wait_newer(&self, _: Revision, timeout: Duration) -> registry::Result<Option<Revision>> {
+        std::thread::sleep(timeout.min(Duration::from_millis(50)));
+        Err(self.down())
+    }
+    fn apply(&self, _: &Change) -> registry::Result<Applied> {
+        Err(self.down())
+    }
+    fn import(&self, _: &Snapshot) -> registry::Result<Revision> {
+        Err(self.down())
+    }
+    fn changes_since(&self, _: Revision, _: usize) -> registry::Result<Option<Vec<Delta>>> {
+        Err(self.down())
+    }
+}
+
+/// A copy's bytes with the registry its header names changed from `from` to `to`.
+fn relocated(copy: &[u8], from: &str, to: &str) -> Vec<u8> {
+    let head_end = copy.iter().position(|&b| b == b'\n').unwrap();
+    let head = std::str::from_utf8(&copy[..head_end]).unwrap();
+    assert!(head.contains(from), "{head}");
+    let mut out = head.replacen(from, to, 1).into_bytes();
+    out.extend_from_slice(&copy[head_end..]);
+    out
+}
+
+/// The copy's revision once its keeper has written it (waits up to 10 s).
+fn copy_at(path: &std::path::Path, revision: Revision) {
+    let copy = registry::LocalCopy::new(path);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let loaded = copy.load(&mut |_| {}, &mut |_| {}).ok().flatten();
+        if loaded.as_ref().map(|l| l.revision) == Some(revision) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy did not reach revision {}: {loaded:?}",
+            revision.0
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn some_registry() -> TestRegistry {
+    let reg = TestRegistry::new();
+    reg.org("acme");
+    reg.org("globex");
+    reg.node("iad-1", "iad", true);
+    reg.node("ams-1", "ams", false);
+    for i in 0..120 {
+        let (org, region, node) = match i % 3 {
+            0 => ("acme", "iad", "iad-1"),
+            1 => ("acme", "ams", "ams-1"),
+            _ => ("globex", "iad", "iad-1"),
+        };
+        reg.machine(org, &format!("app{}", i % 7), region, node);
+    }
+    reg
+}
+
+#[test]
+fn a_restart_builds_from_the_local_copy_and_follows_the_registry_from_its_revision() {
+    let reg = some_registry();
+    let path = reg.dir.path().join("dnsd.copy");
+    let copy = || Some(registry::LocalCopy::new(&path));
+    let at_first = reg.reg.snapshot().unwrap();
+    let (changes, _, keeper) = dnsd::live::start(reg.reg.clone(), &options(), copy());
+    assert!(keeper.is_some());
+    assert_eq!(changes.first.revision, at_first.revision);
+    copy_at(&path, at_first.revision);
+    drop(changes);
+
+    // Written while dnsd was away.
+    reg.machine("acme", "late", "iad", "iad-1");
+    reg.machine("globex", "later", "ams", "ams-1");
+    let (mut changes, mut built, _) = dnsd::live::start(reg.reg.clone(), &options(), copy());
+    assert_eq!(
+        built.revision(),
+        at_first.revision.0,
+        "the index is the copy's"
+    );
+    assert_eq!(changes.first.revision, at_first.revision);
+    assert!(changes.health.reachable());
+    let from_copy = IndexBuilder::from_snapshot(&at_first, options(), now());
+    assert_eq!(built.index().dump(), from_copy.index().dump());
+
+    // Following goes on from the copy's revision, change by change.
+    let want = reg.reg.snapshot().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    while built.revision() < want.revision.0 {
+        let update = rt
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), changes.updates.recv()).await
+            })
+            .expect("an update within 10 s")
+            .expect("the follower runs");
+        match update {
+            Update::Delta(d) => built.apply(&d, now()).unwrap(),
+            Update::Reset(_) => panic!("the change log holds every change since the copy"),
+        }
+    }
+    let whole = IndexBuilder::from_snapshot(&want, options(), now());
+    assert_eq!(built.index().dump(), whole.index().dump());
+}
+
+#[test]
+fn an_unreachable_registry_is_answered_from_the_local_copy() {
+    let reg = some_registry();
+    let path = reg.dir.path().join("dnsd.copy");
+    let snap = reg.reg.snapshot().unwrap();
+    let (changes, _, _) = dnsd::live::start(
+        reg.reg.clone(),
+        &options(),
+        Some(registry::LocalCopy::new(&path)),
+    );
+    copy_at(&path, snap.revision);
+    drop(changes);
+
+    let down = Arc::new(Unreachable {
+        inner: reg.reg.clone(),
+    });
+    let (changes, built, _) =
+        dnsd::live::start(down, &options(), Some(registry::LocalCopy::new(&path)));
+    assert_eq!(built.revision(), snap.revision.0);
+    assert!(!changes.health.reachable());
+    assert_eq!(changes.health.failures(), 1);
+    let whole = IndexBuilder::from_snapshot(&snap, options(), now());
+    assert_eq!(built.index().dump(), whole.index().dump());
+
+    // Without a copy, the same start serves nothing.
+    let down = Arc::new(Unreachable {
+        inner: reg.reg.clone(),
+    });
+    let (_, built, _) = dnsd::live::start(down, &options(), None);
+    assert_eq!(built.index().names(), 0);
+}
+
+#[test]
+fn a_copy_of_another_history_or_a_newer_one_is_not_used() {
+    let reg = some_registry();
+    let path = reg.dir.path().join("dnsd.copy");
+    let first = reg.reg.snapshot().unwrap();
+    let (changes, _, _) = dnsd::live::start(
+        reg.reg.clone(),
+        &options(),
+        Some(registry::LocalCopy::new(&path)),
+    );
+    copy_at(&path, first.revision);
+    drop(changes);
+    let saved = std::fs::read(&path).unwrap();
+
+    // The registry is made again at the same place with other records and more revisions:
+    // its change at the copy's revision is another one.
+    let other = TestRegistry::new();
+    std::fs::copy(&path, other.dir.path().join("dnsd.copy")).unwrap();
+    let path = other.dir.path().join("dnsd.copy");
+    // The copy names the first registry's location; make it name this one's.
+    std::fs::write(&path, relocated(&saved, &reg.url(), &other.url())).unwrap();
+    other.org("acme");
+    other.node("iad-1", "iad", true);
+    while other.reg.snapshot().unwrap().revision.0 < first.revision.0 + 3 {
+        other.machine("acme", "other", "iad", "iad-1");
+    }
+    let (changes, built, _) = dnsd::live::start(
+        other.reg.clone(),
+        &options(),
+        Some(registry::LocalCopy::new(&path)),
+    );
+    let want = other.reg.snapshot().unwrap();
+    assert_eq!(built.revision(), want.revision.0, "read whole");
+    assert_eq!(changes.first.revision, want.revision);
+    let whole = IndexBuilder::from_snapshot(&want, options(), now());
+    assert_eq!(built.index().dump(), whole.index().dump());
+    // And the copy is written again, of this history.
+    copy_at(&path, want.revision);
+    drop(changes);
+
+    // A registry behind the copy (restored from an older backup) is read whole too.
+    let older = TestRegistry::new();
+    let path2 = older.dir.path().join("dnsd.copy");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path2, relocated(&bytes, &other.url(), &older.url())).unwrap();
+    older.org("acme");
+    let (_, built, _) = dnsd::live::start(
+        older.reg.clone(),
+        &options(),
+        Some(registry::LocalCopy::new(&path2)),
+    );
+    let want = older.reg.snapshot().unwrap();
+    assert_eq!(built.revision(), want.revision.0);
+    assert_eq!(
+        built.index().dump(),
+        IndexBuilder::from_snapshot(&want, options(), now())
+            .index()
+            .dump()
+    );
 }

@@ -189,6 +189,27 @@ pub fn follow_changes_with(
     follow_changes_after(registry, first, health)
 }
 
+/// Follows `registry` from `revision`, which the reader already holds from elsewhere (a
+/// local copy): every later revision arrives as for [`follow_changes`]. `reachable` is what
+/// the reader learnt of the registry while checking its copy; the follower keeps trying
+/// when it is not.
+pub fn follow_changes_from(
+    registry: Arc<dyn Registry>,
+    revision: Revision,
+    reachable: bool,
+) -> Changes {
+    let health = Arc::new(Health::default());
+    health.reachable.store(reachable, Ordering::Relaxed);
+    if !reachable {
+        health.failures.fetch_add(1, Ordering::Relaxed);
+    }
+    let first = Arc::new(Snapshot {
+        revision,
+        ..Snapshot::default()
+    });
+    follow_changes_after(registry, first, health)
+}
+
 fn follow_changes_after(
     registry: Arc<dyn Registry>,
     first: Arc<Snapshot>,

@@ -10,6 +10,7 @@ pub mod error;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod follow;
+pub mod local;
 pub mod model;
 pub mod name;
 #[cfg(test)]
@@ -24,7 +25,11 @@ pub use addr::OrgNetwork;
 pub use change::{check_token, Change, NodeSpec};
 pub use delta::{Delta, RecordChange};
 pub use error::{Error, Kind, Result};
-pub use follow::{follow, follow_changes, follow_changes_with, Changes, Follower, Health, Update};
+pub use follow::{
+    follow, follow_changes, follow_changes_from, follow_changes_with, Changes, Follower, Health,
+    Update,
+};
+pub use local::LocalCopy;
 pub use model::{
     App, Machine, MachineState, Node, Org, Peer, Peering, Record, RecordKey, Revision, Snapshot,
     Token, TokenScope,

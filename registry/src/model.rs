@@ -270,7 +270,7 @@ pub enum Record {
 }
 
 /// The key of a record, as a write deletes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum RecordKey {
     Org {

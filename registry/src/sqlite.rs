@@ -486,7 +486,11 @@ impl Registry for SqliteRegistry {
 impl SqliteRegistry {
     /// [`Registry::apply`] with the randomness and clock of `ctx`: reads what the change
     /// needs, plans, writes the plan and its delta, in one transaction.
-    fn apply_with(&self, change: &Change, ctx: &mut dyn change::Context) -> Result<Applied> {
+    pub(crate) fn apply_with(
+        &self,
+        change: &Change,
+        ctx: &mut dyn change::Context,
+    ) -> Result<Applied> {
         let mut conn = self.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

@@ -1,0 +1,530 @@
+//! A reader's local copy of the registry, as a DNS secondary keeps its zone file: a base (every
+//! record at one revision) and a journal of the deltas after it. A reader restarts from its
+//! copy in the time it takes to read a local file instead of reading a big registry whole
+//! (half a minute at a million machines on etcd), then follows the registry from the copy's
+//! revision; and it can answer while the registry is down.
+//!
+//! Files, for a copy at `P`:
+//! - `P`: the base. A first line (JSON) naming the format and the registry it copies, then one
+//!   frame per record (a 32-bit length, a kind byte and the record's fields in binary, see
+//!   `codec`), and a last frame `E` with the revision, the next network id, the record count
+//!   and the delta that made the revision, when known (JSON). Written to a temporary file,
+//!   synced and renamed, so it is whole or absent.
+//! - `P.journal`: one delta (JSON) per line, appended as the reader applies them.
+//! - `P.journal.old`: a journal being folded into a new base ([`LocalCopy::compact`]).
+//!
+//! Tokens are never copied (a reader has no use for them, and their hashes should stay in the
+//! registry): records and deltas are stored without them. A torn last journal line (a crash
+//! mid-append) ends the load there; a base that does not parse is refused whole.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Delta, Error, Record, RecordKey, Result, Revision};
+
+/// The first line's format name and version: a copy of another version is not read.
+const FORMAT: &str = "sixpn-local-copy";
+const VERSION: u32 = 2;
+/// The end frame's kind byte.
+const END: u8 = b'E';
+/// Most bytes one frame may claim: a record is a few hundred.
+const MAX_FRAME: usize = 16 << 20;
+
+mod codec;
+
+#[derive(Serialize, Deserialize)]
+struct Head {
+    format: String,
+    version: u32,
+    location: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Tail {
+    revision: Revision,
+    next_network: u32,
+    records: u64,
+    /// The delta that made `revision`, without tokens, when the writer knew it.
+    last: Option<Delta>,
+}
+
+/// What a load found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    /// The registry the copy is of (as [`crate::shown`] writes it: no password).
+    pub location: String,
+    /// The revision the records and deltas handed out make, together.
+    pub revision: Revision,
+    pub next_network: u32,
+    /// The delta that made `revision` (without tokens), when known: a reader compares it
+    /// with the registry's to know the copy is of the registry's own history.
+    pub last: Option<Delta>,
+    /// Deltas read from the journals.
+    pub deltas: usize,
+}
+
+/// A local copy at one path.
+#[derive(Debug, Clone)]
+pub struct LocalCopy {
+    base: PathBuf,
+    journal: PathBuf,
+    old: PathBuf,
+}
+
+impl LocalCopy {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        let base: PathBuf = path.into();
+        let with = |ext: &str| {
+            let mut s = base.clone().into_os_string();
+            s.push(ext);
+            PathBuf::from(s)
+        };
+        LocalCopy {
+            journal: with(".journal"),
+            old: with(".journal.old"),
+            base,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.base
+    }
+
+    fn storage(&self, what: impl std::fmt::Display) -> Error {
+        Error::Storage {
+            location: self.base.display().to_string(),
+            message: what.to_string(),
+        }
+    }
+
+    fn corrupt(&self, what: impl std::fmt::Display) -> Error {
+        Error::Corrupt {
+            location: self.base.display().to_string(),
+            message: what.to_string(),
+        }
+    }
+
+    /// The registry a copy is of, from the base's first line: `Ok(None)` when there is no
+    /// copy. Lets a reader skip a copy of another registry before reading it.
+    pub fn location(&self) -> Result<Option<String>> {
+        Ok(self.open_base()?.map(|b| b.head.location))
+    }
+
+    fn open_base(&self) -> Result<Option<BaseReader>> {
+        let file = match File::open(&self.base) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.storage(format_args!("opening: {e}"))),
+        };
+        let mut input = BufReader::with_capacity(1 << 20, file);
+        let mut line = Vec::new();
+        input
+            .read_until(b'\n', &mut line)
+            .map_err(|e| self.storage(format_args!("reading: {e}")))?;
+        if line.is_empty() {
+            return Err(self.corrupt("empty file"));
+        }
+        let head: Head = serde_json::from_slice(&line)
+            .map_err(|e| self.corrupt(format_args!("line 1 is not a copy's header: {e}")))?;
+        if head.format != FORMAT || head.version != VERSION {
+            return Err(self.corrupt(format_args!(
+                "a `{}` version {} file, not {FORMAT} version {VERSION}",
+                head.format, head.version
+            )));
+        }
+        Ok(Some(BaseReader {
+            copy: self.clone(),
+            head,
+            input,
+            frame: Vec::new(),
+            records: 0,
+        }))
+    }
+
+    /// Reads the copy: every base record to `record`, then the journals' deltas in revision
+    /// order to `delta` (those the base already holds are skipped; a gap or a torn line ends
+    /// the journal there). `Ok(None)` when there is no copy. An error means the base is not a
+    /// whole copy: what was handed out must be thrown away.
+    pub fn load(
+        &self,
+        record: &mut dyn FnMut(Record),
+        delta: &mut dyn FnMut(&Delta),
+    ) -> Result<Option<Loaded>> {
+        let Some(mut base) = self.open_base()? else {
+            return Ok(None);
+        };
+        let tail = base.each(record)?;
+        let mut loaded = Loaded {
+            location: base.head.location,
+            revision: tail.revision,
+            next_network: tail.next_network,
+            last: tail.last,
+            deltas: 0,
+        };
+        for journal in [&self.old, &self.journal] {
+            self.read_journal(journal, &mut loaded, delta)?;
+        }
+        Ok(Some(loaded))
+    }
+
+    fn read_journal(
+        &self,
+        path: &Path,
+        loaded: &mut Loaded,
+        delta: &mut dyn FnMut(&Delta),
+    ) -> Result<()> {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.storage(format_args!("opening {}: {e}", path.display()))),
+        };
+        for line in BufReader::new(file).lines() {
+            let Ok(line) = line else { break };
+            let Ok(d) = serde_json::from_str::<Delta>(&line) else {
+                tracing::warn!(journal = %path.display(), "a torn journal line; the copy ends before it");
+                break;
+            };
+            if d.revision.0 <= loaded.revision.0 {
+                continue;
+            }
+            if d.revision.0 != loaded.revision.0 + 1 {
+                break;
+            }
+            delta(&d);
+            loaded.revision = d.revision;
+            loaded.next_network = d.next_network;
+            loaded.deltas += 1;
+            loaded.last = Some(d);
+        }
+        Ok(())
+    }
+
+    /// Starts a new base for the registry at `location`; [`BaseWriter::finish`] puts it in
+    /// place of the old one and empties the journals.
+    pub fn write_base(&self, location: &str) -> Result<BaseWriter> {
+        let tmp = {
+            let mut s = self.base.clone().into_os_string();
+            s.push(format!(".tmp{}", std::process::id()));
+            PathBuf::from(s)
+        };
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| self.storage(format_args!("creating {}: {e}", tmp.display())))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let head = Head {
+            format: FORMAT.into(),
+            version: VERSION,
+            location: location.into(),
+        };
+        let first = serde_json::to_string(&head).map_err(|e| self.storage(e))?;
+        writeln!(out, "{first}").map_err(|e| self.storage(format_args!("writing: {e}")))?;
+        Ok(BaseWriter {
+            copy: self.clone(),
+            tmp,
+            out: Some(out),
+            frame: Vec::with_capacity(256),
+            records: 0,
+        })
+    }
+
+    /// Opens the journal for appending.
+    pub fn journal(&self) -> Result<Journal> {
+        let file = self.open_journal()?;
+        Ok(Journal {
+            copy: self.clone(),
+            out: BufWriter::new(file),
+            lines: 0,
+        })
+    }
+
+    fn open_journal(&self) -> Result<File> {
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&self.journal)
+            .map_err(|e| self.storage(format_args!("opening {}: {e}", self.journal.display())))
+    }
+
+    /// Folds the rotated journal (`P.journal.old`, see [`Journal::rotate`]) into a new base,
+    /// record by record, holding only what the journal changed; then removes it. Nothing to
+    /// do when there is no rotated journal.
+    pub fn compact(&self) -> Result<()> {
+        if !self.old.exists() {
+            return Ok(());
+        }
+        let Some(mut base) = self.open_base()? else {
+            return Err(self.storage("no base to fold the journal into"));
+        };
+        // The base's revision first (its end frame), so the journal's older lines are skipped.
+        let tail = self
+            .open_base()?
+            .ok_or_else(|| self.storage("the base went away during compaction"))?
+            .each(&mut |_| {})?;
+        let mut loaded = Loaded {
+            location: base.head.location.clone(),
+            revision: tail.revision,
+            next_network: tail.next_network,
+            last: tail.last,
+            deltas: 0,
+        };
+        // The journal's net effect, each key's last state: all that is held in memory.
+        let mut changes: HashMap<RecordKey, Option<Record>> = HashMap::new();
+        self.read_journal(&self.old, &mut loaded, &mut |d| {
+            for c in &d.changes {
+                changes.insert(c.key.clone(), c.after.clone());
+            }
+        })?;
+        let mut out = self.write_base(&base.head.location)?;
+        let mut failed = Ok(());
+        base.each(&mut |r| {
+            if failed.is_err() {
+                return;
+            }
+            failed = match changes.remove(&r.key()) {
+                None => out.put(&r),
+                Some(Some(now)) => out.put(&now),
+                Some(None) => Ok(()),
+            };
+        })?;
+        failed?;
+        for r in changes.into_values().flatten() {
+            out.put(&r)?;
+        }
+        out.finish_keeping_journal(loaded.revision, loaded.next_network, loaded.last)?;
+        fs::remove_file(&self.old)
+            .map_err(|e| self.storage(format_args!("removing {}: {e}", self.old.display())))
+    }
+
+    /// Removes the copy and its journals.
+    pub fn remove(&self) -> Result<()> {
+        for p in [&self.base, &self.journal, &self.old] {
+            match fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.storage(format_args!("removing {}: {e}", p.display()))),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A base being written.
+pub struct BaseWriter {
+    copy: LocalCopy,
+    tmp: PathBuf,
+    out: Option<BufWriter<File>>,
+    frame: Vec<u8>,
+    records: u64,
+}
+
+impl BaseWriter {
+    fn frame(&mut self) -> Result<()> {
+        let out = self
+            .out
+            .as_mut()
+            .expect("a base writer is used until finished");
+        let len = (self.frame.len() as u32).to_le_bytes();
+        out.write_all(&len)
+            .and_then(|()| out.write_all(&self.frame))
+            .map_err(|e| self.copy.storage(format_args!("writing: {e}")))
+    }
+
+    /// Adds one record (tokens are left out).
+    pub fn put(&mut self, r: &Record) -> Result<()> {
+        self.frame.clear();
+        if !codec::encode(r, &mut self.frame) {
+            return Ok(());
+        }
+        self.frame()?;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Ends the base at `revision` and puts it in place; the journals are emptied (they
+    /// followed the old base).
+    pub fn finish(self, revision: Revision, next_network: u32, last: Option<&Delta>) -> Result<()> {
+        let copy = self.copy.clone();
+        self.finish_keeping_journal(revision, next_network, last.map(without_tokens))?;
+        for p in [&copy.old, &copy.journal] {
+            match fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(copy.storage(format_args!("removing {}: {e}", p.display()))),
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_keeping_journal(
+        mut self,
+        revision: Revision,
+        next_network: u32,
+        last: Option<Delta>,
+    ) -> Result<()> {
+        let tail = Tail {
+            revision,
+            next_network,
+            records: self.records,
+            last,
+        };
+        self.frame.clear();
+        self.frame.push(END);
+        serde_json::to_writer(&mut self.frame, &tail).map_err(|e| self.copy.storage(e))?;
+        self.frame()?;
+        let out = self.out.take().expect("finished once");
+        let file = out
+            .into_inner()
+            .map_err(|e| self.copy.storage(format_args!("writing: {e}")))?;
+        file.sync_all()
+            .map_err(|e| self.copy.storage(format_args!("syncing: {e}")))?;
+        fs::rename(&self.tmp, &self.copy.base)
+            .map_err(|e| self.copy.storage(format_args!("renaming into place: {e}")))?;
+        Ok(())
+    }
+}
+
+impl Drop for BaseWriter {
+    fn drop(&mut self) {
+        // Unfinished: nothing half-written stays behind.
+        if self.out.is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// The journal, appended to as deltas are applied.
+pub struct Journal {
+    copy: LocalCopy,
+    out: BufWriter<File>,
+    lines: u64,
+}
+
+impl Journal {
+    /// Appends one delta (without tokens). Buffered: [`Journal::flush`] after a batch.
+    pub fn append(&mut self, delta: &Delta) -> Result<()> {
+        let line =
+            serde_json::to_string(&without_tokens(delta)).map_err(|e| self.copy.storage(e))?;
+        writeln!(self.out, "{line}")
+            .map_err(|e| self.copy.storage(format_args!("writing the journal: {e}")))?;
+        self.lines += 1;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        self.out
+            .flush()
+            .map_err(|e| self.copy.storage(format_args!("writing the journal: {e}")))
+    }
+
+    /// Lines appended since this journal was opened or rotated.
+    pub fn lines(&self) -> u64 {
+        self.lines
+    }
+
+    /// Moves the journal aside for [`LocalCopy::compact`] and starts an empty one. Refused
+    /// (`Ok(false)`) while an earlier rotated journal is still there.
+    pub fn rotate(&mut self) -> Result<bool> {
+        if self.copy.old.exists() {
+            return Ok(false);
+        }
+        self.flush()?;
+        fs::rename(&self.copy.journal, &self.copy.old)
+            .map_err(|e| self.copy.storage(format_args!("rotating the journal: {e}")))?;
+        self.out = BufWriter::new(self.copy.open_journal()?);
+        self.lines = 0;
+        Ok(true)
+    }
+}
+
+/// `delta` without the tokens' changes, as a copy stores and compares deltas.
+pub fn without_tokens(delta: &Delta) -> Delta {
+    Delta {
+        revision: delta.revision,
+        next_network: delta.next_network,
+        changes: delta
+            .changes
+            .iter()
+            .filter(|c| !matches!(c.key, RecordKey::Token { .. }))
+            .cloned()
+            .collect(),
+    }
+}
+
+/// A base being read: its header, then frames.
+struct BaseReader {
+    copy: LocalCopy,
+    head: Head,
+    input: BufReader<File>,
+    frame: Vec<u8>,
+    records: u64,
+}
+
+impl BaseReader {
+    /// Hands out every record and returns the end frame; refuses a base that is cut short,
+    /// holds anything after its end or counts other than it holds.
+    fn each(&mut self, record: &mut dyn FnMut(Record)) -> Result<Tail> {
+        let copy = &self.copy;
+        loop {
+            let at = self.records + 1;
+            let mut len = [0u8; 4];
+            self.input
+                .read_exact(&mut len)
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => {
+                        copy.corrupt("no end frame: the file was cut short")
+                    }
+                    _ => copy.storage(format_args!("reading: {e}")),
+                })?;
+            let len = u32::from_le_bytes(len) as usize;
+            if len == 0 || len > MAX_FRAME {
+                return Err(copy.corrupt(format_args!("frame {at} claims {len} bytes")));
+            }
+            self.frame.resize(len, 0);
+            self.input
+                .read_exact(&mut self.frame)
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => {
+                        copy.corrupt(format_args!("frame {at} is cut short"))
+                    }
+                    _ => copy.storage(format_args!("reading: {e}")),
+                })?;
+            if self.frame[0] == END {
+                let tail: Tail = serde_json::from_slice(&self.frame[1..])
+                    .map_err(|e| copy.corrupt(format_args!("the end frame: {e}")))?;
+                if tail.records != self.records {
+                    return Err(copy.corrupt(format_args!(
+                        "the end frame counts {} records, the file holds {}",
+                        tail.records, self.records
+                    )));
+                }
+                let mut more = [0u8; 1];
+                if self
+                    .input
+                    .read(&mut more)
+                    .map_err(|e| copy.storage(format_args!("reading: {e}")))?
+                    != 0
+                {
+                    return Err(copy.corrupt("bytes follow the end frame"));
+                }
+                return Ok(tail);
+            }
+            let r = codec::decode(&self.frame)
+                .map_err(|e| copy.corrupt(format_args!("record {at}: {e}")))?;
+            self.records += 1;
+            record(r);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

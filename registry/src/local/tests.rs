@@ -1,0 +1,327 @@
+use std::os::unix::fs::PermissionsExt;
+
+use super::*;
+use crate::random_changes::{random_change, Repeating, Rng};
+use crate::sqlite::SqliteRegistry;
+use crate::{Registry, Snapshot};
+
+/// A registry after `steps` random changes (tokens among them), and its change log.
+fn registry(dir: &Path, seed: u64, steps: usize) -> SqliteRegistry {
+    let reg = SqliteRegistry::open(dir.join("r.db").to_str().unwrap()).unwrap();
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    for _ in 0..steps {
+        let snap = reg.snapshot().unwrap();
+        let change = random_change(&mut rng, &snap, true);
+        let _ = reg.apply_with(&change, &mut Repeating(Rng(rng.next() | 1)));
+    }
+    reg
+}
+
+fn without_tokens_snap(mut s: Snapshot) -> Snapshot {
+    s.tokens.clear();
+    s
+}
+
+/// What a reader rebuilds from the copy: its records, then its deltas.
+fn load(copy: &LocalCopy) -> (Snapshot, Loaded) {
+    let mut snap = Snapshot::default();
+    let mut deltas = Vec::new();
+    let loaded = copy
+        .load(&mut |r| snap.put(r), &mut |d| deltas.push(d.clone()))
+        .unwrap()
+        .expect("a copy");
+    let base_revision = Revision(loaded.revision.0 - deltas.len() as u64);
+    snap.revision = base_revision;
+    for d in &deltas {
+        assert!(snap.apply_delta(d), "delta {} applies", d.revision.0);
+    }
+    snap.next_network = loaded.next_network;
+    (snap, loaded)
+}
+
+fn write_base_of(copy: &LocalCopy, snap: &Snapshot, last: Option<&Delta>) {
+    let mut w = copy.write_base("test://r").unwrap();
+    for r in snap.records() {
+        w.put(&r).unwrap();
+    }
+    w.finish(snap.revision, snap.next_network, last).unwrap();
+}
+
+#[test]
+fn a_base_and_its_journal_load_to_the_registry_without_tokens() {
+    for seed in 1..=6 {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = registry(dir.path(), seed, 150);
+        let at_base = reg.snapshot().unwrap();
+        let copy = LocalCopy::new(dir.path().join("copy"));
+        write_base_of(&copy, &at_base, None);
+        let mut rng = Rng(seed | 1);
+        let mut journal = copy.journal().unwrap();
+        for _ in 0..150 {
+            let snap = reg.snapshot().unwrap();
+            let change = random_change(&mut rng, &snap, true);
+            let _ = reg.apply_with(&change, &mut Repeating(Rng(rng.next() | 1)));
+        }
+        let deltas = reg
+            .changes_since(at_base.revision, 10_000)
+            .unwrap()
+            .unwrap();
+        assert!(!deltas.is_empty(), "seed {seed}: some changes were made");
+        for d in &deltas {
+            journal.append(d).unwrap();
+        }
+        journal.flush().unwrap();
+        let (snap, loaded) = load(&copy);
+        let now = reg.snapshot().unwrap();
+        assert_eq!(snap, without_tokens_snap(now.clone()), "seed {seed}");
+        assert_eq!(loaded.revision, now.revision);
+        assert_eq!(loaded.location, "test://r");
+        assert_eq!(loaded.deltas, deltas.len());
+        assert_eq!(loaded.last, Some(without_tokens(deltas.last().unwrap())));
+    }
+}
+
+#[test]
+fn compaction_folds_the_rotated_journal_and_keeps_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path(), 7, 200);
+    let first = reg.snapshot().unwrap();
+    let copy = LocalCopy::new(dir.path().join("copy"));
+    write_base_of(&copy, &first, None);
+    let mut journal = copy.journal().unwrap();
+    let mut rng = Rng(99);
+    let mut have = first.revision;
+    for round in 0..3 {
+        for _ in 0..120 {
+            let snap = reg.snapshot().unwrap();
+            let change = random_change(&mut rng, &snap, true);
+            let _ = reg.apply_with(&change, &mut Repeating(Rng(rng.next() | 1)));
+        }
+        for d in reg.changes_since(have, 10_000).unwrap().unwrap() {
+            journal.append(&d).unwrap();
+            have = d.revision;
+        }
+        if round < 2 {
+            assert!(journal.rotate().unwrap(), "round {round}: rotated");
+            assert!(
+                !journal.rotate().unwrap(),
+                "a second rotation waits for the compaction"
+            );
+            // Deltas made during the compaction land in the new journal.
+            copy.compact().unwrap();
+            assert!(!copy.old.exists());
+        }
+    }
+    journal.flush().unwrap();
+    let (snap, loaded) = load(&copy);
+    assert_eq!(snap, without_tokens_snap(reg.snapshot().unwrap()));
+    assert_eq!(loaded.revision, have);
+    assert!(loaded.deltas > 0, "the last round is still in the journal");
+}
+
+#[test]
+fn a_torn_journal_line_ends_the_copy_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path(), 3, 100);
+    let copy = LocalCopy::new(dir.path().join("copy"));
+    write_base_of(&copy, &Snapshot::default(), None);
+    let deltas = reg.changes_since(Revision(0), 10_000).unwrap().unwrap();
+    let mut journal = copy.journal().unwrap();
+    for d in &deltas {
+        journal.append(d).unwrap();
+    }
+    journal.flush().unwrap();
+    drop(journal);
+    // Cut the last line in half, as a crash in the middle of a write would.
+    let text = fs::read_to_string(&copy.journal).unwrap();
+    let cut = text.len() - text.lines().last().unwrap().len() / 2 - 1;
+    fs::write(&copy.journal, &text[..cut]).unwrap();
+    let (_, loaded) = load(&copy);
+    assert_eq!(loaded.revision.0, deltas[deltas.len() - 2].revision.0);
+}
+
+#[test]
+fn a_base_cut_short_or_of_another_version_is_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path(), 4, 100);
+    let copy = LocalCopy::new(dir.path().join("copy"));
+    let snap = reg.snapshot().unwrap();
+    assert!(
+        snap.machines.len() > 2,
+        "the random registry holds machines"
+    );
+    write_base_of(&copy, &snap, None);
+    let whole = fs::read(copy.path()).unwrap();
+    let load_err = |bytes: &[u8]| {
+        fs::write(copy.path(), bytes).unwrap();
+        copy.load(&mut |_| {}, &mut |_| {}).unwrap_err().to_string()
+    };
+    let err = load_err(&whole[..whole.len() - 3]);
+    assert!(err.contains("cut short"), "{err}");
+    // The end frame gone whole: the file ends after a record.
+    let end_at = whole.len() - 4 - whole.iter().rev().position(|&b| b == END).unwrap() - 1;
+    let err = load_err(&whole[..end_at]);
+    assert!(err.contains("no end frame"), "{err}");
+    let mut extra = whole.clone();
+    extra.push(0);
+    let err = load_err(&extra);
+    assert!(err.contains("follow the end"), "{err}");
+
+    let head_end = whole.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let head = String::from_utf8(whole[..head_end].to_vec()).unwrap();
+    let mut other = head
+        .replacen("\"version\":2", "\"version\":9", 1)
+        .into_bytes();
+    other.extend_from_slice(&whole[head_end..]);
+    let err = load_err(&other);
+    assert!(err.contains("version 9"), "{err}");
+
+    // The first record's kind byte (after its 4-byte length) made unknown.
+    let mut bad = whole.clone();
+    bad[head_end + 4] = b'x';
+    let err = load_err(&bad);
+    assert!(
+        err.contains("record 1") && err.contains("unknown record kind"),
+        "{err}"
+    );
+    // A length past what a frame may be.
+    let mut huge = whole.clone();
+    huge[head_end..head_end + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    let err = load_err(&huge);
+    assert!(err.contains("claims"), "{err}");
+
+    copy.remove().unwrap();
+    assert_eq!(copy.load(&mut |_| {}, &mut |_| {}).unwrap(), None);
+    assert_eq!(copy.location().unwrap(), None);
+}
+
+/// Every kind of record, with every optional field both ways, goes through the binary form.
+#[test]
+fn every_kind_of_record_reads_back_as_written() {
+    use crate::{App, Machine, MachineState, Node, Org, OrgNetwork, Peer, Peering};
+    let records = vec![
+        Record::Org(Org {
+            name: "acme".into(),
+            network: OrgNetwork(u32::MAX),
+        }),
+        Record::Node(Node {
+            name: "iad-1".into(),
+            region: "iad".into(),
+            public_key: "k".repeat(44),
+            endpoint: "[2001:db8::1]:51820".parse().unwrap(),
+            gateway: true,
+            host: 7,
+        }),
+        Record::Node(Node {
+            name: "ams-1".into(),
+            region: "ams".into(),
+            public_key: String::new(),
+            endpoint: "192.0.2.1:1".parse().unwrap(),
+            gateway: false,
+            host: 0,
+        }),
+        Record::App(App {
+            org: "acme".into(),
+            name: "wéb".into(),
+        }),
+        Record::Machine(Machine {
+            id: "0123456789abcd".into(),
+            org: "acme".into(),
+            app: "web".into(),
+            region: "iad".into(),
+            node: "iad-1".into(),
+            process_group: "app".into(),
+            state: MachineState::Stopped,
+            addr: "fdaa:0:1:a7b:1::2".parse().unwrap(),
+        }),
+        Record::Peer(Peer {
+            org: "acme".into(),
+            name: "site".into(),
+            gateway: "iad-1".into(),
+            region: "iad".into(),
+            public_key: "p".into(),
+            addr: "fdaa:0:1:a7b:2::3".parse().unwrap(),
+            routes: vec![
+                "10.0.0.0/8".parse().unwrap(),
+                "2001:db8::/48".parse().unwrap(),
+            ],
+            created: -5,
+            expires: Some(i64::MAX),
+        }),
+        Record::Peer(Peer {
+            org: "acme".into(),
+            name: "laptop".into(),
+            gateway: "iad-1".into(),
+            region: "iad".into(),
+            public_key: "q".into(),
+            addr: "fdaa:0:1:a7b:2::4".parse().unwrap(),
+            routes: Vec::new(),
+            created: 1,
+            expires: None,
+        }),
+        Record::Peering(Peering {
+            a: "acme".into(),
+            b: "globex".into(),
+        }),
+    ];
+    for r in &records {
+        let mut buf = Vec::new();
+        assert!(codec::encode(r, &mut buf));
+        assert_eq!(codec::decode(&buf).as_ref(), Ok(r));
+        // Every shorter prefix is refused, never read as something else or a panic.
+        for cut in 0..buf.len() {
+            assert!(codec::decode(&buf[..cut]).is_err(), "{r:?} cut at {cut}");
+        }
+    }
+}
+
+#[test]
+fn files_are_private_and_an_unfinished_base_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path(), 5, 60);
+    for change in [
+        crate::Change::CreateOrg {
+            name: "tokens".into(),
+        },
+        crate::Change::CreateToken {
+            id: "tok00000000000000a1".into(),
+            org: "tokens".into(),
+            scope: crate::TokenScope::Peer,
+            secret_hash: "ab".repeat(32),
+            expires: None,
+            max_uses: None,
+            region: None,
+            name_prefix: None,
+        },
+    ] {
+        reg.apply(&change).unwrap();
+    }
+    let snap = reg.snapshot().unwrap();
+    assert!(!snap.tokens.is_empty(), "the random registry holds tokens");
+    let copy = LocalCopy::new(dir.path().join("copy"));
+    write_base_of(&copy, &snap, None);
+    let mut journal = copy.journal().unwrap();
+    journal
+        .append(&reg.changes_since(Revision(0), 1).unwrap().unwrap()[0])
+        .unwrap();
+    journal.flush().unwrap();
+    for p in [&copy.base, &copy.journal] {
+        let mode = fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", p.display());
+    }
+    let bytes = fs::read(copy.path()).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(!text.contains("tok00000000000000a1"), "no token is copied");
+    assert_eq!(copy.location().unwrap().as_deref(), Some("test://r"));
+
+    let before = fs::read(copy.path()).unwrap();
+    let mut w = copy.write_base("test://other").unwrap();
+    w.put(snap.records().next().as_ref().unwrap()).unwrap();
+    drop(w);
+    assert_eq!(fs::read(copy.path()).unwrap(), before, "the old base stays");
+    let names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains(".tmp")), "{names:?}");
+}
