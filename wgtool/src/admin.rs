@@ -72,7 +72,8 @@ pub fn org(src: &Source, cmd: OrgCommand) -> Result<()> {
             println!("unpeered orgs {a} and {b}");
         }
         OrgCommand::List { json } => {
-            let snap = reg.snapshot()?;
+            // Orgs and peerings are in the frame: no need to read every machine.
+            let snap = reg.frame()?;
             if json {
                 let orgs: Vec<_> = snap
                     .orgs
@@ -138,7 +139,7 @@ pub fn node(src: &Source, cmd: NodeCommand) -> Result<()> {
             println!("removed node {name}");
         }
         NodeCommand::List { json } => {
-            let snap = reg.snapshot()?;
+            let snap = reg.frame()?;
             if json {
                 return table::json(&snap.nodes.values().collect::<Vec<_>>());
             }

@@ -213,7 +213,7 @@ pub fn remove(src: &Source, a: RemovePeerArgs) -> Result<()> {
     let (org, name) = match a.args.as_slice() {
         [org, name] => (org.clone(), name.clone()),
         [name] => {
-            let snap = reg.snapshot()?;
+            let snap = reg.frame()?;
             let mut orgs = snap.orgs.keys();
             match (orgs.next(), orgs.next()) {
                 (Some(only), None) => (only.clone(), name.clone()),

@@ -106,7 +106,8 @@ fn create(src: &Source, a: TokenCreateArgs) -> Result<()> {
 }
 
 fn list(src: &Source, org: Option<String>, json: bool) -> Result<()> {
-    let snap = open(src)?.snapshot()?;
+    // Orgs and tokens are in the frame: no need to read every machine.
+    let snap = open(src)?.frame()?;
     if let Some(o) = &org {
         if !snap.orgs.contains_key(o) {
             return Err(registry::Error::not_found(registry::Kind::Org, o).into());
