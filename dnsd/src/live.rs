@@ -48,10 +48,14 @@ pub fn start(
         .as_ref()
         .map(|c| Keeper::start(c.clone(), registry.clone()));
     if let (Some(copy), Some(keeper)) = (&copy, &keeper) {
-        if let Some((builder, reachable)) = from_copy(registry.as_ref(), copy, opts) {
+        if let Some((builder, loaded, reachable)) = from_copy(registry.as_ref(), copy, opts) {
             let revision = Revision(builder.revision());
+            if !reachable {
+                // Checked once the registry answers, before any of its changes is applied.
+                keeper.set_unchecked(revision, loaded.last);
+            }
             let changes = registry::follow_changes_from(registry, revision, reachable);
-            keeper.resume();
+            keeper.resume(revision);
             return (changes, builder, Some(keeper.clone()));
         }
     }
@@ -67,12 +71,46 @@ pub fn start(
     (changes, builder, keeper)
 }
 
+/// Whether the registry's history goes on from a copy at `revision` whose last delta has
+/// digest `last`: the registry's change at that revision is the copy's, or the registry no
+/// longer holds that change but is not behind the copy. `Ok(Err(why))` when it does not;
+/// `Err` when the registry cannot be asked.
+fn continues(
+    reg: &dyn Registry,
+    revision: Revision,
+    last: Option<u64>,
+) -> registry::Result<Result<(), &'static str>> {
+    let behind = "the registry is at an older revision than the copy (restored from a backup?)";
+    let Some(before) = revision.0.checked_sub(1) else {
+        return Ok(Err("the copy is empty"));
+    };
+    match reg.changes_since(Revision(before), 1)? {
+        Some(v) => Ok(match v.first() {
+            None => Err(behind),
+            Some(d) if d.revision == revision && !keeper::same_change(last, d) => Err(
+                "the registry's change at the copy's revision is not the copy's (another history)",
+            ),
+            Some(_) => Ok(()),
+        }),
+        None => reg.wait_newer(Revision(before), Duration::ZERO).map(|now| {
+            if now.is_some() {
+                Ok(())
+            } else {
+                Err(behind)
+            }
+        }),
+    }
+}
+
 /// Builds the index from the local copy, if there is one of `reg` and the registry's history
-/// goes on from it: the registry's change at the copy's revision is the copy's, or the
-/// registry no longer holds that change but is not behind the copy. `Some((index, reachable))`
-/// then, also when the registry cannot be reached (the copy is then the best there is, and
-/// following catches up when it can). `None` (logged) means: read the registry whole.
-fn from_copy(reg: &dyn Registry, copy: &LocalCopy, opts: &Options) -> Option<(IndexBuilder, bool)> {
+/// goes on from it ([`continues`]). `Some((index, loaded, reachable))` then, also when the
+/// registry cannot be reached (the copy is then the best there is; the follow loop checks it
+/// once the registry answers). `None` (logged) means: read the registry whole.
+fn from_copy(
+    reg: &dyn Registry,
+    copy: &LocalCopy,
+    opts: &Options,
+) -> Option<(IndexBuilder, registry::local::Loaded, bool)> {
     let want = registry::shown(reg.location());
     let shown = copy.path().display();
     match copy.location() {
@@ -97,31 +135,16 @@ fn from_copy(reg: &dyn Registry, copy: &LocalCopy, opts: &Options) -> Option<(In
         }
     };
     let revision = loaded.revision;
-    // An empty copy (revision 0) is no start.
-    let before = revision.0.checked_sub(1)?;
-    let behind = "the registry is at an older revision than the copy (restored from a backup?)";
-    let verdict = match reg.changes_since(Revision(before), 1) {
-        Err(e) => Err(e),
-        Ok(Some(v)) => match v.first() {
-            None => Ok(Err(behind)),
-            Some(d) if d.revision == revision && !keeper::same_change(loaded.last.as_ref(), d) => {
-                Ok(Err("the registry's change at the copy's revision is not the copy's (another history)"))
-            }
-            Some(_) => Ok(Ok(())),
-        },
-        Ok(None) => reg
-            .wait_newer(Revision(before), Duration::ZERO)
-            .map(|now| if now.is_some() { Ok(()) } else { Err(behind) }),
-    };
+    let verdict = continues(reg, revision, loaded.last);
     let ms = started.elapsed().as_millis() as u64;
     match verdict {
         Ok(Ok(())) => {
             tracing::info!(copy = %shown, revision = revision.0, deltas = loaded.deltas, ms, "index built from the local copy; following the registry from its revision");
-            Some((builder, true))
+            Some((builder, loaded, true))
         }
         Err(e) => {
             tracing::warn!(copy = %shown, revision = revision.0, error = %e, ms, "registry unreachable; answering from the local copy until it is");
-            Some((builder, false))
+            Some((builder, loaded, false))
         }
         Ok(Err(why)) => {
             tracing::warn!(copy = %shown, revision = revision.0, why, "local copy not used; reading the registry whole");
@@ -351,6 +374,8 @@ pub async fn follow(
     changes.first = Arc::default();
     release_freed_memory();
     publish_health(&shared, &changes.health);
+    // A copy served while the registry was down is checked when it answers.
+    let mut unchecked = keeper.as_ref().and_then(Keeper::take_unchecked);
     loop {
         let wait = builder
             .index()
@@ -367,15 +392,48 @@ pub async fn follow(
         };
         let mut changed = false;
         let mut resync = false;
+        if let Some((revision, last)) = unchecked {
+            if first.is_some() || changes.health.reachable() {
+                let reg = registry.clone();
+                let verdict =
+                    tokio::task::spawn_blocking(move || continues(reg.as_ref(), revision, last))
+                        .await;
+                match verdict {
+                    Ok(Ok(Ok(()))) => {
+                        tracing::info!(
+                            revision = revision.0,
+                            "the registry answers, and its history goes on from the local copy's"
+                        );
+                        unchecked = None;
+                    }
+                    Ok(Ok(Err(why))) => {
+                        tracing::warn!(revision = revision.0, why, "the registry answers, and the local copy served meanwhile is not of its history; reading it whole");
+                        unchecked = None;
+                        resync = true;
+                    }
+                    // Not answered after all; an update that came cannot be trusted onto
+                    // an unchecked copy.
+                    Ok(Err(_)) | Err(_) => {
+                        if first.is_some() {
+                            unchecked = None;
+                            resync = true;
+                        }
+                    }
+                }
+            }
+        }
         // Everything already queued goes into one swap: a burst of writes costs one publish.
-        let queued = std::iter::from_fn(|| changes.updates.try_recv().ok());
-        for u in first.into_iter().chain(queued) {
-            match apply(&mut builder, u, &opts, keeper.as_ref()) {
-                Step::Applied => changed = true,
-                Step::Skipped => {}
-                Step::Resync => {
-                    resync = true;
-                    break;
+        // After a failed check nothing of this follower is applied: it is replaced below.
+        if !resync {
+            let queued = std::iter::from_fn(|| changes.updates.try_recv().ok());
+            for u in first.into_iter().chain(queued) {
+                match apply(&mut builder, u, &opts, keeper.as_ref()) {
+                    Step::Applied => changed = true,
+                    Step::Skipped => {}
+                    Step::Resync => {
+                        resync = true;
+                        break;
+                    }
                 }
             }
         }

@@ -355,3 +355,132 @@ fn a_copy_of_another_history_or_a_newer_one_is_not_used() {
             .dump()
     );
 }
+
+/// A registry that is down until switched up.
+struct Switched {
+    inner: Arc<dyn Registry>,
+    up: AtomicBool,
+}
+
+impl Switched {
+    fn check(&self) -> registry::Result<()> {
+        if self.up.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        Err(registry::Error::Storage {
+            location: self.location().into(),
+            message: "connection refused".into(),
+        })
+    }
+}
+
+impl Registry for Switched {
+    fn location(&self) -> &str {
+        self.inner.location()
+    }
+    fn snapshot(&self) -> registry::Result<Snapshot> {
+        self.check()?;
+        self.inner.snapshot()
+    }
+    fn visit(&self, each: &mut dyn FnMut(Record)) -> registry::Result<Revision> {
+        self.check()?;
+        self.inner.visit(each)
+    }
+    fn wait_newer(&self, than: Revision, timeout: Duration) -> registry::Result<Option<Revision>> {
+        if self.check().is_err() {
+            std::thread::sleep(timeout.min(Duration::from_millis(50)));
+        }
+        self.check()?;
+        self.inner.wait_newer(than, timeout)
+    }
+    fn apply(&self, change: &Change) -> registry::Result<Applied> {
+        self.check()?;
+        self.inner.apply(change)
+    }
+    fn import(&self, snapshot: &Snapshot) -> registry::Result<Revision> {
+        self.check()?;
+        self.inner.import(snapshot)
+    }
+    fn changes_since(&self, after: Revision, limit: usize) -> registry::Result<Option<Vec<Delta>>> {
+        self.check()?;
+        self.inner.changes_since(after, limit)
+    }
+}
+
+#[test]
+fn a_copy_served_while_the_registry_was_down_is_checked_when_it_answers() {
+    // A copy of one history...
+    let first = some_registry();
+    let path = first.dir.path().join("dnsd.copy");
+    let at = first.reg.snapshot().unwrap().revision;
+    let (changes, _, _) = dnsd::live::start(
+        first.reg.clone(),
+        &options(),
+        Some(registry::LocalCopy::new(&path)),
+    );
+    copy_at(&path, at);
+    drop(changes);
+    // ...and a registry at its place with another history, further on.
+    let other = TestRegistry::new();
+    let path2 = other.dir.path().join("dnsd.copy");
+    std::fs::write(
+        &path2,
+        relocated(&std::fs::read(&path).unwrap(), &first.url(), &other.url()),
+    )
+    .unwrap();
+    other.org("acme");
+    other.node("iad-1", "iad", true);
+    while other.reg.snapshot().unwrap().revision.0 < at.0 + 3 {
+        other.machine("acme", "other", "iad", "iad-1");
+    }
+    let switched = Arc::new(Switched {
+        inner: other.reg.clone(),
+        up: AtomicBool::new(false),
+    });
+    let (changes, built, keeper) = dnsd::live::start(
+        switched.clone(),
+        &options(),
+        Some(registry::LocalCopy::new(&path2)),
+    );
+    assert_eq!(
+        built.revision(),
+        at.0,
+        "the copy is served while the registry is down"
+    );
+    assert!(!changes.health.reachable());
+
+    let shared = Arc::new(dnsd::server::Shared {
+        index: arc_swap::ArcSwap::from_pointee(built.index().clone()),
+        forwarder: None,
+        metrics: Arc::new(dnsd::metrics::Metrics::default()),
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.spawn(dnsd::live::follow(
+        switched.clone(),
+        changes,
+        built,
+        options(),
+        shared.clone(),
+        keeper,
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    switched.up.store(true, Ordering::Relaxed);
+    let want = other.reg.snapshot().unwrap();
+    let whole = IndexBuilder::from_snapshot(&want, options(), now());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while shared.index.load().dump() != whole.index().dump() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dnsd never came to the registry's own state (revision {} of {})",
+            shared.index.load().revision,
+            want.revision.0
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // And the copy is rewritten of this history.
+    copy_at(&path2, want.revision);
+}

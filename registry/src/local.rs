@@ -10,7 +10,8 @@
 //!   `codec`), and a last frame `E` with the revision, the next network id, the record count
 //!   and the delta that made the revision, when known (JSON). Written to a temporary file,
 //!   synced and renamed, so it is whole or absent.
-//! - `P.journal`: one delta (JSON) per line, appended as the reader applies them.
+//! - `P.journal`: one delta per line, appended as the reader applies them: the [`digest`] of
+//!   the registry's delta (tokens included) in hex, a space, and the delta without tokens (JSON).
 //! - `P.journal.old`: a journal being folded into a new base ([`LocalCopy::compact`]).
 //!
 //! Tokens are never copied (a reader has no use for them, and their hashes should stay in the
@@ -49,8 +50,8 @@ struct Tail {
     revision: Revision,
     next_network: u32,
     records: u64,
-    /// The delta that made `revision`, without tokens, when the writer knew it.
-    last: Option<Delta>,
+    /// The [`digest`] of the delta that made `revision`, when the writer knew it.
+    last: Option<u64>,
 }
 
 /// What a load found.
@@ -61,9 +62,9 @@ pub struct Loaded {
     /// The revision the records and deltas handed out make, together.
     pub revision: Revision,
     pub next_network: u32,
-    /// The delta that made `revision` (without tokens), when known: a reader compares it
-    /// with the registry's to know the copy is of the registry's own history.
-    pub last: Option<Delta>,
+    /// The [`digest`] of the registry's delta that made `revision`, when known: a reader
+    /// compares it with the registry's to know the copy is of the registry's own history.
+    pub last: Option<u64>,
     /// Deltas read from the journals.
     pub deltas: usize,
 }
@@ -123,7 +124,9 @@ impl LocalCopy {
         };
         let mut input = BufReader::with_capacity(1 << 20, file);
         let mut line = Vec::new();
-        input
+        // A header is a short line: a file without one is not read whole looking for it.
+        (&mut input)
+            .take(64 << 10)
             .read_until(b'\n', &mut line)
             .map_err(|e| self.storage(format_args!("reading: {e}")))?;
         if line.is_empty() {
@@ -185,7 +188,7 @@ impl LocalCopy {
         };
         for line in BufReader::new(file).lines() {
             let Ok(line) = line else { break };
-            let Ok(d) = serde_json::from_str::<Delta>(&line) else {
+            let Some((digest, d)) = parse_journal_line(&line) else {
                 tracing::warn!(journal = %path.display(), "a torn journal line; the copy ends before it");
                 break;
             };
@@ -199,7 +202,7 @@ impl LocalCopy {
             loaded.revision = d.revision;
             loaded.next_network = d.next_network;
             loaded.deltas += 1;
-            loaded.last = Some(d);
+            loaded.last = Some(digest);
         }
         Ok(())
     }
@@ -236,7 +239,7 @@ impl LocalCopy {
         })
     }
 
-    /// Opens the journal for appending.
+    /// Opens the journal for appending after a fresh base (which emptied it).
     pub fn journal(&self) -> Result<Journal> {
         let file = self.open_journal()?;
         Ok(Journal {
@@ -244,6 +247,88 @@ impl LocalCopy {
             out: BufWriter::new(file),
             lines: 0,
         })
+    }
+
+    /// Opens the journal of a copy a reader loaded up to `revision`, to append what follows:
+    /// a journal rotated but not folded (a crash or an error during [`LocalCopy::compact`])
+    /// is folded first, and lines past `revision` (a torn last line, or deltas after a gap,
+    /// which a load stops before) are cut off, so that what is appended is read back.
+    pub fn resume_journal(&self, revision: Revision) -> Result<Journal> {
+        if self.old.exists() {
+            self.compact()?;
+        }
+        let text = match fs::read(&self.journal) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                return Err(self.storage(format_args!("reading {}: {e}", self.journal.display())))
+            }
+        };
+        // Keep every line up to the one that made `revision`; none if no line did (the
+        // base is at `revision`, and older lines are of no use).
+        let (mut keep, mut lines, mut at) = (0usize, 0u64, 0usize);
+        for line in text.split_inclusive(|&b| b == b'\n') {
+            at += line.len();
+            let Some((_, d)) = std::str::from_utf8(line)
+                .ok()
+                .and_then(|l| l.strip_suffix('\n'))
+                .and_then(parse_journal_line)
+            else {
+                break;
+            };
+            if d.revision.0 <= revision.0 {
+                lines += 1;
+            }
+            if d.revision == revision {
+                keep = at;
+                break;
+            }
+        }
+        if keep == 0 {
+            lines = 0;
+        }
+        if keep != text.len() {
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&self.journal)
+                .and_then(|f| f.set_len(keep as u64).map(|()| f))
+                .map_err(|e| {
+                    self.storage(format_args!("cutting {}: {e}", self.journal.display()))
+                })?;
+            drop(file);
+        }
+        let file = self.open_journal()?;
+        Ok(Journal {
+            copy: self.clone(),
+            out: BufWriter::new(file),
+            lines,
+        })
+    }
+
+    /// Removes base files a crash left half-written (`P.tmp<pid>`).
+    pub fn remove_stale_temps(&self) {
+        let (Some(dir), Some(name)) = (self.base.parent(), self.base.file_name()) else {
+            return;
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let mut prefix = name.to_os_string();
+        prefix.push(".tmp");
+        let prefix = prefix.to_string_lossy().into_owned();
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
     }
 
     fn open_journal(&self) -> Result<File> {
@@ -353,23 +438,27 @@ impl BaseWriter {
     /// Ends the base at `revision` and puts it in place; the journals are emptied (they
     /// followed the old base).
     pub fn finish(self, revision: Revision, next_network: u32, last: Option<&Delta>) -> Result<()> {
-        let copy = self.copy.clone();
-        self.finish_keeping_journal(revision, next_network, last.map(without_tokens))?;
-        for p in [&copy.old, &copy.journal] {
+        // The journals go first: a crash before the rename then leaves the old base alone
+        // (an older whole state), never the new base beside the old base's journals.
+        for p in [&self.copy.old, &self.copy.journal] {
             match fs::remove_file(p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(copy.storage(format_args!("removing {}: {e}", p.display()))),
+                Err(e) => {
+                    return Err(self
+                        .copy
+                        .storage(format_args!("removing {}: {e}", p.display())))
+                }
             }
         }
-        Ok(())
+        self.finish_keeping_journal(revision, next_network, last.map(digest))
     }
 
     fn finish_keeping_journal(
         mut self,
         revision: Revision,
         next_network: u32,
-        last: Option<Delta>,
+        last: Option<u64>,
     ) -> Result<()> {
         let tail = Tail {
             revision,
@@ -412,9 +501,12 @@ pub struct Journal {
 impl Journal {
     /// Appends one delta (without tokens). Buffered: [`Journal::flush`] after a batch.
     pub fn append(&mut self, delta: &Delta) -> Result<()> {
-        let line =
+        let json =
             serde_json::to_string(&without_tokens(delta)).map_err(|e| self.copy.storage(e))?;
-        writeln!(self.out, "{line}")
+        // One write for the line: a crash leaves it whole or torn, never without its end.
+        let line = format!("{:016x} {json}\n", digest(delta));
+        self.out
+            .write_all(line.as_bytes())
             .map_err(|e| self.copy.storage(format_args!("writing the journal: {e}")))?;
         self.lines += 1;
         Ok(())
@@ -426,7 +518,7 @@ impl Journal {
             .map_err(|e| self.copy.storage(format_args!("writing the journal: {e}")))
     }
 
-    /// Lines appended since this journal was opened or rotated.
+    /// Lines in the journal since it was started or rotated.
     pub fn lines(&self) -> u64 {
         self.lines
     }
@@ -446,7 +538,26 @@ impl Journal {
     }
 }
 
-/// `delta` without the tokens' changes, as a copy stores and compares deltas.
+/// A fingerprint of the registry's `delta`, tokens included (64-bit FNV-1a of its JSON): two
+/// histories that differ at a revision differ here, even where only a token changed.
+pub fn digest(delta: &Delta) -> u64 {
+    let json = serde_json::to_vec(delta).unwrap_or_default();
+    json.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// A journal line's digest and delta; `None` for a torn or foreign line.
+fn parse_journal_line(line: &str) -> Option<(u64, Delta)> {
+    let (digest, json) = line.split_once(' ')?;
+    if digest.len() != 16 {
+        return None;
+    }
+    let digest = u64::from_str_radix(digest, 16).ok()?;
+    Some((digest, serde_json::from_str(json).ok()?))
+}
+
+/// `delta` without the tokens' changes, as a copy stores deltas.
 pub fn without_tokens(delta: &Delta) -> Delta {
     Delta {
         revision: delta.revision,

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use registry::local::{without_tokens, BaseWriter, Journal};
+use registry::local::{digest, BaseWriter, Journal};
 use registry::{Delta, LocalCopy, Record, Registry, Revision, Snapshot};
 
 /// Journal lines kept before they are folded into the base (at a write a second, about
@@ -25,22 +25,29 @@ enum Job {
     Abort,
     /// The registry read whole again.
     Snapshot(Arc<Snapshot>),
-    /// dnsd started from the copy: append to its journal from here.
-    Resume,
+    /// dnsd started from the copy, loaded up to this revision: append to its journal.
+    Resume(Revision),
     Delta(Arc<Delta>),
     Flush,
 }
+
+/// A copy's revision and the digest of its last delta (when known).
+type CopyAt = (Revision, Option<u64>);
 
 /// The handle the start and the follow loop hold.
 #[derive(Clone)]
 pub struct Keeper {
     tx: mpsc::Sender<Job>,
+    /// A copy dnsd started from without checking it against the registry (which was
+    /// down): its revision and last delta's digest, for the follow loop to check.
+    unchecked: Arc<std::sync::Mutex<Option<CopyAt>>>,
 }
 
 impl Keeper {
     pub fn start(copy: LocalCopy, registry: Arc<dyn Registry>) -> Keeper {
         let (tx, rx) = mpsc::channel();
         let location = registry::shown(registry.location());
+        copy.remove_stale_temps();
         let mut state = State {
             copy,
             registry,
@@ -59,7 +66,23 @@ impl Keeper {
                 }
             })
             .expect("spawning a thread at start-up");
-        Keeper { tx }
+        Keeper {
+            tx,
+            unchecked: Arc::default(),
+        }
+    }
+
+    /// Marks the copy dnsd started from as not yet checked against the registry.
+    pub fn set_unchecked(&self, revision: Revision, last: Option<u64>) {
+        *self.unchecked.lock().unwrap_or_else(|p| p.into_inner()) = Some((revision, last));
+    }
+
+    /// The copy's revision and last digest, once, if it still needs checking.
+    pub fn take_unchecked(&self) -> Option<CopyAt> {
+        self.unchecked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     fn send(&self, job: Job) {
@@ -87,8 +110,8 @@ impl Keeper {
         self.send(Job::Snapshot(snap));
     }
 
-    pub fn resume(&self) {
-        self.send(Job::Resume);
+    pub fn resume(&self, revision: Revision) {
+        self.send(Job::Resume(revision));
     }
 
     pub fn delta(&self, delta: Arc<Delta>) {
@@ -125,7 +148,7 @@ impl State {
             }
             Job::End(revision) => {
                 if let Some(base) = self.base.take() {
-                    self.finish(base, revision)?;
+                    self.finish(base, revision, None)?;
                 }
             }
             Job::Abort => self.base = None,
@@ -136,14 +159,14 @@ impl State {
                 for r in snap.records() {
                     base.put(&r)?;
                 }
-                self.finish(base, snap.revision)?;
+                self.finish(base, snap.revision, Some(snap.next_network))?;
                 tracing::debug!(
                     revision = snap.revision.0,
                     ms = started.elapsed().as_millis() as u64,
                     "local copy written whole"
                 );
             }
-            Job::Resume => self.journal = Some(self.copy.journal()?),
+            Job::Resume(revision) => self.journal = Some(self.copy.resume_journal(revision)?),
             Job::Delta(d) => {
                 if let Some(journal) = &mut self.journal {
                     journal.append(&d)?;
@@ -169,7 +192,12 @@ impl State {
 
     /// Ends a base at `revision`, with the registry's delta for it when the log still has it
     /// (a later start compares it with the registry's), and opens a fresh journal.
-    fn finish(&mut self, base: BaseWriter, revision: Revision) -> registry::Result<()> {
+    fn finish(
+        &mut self,
+        base: BaseWriter,
+        revision: Revision,
+        next_network: Option<u32>,
+    ) -> registry::Result<()> {
         let last = match revision.0.checked_sub(1) {
             Some(before) => self
                 .registry
@@ -180,7 +208,9 @@ impl State {
                 .filter(|d| d.revision == revision),
             None => None,
         };
-        let next_network = last.as_ref().map_or(0, |d| d.next_network);
+        let next_network = next_network
+            .or(last.as_ref().map(|d| d.next_network))
+            .unwrap_or(0);
         base.finish(revision, next_network, last.as_ref())?;
         self.journal = Some(self.copy.journal()?);
         if self.warned {
@@ -200,7 +230,8 @@ impl State {
     }
 }
 
-/// Whether the registry's change at `revision` is the one the copy holds.
-pub fn same_change(copy_last: Option<&Delta>, registry_delta: &Delta) -> bool {
-    copy_last.is_none_or(|last| *last == without_tokens(registry_delta))
+/// Whether the registry's change at the copy's revision is the one the copy holds (a copy
+/// that does not know its last change cannot tell, and is taken as the same).
+pub fn same_change(copy_last: Option<u64>, registry_delta: &Delta) -> bool {
+    copy_last.is_none_or(|last| last == digest(registry_delta))
 }

@@ -77,7 +77,7 @@ fn a_base_and_its_journal_load_to_the_registry_without_tokens() {
         assert_eq!(loaded.revision, now.revision);
         assert_eq!(loaded.location, "test://r");
         assert_eq!(loaded.deltas, deltas.len());
-        assert_eq!(loaded.last, Some(without_tokens(deltas.last().unwrap())));
+        assert_eq!(loaded.last, Some(digest(deltas.last().unwrap())));
     }
 }
 
@@ -107,7 +107,7 @@ fn compaction_folds_the_rotated_journal_and_keeps_the_new_one() {
                 !journal.rotate().unwrap(),
                 "a second rotation waits for the compaction"
             );
-            // Deltas made during the compaction land in the new journal.
+            // What follows the rotation goes to the new journal; the old one is folded.
             copy.compact().unwrap();
             assert!(!copy.old.exists());
         }
@@ -301,10 +301,17 @@ fn files_are_private_and_an_unfinished_base_leaves_nothing() {
     let copy = LocalCopy::new(dir.path().join("copy"));
     write_base_of(&copy, &snap, None);
     let mut journal = copy.journal().unwrap();
-    journal
-        .append(&reg.changes_since(Revision(0), 1).unwrap().unwrap()[0])
-        .unwrap();
+    // The token's own delta: its change is left out of the journal too.
+    let before = Revision(snap.revision.0 - 1);
+    let token_delta = reg.changes_since(before, 1).unwrap().unwrap().remove(0);
+    assert!(format!("{token_delta:?}").contains("tok00000000000000a1"));
+    journal.append(&token_delta).unwrap();
     journal.flush().unwrap();
+    let journal_text = fs::read_to_string(&copy.journal).unwrap();
+    assert!(
+        !journal_text.contains("tok00000000000000a1"),
+        "{journal_text}"
+    );
     for p in [&copy.base, &copy.journal] {
         let mode = fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{}", p.display());
@@ -324,4 +331,112 @@ fn files_are_private_and_an_unfinished_base_leaves_nothing() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert!(!names.iter().any(|n| n.contains(".tmp")), "{names:?}");
+}
+
+#[test]
+fn a_resumed_journal_is_cut_after_the_loaded_revision_and_appends_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path(), 8, 150);
+    let copy = LocalCopy::new(dir.path().join("copy"));
+    write_base_of(&copy, &Snapshot::default(), None);
+    let deltas = reg.changes_since(Revision(0), 10_000).unwrap().unwrap();
+    assert!(deltas.len() > 4);
+    let mut journal = copy.journal().unwrap();
+    for d in &deltas[..deltas.len() - 1] {
+        journal.append(d).unwrap();
+    }
+    journal.flush().unwrap();
+    drop(journal);
+    // A crash mid-append: half a line, no newline.
+    let mut text = fs::read(&copy.journal).unwrap();
+    text.extend_from_slice(b"00000000deadbeef {\"revision\":");
+    fs::write(&copy.journal, &text).unwrap();
+    let (_, loaded) = load(&copy);
+    let at = deltas[deltas.len() - 2].revision;
+    assert_eq!(loaded.revision, at);
+
+    // Resuming cuts the torn tail; the last delta appended after it is read back.
+    let mut journal = copy.resume_journal(at).unwrap();
+    assert_eq!(journal.lines(), (deltas.len() - 1) as u64);
+    journal.append(deltas.last().unwrap()).unwrap();
+    journal.flush().unwrap();
+    let (snap, loaded) = load(&copy);
+    assert_eq!(loaded.revision, deltas.last().unwrap().revision);
+    assert_eq!(snap, without_tokens_snap(reg.snapshot().unwrap()));
+
+    // Resuming at an earlier revision (a load that stopped at a gap) drops what follows it.
+    drop(journal);
+    let early = deltas[1].revision;
+    let journal = copy.resume_journal(early).unwrap();
+    assert_eq!(journal.lines(), 2);
+    let (_, loaded) = load(&copy);
+    assert_eq!(loaded.revision, early);
+}
+
+#[test]
+fn a_rotated_journal_left_by_a_crash_is_folded_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path(), 9, 150);
+    let copy = LocalCopy::new(dir.path().join("copy"));
+    write_base_of(&copy, &Snapshot::default(), None);
+    let deltas = reg.changes_since(Revision(0), 10_000).unwrap().unwrap();
+    let mut journal = copy.journal().unwrap();
+    for d in &deltas {
+        journal.append(d).unwrap();
+    }
+    assert!(journal.rotate().unwrap());
+    // The crash: no compaction. Loads still read the rotated journal.
+    drop(journal);
+    let (snap, loaded) = load(&copy);
+    let last = deltas.last().unwrap().revision;
+    assert_eq!(loaded.revision, last);
+    let journal = copy.resume_journal(last).unwrap();
+    assert!(!copy.old.exists(), "folded into the base");
+    assert_eq!(journal.lines(), 0);
+    let (again, loaded) = load(&copy);
+    assert_eq!((again, loaded.revision, loaded.deltas), (snap, last, 0));
+}
+
+#[test]
+fn histories_that_differ_only_in_a_token_have_different_digests() {
+    let token = |hash: &str| crate::Token {
+        id: "tok00000000000000a1".into(),
+        org: "acme".into(),
+        scope: crate::TokenScope::Peer,
+        secret_hash: hash.into(),
+        created: 1,
+        expires: None,
+        max_uses: None,
+        uses: 0,
+        region: None,
+        name_prefix: None,
+        revoked: None,
+    };
+    let delta = |hash: &str| Delta {
+        revision: Revision(7),
+        next_network: 2,
+        changes: vec![crate::RecordChange::new(
+            RecordKey::Token {
+                id: "tok00000000000000a1".into(),
+            },
+            None,
+            Some(Record::Token(token(hash))),
+        )
+        .unwrap()],
+    };
+    let (a, b) = (delta(&"ab".repeat(32)), delta(&"cd".repeat(32)));
+    assert_eq!(without_tokens(&a), without_tokens(&b));
+    assert_ne!(digest(&a), digest(&b));
+    assert_eq!(digest(&a), digest(&a.clone()));
+}
+
+#[test]
+fn stale_temporary_bases_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = LocalCopy::new(dir.path().join("copy"));
+    fs::write(dir.path().join("copy.tmp123"), b"half").unwrap();
+    fs::write(dir.path().join("other.tmp123"), b"not ours").unwrap();
+    copy.remove_stale_temps();
+    assert!(!dir.path().join("copy.tmp123").exists());
+    assert!(dir.path().join("other.tmp123").exists());
 }
