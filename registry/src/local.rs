@@ -30,7 +30,7 @@ use crate::{Delta, Error, Record, RecordKey, Result, Revision};
 
 /// The first line's format name and version: a copy of another version is not read.
 const FORMAT: &str = "sixpn-local-copy";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 /// The end frame's kind byte.
 const END: u8 = b'E';
 /// Most bytes one frame may claim: a record is a few hundred.

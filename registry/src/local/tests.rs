@@ -170,7 +170,7 @@ fn a_base_cut_short_or_of_another_version_is_refused_whole() {
     let head_end = whole.iter().position(|&b| b == b'\n').unwrap() + 1;
     let head = String::from_utf8(whole[..head_end].to_vec()).unwrap();
     let mut other = head
-        .replacen("\"version\":2", "\"version\":9", 1)
+        .replacen("\"version\":3", "\"version\":9", 1)
         .into_bytes();
     other.extend_from_slice(&whole[head_end..]);
     let err = load_err(&other);
