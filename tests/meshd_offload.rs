@@ -177,7 +177,7 @@ fn fragmented_udp_arrives_whole_and_in_order() -> Result<()> {
         let reassembled_before = kernel_counter(to, "IpReasmOKs")?;
         let receiver = to.ns.spawn(
             "python3",
-            &[&script, "recv", addr, "9200", &count.to_string()],
+            &[script, "recv", addr, "9200", &count.to_string()],
         )?;
         receiver.wait_log("listening", SECS10)?;
         from.ns

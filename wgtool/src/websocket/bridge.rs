@@ -351,9 +351,12 @@ fn frame_length(head: &[u8]) -> Result<usize, FrameError> {
     Ok(len)
 }
 
+/// A frame's datagram and the bytes after it.
+type Split<'a> = (&'a [u8], &'a [u8]);
+
 /// The first whole frame of `bytes`: its datagram and what follows; `None` if `bytes` ends
 /// inside it.
-fn next_frame(bytes: &[u8]) -> Result<Option<(&[u8], &[u8])>, FrameError> {
+fn next_frame(bytes: &[u8]) -> Result<Option<Split<'_>>, FrameError> {
     if bytes.len() < 4 {
         return Ok(None);
     }
