@@ -131,45 +131,6 @@ fn a_read_failing_half_way_starts_empty_and_following_catches_up() {
     assert!(changes.health.reachable());
 }
 
-/// A registry that cannot be reached at all (its location is the real one's).
-struct Unreachable {
-    inner: Arc<dyn Registry>,
-}
-
-impl Unreachable {
-    fn down(&self) -> registry::Error {
-        registry::Error::Storage {
-            location: self.location().into(),
-            message: "connection refused".into(),
-        }
-    }
-}
-
-impl Registry for Unreachable {
-    fn location(&self) -> &str {
-        self.inner.location()
-    }
-    fn snapshot(&self) -> registry::Result<Snapshot> {
-        Err(self.down())
-    }
-    fn visit(&self, _: &mut dyn FnMut(Record)) -> registry::Result<Revision> {
-        Err(self.down())
-    }
-    fn wait_newer(&self, _: Revision, timeout: Duration) -> registry::Result<Option<Revision>> {
-        std::thread::sleep(timeout.min(Duration::from_millis(50)));
-        Err(self.down())
-    }
-    fn apply(&self, _: &Change) -> registry::Result<Applied> {
-        Err(self.down())
-    }
-    fn import(&self, _: &Snapshot) -> registry::Result<Revision> {
-        Err(self.down())
-    }
-    fn changes_since(&self, _: Revision, _: usize) -> registry::Result<Option<Vec<Delta>>> {
-        Err(self.down())
-    }
-}
-
 /// A copy's bytes with the registry its header names changed from `from` to `to`.
 fn relocated(copy: &[u8], from: &str, to: &str) -> Vec<u8> {
     let head_end = copy.iter().position(|&b| b == b'\n').unwrap();
@@ -276,8 +237,9 @@ fn an_unreachable_registry_is_answered_from_the_local_copy() {
     copy_at(&path, snap.revision);
     drop(changes);
 
-    let down = Arc::new(Unreachable {
+    let down = Arc::new(Switched {
         inner: reg.reg.clone(),
+        up: AtomicBool::new(false),
     });
     let (changes, built, _) =
         dnsd::live::start(down, &options(), Some(registry::LocalCopy::new(&path)));
@@ -288,8 +250,9 @@ fn an_unreachable_registry_is_answered_from_the_local_copy() {
     assert_eq!(built.index().dump(), whole.index().dump());
 
     // Without a copy, the same start serves nothing.
-    let down = Arc::new(Unreachable {
+    let down = Arc::new(Switched {
         inner: reg.reg.clone(),
+        up: AtomicBool::new(false),
     });
     let (_, built, _) = dnsd::live::start(down, &options(), None);
     assert_eq!(built.index().names(), 0);
@@ -356,7 +319,7 @@ fn a_copy_of_another_history_or_a_newer_one_is_not_used() {
     );
 }
 
-/// A registry that is down until switched up.
+/// A registry that cannot be reached until switched up (its location is the real one's).
 struct Switched {
     inner: Arc<dyn Registry>,
     up: AtomicBool,
