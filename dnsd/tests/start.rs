@@ -26,6 +26,35 @@ fn options() -> Options {
     }
 }
 
+/// Applies the follower's updates to `built` until it reaches `want` (10 s for each);
+/// a whole read again (a reset) is refused unless `resets`.
+fn follow_to(
+    changes: &mut registry::Changes,
+    built: &mut IndexBuilder,
+    want: Revision,
+    resets: bool,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    while built.revision() < want.0 {
+        let update = rt
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), changes.updates.recv()).await
+            })
+            .expect("an update within 10 s")
+            .expect("the follower runs");
+        match update {
+            Update::Delta(d) => built.apply(&d, now()).unwrap(),
+            Update::Reset(snap) if resets => {
+                *built = IndexBuilder::from_snapshot(&snap, options(), now())
+            }
+            Update::Reset(_) => panic!("the change log holds every change since the copy"),
+        }
+    }
+}
+
 #[test]
 fn the_index_built_while_reading_equals_one_from_a_snapshot() {
     let reg = TestRegistry::new();
@@ -110,22 +139,7 @@ fn a_read_failing_half_way_starts_empty_and_following_catches_up() {
     assert_eq!(changes.health.failures(), 1);
 
     let want = reg.reg.snapshot().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
-    while built.revision() < want.revision.0 {
-        let update = rt
-            .block_on(async {
-                tokio::time::timeout(Duration::from_secs(10), changes.updates.recv()).await
-            })
-            .expect("an update within 10 s")
-            .expect("the follower runs");
-        match update {
-            Update::Reset(snap) => built = IndexBuilder::from_snapshot(&snap, options(), now()),
-            Update::Delta(d) => built.apply(&d, now()).unwrap(),
-        }
-    }
+    follow_to(&mut changes, &mut built, want.revision, true);
     let whole = IndexBuilder::from_snapshot(&want, options(), now());
     assert_eq!(built.index().dump(), whole.index().dump());
     assert!(changes.health.reachable());
@@ -204,22 +218,7 @@ fn a_restart_builds_from_the_local_copy_and_follows_the_registry_from_its_revisi
 
     // Following goes on from the copy's revision, change by change.
     let want = reg.reg.snapshot().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
-    while built.revision() < want.revision.0 {
-        let update = rt
-            .block_on(async {
-                tokio::time::timeout(Duration::from_secs(10), changes.updates.recv()).await
-            })
-            .expect("an update within 10 s")
-            .expect("the follower runs");
-        match update {
-            Update::Delta(d) => built.apply(&d, now()).unwrap(),
-            Update::Reset(_) => panic!("the change log holds every change since the copy"),
-        }
-    }
+    follow_to(&mut changes, &mut built, want.revision, false);
     let whole = IndexBuilder::from_snapshot(&want, options(), now());
     assert_eq!(built.index().dump(), whole.index().dump());
 }

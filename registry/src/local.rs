@@ -354,7 +354,7 @@ impl LocalCopy {
         let tail = self
             .open_base()?
             .ok_or_else(|| self.storage("the base went away during compaction"))?
-            .each(&mut |_| {})?;
+            .tail()?;
         let mut loaded = Loaded {
             location: base.head.location.clone(),
             revision: tail.revision,
@@ -581,6 +581,47 @@ struct BaseReader {
 }
 
 impl BaseReader {
+    /// The end frame, skipping over the records without decoding them; refuses what
+    /// [`BaseReader::each`] refuses about the frames and their count.
+    fn tail(&mut self) -> Result<Tail> {
+        let copy = &self.copy;
+        let mut records = 0u64;
+        loop {
+            let mut head = [0u8; 5];
+            self.input
+                .read_exact(&mut head)
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => {
+                        copy.corrupt("no end frame: the file was cut short")
+                    }
+                    _ => copy.storage(format_args!("reading: {e}")),
+                })?;
+            let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            if len == 0 || len > MAX_FRAME {
+                return Err(copy.corrupt(format_args!("frame {} claims {len} bytes", records + 1)));
+            }
+            if head[4] == END {
+                self.frame.resize(len - 1, 0);
+                self.input
+                    .read_exact(&mut self.frame)
+                    .map_err(|e| copy.corrupt(format_args!("the end frame: {e}")))?;
+                let tail: Tail = serde_json::from_slice(&self.frame)
+                    .map_err(|e| copy.corrupt(format_args!("the end frame: {e}")))?;
+                if tail.records != records {
+                    return Err(copy.corrupt(format_args!(
+                        "the end frame counts {} records, the file holds {records}",
+                        tail.records
+                    )));
+                }
+                return Ok(tail);
+            }
+            self.input
+                .seek_relative(len as i64 - 1)
+                .map_err(|e| copy.storage(format_args!("reading: {e}")))?;
+            records += 1;
+        }
+    }
+
     /// Hands out every record and returns the end frame; refuses a base that is cut short,
     /// holds anything after its end or counts other than it holds.
     fn each(&mut self, record: &mut dyn FnMut(Record)) -> Result<Tail> {
