@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use registry::local::{CopyAt, Keeper, Verdict};
 use registry::{Changes, Delta, Health, LocalCopy, Record, Registry, Revision, Update};
 
 use crate::index::{ApplyError, IndexBuilder, Options, WholeBuild};
@@ -27,10 +28,6 @@ const CHUNK: usize = 4096;
 /// Chunks that may wait for the builder: bounds what the read holds beyond the index.
 const CHUNKS_AHEAD: usize = 16;
 
-mod keeper;
-
-pub use keeper::Keeper;
-
 /// Reads the registry and builds the first index (before serving starts), then follows
 /// its changes from that revision. The read (one thread) and the build (this one) overlap,
 /// record chunk by chunk, and no snapshot is held beside the index. If the registry cannot
@@ -48,14 +45,9 @@ pub fn start(
         .as_ref()
         .map(|c| Keeper::start(c.clone(), registry.clone()));
     if let (Some(copy), Some(keeper)) = (&copy, &keeper) {
-        if let Some((builder, loaded, reachable)) = from_copy(registry.as_ref(), copy, opts) {
-            let revision = Revision(builder.revision());
-            if !reachable {
-                // Checked once the registry answers, before any of its changes is applied.
-                keeper.set_unchecked(revision, loaded.last);
-            }
-            let changes = registry::follow_changes_from(registry, revision, reachable);
-            keeper.resume(revision);
+        if let Some((builder, at)) = from_copy(registry.as_ref(), copy, opts) {
+            let changes = registry::follow_changes_from(registry, at);
+            keeper.resume(at.revision);
             return (changes, builder, Some(keeper.clone()));
         }
     }
@@ -71,83 +63,34 @@ pub fn start(
     (changes, builder, keeper)
 }
 
-/// Whether the registry's history goes on from a copy at `revision` whose last delta has
-/// digest `last`: the registry's change at that revision is the copy's, or the registry no
-/// longer holds that change but is not behind the copy. `Ok(Err(why))` when it does not;
-/// `Err` when the registry cannot be asked.
-fn continues(
-    reg: &dyn Registry,
-    revision: Revision,
-    last: Option<u64>,
-) -> registry::Result<Result<(), &'static str>> {
-    let behind = "the registry is at an older revision than the copy (restored from a backup?)";
-    let Some(before) = revision.0.checked_sub(1) else {
-        return Ok(Err("the copy is empty"));
-    };
-    match reg.changes_since(Revision(before), 1)? {
-        Some(v) => Ok(match v.first() {
-            None => Err(behind),
-            Some(d) if d.revision == revision && !keeper::same_change(last, d) => Err(
-                "the registry's change at the copy's revision is not the copy's (another history)",
-            ),
-            Some(_) => Ok(()),
-        }),
-        None => reg.wait_newer(Revision(before), Duration::ZERO).map(|now| {
-            if now.is_some() {
-                Ok(())
-            } else {
-                Err(behind)
-            }
-        }),
-    }
-}
-
 /// Builds the index from the local copy, if there is one of `reg` and the registry's history
-/// goes on from it ([`continues`]). `Some((index, loaded, reachable))` then, also when the
-/// registry cannot be reached (the copy is then the best there is; the follow loop checks it
-/// once the registry answers). `None` (logged) means: read the registry whole.
+/// goes on from it ([`registry::local::verdict`]); also when the registry cannot be reached
+/// (the copy is then the best there is; the follower checks it once the registry answers).
+/// `None` (logged) means: read the registry whole.
 fn from_copy(
     reg: &dyn Registry,
     copy: &LocalCopy,
     opts: &Options,
-) -> Option<(IndexBuilder, registry::local::Loaded, bool)> {
-    let want = registry::shown(reg.location());
-    let shown = copy.path().display();
-    match copy.location() {
-        Ok(None) => return None,
-        Ok(Some(of)) if of != want => {
-            tracing::info!(copy = %shown, of = %of, "the local copy is of another registry; reading the registry whole");
-            return None;
-        }
-        Ok(Some(_)) => {}
-        Err(e) => {
-            tracing::warn!(copy = %shown, error = %e, "the local copy is unreadable; reading the registry whole");
-            return None;
-        }
+) -> Option<(IndexBuilder, CopyAt)> {
+    if !registry::local::is_copy_of(copy, reg) {
+        return None;
     }
     let started = std::time::Instant::now();
     let (builder, loaded) = match load_and_build(copy, opts) {
         Ok(Some(b)) => b,
         Ok(None) => return None,
         Err(e) => {
-            tracing::warn!(copy = %shown, error = %e, "the local copy is unreadable; reading the registry whole");
+            tracing::warn!(copy = %copy.path().display(), error = %e, "the local copy is unreadable; reading the registry whole");
             return None;
         }
     };
-    let revision = loaded.revision;
-    let verdict = continues(reg, revision, loaded.last);
-    let ms = started.elapsed().as_millis() as u64;
-    match verdict {
-        Ok(Ok(())) => {
-            tracing::info!(copy = %shown, revision = revision.0, deltas = loaded.deltas, ms, "index built from the local copy; following the registry from its revision");
-            Some((builder, loaded, true))
+    match registry::local::verdict(copy, reg, loaded.revision, loaded.last) {
+        Verdict::Follow(at) => {
+            let ms = started.elapsed().as_millis() as u64;
+            tracing::info!(copy = %copy.path().display(), revision = at.revision.0, deltas = loaded.deltas, ms, "index built from the local copy; following the registry from its revision");
+            Some((builder, at))
         }
-        Err(e) => {
-            tracing::warn!(copy = %shown, revision = revision.0, error = %e, ms, "registry unreachable; answering from the local copy until it is");
-            Some((builder, loaded, false))
-        }
-        Ok(Err(why)) => {
-            tracing::warn!(copy = %shown, revision = revision.0, why, "local copy not used; reading the registry whole");
+        Verdict::ReadWhole(_) => {
             drop(builder);
             release_freed_memory();
             None
@@ -374,8 +317,6 @@ pub async fn follow(
     changes.first = Arc::default();
     release_freed_memory();
     publish_health(&shared, &changes.health);
-    // A copy served while the registry was down is checked when it answers.
-    let mut unchecked = keeper.as_ref().and_then(Keeper::take_unchecked);
     loop {
         let wait = builder
             .index()
@@ -392,48 +333,15 @@ pub async fn follow(
         };
         let mut changed = false;
         let mut resync = false;
-        if let Some((revision, last)) = unchecked {
-            if first.is_some() || changes.health.reachable() {
-                let reg = registry.clone();
-                let verdict =
-                    tokio::task::spawn_blocking(move || continues(reg.as_ref(), revision, last))
-                        .await;
-                match verdict {
-                    Ok(Ok(Ok(()))) => {
-                        tracing::info!(
-                            revision = revision.0,
-                            "the registry answers, and its history goes on from the local copy's"
-                        );
-                        unchecked = None;
-                    }
-                    Ok(Ok(Err(why))) => {
-                        tracing::warn!(revision = revision.0, why, "the registry answers, and the local copy served meanwhile is not of its history; reading it whole");
-                        unchecked = None;
-                        resync = true;
-                    }
-                    // Not answered after all; an update that came cannot be trusted onto
-                    // an unchecked copy.
-                    Ok(Err(_)) | Err(_) => {
-                        if first.is_some() {
-                            unchecked = None;
-                            resync = true;
-                        }
-                    }
-                }
-            }
-        }
         // Everything already queued goes into one swap: a burst of writes costs one publish.
-        // After a failed check nothing of this follower is applied: it is replaced below.
-        if !resync {
-            let queued = std::iter::from_fn(|| changes.updates.try_recv().ok());
-            for u in first.into_iter().chain(queued) {
-                match apply(&mut builder, u, &opts, keeper.as_ref()) {
-                    Step::Applied => changed = true,
-                    Step::Skipped => {}
-                    Step::Resync => {
-                        resync = true;
-                        break;
-                    }
+        let queued = std::iter::from_fn(|| changes.updates.try_recv().ok());
+        for u in first.into_iter().chain(queued) {
+            match apply(&mut builder, u, &opts, keeper.as_ref()) {
+                Step::Applied => changed = true,
+                Step::Skipped => {}
+                Step::Resync => {
+                    resync = true;
+                    break;
                 }
             }
         }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use crate::local::CopyAt;
 use crate::{Delta, Registry, Revision, Snapshot};
 
 /// How long one wait for a newer revision lasts before the thread checks it is still wanted.
@@ -159,7 +160,7 @@ const QUEUE: usize = 4096;
 pub fn follow_changes(registry: Arc<dyn Registry>) -> Changes {
     let health = Arc::new(Health::default());
     let first = Arc::new(first_snapshot(registry.as_ref(), &health));
-    follow_changes_after(registry, first, health)
+    follow_changes_after(registry, first, health, None)
 }
 
 /// [`follow_changes`] for a reader that reads the first revision itself, record by record
@@ -186,47 +187,99 @@ pub fn follow_changes_with(
         revision,
         ..Snapshot::default()
     });
-    follow_changes_after(registry, first, health)
+    follow_changes_after(registry, first, health, None)
 }
 
-/// Follows `registry` from `revision`, which the reader already holds from elsewhere (a
-/// local copy): every later revision arrives as for [`follow_changes`]. `reachable` is what
-/// the reader learnt of the registry while checking its copy; the follower keeps trying
-/// when it is not.
-pub fn follow_changes_from(
-    registry: Arc<dyn Registry>,
-    revision: Revision,
-    reachable: bool,
-) -> Changes {
+/// Follows `registry` from a local copy's revision, which the reader already holds: every
+/// later revision arrives as for [`follow_changes`]. A copy not yet checked against the
+/// registry (it was down) is checked once it answers, before any change is handed on; when
+/// the registry's history is not the copy's, the first update is a whole read
+/// ([`Update::Reset`]).
+pub fn follow_changes_from(registry: Arc<dyn Registry>, at: CopyAt) -> Changes {
     let health = Arc::new(Health::default());
-    health.reachable.store(reachable, Ordering::Relaxed);
-    if !reachable {
+    health.reachable.store(at.checked, Ordering::Relaxed);
+    if !at.checked {
         health.failures.fetch_add(1, Ordering::Relaxed);
     }
     let first = Arc::new(Snapshot {
-        revision,
+        revision: at.revision,
         ..Snapshot::default()
     });
-    follow_changes_after(registry, first, health)
+    follow_changes_after(registry, first, health, (!at.checked).then_some(at))
 }
 
 fn follow_changes_after(
     registry: Arc<dyn Registry>,
     first: Arc<Snapshot>,
     health: Arc<Health>,
+    unchecked: Option<CopyAt>,
 ) -> Changes {
     let (tx, rx) = mpsc::channel(QUEUE);
     let h = health.clone();
     let from = first.revision;
     std::thread::Builder::new()
         .name("registry-changes".into())
-        .spawn(move || run_changes(registry, tx, h, from))
+        .spawn(move || {
+            let from = match unchecked {
+                Some(at) => match check_copy(registry.as_ref(), &tx, &h, at) {
+                    Some(from) => from,
+                    None => return,
+                },
+                None => from,
+            };
+            run_changes(registry, tx, h, from)
+        })
         .expect("spawning a thread at start-up");
     Changes {
         first,
         updates: rx,
         health,
     }
+}
+
+/// Waits for the registry to answer whether its history goes on from an unchecked copy's
+/// revision; when it does not, reads it whole and hands that on. The revision to follow
+/// from, or `None` when the reader went away.
+fn check_copy(
+    registry: &dyn Registry,
+    tx: &mpsc::Sender<Update>,
+    health: &Health,
+    at: CopyAt,
+) -> Option<Revision> {
+    let mut backoff = RETRY_MIN;
+    let mut differs = None;
+    while !tx.is_closed() {
+        if differs.is_none() {
+            match crate::local::continues(registry, at.revision, at.last) {
+                Ok(Ok(())) => {
+                    mark_up(health, registry.location());
+                    tracing::info!(
+                        revision = at.revision.0,
+                        "the registry answers, and its history goes on from the local copy's"
+                    );
+                    return Some(at.revision);
+                }
+                Ok(Err(why)) => {
+                    tracing::warn!(revision = at.revision.0, why, "the registry answers, and the local copy served meanwhile is not of its history; reading it whole");
+                    differs = Some(why);
+                }
+                Err(e) => {
+                    mark_down(health, &e, &mut backoff);
+                    continue;
+                }
+            }
+        }
+        match registry.snapshot() {
+            Ok(snap) => {
+                mark_up(health, registry.location());
+                let revision = snap.revision;
+                tx.blocking_send(Update::Reset(Arc::new(snap))).ok()?;
+                return Some(revision);
+            }
+            Err(e) => mark_down(health, &e, &mut backoff),
+        }
+    }
+    None
 }
 
 fn run_changes(

@@ -37,6 +37,11 @@ const END: u8 = b'E';
 const MAX_FRAME: usize = 16 << 20;
 
 mod codec;
+mod history;
+mod keeper;
+
+pub use history::{continues, is_copy_of, same_change, verdict, CopyAt, Verdict};
+pub use keeper::Keeper;
 
 #[derive(Serialize, Deserialize)]
 struct Head {

@@ -1,6 +1,7 @@
-//! dnsd's local copy of the registry (`--registry-copy`): written on a thread of its own from
-//! what dnsd reads anyway (the records of a whole read, each delta it applies, a snapshot when
-//! it reads whole again), so keeping it costs the serving path nothing but a channel send.
+//! Keeping a reader's local copy (dnsd's and meshd's `--registry-copy`): written on a thread of
+//! its own from what the reader reads anyway (the records of a whole read, each delta it
+//! applies, a snapshot when it reads whole again), so keeping it costs the reader nothing but
+//! a channel send.
 //! A copy that cannot be written is logged and left as it last was: its journal ends where
 //! writing stopped, and a start from it follows the registry from there.
 
@@ -8,8 +9,8 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use registry::local::{digest, BaseWriter, Journal};
-use registry::{Delta, LocalCopy, Record, Registry, Revision, Snapshot};
+use super::{BaseWriter, Journal, LocalCopy};
+use crate::{Delta, Record, Registry, Revision, Snapshot};
 
 /// Journal lines kept before they are folded into the base (at a write a second, about
 /// three hours; a start then reads at most this many deltas after the base).
@@ -25,28 +26,23 @@ enum Job {
     Abort,
     /// The registry read whole again.
     Snapshot(Arc<Snapshot>),
-    /// dnsd started from the copy, loaded up to this revision: append to its journal.
+    /// The reader started from the copy, loaded up to this revision: append to its journal.
     Resume(Revision),
     Delta(Arc<Delta>),
     Flush,
 }
 
-/// A copy's revision and the digest of its last delta (when known).
-type CopyAt = (Revision, Option<u64>);
-
 /// The handle the start and the follow loop hold.
 #[derive(Clone)]
 pub struct Keeper {
     tx: mpsc::Sender<Job>,
-    /// A copy dnsd started from without checking it against the registry (which was
-    /// down): its revision and last delta's digest, for the follow loop to check.
-    unchecked: Arc<std::sync::Mutex<Option<CopyAt>>>,
 }
 
 impl Keeper {
+    /// Starts the thread that writes `copy`, a copy of `registry`.
     pub fn start(copy: LocalCopy, registry: Arc<dyn Registry>) -> Keeper {
         let (tx, rx) = mpsc::channel();
-        let location = registry::shown(registry.location());
+        let location = crate::shown(registry.location());
         copy.remove_stale_temps();
         let mut state = State {
             copy,
@@ -66,23 +62,7 @@ impl Keeper {
                 }
             })
             .expect("spawning a thread at start-up");
-        Keeper {
-            tx,
-            unchecked: Arc::default(),
-        }
-    }
-
-    /// Marks the copy dnsd started from as not yet checked against the registry.
-    pub fn set_unchecked(&self, revision: Revision, last: Option<u64>) {
-        *self.unchecked.lock().unwrap_or_else(|p| p.into_inner()) = Some((revision, last));
-    }
-
-    /// The copy's revision and last digest, once, if it still needs checking.
-    pub fn take_unchecked(&self) -> Option<CopyAt> {
-        self.unchecked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+        Keeper { tx }
     }
 
     fn send(&self, job: Job) {
@@ -90,34 +70,42 @@ impl Keeper {
         let _ = self.tx.send(job);
     }
 
+    /// A whole read of the registry begins: a new base, whose records follow.
     pub fn begin(&self) {
         self.send(Job::Begin);
     }
 
+    /// Records of the whole read, in the order [`Registry::visit`] gives them.
     pub fn records(&self, chunk: Vec<Record>) {
         self.send(Job::Records(chunk));
     }
 
+    /// The whole read ended at `revision`: the base is finished and a journal begins.
     pub fn end(&self, revision: Revision) {
         self.send(Job::End(revision));
     }
 
+    /// The whole read failed: what was written of it is dropped.
     pub fn abort(&self) {
         self.send(Job::Abort);
     }
 
+    /// The reader read the registry whole again: the copy becomes `snap`.
     pub fn snapshot(&self, snap: Arc<Snapshot>) {
         self.send(Job::Snapshot(snap));
     }
 
+    /// The reader started from the copy, loaded up to `revision`.
     pub fn resume(&self, revision: Revision) {
         self.send(Job::Resume(revision));
     }
 
+    /// A delta the reader applied.
     pub fn delta(&self, delta: Arc<Delta>) {
         self.send(Job::Delta(delta));
     }
 
+    /// The reader has applied what was queued: the journal goes to the file.
     pub fn flush(&self) {
         self.send(Job::Flush);
     }
@@ -133,7 +121,7 @@ struct State {
 }
 
 impl State {
-    fn run(&mut self, job: Job) -> registry::Result<()> {
+    fn run(&mut self, job: Job) -> crate::Result<()> {
         match job {
             Job::Begin => {
                 self.journal = None;
@@ -197,7 +185,7 @@ impl State {
         base: BaseWriter,
         revision: Revision,
         next_network: Option<u32>,
-    ) -> registry::Result<()> {
+    ) -> crate::Result<()> {
         let last = match revision.0.checked_sub(1) {
             Some(before) => self
                 .registry
@@ -220,7 +208,7 @@ impl State {
         Ok(())
     }
 
-    fn failed(&mut self, e: &registry::Error) {
+    fn failed(&mut self, e: &crate::Error) {
         if !self.warned {
             tracing::warn!(copy = %self.copy.path().display(), error = %e, "cannot keep the local copy of the registry; it stays as it last was");
             self.warned = true;
@@ -228,10 +216,4 @@ impl State {
         self.base = None;
         self.journal = None;
     }
-}
-
-/// Whether the registry's change at the copy's revision is the one the copy holds (a copy
-/// that does not know its last change cannot tell, and is taken as the same).
-pub fn same_change(copy_last: Option<u64>, registry_delta: &Delta) -> bool {
-    copy_last.is_none_or(|last| last == digest(registry_delta))
 }
