@@ -103,6 +103,34 @@ impl Mesh {
     }
 
     pub fn start(&self, host: &mut Host) -> Result<()> {
+        self.spawn(host)?;
+        // Up when its UAPI answers and its node record is in the registry.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let up = uapi_answers(host) && self.reg.snapshot()?.nodes.contains_key(&host.node);
+            if up {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("meshd on {} did not come up:\n{}", host.node, host.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the host's meshd while the registry may be down: up when its UAPI answers.
+    pub fn start_without_registry(&self, host: &mut Host) -> Result<()> {
+        self.spawn(host)?;
+        host.ns
+            .wait_for(
+                &format!("wg show {} public-key", host.iface),
+                Duration::from_secs(10),
+            )
+            .map(|_| ())
+            .with_context(|| format!("meshd on {} did not come up:\n{}", host.node, host.log()))
+    }
+
+    fn spawn(&self, host: &mut Host) -> Result<()> {
         let meshd = bin("meshd");
         let endpoint = host.endpoint();
         let metrics = format!("127.0.0.1:{METRICS_PORT}");
@@ -127,22 +155,7 @@ impl Mesh {
         }
         args.extend(host.extra_args.iter().map(String::as_str));
         host.meshd = Some(host.ns.spawn(&meshd.to_string_lossy(), &args)?);
-        // Up when its UAPI answers and its node record is in the registry.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let up = host
-                .ns
-                .sh(&format!("wg show {} public-key", host.iface))
-                .is_ok()
-                && self.reg.snapshot()?.nodes.contains_key(&host.node);
-            if up {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("meshd on {} did not come up:\n{}", host.node, host.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        Ok(())
     }
 
     pub fn machine(&self, org: &str, app: &str, host: &Host) -> Result<Machine> {
@@ -180,6 +193,12 @@ impl Mesh {
         }))?;
         Ok(())
     }
+}
+
+fn uapi_answers(host: &Host) -> bool {
+    host.ns
+        .sh(&format!("wg show {} public-key", host.iface))
+        .is_ok()
 }
 
 /// Waits until `addr` is on the host's interface (meshd put it there from the registry).

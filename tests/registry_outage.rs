@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use sixpn_testkit::metrics::Scrape;
 use sixpn_testkit::{free_port, Etcd, Proc};
-use sixpn_tests::meshd_harness::{wait_ping, Host, Mesh};
+use sixpn_tests::meshd_harness::{wait_address, wait_ping, Host, Mesh};
 use sixpn_tests::{bin, ping_summary, sh, tempdir, unique, Underlay};
 
 const SECS10: Duration = Duration::from_secs(10);
@@ -294,4 +294,81 @@ fn registry_outage_serves_the_last_snapshot_says_so_and_catches_up() -> Result<(
         (failures_at_kill.1, failures_noticed.1, failures_later.1),
     );
     Ok(())
+}
+
+/// What meshd logs when it starts from its local copy, and when the registry, back, goes on
+/// from the copy's history.
+const LOG_FROM_COPY: &str = "peers and routes built from the local copy";
+const LOG_COPY_CHECKED: &str = "its history goes on from the local copy's";
+
+#[test]
+fn meshd_restarted_while_the_registry_is_down_comes_up_from_its_local_copy() -> Result<()> {
+    let mut etcd = Etcd::launch(1, None, &[])?;
+    etcd_ready(&etcd)?;
+    let url = etcd.url(&format!("/{}", unique("rc")));
+    let mut mesh = Mesh {
+        underlay: Underlay::new()?,
+        dir: tempdir::Dir::new()?,
+        location: url.clone(),
+        reg: registry::open(&url)?,
+    };
+    mesh.org("acme")?;
+    let mut a = mesh.host("a", false)?;
+    let mut b = mesh.host("b", false)?;
+    let copy = mesh.dir.path().join("a.copy");
+    a.extra_args = vec![
+        "--registry-copy".into(),
+        copy.to_string_lossy().into_owned(),
+    ];
+    let _relay_a = etcd.reach_from(&a.ns)?;
+    let _relay_b = etcd.reach_from(&b.ns)?;
+    mesh.start(&mut a)?;
+    mesh.start(&mut b)?;
+    let (web, db) = mesh.web_and_db(&a, &b)?;
+    // The copy holds web: its base is written at start, web's change in its journal.
+    let journal = copy.with_extension("copy.journal");
+    wait_until("a's local copy to hold web", SECS10, || {
+        Ok(std::fs::read_to_string(&journal)?.contains(&web.id))
+    })
+    .with_context(|| a.log())?;
+    let mode = std::fs::metadata(&copy)?.permissions();
+    ensure!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o077 == 0,
+        "the copy is readable by others: {mode:?}"
+    );
+
+    // etcd dies, then a's meshd; it starts again with nothing to read but its copy.
+    etcd.kill(0);
+    ensure!(mesh.reg.snapshot().is_err(), "the registry still answers");
+    a.meshd = None;
+    mesh.start_without_registry(&mut a)?;
+    wait_address(&a, web.addr).context("web's address from the copy")?;
+    wait_ping(&a.ns, Some(web.addr), db.addr, SECS10)
+        .with_context(|| format!("web → db from the copy:\n{}", logs_ab(&a, &b)))?;
+    ensure!(a.log().contains(LOG_FROM_COPY), "{}", a.log());
+    ensure!(
+        meshd_reachable(&a)? == 0,
+        "meshd a says the registry answers"
+    );
+
+    // etcd comes back: a checks its copy against it, then follows from the copy's revision.
+    etcd.start(0)?;
+    etcd_ready(&etcd)?;
+    let api = mesh.machine("acme", "api", &a)?;
+    wait_until("a to take api from the registry", CATCH_UP, || {
+        Ok(has_address(&a, api.addr) && meshd_reachable(&a)? == 1)
+    })
+    .with_context(|| format!("{}\n{}", logs_ab(&a, &b), etcd.logs()))?;
+    wait_ping(&b.ns, Some(db.addr), api.addr, SECS10).context("db → api")?;
+    let log = a.log();
+    ensure!(log.contains(LOG_COPY_CHECKED), "{log}");
+    ensure!(
+        !log.contains("registry read whole"),
+        "a read the registry whole instead of following from its copy:\n{log}"
+    );
+    Ok(())
+}
+
+fn logs_ab(a: &Host, b: &Host) -> String {
+    format!("--- meshd a ---\n{}\n--- meshd b ---\n{}", a.log(), b.log())
 }

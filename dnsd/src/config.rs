@@ -345,25 +345,8 @@ impl Config {
     /// Separate from loading, so that a file can be checked on another machine.
     pub fn check_paths(&self) -> Result<(), ConfigError> {
         if let Some(copy) = &self.registry_copy {
-            let shown = copy.display();
-            if copy.is_dir() {
-                return Err(invalid(
-                    "registry_copy",
-                    shown,
-                    "is a directory; name a file in one",
-                ));
-            }
-            let parent = match copy.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p,
-                _ => std::path::Path::new("."),
-            };
-            if !parent.is_dir() {
-                return Err(invalid(
-                    "registry_copy",
-                    shown,
-                    format!("its directory {} does not exist", parent.display()),
-                ));
-            }
+            registry::local::check_path(copy)
+                .map_err(|rule| invalid("registry_copy", copy.display(), rule))?;
         }
         Ok(())
     }

@@ -80,6 +80,12 @@ pub struct RunArgs {
     /// (`500ms`, `30s`, `3m`); it is made again from its next handshake. Default 180s.
     #[arg(long)]
     pub idle_evict: Option<String>,
+    /// Where to keep a local copy of what meshd reads from the registry (a base file and a
+    /// journal beside it, mode 0600): a restart builds its peers and routes from it and then
+    /// follows the registry from the copy's revision instead of reading it whole, and a start
+    /// while the registry is down comes up with the peers it last had. Off unless given.
+    #[arg(long, value_name = "FILE")]
+    pub registry_copy: Option<PathBuf>,
     /// Gateways: also accept WireGuard over WebSockets on this address (e.g. `[::]:443`),
     /// framed as flyctl frames it (magic 0x2FACED77, then a 4-byte big-endian length per
     /// datagram), for laptops on networks that drop UDP.
@@ -133,6 +139,7 @@ pub struct FileConfig {
     pub endpoint: Option<String>,
     pub gateway: Option<bool>,
     pub idle_evict: Option<String>,
+    pub registry_copy: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub interface: Option<String>,
     pub listen_port: Option<u16>,
@@ -167,6 +174,7 @@ pub struct MeshConfig {
     pub endpoint: SocketAddr,
     pub gateway: bool,
     pub idle_evict: Duration,
+    pub registry_copy: Option<PathBuf>,
     pub key: PathBuf,
     pub interface: String,
     pub listen_port: u16,
@@ -184,6 +192,7 @@ impl std::fmt::Debug for MeshConfig {
             .field("endpoint", &self.endpoint)
             .field("gateway", &self.gateway)
             .field("idle_evict", &self.idle_evict)
+            .field("registry_copy", &self.registry_copy)
             .field("key", &self.key)
             .field("interface", &self.interface)
             .field("listen_port", &self.listen_port)
@@ -345,6 +354,12 @@ impl RunArgs {
             Some(v) => duration("idle_evict", &v)?,
             None => DEFAULT_IDLE_EVICT,
         };
+        let registry_copy = self.registry_copy.or(file.registry_copy);
+        if let Some(copy) = &registry_copy {
+            registry::local::check_path(copy).map_err(|rule| {
+                Error::invalid("registry_copy", format!("`{}` {rule}", copy.display()))
+            })?;
+        }
         let gateway = self.gateway || file.gateway.unwrap_or(false);
         let websocket = match self.websocket_listen.or(file.websocket_listen) {
             None => None,
@@ -399,6 +414,7 @@ impl RunArgs {
             endpoint,
             gateway,
             idle_evict,
+            registry_copy,
             key: self.key.or(file.key).unwrap_or_else(|| DEFAULT_KEY.into()),
             interface,
             listen_port,

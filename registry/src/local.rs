@@ -74,6 +74,22 @@ pub struct Loaded {
     pub deltas: usize,
 }
 
+/// Whether `path` can hold a copy: not a directory, in a directory that exists. The rule it
+/// breaks, if not, for a setting's message.
+pub fn check_path(path: &Path) -> std::result::Result<(), String> {
+    if path.is_dir() {
+        return Err("is a directory; name a file in one".into());
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(format!("its directory {} does not exist", parent.display()));
+    }
+    Ok(())
+}
+
 /// A local copy at one path.
 #[derive(Debug, Clone)]
 pub struct LocalCopy {

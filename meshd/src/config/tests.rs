@@ -151,3 +151,38 @@ fn long_interface_names_are_refused() {
     assert!(check_interface("waytoolonginterface").is_err());
     assert!(check_interface("a/b").is_err());
 }
+
+#[test]
+fn a_registry_copy_needs_a_directory_that_exists() {
+    let base = [
+        "--registry",
+        "/tmp/r.db",
+        "--node",
+        "a1",
+        "--region",
+        "iad",
+        "--endpoint",
+        "10.0.0.1:51820",
+    ];
+    let with = |copy: &str| {
+        let mut v = base.to_vec();
+        v.extend(["--registry-copy", copy]);
+        args(&v).resolve()
+    };
+    let e = with("/nonexistent-sixpn-dir/meshd.copy")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("registry_copy:") && e.contains("does not exist"),
+        "{e}"
+    );
+    let e = with("/tmp").unwrap_err().to_string();
+    assert!(
+        e.starts_with("registry_copy:") && e.contains("directory"),
+        "{e}"
+    );
+    match with("/tmp/meshd.copy").unwrap() {
+        Mode::Mesh(m) => assert_eq!(m.registry_copy, Some(PathBuf::from("/tmp/meshd.copy"))),
+        m => panic!("{m:?}"),
+    }
+}

@@ -3,6 +3,7 @@
 //! taking the core's lock for the length of one batch or one change.
 
 mod io_loop;
+mod registry_start;
 mod registry_sync;
 mod shell;
 mod signals;
@@ -132,7 +133,9 @@ pub fn run_mesh(cfg: MeshConfig, signals: Signals) -> Result<()> {
             false
         }
     };
-    let follower = registry::follow_changes(reg.clone());
+    let copy = cfg.registry_copy.as_ref().map(registry::LocalCopy::new);
+    let started = registry_start::start(reg.clone(), &cfg.node, copy);
+    let health = started.changes.health.clone();
     let options = Options {
         forward: cfg.gateway,
         org_isolation: true,
@@ -140,13 +143,7 @@ pub fn run_mesh(cfg: MeshConfig, signals: Signals) -> Result<()> {
         idle_evict: cfg.gateway.then_some(cfg.idle_evict),
     };
     let core = Core::new(Some(secret), options, random_index());
-    let (shell, rx, _tx) = start(
-        signals,
-        &cfg.interface,
-        core,
-        cfg.listen_port,
-        Some(follower.health.clone()),
-    )?;
+    let (shell, rx, _tx) = start(signals, &cfg.interface, core, cfg.listen_port, Some(health))?;
     tun::configure_mesh(&cfg.interface)?;
     if let Some(ws) = &cfg.websocket {
         let dir = cfg.key.parent().unwrap_or(Path::new("."));
@@ -158,9 +155,8 @@ pub fn run_mesh(cfg: MeshConfig, signals: Signals) -> Result<()> {
     }
     tracing::info!(node = %cfg.node, interface = %cfg.interface, public_key = %public, gateway = cfg.gateway, idle_evict_s = cfg.idle_evict.as_secs_f64(), "up");
     let s = shell.clone();
-    let name = cfg.node.clone();
     spawn("registry-sync", move || {
-        registry_sync::sync_loop(s, follower, reg, spec, registered, name)
+        registry_sync::sync_loop(s, started, reg, spec, registered)
     })?;
     wait_and_stop(&shell, rx)
 }

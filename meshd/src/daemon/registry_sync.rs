@@ -9,10 +9,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use registry::{Change, NodeSpec};
 
+use super::registry_start::Started;
 use super::Shell;
 use crate::{sync, tun};
 
-fn unix_now() -> i64 {
+pub(super) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -21,15 +22,15 @@ fn unix_now() -> i64 {
 
 /// Follows the registry change by change: each revision's delta goes into the model of this
 /// node's desired state, and what it touched into the core, the interface's addresses and
-/// the kernel routes, in the size of the change. A whole snapshot (at start, after falling
-/// behind the change log, or from a backend without one) is applied whole.
+/// the kernel routes, in the size of the change. The model as read at start, or a whole
+/// snapshot (after falling behind the change log, or from a backend without one), is
+/// applied whole. Each update also goes to the local copy's keeper, if any.
 pub(super) fn sync_loop(
     shell: Arc<Shell>,
-    changes: registry::Changes,
+    started: Started,
     reg: Arc<dyn registry::Registry>,
     spec: NodeSpec,
     mut registered: bool,
-    me: String,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -41,11 +42,14 @@ pub(super) fn sync_loop(
             return;
         }
     };
+    let Started {
+        changes,
+        mut model,
+        keeper,
+    } = started;
     let registry::Changes {
         first, mut updates, ..
     } = changes;
-    let mut model = sync::model::Model::new(&me);
-    model.reset(&first, unix_now());
     let mut revision = first.revision;
     drop(first);
     release_freed_memory();
@@ -145,14 +149,25 @@ pub(super) fn sync_loop(
                 revision = u.revision();
                 match u {
                     registry::Update::Reset(snap) => {
+                        if let Some(k) = &keeper {
+                            k.snapshot(snap.clone());
+                        }
                         model.reset(&snap, unix_now());
                         drop(snap);
                         release_freed_memory();
                         whole = true;
                     }
-                    registry::Update::Delta(d) => model.apply(&d),
+                    registry::Update::Delta(d) => {
+                        model.apply(&d);
+                        if let Some(k) = &keeper {
+                            k.delta(d);
+                        }
+                    }
                 }
                 next = updates.try_recv().ok();
+            }
+            if let Some(k) = &keeper {
+                k.flush();
             }
             model_time += started.elapsed();
             if shell.stopping.load(Ordering::Relaxed) {
@@ -165,7 +180,7 @@ pub(super) fn sync_loop(
 /// Hands memory freed after reading a whole snapshot back to the system: the model keeps a
 /// small part of what the snapshot held, and glibc's allocator otherwise keeps the rest in the
 /// process (a gateway of 10,000 peers in a registry of 100,000 machines stayed at 108 MB).
-fn release_freed_memory() {
+pub(super) fn release_freed_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only returns free heap pages to the kernel; it touches no live data.
     unsafe {

@@ -144,6 +144,17 @@ impl Model {
 
     /// Starts again from `snap` at `now_unix`; everything is dirty.
     pub fn reset(&mut self, snap: &Snapshot, now_unix: i64) {
+        self.clear(now_unix);
+        for r in snap.records() {
+            self.put(&r);
+        }
+        let new_keys = self.peer_keys();
+        self.dirty.peers.extend(new_keys);
+    }
+
+    /// Starts again, empty, at `now_unix`, to be filled record by record ([`Model::put`]) in
+    /// the order [`registry::Registry::visit`] gives them; everything is dirty.
+    pub fn clear(&mut self, now_unix: i64) {
         let old_keys: Vec<PublicKey> = self.peer_keys();
         let me = std::mem::take(&mut self.me);
         *self = Model {
@@ -151,26 +162,14 @@ impl Model {
             now_unix,
             ..Model::default()
         };
-        self.orgs = snap
-            .orgs
-            .values()
-            .map(|o| (o.name.clone(), o.network))
-            .collect();
-        for n in snap.nodes.values() {
-            self.host_node.insert(n.host, n.name.clone());
-            self.nodes.insert(n.name.clone(), n.clone());
-        }
-        self.peerings = snap.peerings.clone();
-        for m in snap.machines.values() {
-            self.machine(m, true);
-        }
-        for p in snap.peers.values() {
-            self.peer(p, true);
-        }
         self.dirty.all();
         self.dirty.peers.extend(old_keys);
-        let new_keys = self.peer_keys();
-        self.dirty.peers.extend(new_keys);
+    }
+
+    /// Adds one record of a whole read: orgs and nodes must come before the machines and
+    /// peers that name them.
+    pub fn put(&mut self, r: &Record) {
+        self.record(r, true);
     }
 
     /// Applies one revision's changes.
