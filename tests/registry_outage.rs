@@ -360,6 +360,7 @@ fn meshd_restarted_while_the_registry_is_down_comes_up_from_its_local_copy() -> 
     })
     .with_context(|| format!("{}\n{}", logs_ab(&a, &b), etcd.logs()))?;
     wait_ping(&b.ns, Some(db.addr), api.addr, SECS10).context("db → api")?;
+    ensure!(a.metric("meshd_registry_revision ")? > from_copy);
     let log = a.log();
     ensure!(log.contains(LOG_COPY_CHECKED), "{log}");
     ensure!(

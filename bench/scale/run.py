@@ -50,10 +50,11 @@ def start(args, out, env=None):
     return p
 
 
-def rss_mb(pid):
+def rss_mb(pid, field="VmRSS"):
+    """Resident memory now (VmRSS), or at its peak (VmHWM)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -165,19 +166,22 @@ def run(tmp):
     figure(f"dnsd_start_s {time.monotonic() - t0:.2f}")
     figure(f"dnsd_rss_mb start {rss_mb(dnsd.pid):.0f}")
 
-    # The gateway's meshd, holding every peer.
+    # The gateway's meshd, holding every peer. It keeps a local copy of what it reads too,
+    # which its restart below starts from.
     env = dict(os.environ, RUST_LOG="info,meshd::daemon=debug")
     meshd_log = os.path.join(tmp, "meshd.log")
+    meshd_copy = os.path.join(tmp, "meshd.copy")
+    meshd_args = [f"{BIN}/meshd", "--log-format", "json", "--registry", reg,
+                  "--node", "gw-bench", "--region", "iad",
+                  "--endpoint", f"127.0.0.1:{GW_PORT}", "--listen-port", str(GW_PORT),
+                  "--gateway", "--key", key, "--interface", f"scl{os.getpid() % 100000}",
+                  "--metrics", MESHD_METRICS, "--registry-copy", meshd_copy]
     t0 = time.monotonic()
-    meshd = start([f"{BIN}/meshd", "--log-format", "json", "--registry", reg,
-                   "--node", "gw-bench", "--region", "iad",
-                   "--endpoint", f"127.0.0.1:{GW_PORT}", "--listen-port", str(GW_PORT),
-                   "--gateway", "--key", key, "--interface", f"scl{os.getpid() % 100000}",
-                   "--metrics", MESHD_METRICS],
-                  open(meshd_log, "w"), env=env)
+    meshd = start(meshd_args, open(meshd_log, "w"), env=env)
     wait_for("meshd to register every peer",
              lambda: metric("meshd_peers_registered") == PEERS, every=0.05)
-    log(f"meshd holds {PEERS} registered peers {time.monotonic() - t0:.1f} s after start")
+    figure(f"gateway_start_s {time.monotonic() - t0:.2f} (until it holds {PEERS} registered peers;"
+           f" peak RSS {rss_mb(meshd.pid, 'VmHWM'):.0f} MB)")
     time.sleep(1)
     figure(f"gateway_rss_mb registered={PEERS} active=0 {rss_mb(meshd.pid):.0f}")
 
@@ -242,6 +246,22 @@ def run(tmp):
     figure(f"dnsd_restart_s {time.monotonic() - t0:.2f} (from its local copy,"
            f" {os.path.getsize(copy) / 1e6:.0f} MB)")
     figure(f"dnsd_rss_mb restart {rss_mb(dnsd.pid):.0f}")
+
+    # The gateway restarted: from its local copy, until it holds every peer again and has
+    # the revision it had (the changes above come from the copy's journal).
+    revision = metric("meshd_registry_revision")
+    wait_for("meshd's local copy", lambda: os.path.exists(meshd_copy))
+    meshd.terminate()
+    meshd.wait()
+    log_restart = os.path.join(tmp, "meshd-restart.log")
+    t0 = time.monotonic()
+    meshd = start(meshd_args, open(log_restart, "w"), env=env)
+    wait_for("meshd to hold every peer after a restart",
+             lambda: metric("meshd_peers_registered") == PEERS
+             and metric("meshd_registry_revision") >= revision, every=0.05)
+    figure(f"gateway_restart_s {time.monotonic() - t0:.2f} (from its local copy,"
+           f" {os.path.getsize(meshd_copy) / 1e6:.0f} MB; peak RSS"
+           f" {rss_mb(meshd.pid, 'VmHWM'):.0f} MB)")
 
     # Joining: `wgtool create` writes a laptop at the gateway and renders its tunnel file,
     # alternating with WGTOOL_BASE if given.

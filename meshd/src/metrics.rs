@@ -24,6 +24,8 @@ pub struct Sample {
     pub peers_active: usize,
     pub registry_reachable: Option<bool>,
     pub registry_failures: u64,
+    /// The registry revision the peers and routes were last brought to.
+    pub registry_revision: u64,
     /// Peers whose endpoint is a WebSocket connection (the rest of `peers` with an endpoint
     /// are on UDP).
     pub peers_on_websocket: usize,
@@ -329,6 +331,12 @@ pub fn render(s: &Sample) -> String {
             "counter",
             "Failed registry reads.",
             &[("", s.registry_failures)],
+        );
+        metric(
+            "registry_revision",
+            "gauge",
+            "Registry revision the peers and routes were last brought to.",
+            &[("", s.registry_revision)],
         );
     }
     o

@@ -63,6 +63,7 @@ fn start(
         health,
         stopping: AtomicBool::new(false),
         fragments_joined: AtomicU64::new(0),
+        revision: AtomicU64::new(0),
         websockets: Default::default(),
         websocket_fingerprint: Default::default(),
         websocket_listening: AtomicBool::new(false),

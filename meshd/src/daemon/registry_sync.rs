@@ -129,6 +129,7 @@ pub(super) fn sync_loop(
                     "applied registry"
                 );
             }
+            shell.revision.store(revision.0, Ordering::Relaxed);
             model_time = Duration::ZERO;
             logged = revision;
             // Wait for the next revision, or until the next peer expires (an expired

@@ -21,6 +21,8 @@ pub struct Shell {
     pub(super) udp: ArcSwap<udp::Socket>,
     pub(super) interface: String,
     pub(super) health: Option<Arc<registry::Health>>,
+    /// The registry revision the core, addresses and routes were last brought to.
+    pub(super) revision: AtomicU64,
     pub(super) stopping: AtomicBool,
     /// IPv4 fragments joined before the TUN; kept outside the core so that counting them
     /// takes no lock.
@@ -100,6 +102,7 @@ impl Shell {
             peers_active: core.active_count(),
             registry_reachable: self.health.as_ref().map(|h| h.reachable()),
             registry_failures: self.health.as_ref().map_or(0, |h| h.failures()),
+            registry_revision: self.revision.load(Ordering::Relaxed),
             peers_on_websocket: core
                 .peers()
                 .iter()

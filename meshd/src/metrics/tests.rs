@@ -11,6 +11,7 @@ fn sample(per_peer: Vec<PeerSample>) -> Sample {
         peers_registered: 0,
         peers_active: 0,
         registry_reachable: None,
+        registry_revision: 0,
         registry_failures: 0,
         peers_on_websocket: 0,
         websocket: None,
