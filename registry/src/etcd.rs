@@ -39,7 +39,7 @@ use etcd_client::{
 use crate::change::{Change, SystemContext};
 use crate::delta::Delta;
 use crate::error::{Error, Result};
-use crate::model::{Revision, Snapshot};
+use crate::model::{RecordKey, Revision, Snapshot};
 use crate::{Applied, Record, Registry};
 
 use index::Index;
@@ -521,19 +521,28 @@ impl Shared {
 
     /// The frame ([`Registry::frame`]) at one etcd revision: the small kinds whole, and the
     /// site-routing peers through the index's `routed/` marks (every peer, paged, when the
-    /// last writer kept no index). Starts over if etcd compacts the revision meanwhile.
-    async fn frame(&self) -> Result<Snapshot> {
+    /// last writer kept no index); and the records `also` names, read with the small kinds.
+    /// Starts over if etcd compacts the revision meanwhile.
+    async fn frame(&self, also: &[RecordKey]) -> Result<Snapshot> {
         let k = &self.keys;
+        let also: Vec<String> = also.iter().map(|key| k.record(key)).collect();
         for _ in 0..WRITE_TRIES {
             const SMALL: [&str; 4] = ["orgs", "nodes", "peerings", "tokens"];
             let mut reads = Reads::default();
             let heads = [k.revision(), k.next_network()];
             let queries: Vec<Query> = (heads.iter().cloned().map(Query::Get))
                 .chain(SMALL.map(|c| Query::Prefix(k.kind(c))))
+                .chain(also.iter().cloned().map(Query::Get))
                 .collect();
             let Some(at) = self.answer(&queries, 0, &mut reads).await? else {
                 continue;
             };
+            let mut named: Vec<(String, Vec<u8>, i64)> = Vec::new();
+            for key in &also {
+                if let Ok(Some(kv)) = reads.get(key) {
+                    named.push((kv.key.clone(), kv.value.clone(), kv.mod_revision));
+                }
+            }
             let mut kvs: Vec<(String, Vec<u8>, i64)> = Vec::new();
             let heads = heads.iter().filter_map(|key| reads.get(key).ok().flatten());
             let small = SMALL
@@ -552,8 +561,7 @@ impl Shared {
             let Some(gen) = gen else {
                 let (start, end) = (k.kind("peers"), k.kind_end("peers"));
                 self.read_range(start, end, at, &mut kvs).await?;
-                let (snap, _) = keys::decode(k, &kvs).map_err(|m| self.corrupt(m))?;
-                return Ok(snap.framed());
+                return self.framed(kvs, &named);
             };
             let folder = Index::new(k.index(&gen)).routed();
             let listed = Query::Prefix(folder.clone());
@@ -587,12 +595,26 @@ impl Shared {
                     }
                 }
             }
-            let (snap, _) = keys::decode(k, &kvs).map_err(|m| self.corrupt(m))?;
-            return Ok(snap.framed());
+            return self.framed(kvs, &named);
         }
         Err(self.storage(format!(
             "etcd compacted the revision being read {WRITE_TRIES} times in a row"
         )))
+    }
+
+    /// The frame of what `kvs` holds, with the records of `named` put in.
+    fn framed(
+        &self,
+        kvs: Vec<(String, Vec<u8>, i64)>,
+        named: &[(String, Vec<u8>, i64)],
+    ) -> Result<Snapshot> {
+        let (snap, _) = keys::decode(&self.keys, &kvs).map_err(|m| self.corrupt(m))?;
+        let mut frame = snap.framed();
+        let (extra, _) = keys::decode(&self.keys, named).map_err(|m| self.corrupt(m))?;
+        for r in extra.records() {
+            frame.put(r);
+        }
+        Ok(frame)
     }
 
     /// Every key but the change log's and the index's, and the etcd revision read at.
@@ -1275,7 +1297,12 @@ impl Registry for EtcdRegistry {
     }
 
     fn frame(&self) -> Result<Snapshot> {
-        self.run(|s| async move { s.frame().await })
+        self.run(|s| async move { s.frame(&[]).await })
+    }
+
+    fn frame_with(&self, also: &[RecordKey]) -> Result<Snapshot> {
+        let also = also.to_vec();
+        self.run(|s| async move { s.frame(&also).await })
     }
 
     /// Reads on the backend's runtime while `each` takes the records on this thread, a few

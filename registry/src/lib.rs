@@ -75,6 +75,12 @@ pub trait Registry: Send + Sync {
         Ok(self.snapshot()?.framed())
     }
 
+    /// The frame and, at the same revision, the records `also` names that exist: what a
+    /// command about one peer or machine reads (`wgtool config`), in the size of the frame.
+    fn frame_with(&self, also: &[RecordKey]) -> Result<Snapshot> {
+        Ok(self.snapshot()?.framed_with(also))
+    }
+
     /// Blocks until the registry holds a revision newer than `than`, or `timeout` passes
     /// (then `Ok(None)`).
     fn wait_newer(&self, than: Revision, timeout: Duration) -> Result<Option<Revision>>;

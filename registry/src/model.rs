@@ -508,6 +508,16 @@ impl Snapshot {
         self
     }
 
+    /// The frame, and the records `also` names that exist ([`crate::Registry::frame_with`]).
+    pub fn framed_with(self, also: &[RecordKey]) -> Snapshot {
+        let extra: Vec<Record> = also.iter().filter_map(|k| self.get(k)).collect();
+        let mut frame = self.framed();
+        for r in extra {
+            frame.put(r);
+        }
+        frame
+    }
+
     /// What a token of `org` may read: every node (its tunnel files name gateways); the org
     /// and the orgs peered with it, and those peerings; the org's apps, machines, peers and
     /// tokens (their secret hashes emptied); and the peers of peered orgs that route sites,

@@ -428,6 +428,10 @@ impl Registry for SqliteRegistry {
         self.read(|r| r.frame())
     }
 
+    fn frame_with(&self, also: &[RecordKey]) -> Result<Snapshot> {
+        self.read(|r| r.frame_with(also))
+    }
+
     fn visit(&self, each: &mut dyn FnMut(Record)) -> Result<Revision> {
         self.read(|r| {
             let revision = r.head()?.revision;

@@ -11,7 +11,7 @@ use common::{machine, node, setup, Fixture, KEY_A, KEY_B};
 /// More peer keys than the fixtures hold.
 const KEY_C: &str = "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=";
 const KEY_D: &str = "mWq5Dz4MqlNmo0L+0wDXjgp+LF8l4vqzr9s7ZSDZTYY=";
-use registry::{Change, MachineState, Peering, Record, Revision, TokenScope};
+use registry::{Change, MachineState, Peering, Record, RecordKey, Revision, TokenScope};
 
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -650,4 +650,33 @@ fn the_frame_is_the_small_kinds_and_the_site_peers(f: &Fixture) {
     );
     assert_eq!(frame.revision, whole.revision);
     assert_eq!(frame.next_network, whole.next_network);
+
+    // With named records: the frame and those that exist, read at the same revision.
+    let web = whole.machines.values().next().unwrap().id.clone();
+    let also = [
+        RecordKey::Peer {
+            org: "acme".into(),
+            name: "alice".into(),
+        },
+        RecordKey::Machine { id: web },
+        RecordKey::App {
+            org: "acme".into(),
+            name: "web".into(),
+        },
+        RecordKey::Peer {
+            org: "acme".into(),
+            name: "nobody".into(),
+        },
+        RecordKey::Org {
+            name: "acme".into(),
+        },
+    ];
+    let with = f.open().frame_with(&also).unwrap();
+    assert_eq!(with, whole.clone().framed_with(&also), "{}", f.backend);
+    assert_eq!(
+        (with.peers.len(), with.machines.len(), with.apps.len()),
+        (3, 1, 1),
+        "{}: alice beside the site peers, web and its app",
+        f.backend
+    );
 }

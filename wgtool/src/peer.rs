@@ -111,7 +111,11 @@ pub fn create(src: &Source, a: CreateArgs) -> Result<()> {
 
 /// `wgtool config`: the configuration again, from the registry, without the private key.
 pub fn config(src: &Source, a: ConfigArgs) -> Result<()> {
-    let snap = open(src)?.snapshot()?;
+    let named = registry::RecordKey::Peer {
+        org: a.org.clone(),
+        name: a.name.clone(),
+    };
+    let snap = open(src)?.frame_with(&[named])?;
     let Some(peer) = snap.peers.get(&(a.org.clone(), a.name.clone())) else {
         if !snap.orgs.contains_key(&a.org) {
             return Err(registry::Error::not_found(registry::Kind::Org, &a.org).into());

@@ -6,7 +6,8 @@ use rusqlite::{Connection, Params};
 
 use crate::error::{Error, Result};
 use crate::model::{
-    App, Machine, MachineState, Node, Org, Peer, Peering, Record, Revision, Snapshot, Token,
+    App, Machine, MachineState, Node, Org, Peer, Peering, Record, RecordKey, Revision, Snapshot,
+    Token,
 };
 use crate::OrgNetwork;
 
@@ -74,6 +75,28 @@ impl Reader<'_> {
         self.peers("WHERE routes <> '[]'", [], &mut snap)?;
         self.peerings(&mut snap)?;
         self.tokens("", [], &mut snap)?;
+        Ok(snap)
+    }
+
+    /// The frame and the records `also` names ([`crate::Registry::frame_with`]), each by its
+    /// primary key; orgs, nodes, peerings and tokens are whole in the frame already.
+    pub fn frame_with(&self, also: &[RecordKey]) -> Result<Snapshot> {
+        let mut snap = self.frame()?;
+        for key in also {
+            match key {
+                RecordKey::App { org, name } => {
+                    self.apps("WHERE org = ?1 AND name = ?2", [org, name], &mut snap)?
+                }
+                RecordKey::Machine { id } => self.machines("WHERE id = ?1", [id], &mut snap)?,
+                RecordKey::Peer { org, name } => {
+                    self.peers("WHERE org = ?1 AND name = ?2", [org, name], &mut snap)?
+                }
+                RecordKey::Org { .. }
+                | RecordKey::Node { .. }
+                | RecordKey::Peering { .. }
+                | RecordKey::Token { .. } => {}
+            }
+        }
         Ok(snap)
     }
 
