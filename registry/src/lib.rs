@@ -10,6 +10,7 @@ pub mod error;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod follow;
+pub mod key;
 pub mod local;
 pub mod model;
 pub mod name;
@@ -29,6 +30,7 @@ pub use follow::{
     follow, follow_changes, follow_changes_from, follow_changes_with, Changes, Follower, Health,
     Update,
 };
+pub use key::PublicKey;
 pub use local::LocalCopy;
 pub use model::{
     App, Machine, MachineState, Node, Org, Peer, Peering, Record, RecordKey, Revision, Snapshot,
