@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use registry::region::REGIONS;
-use registry::Snapshot;
+use registry::{OrgNetwork, Snapshot};
 
 mod app;
 mod builder;
@@ -90,7 +90,7 @@ pub struct Site {
 /// holds it, and that peer's region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SiteOwner {
-    pub network: u32,
+    pub network: OrgNetwork,
     pub region: Option<RegionId>,
 }
 
@@ -229,9 +229,9 @@ impl OrgZone {
 #[derive(Debug, Clone)]
 pub struct Index {
     pub revision: u64,
-    pub zones: HashMap<u32, Arc<OrgZone>>,
+    pub zones: HashMap<OrgNetwork, Arc<OrgZone>>,
     /// The network of the org that answers clients outside every org network.
-    pub default_org: Option<u32>,
+    pub default_org: Option<OrgNetwork>,
     /// A node's host part → its region; also the region of peers behind a gateway.
     pub region_by_host: Arc<HashMap<u32, RegionId>>,
     /// A peer's address → its region.
@@ -471,7 +471,7 @@ impl Index {
         peers.sort();
         out.push(format!("region_by_peer {peers:?}"));
         let slots = self.nearest_slot.iter().filter(|&&s| s != NO_SLOT).count();
-        for (net, zone) in &self.zones {
+        for (OrgNetwork(net), zone) in &self.zones {
             out.push(format!(
                 "{net} org {} names {}",
                 zone.name,

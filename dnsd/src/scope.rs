@@ -71,7 +71,7 @@ pub fn scope(index: &Index, src: IpAddr) -> Scope<'_> {
     let src = src.to_canonical();
     if let IpAddr::V6(addr) = src {
         if let Some(network) = OrgNetwork::of(addr) {
-            return match index.zones.get(&network.0) {
+            return match index.zones.get(&network) {
                 Some(zone) => Scope::Org {
                     zone,
                     region: querier_region(index, addr),

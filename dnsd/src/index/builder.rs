@@ -14,7 +14,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use registry::region::REGIONS;
-use registry::{Delta, Machine, Peer, Record, RecordKey, Snapshot};
+use registry::{Delta, Machine, OrgNetwork, Peer, Record, RecordKey, Snapshot};
 
 use super::{
     listed_peer, region_id, txt_rdata, AppMachine, AppZone, CappedList, Entry, Index, Names,
@@ -34,7 +34,7 @@ pub enum ApplyError {
 #[derive(Debug)]
 struct OrgState {
     /// `Some` while the org's record exists.
-    network: Option<u32>,
+    network: Option<OrgNetwork>,
     apps: BTreeMap<Box<str>, Arc<AppZone>>,
     /// Every peer, expired ones too.
     peers: BTreeMap<String, Peer>,
@@ -211,7 +211,7 @@ pub struct IndexBuilder {
     /// Unexpired peers with IPv6 routes: (org, name).
     v6_sites: BTreeSet<(String, String)>,
     /// Network → the org whose zone answers it (the last by name, as a whole build does).
-    owners: HashMap<u32, String>,
+    owners: HashMap<OrgNetwork, String>,
     interned: HashSet<Arc<str>, FastHash>,
 }
 
@@ -404,7 +404,7 @@ impl IndexBuilder {
     fn put(&mut self, record: &Record, dirty: &mut Dirty) {
         match record {
             Record::Org(o) => {
-                self.org_state(&o.name).network = Some(o.network.0);
+                self.org_state(&o.name).network = Some(o.network);
                 dirty.orgs = true;
             }
             Record::Node(n) => {
