@@ -37,7 +37,7 @@ fn registry_with_many_peers(mesh: &Mesh, gw: &Host, b: &Host) -> Result<()> {
         scratch.apply(&Change::AddNode(NodeSpec {
             name: h.node.clone(),
             region: "iad".into(),
-            public_key: meshd_pubkey(&h.key)?,
+            public_key: meshd_pubkey(&h.key)?.parse()?,
             endpoint: h.endpoint().parse()?,
             gateway: h.gateway,
         }))?;
@@ -56,7 +56,7 @@ fn registry_with_many_peers(mesh: &Mesh, gw: &Host, b: &Host) -> Result<()> {
                 name,
                 gateway: gw.node.clone(),
                 region: "iad".into(),
-                public_key: base64::engine::general_purpose::STANDARD.encode(key),
+                public_key: key.into(),
                 // Far from the slots the allocator hands out first.
                 addr: network.slot_addr(host, 0x10_0000 + i),
                 routes: Vec::new(),

@@ -187,7 +187,7 @@ impl Mesh {
         self.apply(Change::AddNode(NodeSpec {
             name: name.into(),
             region: "iad".into(),
-            public_key: public_key.into(),
+            public_key: public_key.parse()?,
             endpoint: endpoint.parse()?,
             gateway: false,
         }))?;

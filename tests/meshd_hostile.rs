@@ -86,7 +86,7 @@ fn world(capture: Option<&str>) -> Result<World> {
         mesh.apply(registry::Change::RegisterNode(registry::NodeSpec {
             name: b.node.clone(),
             region: "iad".into(),
-            public_key: meshd_pubkey(&b.key)?,
+            public_key: meshd_pubkey(&b.key)?.parse()?,
             endpoint: b.endpoint().parse()?,
             gateway: false,
         }))?;

@@ -487,7 +487,7 @@ fn live_changes_do_not_stall_a_running_transfer() -> Result<()> {
             name: format!("p{i}"),
             region: Some("iad".into()),
             gateway: None,
-            public_key: pk,
+            public_key: pk.parse()?,
             routes: vec![],
             expires: None,
         })?;

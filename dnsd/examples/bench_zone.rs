@@ -67,14 +67,13 @@ fn main() -> anyhow::Result<()> {
     {
         let mut key = [0u8; 32];
         key[0] = i as u8 + 1;
-        use base64::Engine;
         apply(
             &mut snap,
             &mut ctx,
             Change::AddNode(NodeSpec {
                 name: (*name).into(),
                 region: (*region).into(),
-                public_key: base64::engine::general_purpose::STANDARD.encode(key),
+                public_key: key.into(),
                 endpoint: "192.0.2.1:51820".parse()?,
                 gateway: i == 0,
             }),

@@ -93,7 +93,7 @@ fn snapshot(machines: usize, peers: usize, per_app: usize, g: &mut Gen) -> Snaps
         s.put(Record::Node(Node {
             name: format!("node{n}"),
             region: REGIONS[n as usize % REGIONS.len()].code.into(),
-            public_key: "k".into(),
+            public_key: [7; 32].into(),
             endpoint: "192.0.2.1:51820".parse().unwrap_or_else(|_| unreachable!()),
             gateway: n % 10 == 0,
             host: n + 1,
@@ -120,7 +120,7 @@ fn snapshot(machines: usize, peers: usize, per_app: usize, g: &mut Gen) -> Snaps
             name: format!("peer{p}"),
             gateway: format!("node{gw}"),
             region: REGIONS[gw as usize % REGIONS.len()].code.into(),
-            public_key: "k".into(),
+            public_key: [7; 32].into(),
             addr: mesh_addr(org as u32 + 1, gw + 1, g.slot, 0),
             routes: if p % 20 == 0 {
                 vec![format!("10.{}.{}.0/24", (p / 256) % 256, p % 256)

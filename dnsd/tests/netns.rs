@@ -111,13 +111,12 @@ fn sources_outside_every_org_are_refused_internal_names_and_forwarding() {
     let acme = reg.org("acme");
     reg.node("host-iad", "iad", true);
     let web = reg.machine("acme", "web", "iad", "host-iad");
-    use base64::Engine;
     reg.apply(registry::Change::AddPeer {
         org: "acme".into(),
         name: "site-ams".into(),
         region: Some("iad".into()),
         gateway: None,
-        public_key: base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
+        public_key: [7u8; 32].into(),
         routes: vec![
             "10.1.0.0/16".parse().unwrap(),
             "2001:db8:a::/48".parse().unwrap(),

@@ -39,9 +39,11 @@ fn apply(snap: &mut Snapshot, change: Change) {
         .apply_to(snap);
 }
 
-/// base64 of 32 bytes, unique per `n`.
-fn key(n: u8) -> String {
-    format!("{}{}{}=", "A".repeat(10), (b'A' + n) as char, "A".repeat(32))
+/// A public key, unique per `n`.
+fn key(n: u8) -> registry::PublicKey {
+    let mut bytes = [0u8; 32];
+    bytes[7] = n;
+    bytes.into()
 }
 
 /// acme: web on two nodes, db, a laptop (alice) and a site (site-ams: 10.1.0.0/16,

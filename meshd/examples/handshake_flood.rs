@@ -59,8 +59,8 @@ const COOKIE_REPLY: u8 = 3;
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let key = meshd::key::parse_base64("public-key", &args.public_key)?;
-    let target = PublicKey::from(key);
+    let key = registry::PublicKey::parse("--public-key", &args.public_key)?;
+    let target = PublicKey::from(key.to_bytes());
     if args.rate == 0 || args.seconds <= 0.0 {
         bail!("--rate and --seconds must be above 0");
     }

@@ -84,7 +84,7 @@ fn main() {
             Node {
                 name: name.clone(),
                 region: region.into(),
-                public_key: b64(&key),
+                public_key: key.into(),
                 endpoint: SocketAddr::from((
                     [192, 0, 2, (n % 250) as u8 + 1],
                     51820 + (n / 250) as u16,
@@ -102,7 +102,7 @@ fn main() {
         Node {
             name: "gw-bench".into(),
             region: "iad".into(),
-            public_key: b64(&PublicKey::from(&gw_secret).to_bytes()),
+            public_key: PublicKey::from(&gw_secret).to_bytes().into(),
             endpoint,
             gateway: true,
             host: gw_host,
@@ -169,7 +169,7 @@ fn main() {
                 name,
                 gateway: "gw-bench".into(),
                 region: "iad".into(),
-                public_key: b64(&key),
+                public_key: key.into(),
                 addr: network.slot_addr(gw_host, next_slot(o, gw_host)),
                 routes: Vec::new(),
                 created: 1_700_000_000,

@@ -17,26 +17,22 @@ fn key_err(path: &Path, message: impl Into<String>) -> Error {
     }
 }
 
-/// A 32-byte key from base64 text (`wg genkey` format).
-pub fn parse_base64(field: &str, text: &str) -> Result<[u8; 32]> {
+/// A private key from its file's base64 text (`wg genkey` format). Public keys are
+/// [`registry::PublicKey`]s; this one stays here, and no message repeats it.
+fn parse_private(text: &str) -> Result<[u8; 32]> {
     let bytes = STANDARD
         .decode(text.trim())
-        .map_err(|_| Error::invalid(field, "not base64"))?;
+        .map_err(|_| Error::invalid("private key", "not base64"))?;
     bytes
         .try_into()
-        .map_err(|_| Error::invalid(field, "a key is 32 bytes (44 base64 characters)"))
-}
-
-pub fn to_base64(key: &[u8; 32]) -> String {
-    STANDARD.encode(key)
+        .map_err(|_| Error::invalid("private key", "a key is 32 bytes (44 base64 characters)"))
 }
 
 /// Reads the key, or creates it (mode 0600) if the file does not exist.
 pub fn load_or_create(path: &Path) -> Result<StaticSecret> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
-            let key =
-                parse_base64("private key", &text).map_err(|e| key_err(path, e.to_string()))?;
+            let key = parse_private(&text).map_err(|e| key_err(path, e.to_string()))?;
             if let Ok(meta) = std::fs::metadata(path) {
                 if meta.permissions().mode() & 0o077 != 0 {
                     tracing::warn!(path = %path.display(), "key file is readable by others; chmod 600 it");
@@ -60,14 +56,14 @@ fn create(path: &Path) -> Result<StaticSecret> {
         .mode(0o600)
         .open(path)
         .map_err(|e| key_err(path, e.to_string()))?;
-    file.write_all(format!("{}\n", to_base64(&secret.to_bytes())).as_bytes())
+    file.write_all(format!("{}\n", STANDARD.encode(secret.to_bytes())).as_bytes())
         .map_err(|e| key_err(path, e.to_string()))?;
     tracing::info!(path = %path.display(), "created a new private key");
     Ok(secret)
 }
 
-pub fn public_of(secret: &StaticSecret) -> [u8; 32] {
-    PublicKey::from(secret).to_bytes()
+pub fn public_of(secret: &StaticSecret) -> registry::PublicKey {
+    PublicKey::from(secret).to_bytes().into()
 }
 
 #[cfg(test)]

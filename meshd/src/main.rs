@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         Some(Command::Pubkey { key: path }) => {
             return match key::load_or_create(&path) {
                 Ok(secret) => {
-                    println!("{}", key::to_base64(&key::public_of(&secret)));
+                    println!("{}", key::public_of(&secret));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -9,7 +9,6 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use registry::{OrgNetwork, Snapshot};
 
 use crate::core::{Core, PeerUpdate, PublicKey, Registering, Registration, Transmit};
-use crate::key::parse_base64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredPeer {
@@ -107,10 +106,7 @@ pub fn desired(snap: &Snapshot, me: &str, now_unix: i64) -> Desired {
         };
         sites.extend(p.routes_v6().map(|r| (IpNet::V6(r), network)));
         if p.gateway == me {
-            let Ok(key) = parse_base64("public_key", &p.public_key) else {
-                tracing::warn!(org = %p.org, peer = %p.name, "peer has an unreadable public key; skipped");
-                continue;
-            };
+            let key = p.public_key.to_bytes();
             let mut ips = vec![host128(p.addr)];
             ips.extend(p.routes_v6().map(IpNet::V6));
             present_orgs.insert(p.org.as_str());
@@ -159,15 +155,9 @@ pub fn desired(snap: &Snapshot, me: &str, now_unix: i64) -> Desired {
             local.insert(host128(dns));
         }
     }
-    let me_key = snap
-        .nodes
-        .get(me)
-        .and_then(|n| parse_base64("public_key", &n.public_key).ok());
+    let me_key = snap.nodes.get(me).map(|n| n.public_key.to_bytes());
     for n in snap.nodes.values().filter(|n| n.name != me) {
-        let Ok(key) = parse_base64("public_key", &n.public_key) else {
-            tracing::warn!(node = %n.name, "node has an unreadable public key; skipped");
-            continue;
-        };
+        let key = n.public_key.to_bytes();
         if Some(key) == me_key {
             continue;
         }

@@ -10,7 +10,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use registry::sqlite::SqliteRegistry;
 use registry::{
     App, Change, Machine, MachineState, Node, Org, OrgNetwork, Peer, Record, Registry, Snapshot,
@@ -20,11 +19,11 @@ const REGIONS: &[&str] = &["iad", "ord", "ams", "fra", "sin"];
 const GATEWAYS: u32 = 10;
 const WRITES: usize = 50;
 
-fn key(n: u64) -> String {
+fn key(n: u64) -> registry::PublicKey {
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&n.to_le_bytes());
     bytes[31] = 0x5a;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+    registry::PublicKey::from_bytes(bytes)
 }
 
 /// The shape of the registry.

@@ -4,12 +4,12 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use base64::Engine;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::addr::{self, OrgNetwork, HOST_RANGE, SLOT_RANGE};
 use crate::error::{Error, Kind, Result};
+use crate::key::PublicKey;
 use crate::model::{
     App, Machine, MachineState, Node, Org, Peer, Peering, Record, RecordKey, Snapshot, TokenScope,
 };
@@ -24,7 +24,7 @@ pub use token::check_token;
 pub struct NodeSpec {
     pub name: String,
     pub region: String,
-    pub public_key: String,
+    pub public_key: PublicKey,
     pub endpoint: SocketAddr,
     pub gateway: bool,
 }
@@ -70,7 +70,7 @@ pub enum Change {
         /// Pick a gateway in this region (the least loaded) unless `gateway` names one.
         region: Option<String>,
         gateway: Option<String>,
-        public_key: String,
+        public_key: PublicKey,
         routes: Vec<IpNet>,
         /// Unix seconds.
         expires: Option<i64>,
@@ -402,29 +402,12 @@ fn known_region(field: &'static str, code: &str) -> Result<()> {
     ))
 }
 
-/// Checks a WireGuard public key: base64 of 32 bytes.
-pub fn public_key(field: &'static str, key: &str) -> Result<()> {
-    match base64::engine::general_purpose::STANDARD.decode(key.trim()) {
-        Ok(bytes) if bytes.len() == 32 && key.trim() == key => Ok(()),
-        Ok(bytes) if bytes.len() != 32 => Err(Error::invalid(
-            field,
-            key,
-            format!("must be 32 bytes in base64 (this is {} bytes)", bytes.len()),
-        )),
-        _ => Err(Error::invalid(
-            field,
-            key,
-            "must be base64 (44 characters, like `wg genkey | wg pubkey` prints)",
-        )),
-    }
-}
-
 /// No two members of the mesh may share a key: WireGuard tells peers apart by key.
-fn key_unused(snap: &Snapshot, key: &str, except_node: Option<&str>) -> Result<()> {
+fn key_unused(snap: &Snapshot, key: &PublicKey, except_node: Option<&str>) -> Result<()> {
     if let Some(n) = snap
         .nodes
         .values()
-        .find(|n| n.public_key == key && Some(n.name.as_str()) != except_node)
+        .find(|n| n.public_key == *key && Some(n.name.as_str()) != except_node)
     {
         return Err(Error::invalid(
             "public key",
@@ -432,7 +415,7 @@ fn key_unused(snap: &Snapshot, key: &str, except_node: Option<&str>) -> Result<(
             format!("already used by node `{}`", n.name),
         ));
     }
-    if let Some(p) = snap.peers.values().find(|p| p.public_key == key) {
+    if let Some(p) = snap.peers.values().find(|p| p.public_key == *key) {
         return Err(Error::invalid(
             "public key",
             key,
@@ -511,7 +494,6 @@ fn remove_org(snap: &Snapshot, usage: &dyn Usage, name: &str) -> Result<Plan> {
 fn add_node(snap: &Snapshot, spec: &NodeSpec, refresh: bool) -> Result<Plan> {
     name::label("node name", &spec.name)?;
     known_region("region", &spec.region)?;
-    public_key("public key", &spec.public_key)?;
     if spec.endpoint.port() == 0 {
         return Err(Error::invalid(
             "endpoint",
@@ -545,7 +527,7 @@ fn add_node(snap: &Snapshot, spec: &NodeSpec, refresh: bool) -> Result<Plan> {
     let node = Node {
         name: spec.name.clone(),
         region: spec.region.clone(),
-        public_key: spec.public_key.clone(),
+        public_key: spec.public_key,
         endpoint: spec.endpoint,
         gateway: spec.gateway,
         host,
@@ -672,7 +654,7 @@ struct PeerRequest<'a> {
     name: &'a str,
     region: Option<&'a str>,
     gateway: Option<&'a str>,
-    public_key: &'a str,
+    public_key: &'a PublicKey,
     routes: &'a [IpNet],
     expires: Option<i64>,
 }
@@ -720,7 +702,6 @@ fn add_peer(
     ctx: &mut dyn Context,
 ) -> Result<Plan> {
     name::dns_name("peer name", req.name)?;
-    public_key("public key", req.public_key)?;
     let o = org(snap, req.org)?;
     if snap
         .peers
@@ -742,7 +723,7 @@ fn add_peer(
         name: req.name.into(),
         gateway: gw.name.clone(),
         region: gw.region.clone(),
-        public_key: req.public_key.into(),
+        public_key: *req.public_key,
         addr: o.network.slot_addr(gw.host, slot),
         routes: req.routes.iter().map(|r| r.trunc()).collect(),
         created: now,

@@ -7,6 +7,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::addr::OrgNetwork;
+use crate::key::PublicKey;
 use crate::region::{self, Region};
 
 /// A registry version: every write makes a larger one.
@@ -27,8 +28,8 @@ pub struct Org {
 pub struct Node {
     pub name: String,
     pub region: String,
-    /// WireGuard public key, base64.
-    pub public_key: String,
+    /// WireGuard public key (base64 in every stored and shown form).
+    pub public_key: PublicKey,
     pub endpoint: SocketAddr,
     pub gateway: bool,
     /// The node's 32-bit host part; the same in every org's address space.
@@ -93,7 +94,7 @@ pub struct Peer {
     /// The gateway node it connects to.
     pub gateway: String,
     pub region: String,
-    pub public_key: String,
+    pub public_key: PublicKey,
     pub addr: Ipv6Addr,
     /// Extra prefixes routed to this peer (an on-prem site's subnets).
     pub routes: Vec<IpNet>,

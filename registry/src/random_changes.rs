@@ -1,9 +1,8 @@
 //! Random registries and random changes of every kind, most of them refused for one reason
 //! or another, for tests that compare a backend's way of planning with planning on everything.
 
-use base64::Engine;
-
 use crate::change::{Change, Context, NodeSpec};
+use crate::key::PublicKey;
 use crate::model::{MachineState, Snapshot, TokenScope};
 
 pub(crate) const NOW: i64 = 1_700_000_000;
@@ -68,8 +67,8 @@ const ROUTES: &[&str] = &[
     "fdaa::/16",
 ];
 
-fn key(i: usize) -> String {
-    base64::engine::general_purpose::STANDARD.encode([i as u8 + 1; 32])
+fn key(i: usize) -> PublicKey {
+    PublicKey::from_bytes([i as u8 + 1; 32])
 }
 
 fn hash(i: usize) -> String {
@@ -163,8 +162,9 @@ fn change_of_kind(rng: &mut Rng, snap: &Snapshot, kind: usize) -> Change {
             let spec = NodeSpec {
                 name: s(rng.pick(NODES)),
                 region: s(rng.pick(REGIONS)),
+                // A key no other draw makes (a malformed one can no longer be written).
                 public_key: if rng.chance(10) {
-                    "bad".into()
+                    PublicKey::from_bytes([0; 32])
                 } else {
                     key(rng.below(10))
                 },

@@ -315,7 +315,7 @@ fn put(tx: &Connection, record: &Record) -> rusqlite::Result<()> {
             .execute(params![
                 n.name,
                 n.region,
-                n.public_key,
+                n.public_key.to_string(),
                 n.endpoint.to_string(),
                 n.gateway,
                 n.host
@@ -356,7 +356,7 @@ fn put(tx: &Connection, record: &Record) -> rusqlite::Result<()> {
                 p.name,
                 p.gateway,
                 p.region,
-                p.public_key,
+                p.public_key.to_string(),
                 p.addr.to_string(),
                 serde_json::to_string(&p.routes).unwrap_or_else(|_| "[]".into()),
                 p.created,

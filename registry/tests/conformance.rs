@@ -187,7 +187,7 @@ fn removals_take_records_out(f: &Fixture) {
         name: "alice".into(),
         region: Some("iad".into()),
         gateway: None,
-        public_key: KEY_B.into(),
+        public_key: KEY_B.parse().unwrap(),
         routes: vec![],
         expires: None,
     })
@@ -339,7 +339,7 @@ fn site_routes_are_checked_against_every_stored_peer(f: &Fixture) {
         name: name.into(),
         region: Some("iad".into()),
         gateway: None,
-        public_key: key.into(),
+        public_key: key.parse().unwrap(),
         routes: vec![route.parse().unwrap()],
         expires: None,
     };
@@ -394,7 +394,7 @@ fn tokens_are_stored_used_revoked_and_copied(f: &Fixture) {
             name: name.into(),
             region: None,
             gateway: None,
-            public_key: key.into(),
+            public_key: key.parse().unwrap(),
             routes: vec![],
             expires: None,
         }),
@@ -598,7 +598,7 @@ fn the_frame_is_the_small_kinds_and_the_site_peers(f: &Fixture) {
         name: name.into(),
         region: Some("iad".into()),
         gateway: None,
-        public_key: key.into(),
+        public_key: key.parse().unwrap(),
         routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
         expires: None,
     };

@@ -195,7 +195,7 @@ fn an_embedded_registry_copies_into_etcd_whole() {
             name: "alice".into(),
             region: Some("iad".into()),
             gateway: None,
-            public_key: common::KEY_B.into(),
+            public_key: common::KEY_B.parse().unwrap(),
             routes: vec!["10.1.0.0/16".parse().unwrap()],
             expires: Some(4_000_000_000),
         })
@@ -336,7 +336,7 @@ fn a_registry_written_without_the_index_gains_it_at_the_next_write() {
         name: "site".into(),
         region: Some("iad".into()),
         gateway: None,
-        public_key: common::KEY_B.into(),
+        public_key: common::KEY_B.parse().unwrap(),
         routes: vec![route],
         expires: None,
     })
@@ -365,7 +365,7 @@ fn a_registry_written_without_the_index_gains_it_at_the_next_write() {
             name: "other".into(),
             region: Some("iad".into()),
             gateway: None,
-            public_key: common::KEY_B.into(),
+            public_key: common::KEY_B.parse().unwrap(),
             routes: vec![],
             expires: None,
         })
@@ -380,7 +380,9 @@ fn a_registry_written_without_the_index_gains_it_at_the_next_write() {
             name: "other".into(),
             region: Some("iad".into()),
             gateway: None,
-            public_key: "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=".into(),
+            public_key: "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0="
+                .parse()
+                .unwrap(),
             routes: vec!["2001:db8:7:1::/64".parse().unwrap()],
             expires: None,
         })
@@ -502,7 +504,7 @@ fn a_registry_read_in_small_pages_and_narrowing_spans_is_whole() {
                 name: format!("laptop-{i}"),
                 region: Some("iad".into()),
                 gateway: None,
-                public_key: key,
+                public_key: key.parse().unwrap(),
                 routes: vec![],
                 expires: None,
             })

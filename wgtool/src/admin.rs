@@ -120,7 +120,9 @@ pub fn node(src: &Source, cmd: NodeCommand) -> Result<()> {
             let spec = NodeSpec {
                 name: a.name,
                 region: a.region,
-                public_key: a.public_key,
+                // Checked here, not by clap, so that a bad key is one line and exit 2 like
+                // every other refused value.
+                public_key: registry::PublicKey::parse("public key", &a.public_key)?,
                 endpoint: a.endpoint,
                 gateway: a.gateway,
             };
@@ -152,7 +154,7 @@ pub fn node(src: &Source, cmd: NodeCommand) -> Result<()> {
                         n.region.clone(),
                         n.endpoint.to_string(),
                         if n.gateway { "yes".into() } else { "no".into() },
-                        n.public_key.clone(),
+                        n.public_key.to_string(),
                     ]
                 })
                 .collect();

@@ -45,7 +45,7 @@ mod tests {
             name: name.into(),
             gateway: "gw1".into(),
             region: "iad".into(),
-            public_key: String::new(),
+            public_key: [0; 32].into(),
             addr: OrgNetwork(1).slot_addr(0x0a7b_0001, slot),
             routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
             created: 0,

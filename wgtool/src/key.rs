@@ -16,7 +16,7 @@ pub fn generate() -> String {
 }
 
 /// The public key of a base64 private key (like `wg pubkey`).
-pub fn public(private_b64: &str) -> Result<String> {
+pub fn public(private_b64: &str) -> Result<registry::PublicKey> {
     let bytes = STANDARD.decode(private_b64.trim()).map_err(|_| {
         anyhow::anyhow!("private key: must be base64 (44 characters, as `wgtool genkey` prints)")
     })?;
@@ -27,7 +27,7 @@ pub fn public(private_b64: &str) -> Result<String> {
         );
     };
     let secret = StaticSecret::from(raw);
-    Ok(STANDARD.encode(PublicKey::from(&secret).as_bytes()))
+    Ok(PublicKey::from(&secret).to_bytes().into())
 }
 
 #[cfg(test)]
@@ -40,7 +40,7 @@ mod tests {
         let private = hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a");
         let public_key = hex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a");
         assert_eq!(
-            public(&STANDARD.encode(private)).unwrap(),
+            public(&STANDARD.encode(private)).unwrap().to_string(),
             STANDARD.encode(public_key)
         );
     }
@@ -56,7 +56,7 @@ mod tests {
             (0, 0x40),
             "clamped like `wg genkey`"
         );
-        assert_eq!(public(&a).unwrap().len(), 44);
+        assert_eq!(public(&a).unwrap().to_string().len(), 44);
     }
 
     #[test]

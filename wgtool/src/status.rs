@@ -12,8 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use base64::Engine;
-use registry::Snapshot;
+use registry::{PublicKey, Snapshot};
 use serde::{Deserialize, Serialize};
 
 pub const SOCKET_DIR: &str = "/var/run/wireguard";
@@ -45,7 +44,7 @@ pub struct PeerStatus {
 
 /// Peers of every interface in `dir`, keyed by the interface's public key (base64), then by
 /// peer public key (base64).
-pub fn read_all(dir: &Path) -> BTreeMap<String, BTreeMap<String, Live>> {
+pub fn read_all(dir: &Path) -> BTreeMap<PublicKey, BTreeMap<PublicKey, Live>> {
     let mut out = BTreeMap::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return out;
@@ -97,21 +96,19 @@ fn ask(path: &Path, request: &str) -> std::io::Result<String> {
 
 /// `get=1` output: the interface's public key (from its private key, which goes no
 /// further) and its peers.
-fn parse(text: &str) -> Option<(String, BTreeMap<String, Live>)> {
-    let b64 = base64::engine::general_purpose::STANDARD;
+fn parse(text: &str) -> Option<(PublicKey, BTreeMap<PublicKey, Live>)> {
     let v = text.lines().find_map(|l| l.strip_prefix("private_key="))?;
     let bytes: [u8; 32] = decode_hex(v)?;
     let secret = x25519_dalek::StaticSecret::from(bytes);
-    let own = b64.encode(x25519_dalek::PublicKey::from(&secret).as_bytes());
+    let own = x25519_dalek::PublicKey::from(&secret).to_bytes().into();
     Some((own, parse_peers(text)))
 }
 
 /// The peer sections of a `get=1` (or `get=evicted`) answer, by public key (base64). A
 /// section whose key is not 32 bytes of hex is skipped.
-fn parse_peers(text: &str) -> BTreeMap<String, Live> {
-    let b64 = base64::engine::general_purpose::STANDARD;
+fn parse_peers(text: &str) -> BTreeMap<PublicKey, Live> {
     let mut peers = BTreeMap::new();
-    let mut current: Option<(Option<String>, Live)> = None;
+    let mut current: Option<(Option<PublicKey>, Live)> = None;
     for line in text.lines() {
         let Some((k, v)) = line.split_once('=') else {
             continue;
@@ -121,7 +118,7 @@ fn parse_peers(text: &str) -> BTreeMap<String, Live> {
                 if let Some((Some(k), l)) = current.take() {
                     peers.insert(k, l);
                 }
-                current = Some((decode_hex::<32>(v).map(|k| b64.encode(k)), Live::default()));
+                current = Some((decode_hex::<32>(v).map(PublicKey::from), Live::default()));
             }
             "endpoint" => {
                 if let Some((_, l)) = current.as_mut() {
@@ -234,13 +231,12 @@ mod tests {
                     last_handshake_time_sec=0\nrx_bytes=0\ntx_bytes=0\n\
                     errno=0\n\n";
         let (own, peers) = parse(text).unwrap();
-        assert_eq!(own.len(), 44);
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let one = &peers[&b64.encode([1u8; 32])];
+        assert_eq!(own.to_string().len(), 44);
+        let one = &peers[&PublicKey::from([1u8; 32])];
         assert_eq!(one.endpoint.as_deref(), Some("10.0.0.2:51820"));
         assert_eq!(one.last_handshake, Some(1_700_000_000));
         assert_eq!((one.rx_bytes, one.tx_bytes), (100, 200));
-        let two = &peers[&b64.encode([2u8; 32])];
+        let two = &peers[&PublicKey::from([2u8; 32])];
         assert_eq!(two.last_handshake, None);
         assert!(parse("errno=0\n\n").is_none(), "no key, no interface");
     }
@@ -252,14 +248,13 @@ mod tests {
                     public_key=zz\nlast_handshake_time_sec=5\n\
                     errno=0\n\n";
         let peers = parse_peers(text);
-        let b64 = base64::engine::general_purpose::STANDARD;
         assert_eq!(
             peers.len(),
             1,
             "the section with a bad key is skipped: {peers:?}"
         );
         assert_eq!(
-            peers[&b64.encode([3u8; 32])].last_handshake,
+            peers[&PublicKey::from([3u8; 32])].last_handshake,
             Some(1_700_000_100)
         );
         assert!(parse_peers("errno=1\n\n").is_empty());

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use ipnet::{IpNet, Ipv6Net};
+use registry::PublicKey;
 
 /// The interface name the router formats give the tunnel (wg-quick takes it from the file
 /// name, VyOS wants `wgN`).
@@ -36,12 +37,12 @@ pub struct TunnelFile {
     /// `None` when printed again from the registry: [`KEY_PLACEHOLDER`] stands in.
     pub private_key: Option<String>,
     /// The peer's own public key, as registered.
-    pub public_key: String,
+    pub public_key: PublicKey,
     pub address: Ipv6Addr,
     pub dns: Ipv6Addr,
     /// The gateway node's name and key.
     pub gateway: String,
-    pub gateway_public_key: String,
+    pub gateway_public_key: PublicKey,
     /// What goes into the tunnel: the org's /48, other sites' IPv6 prefixes, and for a site
     /// with IPv4 routes the NAT64 pool its gateway sends from.
     pub allowed_ips: Vec<IpNet>,
@@ -256,11 +257,15 @@ pub(crate) fn sample_site() -> TunnelFile {
         org: "acme".into(),
         name: "site-ams".into(),
         private_key: Some("yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=".into()),
-        public_key: "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=".into(),
+        public_key: "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw="
+            .parse()
+            .unwrap(),
         address: "fdaa:0:18:a7b:1:0:1:2".parse().unwrap(),
         dns: "fdaa:0:18::3".parse().unwrap(),
         gateway: "gw1".into(),
-        gateway_public_key: "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=".into(),
+        gateway_public_key: "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
+            .parse()
+            .unwrap(),
         allowed_ips: vec![
             IpNet::V6(org_prefix),
             "2001:db8:7::/48".parse().unwrap(),

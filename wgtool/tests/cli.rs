@@ -389,7 +389,7 @@ fn create_writes_a_private_tunnel_file_matching_the_registry() {
     let derived = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
     assert_eq!(
         derived.trim(),
-        peer.public_key,
+        peer.public_key.to_string(),
         "only the public key is registered"
     );
     let want = format!(

@@ -586,7 +586,7 @@ fn create_writes_every_format_with_a_key_that_matches_the_registry() {
         let peer = &snap.peers[&("acme".to_string(), name.clone())];
         assert_eq!(
             derived.trim(),
-            peer.public_key,
+            peer.public_key.to_string(),
             "{format}: only the public key is registered"
         );
         // A laptop: the org's /48 and every site's IPv6 prefix, no NAT64 pool.

@@ -31,14 +31,11 @@ fn apply(snap: &mut Snapshot, change: Change) {
     p.apply_to(snap);
 }
 
-fn key(n: u8) -> String {
-    // base64 of 32 bytes, unique per n.
-    format!(
-        "{}{}{}=",
-        "A".repeat(10),
-        (b'A' + n) as char,
-        "A".repeat(32)
-    )
+fn key(n: u8) -> registry::PublicKey {
+    // Unique per n.
+    let mut bytes = [0u8; 32];
+    bytes[7] = n;
+    bytes.into()
 }
 
 fn node(snap: &mut Snapshot, name: &str, region: &str, n: u8, gateway: bool) {

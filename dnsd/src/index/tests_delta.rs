@@ -140,7 +140,7 @@ impl World {
             } else {
                 self.rng.pick(&REGIONS).to_string()
             },
-            public_key: "k".into(),
+            public_key: [7; 32].into(),
             addr: mesh_addr(self.network_of(&org), host, self.counter, 0),
             routes,
             created: NOW,
@@ -174,7 +174,7 @@ impl World {
                 let r = Record::Node(Node {
                     name: format!("node{i}"),
                     region: self.rng.pick(&REGIONS).to_string(),
-                    public_key: "k".into(),
+                    public_key: [7; 32].into(),
                     endpoint: "192.0.2.1:51820".parse().unwrap(),
                     gateway: self.rng.chance(50),
                     host: if self.rng.chance(10) { 1 } else { i as u32 + 1 },
@@ -546,7 +546,7 @@ fn what_clients_see_follows_each_delta() {
         name: "site-ams".into(),
         gateway: "n1".into(),
         region: "ams".into(),
-        public_key: "k".into(),
+        public_key: [7; 32].into(),
         addr: mesh_addr(1, 1, 9, 0),
         routes: vec!["10.1.0.0/16".parse().unwrap()],
         created: NOW,

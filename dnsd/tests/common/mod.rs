@@ -51,8 +51,7 @@ impl TestRegistry {
         let n = self.keys.fetch_add(1, Ordering::Relaxed);
         let mut key = [0u8; 32];
         key[..4].copy_from_slice(&n.to_be_bytes());
-        use base64::Engine;
-        let public_key = base64::engine::general_purpose::STANDARD.encode(key);
+        let public_key = key.into();
         self.apply(Change::AddNode(NodeSpec {
             name: name.into(),
             region: region.into(),

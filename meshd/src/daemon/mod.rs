@@ -113,13 +113,13 @@ pub fn run_drop_in(cfg: DropInConfig, signals: Signals) -> Result<()> {
 /// A mesh node: registers itself, follows the registry, keeps the peers in step.
 pub fn run_mesh(cfg: MeshConfig, signals: Signals) -> Result<()> {
     let secret = key::load_or_create(&cfg.key)?;
-    let public = key::to_base64(&key::public_of(&secret));
+    let public = key::public_of(&secret);
     let reg = registry::open(&cfg.registry)
         .with_context(|| format!("opening registry {}", registry::shown(&cfg.registry)))?;
     let spec = NodeSpec {
         name: cfg.node.clone(),
         region: cfg.region.clone(),
-        public_key: public.clone(),
+        public_key: public,
         endpoint: cfg.endpoint,
         gateway: cfg.gateway,
     };

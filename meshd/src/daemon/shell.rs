@@ -13,7 +13,7 @@ use tun_rs::SyncDevice;
 use crate::batch::{Batch, Out};
 use crate::core::{Core, Drop, Endpoint};
 use crate::udp;
-use crate::{key, metrics, uapi, websocket};
+use crate::{metrics, uapi, websocket};
 
 pub struct Shell {
     pub(super) core: Mutex<Core>,
@@ -86,7 +86,7 @@ impl Shell {
                 .iter()
                 .map(|p| metrics::PeerSample {
                     name: p.name.clone(),
-                    public_key: key::to_base64(&p.public_key),
+                    public_key: registry::PublicKey::from(p.public_key).to_string(),
                     tx_bytes: p.tx_bytes,
                     rx_bytes: p.rx_bytes,
                     latest_handshake: p.latest_handshake(now).map_or(0, |d| d.as_secs()),

@@ -23,7 +23,6 @@ use registry::{Delta, Machine, Node, OrgNetwork, Peer, Record, Snapshot};
 
 use super::{put_peer, Applied, Desired, DesiredPeer, KernelRoute};
 use crate::core::{Core, PublicKey, Transmit};
-use crate::key::parse_base64;
 
 /// A multiset: how many records contribute each item.
 #[derive(Debug, Clone)]
@@ -215,9 +214,7 @@ impl Model {
     }
 
     fn my_key(&self) -> Option<PublicKey> {
-        self.nodes
-            .get(&self.me)
-            .and_then(|n| parse_base64("public_key", &n.public_key).ok())
+        self.nodes.get(&self.me).map(|n| n.public_key.to_bytes())
     }
 
     fn record(&mut self, r: &Record, add: bool) {
@@ -247,9 +244,7 @@ impl Model {
     }
 
     fn node(&mut self, n: &Node, add: bool) {
-        if let Ok(k) = parse_base64("public_key", &n.public_key) {
-            self.dirty.peers.insert(k);
-        }
+        self.dirty.peers.insert(n.public_key.to_bytes());
         if add {
             self.host_node.insert(n.host, n.name.clone());
             self.nodes.insert(n.name.clone(), n.clone());
@@ -270,11 +265,7 @@ impl Model {
     /// Keys of every peer the model wants.
     fn peer_keys(&self) -> Vec<PublicKey> {
         let mut keys: Vec<PublicKey> = self.gateway_peers.keys().copied().collect();
-        keys.extend(
-            self.nodes
-                .values()
-                .filter_map(|n| parse_base64("public_key", &n.public_key).ok()),
-        );
+        keys.extend(self.nodes.values().map(|n| n.public_key.to_bytes()));
         keys
     }
 
@@ -285,9 +276,7 @@ impl Model {
             return;
         }
         if let Some(n) = self.host_node.get(&host).and_then(|n| self.nodes.get(n)) {
-            if let Ok(k) = parse_base64("public_key", &n.public_key) {
-                self.dirty.peers.insert(k);
-            }
+            self.dirty.peers.insert(n.public_key.to_bytes());
         }
     }
 
@@ -405,12 +394,7 @@ impl Model {
             self.dirty.routes = true;
         }
         if p.gateway == self.me {
-            let Ok(key) = parse_base64("public_key", &p.public_key) else {
-                if add {
-                    tracing::warn!(org = %p.org, peer = %p.name, "peer has an unreadable public key; skipped");
-                }
-                return;
-            };
+            let key = p.public_key.to_bytes();
             self.count_present(&p.org, add);
             self.dirty.peers.insert(key);
             if add {
@@ -448,7 +432,7 @@ impl Model {
             .nodes
             .values()
             .filter(|n| n.name != self.me)
-            .find(|n| parse_base64("public_key", &n.public_key).ok().as_ref() == Some(key))?;
+            .find(|n| n.public_key.as_bytes() == key)?;
         Some(DesiredPeer {
             name: format!("node/{}", n.name),
             endpoint: Some(n.endpoint),
@@ -526,9 +510,7 @@ impl Model {
         let mut peers = BTreeMap::new();
         let me_key = self.my_key();
         for n in self.nodes.values().filter(|n| n.name != self.me) {
-            let Ok(key) = parse_base64("public_key", &n.public_key) else {
-                continue;
-            };
+            let key = n.public_key.to_bytes();
             if Some(key) == me_key {
                 continue;
             }

@@ -18,7 +18,7 @@ fn node(name: &str, key: &str, gateway: bool, n: u8) -> Change {
     Change::AddNode(NodeSpec {
         name: name.into(),
         region: "iad".into(),
-        public_key: key.into(),
+        public_key: key.parse().unwrap(),
         endpoint: format!("10.0.0.{n}:51820").parse().unwrap(),
         gateway,
     })
@@ -55,7 +55,7 @@ fn mesh() -> Snapshot {
 }
 
 fn key(k: &str) -> PublicKey {
-    parse_base64("k", k).unwrap()
+    k.parse::<registry::PublicKey>().unwrap().to_bytes()
 }
 
 #[test]
@@ -119,7 +119,7 @@ fn gateway_holds_its_wireguard_peers_and_sites_are_routed_by_family() {
             name: "site-ams".into(),
             region: None,
             gateway: Some("gw".into()),
-            public_key: KEY_L.into(),
+            public_key: KEY_L.parse().unwrap(),
             routes: vec![site4, site6],
             expires: None,
         },

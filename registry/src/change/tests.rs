@@ -1,7 +1,5 @@
 use std::collections::HashSet;
 
-use base64::Engine;
-
 use super::*;
 use crate::model::Revision;
 
@@ -53,7 +51,7 @@ fn node(name: &str, region: &str, key: &str, gateway: bool) -> Change {
     Change::AddNode(NodeSpec {
         name: name.into(),
         region: region.into(),
-        public_key: key.into(),
+        public_key: key.parse().unwrap(),
         endpoint: "192.0.2.1:51820".parse().unwrap(),
         gateway,
     })
@@ -198,7 +196,7 @@ fn peers_share_the_gateway_space_without_colliding() {
             name: "alice".into(),
             region: Some("iad".into()),
             gateway: None,
-            public_key: KEY_C.into(),
+            public_key: KEY_C.parse().unwrap(),
             routes: vec![],
             expires: None,
         },
@@ -226,7 +224,7 @@ fn peer_needs_a_gateway_in_its_region() {
             name: "bob".into(),
             region: Some("ams".into()),
             gateway: None,
-            public_key: KEY_C.into(),
+            public_key: KEY_C.parse().unwrap(),
             routes: vec![],
             expires: None,
         },
@@ -236,17 +234,17 @@ fn peer_needs_a_gateway_in_its_region() {
 }
 
 /// A WireGuard key of its own for the `i`th test peer.
-fn key(i: u8) -> String {
-    base64::engine::general_purpose::STANDARD.encode([i; 32])
+fn key(i: u8) -> PublicKey {
+    PublicKey::from_bytes([i; 32])
 }
 
-fn site(org: &str, name: &str, key: &str, routes: &[&str]) -> Change {
+fn site(org: &str, name: &str, key: &PublicKey, routes: &[&str]) -> Change {
     Change::AddPeer {
         org: org.into(),
         name: name.into(),
         region: Some("iad".into()),
         gateway: None,
-        public_key: key.into(),
+        public_key: *key,
         routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
         expires: None,
     }
@@ -684,10 +682,6 @@ fn bad_input_names_field_and_rule_and_changes_nothing() {
             "already used by node `host-a`",
         ),
         (
-            node("host-c", "iad", "abc", false),
-            "public key `abc`: must be",
-        ),
-        (
             Change::RemoveMachine {
                 id: "00000000000000".into(),
             },
@@ -715,13 +709,13 @@ fn register_node_refreshes_in_place_and_is_idempotent() {
     let spec = NodeSpec {
         name: "host-b".into(),
         region: "ams".into(),
-        public_key: KEY_C.into(),
+        public_key: KEY_C.parse().unwrap(),
         endpoint: "192.0.2.9:51821".parse().unwrap(),
         gateway: false,
     };
     apply(&mut s, Change::RegisterNode(spec.clone())).unwrap();
     assert_eq!(s.nodes["host-b"].host, host);
-    assert_eq!(s.nodes["host-b"].public_key, KEY_C);
+    assert_eq!(s.nodes["host-b"].public_key.to_string(), KEY_C);
     let again = plan(&s, &Change::RegisterNode(spec), &mut ctx()).unwrap();
     assert!(again.writes.is_empty(), "an unchanged node is no write");
 }

@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::addr::{self, OrgNetwork, SLOT_RANGE};
 use crate::delta::RecordChange;
+use crate::key::PublicKey;
 use crate::model::{Machine, Peer, Record, Snapshot, Token};
 
 use super::reads::{Pending, Reads};
@@ -119,10 +120,9 @@ impl Index {
     }
 
     /// The folder of the peers holding `public_key`.
-    pub fn peer_keys(&self, public_key: &str) -> String {
-        // Two keys that differ only in these would share a folder; a lookup then finds a
-        // peer too many, which the plan, comparing whole keys, ignores.
-        let name = public_key.replace('/', "_").replace('+', "-");
+    pub fn peer_keys(&self, public_key: &PublicKey) -> String {
+        // Standard base64 holds neither `_` nor `-`, so this stays one folder per key.
+        let name = public_key.to_string().replace('/', "_").replace('+', "-");
         format!("{}peer-keys/{name}/", self.root)
     }
 

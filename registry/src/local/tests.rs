@@ -198,7 +198,7 @@ fn a_base_cut_short_or_of_another_version_is_refused_whole() {
 /// Every kind of record, with every optional field both ways, goes through the binary form.
 #[test]
 fn every_kind_of_record_reads_back_as_written() {
-    use crate::{App, Machine, MachineState, Node, Org, OrgNetwork, Peer, Peering};
+    use crate::{App, Machine, MachineState, Node, Org, OrgNetwork, Peer, Peering, PublicKey};
     let records = vec![
         Record::Org(Org {
             name: "acme".into(),
@@ -207,7 +207,7 @@ fn every_kind_of_record_reads_back_as_written() {
         Record::Node(Node {
             name: "iad-1".into(),
             region: "iad".into(),
-            public_key: "k".repeat(44),
+            public_key: PublicKey::from_bytes([0xff; 32]),
             endpoint: "[2001:db8::1]:51820".parse().unwrap(),
             gateway: true,
             host: 7,
@@ -215,7 +215,7 @@ fn every_kind_of_record_reads_back_as_written() {
         Record::Node(Node {
             name: "ams-1".into(),
             region: "ams".into(),
-            public_key: String::new(),
+            public_key: PublicKey::from_bytes([0; 32]),
             endpoint: "192.0.2.1:1".parse().unwrap(),
             gateway: false,
             host: 0,
@@ -239,7 +239,7 @@ fn every_kind_of_record_reads_back_as_written() {
             name: "site".into(),
             gateway: "iad-1".into(),
             region: "iad".into(),
-            public_key: "p".into(),
+            public_key: PublicKey::from_bytes([b'p'; 32]),
             addr: "fdaa:0:1:a7b:2::3".parse().unwrap(),
             routes: vec![
                 "10.0.0.0/8".parse().unwrap(),
@@ -253,7 +253,7 @@ fn every_kind_of_record_reads_back_as_written() {
             name: "laptop".into(),
             gateway: "iad-1".into(),
             region: "iad".into(),
-            public_key: "q".into(),
+            public_key: PublicKey::from_bytes([b'q'; 32]),
             addr: "fdaa:0:1:a7b:2::4".parse().unwrap(),
             routes: Vec::new(),
             created: 1,
@@ -273,6 +273,43 @@ fn every_kind_of_record_reads_back_as_written() {
             assert!(codec::decode(&buf[..cut]).is_err(), "{r:?} cut at {cut}");
         }
     }
+}
+
+/// A key is written as the base64 text it was written as before keys had a type (so copies
+/// of format version 3 written then still load), and text that is not a key is refused.
+#[test]
+fn a_public_key_is_kept_as_its_base64_text() {
+    use crate::Node;
+    const KEY: &str = "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=";
+    let node = |public_key| {
+        Record::Node(Node {
+            name: "iad-1".into(),
+            region: "iad".into(),
+            public_key,
+            endpoint: "192.0.2.1:51820".parse().unwrap(),
+            gateway: false,
+            host: 1,
+        })
+    };
+    let mut buf = Vec::new();
+    assert!(codec::encode(&node(KEY.parse().unwrap()), &mut buf));
+    let at = 1 + (4 + 5) + (4 + 3);
+    assert_eq!(buf[at..at + 4], 44u32.to_le_bytes());
+    assert_eq!(&buf[at + 4..at + 48], KEY.as_bytes());
+
+    let mut bad = buf.clone();
+    bad[at + 4] = b'!';
+    let err = codec::decode(&bad).unwrap_err();
+    assert!(
+        err.contains("public key") && err.contains("not base64"),
+        "{err}"
+    );
+    let mut short = buf[..at].to_vec();
+    short.extend_from_slice(&3u32.to_le_bytes());
+    short.extend_from_slice(b"abc");
+    short.extend_from_slice(&buf[at + 48..]);
+    assert!(codec::decode(&short).unwrap_err().contains("public key"));
+    assert_eq!(codec::decode(&buf), Ok(node(KEY.parse().unwrap())));
 }
 
 #[test]

@@ -6,7 +6,7 @@ fn peer(org: &str, name: &str, slot: u32, routes: &[&str]) -> Peer {
         name: name.into(),
         gateway: "host-a".into(),
         region: "iad".into(),
-        public_key: String::new(),
+        public_key: PublicKey::from_bytes([0; 32]),
         addr: OrgNetwork(7).slot_addr(0x0a7b_0003, slot),
         routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
         created: 0,
@@ -284,7 +284,7 @@ fn three_orgs() -> Snapshot {
     s.put(Record::Node(Node {
         name: "host-a".into(),
         region: "iad".into(),
-        public_key: "k".into(),
+        public_key: PublicKey::from_bytes([7; 32]),
         endpoint: "192.0.2.1:51820".parse().unwrap(),
         gateway: true,
         host: 1,

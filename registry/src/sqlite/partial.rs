@@ -34,7 +34,7 @@ fn add_named(read: &Reader, change: &Change, snap: &mut Snapshot) -> Result<()> 
             read.tokens("WHERE org = ?1", [name], snap)
         }
         Change::AddNode(spec) | Change::RegisterNode(spec) => {
-            read.peers("WHERE public_key = ?1", [&spec.public_key], snap)
+            read.peers("WHERE public_key = ?1", [spec.public_key.to_string()], snap)
         }
         Change::AddMachine { org, app, .. } => {
             read.apps("WHERE org = ?1 AND name = ?2", [org, app], snap)
@@ -50,7 +50,7 @@ fn add_named(read: &Reader, change: &Change, snap: &mut Snapshot) -> Result<()> 
             ..
         } => {
             read.peers("WHERE org = ?1 AND name = ?2", [org, name], snap)?;
-            read.peers("WHERE public_key = ?1", [public_key], snap)?;
+            read.peers("WHERE public_key = ?1", [public_key.to_string()], snap)?;
             if routes.iter().any(|r| matches!(r, IpNet::V6(_))) {
                 // The partial index `peers_routed` holds exactly these.
                 read.peers("WHERE routes <> '[]'", [], snap)?;

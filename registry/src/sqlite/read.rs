@@ -164,6 +164,9 @@ impl Reader<'_> {
                 .map_err(|_| self.corrupt(format!("node `{name}` has endpoint `{endpoint}`")))?;
             let host = u32::try_from(host)
                 .map_err(|_| self.corrupt(format!("node `{name}` has host part {host}")))?;
+            let public_key = public_key
+                .parse()
+                .map_err(|e| self.corrupt(format!("node `{name}` has {e}")))?;
             snap.put(Record::Node(Node {
                 name,
                 region,
@@ -274,6 +277,9 @@ impl Reader<'_> {
                 .map_err(|_| self.corrupt(format!("peer `{name}` has address `{addr}`")))?;
             let routes = serde_json::from_str(&routes)
                 .map_err(|_| self.corrupt(format!("peer `{name}` has routes `{routes}`")))?;
+            let public_key = public_key
+                .parse()
+                .map_err(|e| self.corrupt(format!("peer `{name}` has {e}")))?;
             snap.put(Record::Peer(Peer {
                 org,
                 name,

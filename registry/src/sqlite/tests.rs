@@ -18,7 +18,7 @@ fn setup(reg: &SqliteRegistry) {
     reg.apply(&Change::AddNode(NodeSpec {
         name: "host-a".into(),
         region: "iad".into(),
-        public_key: KEY_A.into(),
+        public_key: KEY_A.parse().unwrap(),
         endpoint: "192.0.2.1:51820".parse().unwrap(),
         gateway: true,
     }))
@@ -211,7 +211,9 @@ fn tokens_persist_with_their_uses_and_revocation() {
             name: "ci-1".into(),
             region: None,
             gateway: None,
-            public_key: "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=".into(),
+            public_key: "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
+                .parse()
+                .unwrap(),
             routes: vec![],
             expires: None,
         }),

@@ -1,7 +1,6 @@
 //! A seeded random sequence of writes of every kind, most of which apply and some of which
 //! are refused, for tests that follow a registry through many revisions.
 
-use base64::Engine;
 use registry::{Change, MachineState, NodeSpec, Record, Registry, TokenScope};
 
 /// xorshift64*: small and seeded.
@@ -34,10 +33,10 @@ pub struct Churn {
 const ORGS: &[&str] = &["acme", "globex"];
 const NODES: &[&str] = &["churn-a", "churn-b", "churn-c"];
 
-fn key(n: u64) -> String {
+fn key(n: u64) -> registry::PublicKey {
     let mut bytes = [7u8; 32];
     bytes[..8].copy_from_slice(&n.to_le_bytes());
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+    registry::PublicKey::from_bytes(bytes)
 }
 
 fn node(name: &str, n: u64, port: u16) -> Change {

@@ -190,7 +190,7 @@ pub fn node(name: &str, key: &str, gateway: bool) -> Change {
     Change::AddNode(NodeSpec {
         name: name.into(),
         region: "iad".into(),
-        public_key: key.into(),
+        public_key: key.parse().unwrap(),
         endpoint: "192.0.2.1:51820".parse().unwrap(),
         gateway,
     })

@@ -11,7 +11,7 @@ pub struct TunnelConfig {
     pub private_key: [u8; 32],
     pub address: Ipv6Addr,
     pub dns: Ipv6Addr,
-    pub gateway_public_key: [u8; 32],
+    pub gateway_public_key: registry::PublicKey,
     pub endpoint: SocketAddr,
     pub keepalive: u16,
 }
@@ -47,7 +47,8 @@ impl TunnelConfig {
             .split(',')
             .find_map(|a| a.trim().parse::<Ipv6Addr>().ok())
             .ok_or("DNS: no IPv6 address")?;
-        let gateway_public_key = key(need("PublicKey")?).map_err(|e| format!("PublicKey: {e}"))?;
+        let gateway_public_key = registry::PublicKey::parse("PublicKey", need("PublicKey")?)
+            .map_err(|e| e.to_string())?;
         let endpoint = endpoint(text)?;
         let keepalive = match field("PersistentKeepalive") {
             None | Some("off") => 0,
@@ -85,6 +86,7 @@ fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
+/// The private key (public keys are [`registry::PublicKey`]s); no message repeats it.
 fn key(b64: &str) -> Result<[u8; 32], String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64)
@@ -147,6 +149,12 @@ mod tests {
         assert_eq!(
             TunnelConfig::parse(&bad).err().unwrap(),
             "PrivateKey: not base64"
+        );
+        let bad = FILE.replace("PublicKey = xTIB", "PublicKey = xTI");
+        assert_eq!(
+            TunnelConfig::parse(&bad).err().unwrap(),
+            "PublicKey `xTIA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=`: must be 44 characters \
+             of base64 for 32 bytes, as `wg pubkey` prints (this is not base64)"
         );
         let bad = FILE.replace(
             "PrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=",

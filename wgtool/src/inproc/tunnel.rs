@@ -81,7 +81,7 @@ impl UserspaceTunnel {
     /// A tunnel to the file's gateway; the handshake starts at once.
     pub fn open(cfg: &TunnelConfig, reach: Reach) -> Result<UserspaceTunnel> {
         let secret = x25519_dalek::StaticSecret::from(cfg.private_key);
-        let gateway = x25519_dalek::PublicKey::from(cfg.gateway_public_key);
+        let gateway = x25519_dalek::PublicKey::from(cfg.gateway_public_key.to_bytes());
         let keepalive = (cfg.keepalive > 0).then_some(cfg.keepalive);
         let index = rand_index();
         let tunn = Tunn::new(secret, gateway, None, keepalive, index, None);

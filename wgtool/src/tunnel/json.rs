@@ -1,5 +1,6 @@
 //! Every field, for scripts and configuration management.
 
+use registry::PublicKey;
 use serde::Serialize;
 
 use super::{TunnelFile, INTERFACE};
@@ -11,7 +12,7 @@ struct Json<'a> {
     interface: &'a str,
     /// `null` when printed again from the registry.
     private_key: Option<&'a str>,
-    public_key: &'a str,
+    public_key: &'a PublicKey,
     address: String,
     dns: String,
     peer: JsonPeer<'a>,
@@ -24,7 +25,7 @@ struct Json<'a> {
 #[derive(Serialize)]
 struct JsonPeer<'a> {
     gateway: &'a str,
-    public_key: &'a str,
+    public_key: &'a PublicKey,
     endpoint: String,
     allowed_ips: &'a [ipnet::IpNet],
     persistent_keepalive: u16,

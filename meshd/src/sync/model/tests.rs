@@ -26,12 +26,12 @@ impl Ctx {
         self.next() % n.max(1)
     }
 
-    fn key(&mut self) -> String {
+    fn key(&mut self) -> registry::PublicKey {
         let mut k = [0u8; 32];
         for chunk in k.chunks_mut(8) {
             chunk.copy_from_slice(&self.next().to_le_bytes());
         }
-        crate::key::to_base64(&k)
+        k.into()
     }
 }
 
@@ -76,7 +76,7 @@ fn random_change(s: &Snapshot, ctx: &mut Ctx) -> Change {
                 region: "iad".into(),
                 public_key: match s.nodes.get(name) {
                     // Mostly the same key: a restart moves the endpoint only.
-                    Some(n) if ctx.below(4) != 0 => n.public_key.clone(),
+                    Some(n) if ctx.below(4) != 0 => n.public_key,
                     _ => ctx.key(),
                 },
                 endpoint: SocketAddr::from(([10, 0, 0, i], 51820)),
@@ -280,7 +280,7 @@ fn run(seed: u64, steps: usize) {
                         dirty.peers.contains(key),
                         "seed {seed} step {i} node {}: peer {} changed but is not dirty",
                         names[k],
-                        crate::key::to_base64(key)
+                        registry::PublicKey::from(*key)
                     );
                 }
             }

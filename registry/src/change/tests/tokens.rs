@@ -61,7 +61,7 @@ fn with(id: &str, change: Change) -> Change {
 /// globex with a token and a machine.
 fn tokens_base() -> Snapshot {
     let mut s = base();
-    apply(&mut s, node("host-c", "ams", &key(90), true)).unwrap();
+    apply(&mut s, node("host-c", "ams", &key(90).to_string(), true)).unwrap();
     apply(
         &mut s,
         Change::CreateOrg {
@@ -414,13 +414,8 @@ fn a_peer_token_counts_each_peer_in_the_same_plan_until_used_up() {
     assert_eq!(s.tokens[PEER].uses, 1);
     assert_eq!(s.tokens[PEER].secret_hash, HASH, "the use keeps the hash");
 
-    // A refused peer is not counted.
-    let bad_key = set!(
-        peer("ci-2", 2),
-        AddPeer {
-            public_key: "abc".into()
-        }
-    );
+    // A refused peer is not counted: here, its key is ci-1's.
+    let bad_key = set!(peer("ci-2", 2), AddPeer { public_key: key(1) });
     assert!(matches!(
         refusal(&s, &with(PEER, bad_key)),
         Error::Invalid {
@@ -470,7 +465,10 @@ fn a_peer_token_may_not_do_admin_work() {
             "create tokens",
         ),
         (Change::RevokeToken { id: PEER.into() }, "revoke tokens"),
-        (node("host-z", "iad", &key(91), true), "add nodes"),
+        (
+            node("host-z", "iad", &key(91).to_string(), true),
+            "add nodes",
+        ),
         (peer_orgs("acme", "globex"), "peer orgs"),
         (
             Change::RemoveOrg {
@@ -677,7 +675,10 @@ fn an_admin_token_does_the_clis_work_for_its_org() {
         unreachable!()
     };
     let refused = [
-        (node("host-z", "iad", &key(91), true), "add nodes"),
+        (
+            node("host-z", "iad", &key(91).to_string(), true),
+            "add nodes",
+        ),
         (Change::RegisterNode(spec), "register nodes"),
         (
             Change::RemoveNode {

@@ -21,7 +21,7 @@ fn setup(reg: &dyn Registry) {
     reg.apply(&Change::AddNode(NodeSpec {
         name: "host-a".into(),
         region: "iad".into(),
-        public_key: KEY_A.into(),
+        public_key: KEY_A.parse().unwrap(),
         endpoint: "192.0.2.1:51820".parse().unwrap(),
         gateway: true,
     }))
@@ -101,7 +101,7 @@ fn a_refused_or_empty_write_logs_nothing() {
     let Change::AddNode(spec) = Change::AddNode(NodeSpec {
         name: "host-a".into(),
         region: "iad".into(),
-        public_key: KEY_A.into(),
+        public_key: KEY_A.parse().unwrap(),
         endpoint: "192.0.2.1:51820".parse().unwrap(),
         gateway: true,
     }) else {
