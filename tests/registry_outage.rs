@@ -351,7 +351,10 @@ fn meshd_restarted_while_the_registry_is_down_comes_up_from_its_local_copy() -> 
         "meshd a says the registry answers"
     );
     let from_copy = a.metric("meshd_registry_revision ")?;
-    ensure!(from_copy > 0, "meshd a's revision after its restart: {from_copy}");
+    ensure!(
+        from_copy > 0,
+        "meshd a's revision after its restart: {from_copy}"
+    );
 
     // etcd comes back: a checks its copy against it, then follows from the copy's revision.
     etcd.start(0)?;

@@ -305,13 +305,13 @@ for c in clients:
     print(f"{c:<16} {mbps:>8.1f} {rss:>13.1f} {cpu:>7.2f} {per_gb:>9.2f} {full:>6}/{len(r)}")
 print()
 for d in sys.argv[3].split():
-    if f"onetun-{d}" in med:
+    if med.get(f"onetun-{d}", (0,))[0] > 0:
         o = med[f"onetun-{d}"]
         for c in ("wgtool-udp", "wgtool-ws"):
             if f"{c}-{d}" in med:
                 m = med[f"{c}-{d}"]
                 print(f"{c}-{d}/onetun: throughput {m[0]/o[0]:.2f} (target >= 1), peak RSS {m[1]/o[1]:.2f} (target <= 1), CPU per GB {m[2]/o[2]:.2f}")
-    if f"kernel-{d}" in med:
+    if med.get(f"kernel-{d}", (0,))[0] > 0:
         k = med[f"kernel-{d}"]
         for c in ("wgtool-udp", "wgtool-ws", "onetun"):
             if f"{c}-{d}" in med:
