@@ -17,3 +17,26 @@ pub mod tls;
 
 pub use connections::{Close, Connections};
 pub use listener::serve;
+
+use std::sync::Arc;
+
+use crate::core::Endpoint;
+
+/// What the listener needs of the daemon: where connections and their counters live, and the
+/// path framed datagrams take into the core (the same as UDP's). The daemon's shell is one;
+/// the listener imports nothing of the daemon's.
+pub trait PeerPath: Send + Sync + 'static {
+    /// What one connection's loop keeps between calls (the daemon's output batch).
+    type Scratch: Default + Send;
+    fn connections(&self) -> &Arc<Connections>;
+    /// The listener is up, with this certificate fingerprint when it serves TLS.
+    fn listening(&self, fingerprint: Option<String>);
+    /// Takes every datagram `frames` holds whole, from connection `from`. An error means
+    /// the stream is bad and the connection is to be closed.
+    fn datagrams(
+        &self,
+        from: Endpoint,
+        frames: &mut framing::Deframer,
+        scratch: &mut Self::Scratch,
+    ) -> Result<usize, framing::FrameError>;
+}

@@ -18,7 +18,7 @@
 //!   dropped as `peer_inactive`.
 
 use super::Endpoint;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use boringtun::noise::TunnResult;
 
@@ -226,13 +226,14 @@ impl Core {
         Some(index)
     }
 
-    /// Drops a registered peer's tunnel; it stays registered, its routes stay.
-    pub(super) fn evict(&mut self, key: &PublicKey) {
+    /// Drops a registered peer's tunnel at `now`; it stays registered, its routes stay.
+    pub(super) fn evict(&mut self, key: &PublicKey, now: Instant) {
         if !self.registered.contains(key) {
             return;
         }
+        let wall = self.wall.wall(now);
         if let Some(p) = self.peers.remove(key) {
-            if let Some(t) = p.latest_handshake(SystemTime::now()) {
+            if let Some(t) = p.latest_handshake(wall) {
                 self.registered.set_last_handshake(key, t.as_secs());
             }
             self.counters.tunnels_evicted += 1;
@@ -289,7 +290,7 @@ impl Core {
             .map(|p| p.public_key)
             .collect();
         for key in stale {
-            self.evict(&key);
+            self.evict(&key, now);
         }
     }
 }

@@ -112,6 +112,8 @@ pub struct Core {
     pub listen_port: u16,
     pub fwmark: u32,
     timers: timers::Schedule,
+    /// Unix time for the `Instant`s the core is handed.
+    wall: timers::WallClock,
     policy: OrgPolicy,
     /// The prefixes last given to [`Core::set_local_routes`].
     local: std::collections::BTreeSet<IpNet>,
@@ -148,6 +150,7 @@ impl Core {
             listen_port: 0,
             fwmark: 0,
             timers: timers::Schedule::default(),
+            wall: timers::WallClock::system(),
             policy: OrgPolicy::default(),
             local: std::collections::BTreeSet::new(),
             nat: nat64::Bindings::new(registry::addr::NAT64_POOL),
@@ -155,6 +158,11 @@ impl Core {
             fwd: vec![0u8; BUF_LEN].into_boxed_slice(),
             nat_buf: vec![0u8; BUF_LEN].into_boxed_slice(),
         }
+    }
+
+    /// Sets the Unix time of `at` (the system's clock at [`Core::new`] otherwise).
+    pub fn set_wall_clock(&mut self, at: std::time::Instant, wall: std::time::SystemTime) {
+        self.wall = timers::WallClock::new(at, wall);
     }
 
     pub fn options(&self) -> Options {

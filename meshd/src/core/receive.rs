@@ -97,7 +97,7 @@ impl Core {
                 _ => Drop::Decrypt,
             };
             let key = peer.public_key;
-            self.evict(&key);
+            self.evict(&key, now);
             return self.counters.drop(why);
         }
         let delivered = match result {

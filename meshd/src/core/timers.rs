@@ -3,7 +3,7 @@
 //! send persistent keepalives (kept here rather than in `Tunn` so `wg set` can change the
 //! interval without a new session), and (gateways) evict idle tunnels made just in time.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::TunnResult;
@@ -65,6 +65,35 @@ impl Core {
                     send(&mut self.counters, peer, now, ep, d, out);
                 }
             }
+        }
+    }
+}
+
+/// The core's wall clock: the Unix time of one `Instant`, so that the core turns the
+/// `Instant`s it is handed into Unix times (a peer's last handshake, kept when its tunnel is
+/// evicted) without reading the system clock. Tests set it to what they choose.
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock {
+    at: Instant,
+    wall: SystemTime,
+}
+
+impl WallClock {
+    /// `at` is `wall` in Unix time.
+    pub fn new(at: Instant, wall: SystemTime) -> WallClock {
+        WallClock { at, wall }
+    }
+
+    /// The system's clock now.
+    pub fn system() -> WallClock {
+        WallClock::new(Instant::now(), SystemTime::now())
+    }
+
+    /// The Unix time of `now`.
+    pub fn wall(&self, now: Instant) -> SystemTime {
+        match now.checked_duration_since(self.at) {
+            Some(ahead) => self.wall + ahead,
+            None => self.wall - self.at.duration_since(now),
         }
     }
 }

@@ -125,10 +125,29 @@ impl Shell {
         }
     }
 
-    /// Datagrams framed on WebSocket connection `from`, as many as have come whole: one
-    /// lock for all of them, then the answers out, as [`Shell::pump_in`] does for UDP.
-    /// An error means the stream is bad and the connection is to be closed.
-    pub fn handle_websocket(
+    pub(super) fn socket_path(&self) -> PathBuf {
+        PathBuf::from(uapi::SOCKET_DIR).join(format!("{}.sock", self.interface))
+    }
+}
+
+/// The WebSocket listener's way into the core: datagrams framed on a connection, as many as
+/// have come whole, take one lock for all of them, then the answers go out, as
+/// [`Shell::pump_in`] does for UDP.
+impl websocket::PeerPath for Shell {
+    type Scratch = Batch;
+
+    fn connections(&self) -> &Arc<websocket::Connections> {
+        &self.websockets
+    }
+
+    fn listening(&self, fingerprint: Option<String>) {
+        if let Some(f) = fingerprint {
+            let _ = self.websocket_fingerprint.set(f);
+        }
+        self.websocket_listening.store(true, Ordering::Relaxed);
+    }
+
+    fn datagrams(
         &self,
         from: Endpoint,
         frames: &mut websocket::framing::Deframer,
@@ -153,9 +172,5 @@ impl Shell {
         };
         self.flush(batch, &sock);
         result
-    }
-
-    pub(super) fn socket_path(&self) -> PathBuf {
-        PathBuf::from(uapi::SOCKET_DIR).join(format!("{}.sock", self.interface))
     }
 }

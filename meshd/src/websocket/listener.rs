@@ -20,10 +20,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::connections::{Close, Connections, Inbox};
 use super::framing::Deframer;
-use crate::batch::Batch;
+use super::PeerPath;
 use crate::config::WebSocketConfig as ListenConfig;
 use crate::core::Endpoint;
-use crate::daemon::Shell;
 use crate::udp;
 
 /// A connection that has carried no message this long is closed. Longer than WireGuard's
@@ -34,14 +33,16 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 const MAX_MESSAGE: usize = 256 << 10;
 
 /// Binds now (so a taken port fails meshd's start), then serves on a thread of its own.
-pub fn serve(cfg: &ListenConfig, key_dir: &Path, shell: Arc<Shell>) -> Result<()> {
-    let tls = if cfg.plain {
-        None
+pub fn serve<P: PeerPath>(cfg: &ListenConfig, key_dir: &Path, path: Arc<P>) -> Result<()> {
+    let (tls, fingerprint) = if cfg.plain {
+        (None, None)
     } else {
         let (config, fingerprint) = super::tls::server_config(cfg.tls.as_ref(), key_dir)?;
         tracing::info!(%fingerprint, "WebSocket certificate (laptops pin this SHA-256)");
-        let _ = shell.websocket_fingerprint.set(fingerprint);
-        Some(tokio_rustls::TlsAcceptor::from(config))
+        (
+            Some(tokio_rustls::TlsAcceptor::from(config)),
+            Some(fingerprint),
+        )
     };
     raise_file_limit(cfg.max_connections);
     let listener = std::net::TcpListener::bind(cfg.listen)
@@ -54,14 +55,14 @@ pub fn serve(cfg: &ListenConfig, key_dir: &Path, shell: Arc<Shell>) -> Result<()
         .build()
         .context("starting the WebSocket runtime")?;
     tracing::info!(listen = %cfg.listen, tls = tls.is_some(), max_connections = cfg.max_connections, "accepting WireGuard over WebSockets");
-    shell.websocket_listening.store(true, Ordering::Relaxed);
+    path.listening(fingerprint);
     let cfg = cfg.clone();
     std::thread::Builder::new()
         .name("websocket-accept".into())
         .spawn(move || {
             runtime.block_on(async move {
                 match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => accept_loop(l, cfg, tls, shell).await,
+                    Ok(l) => accept_loop(l, cfg, tls, path).await,
                     Err(e) => tracing::error!(error = %e, "WebSocket listener"),
                 }
             })
@@ -91,13 +92,13 @@ fn raise_file_limit(connections: usize) {
     }
 }
 
-async fn accept_loop(
+async fn accept_loop<P: PeerPath>(
     listener: tokio::net::TcpListener,
     cfg: ListenConfig,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    shell: Arc<Shell>,
+    path: Arc<P>,
 ) {
-    let conns = shell.websockets.clone();
+    let conns = path.connections().clone();
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(x) => x,
@@ -119,16 +120,16 @@ async fn accept_loop(
         let remote = udp::from_wire(remote);
         let deadline = Instant::now() + cfg.handshake_timeout;
         let tls = tls.clone();
-        let shell = shell.clone();
+        let path = path.clone();
         tokio::spawn(async move {
-            let conns = shell.websockets.clone();
+            let conns = path.connections().clone();
             let why = match tls {
                 Some(tls) => match timeout_at(deadline, tls.accept(tcp)).await {
-                    Ok(Ok(stream)) => connection(stream, remote, deadline, &shell).await,
+                    Ok(Ok(stream)) => connection(stream, remote, deadline, &*path).await,
                     Ok(Err(_)) => Close::Tls,
                     Err(_) => Close::HandshakeTimeout,
                 },
-                None => connection(tcp, remote, deadline, &shell).await,
+                None => connection(tcp, remote, deadline, &*path).await,
             };
             tracing::debug!(%remote, reason = why.as_str(), "WebSocket connection closed");
             conns.count_close(why);
@@ -148,9 +149,10 @@ fn ws_config() -> WebSocketConfig {
 }
 
 /// One connection after TLS: the upgrade, then frames until it ends; why it ended.
-async fn connection<S>(stream: S, remote: SocketAddr, deadline: Instant, shell: &Shell) -> Close
+async fn connection<S, P>(stream: S, remote: SocketAddr, deadline: Instant, path: &P) -> Close
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    P: PeerPath,
 {
     let ws = match timeout_at(
         deadline,
@@ -162,13 +164,13 @@ where
         Ok(Err(_)) => return Close::Upgrade,
         Err(_) => return Close::HandshakeTimeout,
     };
-    let conns: &Connections = &shell.websockets;
+    let conns: &Connections = path.connections();
     let (id, inbox) = conns.register();
     let from = Endpoint::WebSocket { conn: id, remote };
     let (sink, mut stream) = ws.split();
     let writer = tokio::spawn(write_loop(sink, inbox));
     let mut frames = Deframer::new();
-    let mut batch = Batch::default();
+    let mut scratch = P::Scratch::default();
     let why = loop {
         let until = if frames.started() {
             Instant::now() + IDLE_TIMEOUT
@@ -187,9 +189,8 @@ where
                 frames.push(&bytes);
                 // The core's lock and the UDP/TUN writes block briefly: off the runtime's
                 // own threads' async work, as the UDP thread does it.
-                let r = tokio::task::block_in_place(|| {
-                    shell.handle_websocket(from, &mut frames, &mut batch)
-                });
+                let r =
+                    tokio::task::block_in_place(|| path.datagrams(from, &mut frames, &mut scratch));
                 if let Err(e) = r {
                     break Close::of(e);
                 }

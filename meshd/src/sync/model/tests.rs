@@ -1,11 +1,12 @@
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use registry::change::{plan, Context, Write};
 use registry::{Change, MachineState, NodeSpec, RecordChange, Revision};
 
 use super::*;
-use crate::core::{Options, Transmit};
-use crate::sync::{apply, desired, peer_state};
+use crate::core::{Core, Options, Transmit};
+use crate::sync::{apply, desired, peer_state, Desired};
 
 /// Seeded randomness and a clock the test moves.
 struct Ctx {
