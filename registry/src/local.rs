@@ -90,6 +90,20 @@ pub fn check_path(path: &Path) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// A record's place in a base: orgs, nodes, apps, machines, peers, peerings, tokens, the
+/// order of [`crate::Registry::visit`] and [`crate::Snapshot::records`].
+fn kind_rank(r: &Record) -> u8 {
+    match r {
+        Record::Org(_) => 0,
+        Record::Node(_) => 1,
+        Record::App(_) => 2,
+        Record::Machine(_) => 3,
+        Record::Peer(_) => 4,
+        Record::Peering(_) => 5,
+        Record::Token(_) => 6,
+    }
+}
+
 /// A local copy at one path.
 #[derive(Debug, Clone)]
 pub struct LocalCopy {
@@ -390,20 +404,43 @@ impl LocalCopy {
                 changes.insert(c.key.clone(), c.after.clone());
             }
         })?;
+        // Records the base does not hold yet go in among those of their kind: readers build
+        // in the base's order, orgs and nodes before what names them (one more pass over the
+        // base finds which are new).
+        let mut held = std::collections::HashSet::new();
+        self.open_base()?
+            .ok_or_else(|| self.storage("the base went away during compaction"))?
+            .each(&mut |r| {
+                let key = r.key();
+                if changes.contains_key(&key) {
+                    held.insert(key);
+                }
+            })?;
+        let mut fresh: Vec<Record> = changes
+            .iter()
+            .filter(|(k, _)| !held.contains(*k))
+            .filter_map(|(_, r)| r.clone())
+            .collect();
+        fresh.sort_by_key(|r| std::cmp::Reverse(kind_rank(r)));
         let mut out = self.write_base(&base.head.location)?;
         let mut failed = Ok(());
         base.each(&mut |r| {
             if failed.is_err() {
                 return;
             }
-            failed = match changes.remove(&r.key()) {
-                None => out.put(&r),
-                Some(Some(now)) => out.put(&now),
-                Some(None) => Ok(()),
-            };
+            failed = (|| {
+                while fresh.last().is_some_and(|f| kind_rank(f) < kind_rank(&r)) {
+                    out.put(&fresh.pop().expect("checked"))?;
+                }
+                match changes.get(&r.key()) {
+                    None => out.put(&r),
+                    Some(Some(now)) => out.put(now),
+                    Some(None) => Ok(()),
+                }
+            })();
         })?;
         failed?;
-        for r in changes.into_values().flatten() {
+        while let Some(r) = fresh.pop() {
             out.put(&r)?;
         }
         out.finish_keeping_journal(loaded.revision, loaded.next_network, loaded.last)?;

@@ -160,7 +160,8 @@ impl Core {
         }
     }
 
-    /// Sets the Unix time of `at` (the system's clock at [`Core::new`] otherwise).
+    /// Sets the Unix time of `at` (the system's clock at [`Core::new`] otherwise); the shell
+    /// sets it at every timer tick.
     pub fn set_wall_clock(&mut self, at: std::time::Instant, wall: std::time::SystemTime) {
         self.wall = timers::WallClock::new(at, wall);
     }

@@ -226,7 +226,12 @@ fn carry(shell: &Shell) -> std::result::Result<(), String> {
 
 pub(super) fn timer_loop(shell: Arc<Shell>) {
     while !shell.stopping.load(Ordering::Relaxed) {
-        shell.with_io(|core, io| core.handle_timeout(Instant::now(), io));
+        shell.with_io(|core, io| {
+            let now = Instant::now();
+            // The core reads no clock: its Unix time follows the system's (NTP steps too).
+            core.set_wall_clock(now, std::time::SystemTime::now());
+            core.handle_timeout(now, io)
+        });
         std::thread::sleep(TICK);
     }
 }

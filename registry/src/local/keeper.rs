@@ -15,6 +15,9 @@ use crate::{Delta, Record, Registry, Revision, Snapshot};
 /// Journal lines kept before they are folded into the base (at a write a second, about
 /// three hours; a start then reads at most this many deltas after the base).
 const FOLD_EVERY: u64 = 10_000;
+/// Jobs that may wait for the writer. A whole read waits for it when they are all taken; a
+/// delta that finds none free is not written, and the journal stops there (see [`Keeper`]).
+const QUEUE: usize = 1024;
 
 enum Job {
     /// A whole read begins: its records follow.
@@ -30,18 +33,28 @@ enum Job {
     Resume(Revision),
     Delta(Arc<Delta>),
     Flush,
+    /// Flush, then say so.
+    Sync(mpsc::SyncSender<()>),
 }
 
-/// The handle the start and the follow loop hold.
+/// The handle the start and the follow loop hold. What it queues is bounded: when the disk
+/// stalls, a whole read waits for it, but the follow loop never does: a delta that finds the
+/// queue full is dropped, and the journal stops before it (the copy stays whole at an older
+/// revision, which a restart follows the registry from) until the registry is read whole
+/// again.
 #[derive(Clone)]
 pub struct Keeper {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::SyncSender<Job>,
 }
 
 impl Keeper {
     /// Starts the thread that writes `copy`, a copy of `registry`.
     pub fn start(copy: LocalCopy, registry: Arc<dyn Registry>) -> Keeper {
-        let (tx, rx) = mpsc::channel();
+        Keeper::with_queue(copy, registry, QUEUE)
+    }
+
+    pub(super) fn with_queue(copy: LocalCopy, registry: Arc<dyn Registry>, queue: usize) -> Keeper {
+        let (tx, rx) = mpsc::sync_channel(queue);
         let location = crate::shown(registry.location());
         copy.remove_stale_temps();
         let mut state = State {
@@ -50,6 +63,7 @@ impl Keeper {
             location,
             base: None,
             journal: None,
+            at: Revision(0),
             warned: false,
         };
         std::thread::Builder::new()
@@ -68,6 +82,12 @@ impl Keeper {
     fn send(&self, job: Job) {
         // The thread only ends with the process.
         let _ = self.tx.send(job);
+    }
+
+    /// Queues `job` if there is room. A delta dropped here leaves a gap the writer sees in
+    /// the next one's revision: the journal stops there.
+    fn offer(&self, job: Job) {
+        let _ = self.tx.try_send(job);
     }
 
     /// A whole read of the registry begins: a new base, whose records follow.
@@ -102,12 +122,20 @@ impl Keeper {
 
     /// A delta the reader applied.
     pub fn delta(&self, delta: Arc<Delta>) {
-        self.send(Job::Delta(delta));
+        self.offer(Job::Delta(delta));
     }
 
     /// The reader has applied what was queued: the journal goes to the file.
     pub fn flush(&self) {
-        self.send(Job::Flush);
+        self.offer(Job::Flush);
+    }
+
+    /// Waits until everything queued before is written and the journal flushed (at a clean
+    /// stop, so a restart finds the last changes).
+    pub fn sync(&self) {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Job::Sync(tx));
+        let _ = rx.recv();
     }
 }
 
@@ -117,6 +145,8 @@ struct State {
     location: String,
     base: Option<BaseWriter>,
     journal: Option<Journal>,
+    /// The revision the copy makes with its journal, while the journal is open.
+    at: Revision,
     warned: bool,
 }
 
@@ -154,10 +184,20 @@ impl State {
                     "local copy written whole"
                 );
             }
-            Job::Resume(revision) => self.journal = Some(self.copy.resume_journal(revision)?),
+            Job::Resume(revision) => {
+                self.journal = Some(self.copy.resume_journal(revision)?);
+                self.at = revision;
+            }
             Job::Delta(d) => {
+                if self.journal.is_some() && d.revision.0 != self.at.0 + 1 {
+                    // A delta dropped on the way (the writer fell behind): nothing may follow
+                    // the gap. The copy stays whole at its revision until a whole read.
+                    self.journal = None;
+                    tracing::warn!(copy = %self.copy.path().display(), revision = self.at.0, "the local copy's writer fell behind the registry; the copy stays at its revision until the registry is read whole");
+                }
                 if let Some(journal) = &mut self.journal {
                     journal.append(&d)?;
+                    self.at = d.revision;
                     if journal.lines() >= FOLD_EVERY && journal.rotate()? {
                         let started = Instant::now();
                         self.copy.compact()?;
@@ -173,6 +213,12 @@ impl State {
                 if let Some(journal) = &mut self.journal {
                     journal.flush()?;
                 }
+            }
+            Job::Sync(done) => {
+                if let Some(journal) = &mut self.journal {
+                    journal.flush()?;
+                }
+                let _ = done.send(());
             }
         }
         Ok(())
@@ -201,6 +247,7 @@ impl State {
             .unwrap_or(0);
         base.finish(revision, next_network, last.as_ref())?;
         self.journal = Some(self.copy.journal()?);
+        self.at = revision;
         if self.warned {
             tracing::info!(copy = %self.copy.path().display(), revision = revision.0, "local copy written again");
             self.warned = false;

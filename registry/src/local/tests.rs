@@ -1,4 +1,5 @@
 use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
 
 use super::*;
 use crate::random_changes::{random_change, Repeating, Rng};
@@ -110,6 +111,17 @@ fn compaction_folds_the_rotated_journal_and_keeps_the_new_one() {
             // What follows the rotation goes to the new journal; the old one is folded.
             copy.compact().unwrap();
             assert!(!copy.old.exists());
+            // The base stays in kind order (orgs and nodes before what names them), new
+            // records among those of their kind: readers build in this order.
+            let mut ranks = Vec::new();
+            copy.load(&mut |r| ranks.push(kind_rank(&r)), &mut |_| {})
+                .unwrap();
+            assert!(
+                ranks.windows(2).all(|w| w[0] <= w[1]),
+                "round {round}: kinds out of order: {ranks:?}"
+            );
+            let news = |k: u8| ranks.iter().filter(|r| **r == k).count();
+            assert!(news(0) > 1 && news(1) > 0, "the test adds orgs and nodes");
         }
     }
     journal.flush().unwrap();
@@ -476,4 +488,107 @@ fn stale_temporary_bases_are_removed() {
     copy.remove_stale_temps();
     assert!(!dir.path().join("copy.tmp123").exists());
     assert!(dir.path().join("other.tmp123").exists());
+}
+
+/// A registry whose first `changes_since` waits until the test lets it go: the keeper asks it
+/// when it finishes a base, so the keeper stalls there as on a stuck disk.
+struct Stalling {
+    inner: SqliteRegistry,
+    gate: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+}
+
+impl Registry for Stalling {
+    fn location(&self) -> &str {
+        self.inner.location()
+    }
+    fn snapshot(&self) -> crate::Result<Snapshot> {
+        self.inner.snapshot()
+    }
+    fn wait_newer(
+        &self,
+        than: Revision,
+        timeout: std::time::Duration,
+    ) -> crate::Result<Option<Revision>> {
+        self.inner.wait_newer(than, timeout)
+    }
+    fn apply(&self, change: &crate::Change) -> crate::Result<crate::Applied> {
+        self.inner.apply(change)
+    }
+    fn import(&self, snapshot: &Snapshot) -> crate::Result<Revision> {
+        self.inner.import(snapshot)
+    }
+    fn changes_since(&self, after: Revision, limit: usize) -> crate::Result<Option<Vec<Delta>>> {
+        let gate = self.gate.lock().unwrap().take();
+        if let Some(gate) = gate {
+            let _ = gate.recv();
+        }
+        self.inner.changes_since(after, limit)
+    }
+}
+
+#[test]
+fn a_stalled_keeper_never_blocks_deltas_and_its_journal_stops_before_a_dropped_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = registry(dir.path(), 11, 60);
+    let snap = Arc::new(inner.snapshot().unwrap());
+    let mut rng = Rng(77);
+    for _ in 0..30 {
+        let now = inner.snapshot().unwrap();
+        let change = random_change(&mut rng, &now, false);
+        let _ = inner.apply_with(&change, &mut Repeating(Rng(rng.next() | 1)));
+    }
+    let later = inner.changes_since(snap.revision, 10_000).unwrap().unwrap();
+    assert!(
+        later.len() > 10,
+        "{} changes after the snapshot",
+        later.len()
+    );
+    let (release, gate) = std::sync::mpsc::channel();
+    let reg = Arc::new(Stalling {
+        inner,
+        gate: std::sync::Mutex::new(Some(gate)),
+    });
+    let copy = LocalCopy::new(dir.path().join("copy"));
+    let keeper = Keeper::with_queue(copy.clone(), reg, 4);
+
+    // The keeper stalls finishing the base; every delta is offered meanwhile, and none waits
+    // (a blocked send would hang this test): four are queued, the rest dropped.
+    keeper.snapshot(snap.clone());
+    for d in &later {
+        keeper.delta(Arc::new(d.clone()));
+        keeper.flush();
+    }
+    release.send(()).unwrap();
+    keeper.sync();
+    // The journal holds the deltas that were queued, and nothing after the first dropped.
+    let (loaded_snap, loaded) = load(&copy);
+    assert!(
+        loaded.deltas < later.len(),
+        "{} of {} deltas written: none was dropped?",
+        loaded.deltas,
+        later.len()
+    );
+    assert_eq!(loaded.revision.0, snap.revision.0 + loaded.deltas as u64);
+    let mut want = (*snap).clone();
+    for d in &later[..loaded.deltas] {
+        assert!(want.apply_delta(d));
+    }
+    assert_eq!(loaded_snap, without_tokens_snap(want));
+
+    // After the gap the journal stays stopped, even for the delta that would follow it.
+    let journal_len = || fs::metadata(&copy.journal).map(|m| m.len()).unwrap_or(0);
+    let before = journal_len();
+    keeper.delta(Arc::new(later[loaded.deltas + 1].clone()));
+    keeper.delta(Arc::new(later[loaded.deltas].clone()));
+    keeper.sync();
+    assert_eq!(journal_len(), before);
+
+    // A whole read starts it again.
+    let whole = Arc::new(Snapshot {
+        revision: later.last().unwrap().revision,
+        ..(*snap).clone()
+    });
+    keeper.snapshot(whole.clone());
+    keeper.sync();
+    assert_eq!(load(&copy).1.revision, whole.revision);
 }
