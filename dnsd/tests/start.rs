@@ -244,7 +244,8 @@ fn an_unreachable_registry_is_answered_from_the_local_copy() {
         dnsd::live::start(down, &options(), Some(registry::LocalCopy::new(&path)));
     assert_eq!(built.revision(), snap.revision.0);
     assert!(!changes.health.reachable());
-    assert_eq!(changes.health.failures(), 1);
+    // The start's failed check counts once; the follower's retries may have counted more.
+    assert!(changes.health.failures() >= 1);
     let whole = IndexBuilder::from_snapshot(&snap, options(), now());
     assert_eq!(built.index().dump(), whole.index().dump());
 
