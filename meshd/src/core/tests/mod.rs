@@ -149,8 +149,9 @@ fn exchange(
 }
 
 /// The two cores of [`pair`] and a clock the test moves: every call into a core is made at
-/// `now`, so timers, keepalives and idle eviction happen when the test says. (The sessions'
-/// own rekey and expiry follow boringtun's clock inside `Tunn`, which a caller cannot set.)
+/// `now`, so timers, keepalives and idle eviction happen when the test says. The sessions'
+/// own rekey and expiry follow boringtun's clock inside `Tunn`: with the `mock-clock` feature
+/// that clock (this thread's) moves with `now`, else it is the real one.
 struct Pair {
     a: Node,
     b: Node,
@@ -169,6 +170,8 @@ impl Pair {
 
     fn advance(&mut self, by: std::time::Duration) {
         self.now += by;
+        #[cfg(feature = "mock-clock")]
+        mock_instant::MockClock::advance(by);
     }
 
     /// A's TUN takes `packet`; everything that follows is carried. What reached each TUN.
@@ -176,6 +179,14 @@ impl Pair {
         let mut out = Wire::default();
         self.a.core.handle_tun_packet(self.now, packet, &mut out);
         exchange(self.now, &mut self.a, &mut self.b, out, Wire::default())
+    }
+
+    /// B's TUN takes `packet`; everything that follows is carried. What reached each TUN.
+    #[cfg_attr(not(feature = "mock-clock"), allow(dead_code))]
+    fn send_from_b(&mut self, packet: &[u8]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let mut out = Wire::default();
+        self.b.core.handle_tun_packet(self.now, packet, &mut out);
+        exchange(self.now, &mut self.a, &mut self.b, Wire::default(), out)
     }
 
     /// Both cores' timers at `now`, and everything they sent carried. How many datagrams
