@@ -429,8 +429,8 @@ impl LocalCopy {
                 return;
             }
             failed = (|| {
-                while fresh.last().is_some_and(|f| kind_rank(f) < kind_rank(&r)) {
-                    out.put(&fresh.pop().expect("checked"))?;
+                while let Some(f) = fresh.pop_if(|f| kind_rank(f) < kind_rank(&r)) {
+                    out.put(&f)?;
                 }
                 match changes.get(&r.key()) {
                     None => out.put(&r),
