@@ -200,6 +200,7 @@ fn run(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("metrics {addr}"))?;
         runtime.spawn(dnsd::metrics::serve(listener, metrics.clone()));
     }
+    let keeper_at_stop = keeper.clone();
     runtime.spawn(dnsd::live::follow(
         reg,
         changes,
@@ -226,8 +227,16 @@ fn run(config: Config) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     runtime.shutdown_background();
+    if let Some(k) = keeper_at_stop {
+        if !k.settle(STOP_SETTLE) {
+            tracing::warn!("the local copy's last changes were not all written before the stop; a restart reads them from the registry");
+        }
+    }
     Ok(())
 }
+
+/// How long a stop waits for the local copy's writer.
+const STOP_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Writes dnsd.1 and a page per subcommand into `dir`; returns how many.
 fn man_pages(dir: &std::path::Path) -> std::io::Result<usize> {

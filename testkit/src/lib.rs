@@ -71,10 +71,19 @@ fn check(what: &str, out: Output) -> Result<String> {
 /// `scripts/test` builds them before the tests run. A crate's tests of its own binary use
 /// `env!("CARGO_BIN_EXE_<name>")` instead.
 pub fn bin(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join("debug").join(name);
+    // A test runs from `<target>/debug/deps/`: its binaries are two levels up. The
+    // manifest's path is compiled in, and a build that cargo reused from another checkout
+    // keeps that checkout's.
+    let beside_test = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join(name)))
+        .filter(|p| p.exists());
+    let path = beside_test.unwrap_or_else(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        target.join("debug").join(name)
+    });
     assert!(
         path.exists(),
         "{} is missing: run `cargo build --workspace --bins` first",

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use arc_swap::ArcSwap;
@@ -155,9 +156,19 @@ pub fn run_mesh(cfg: MeshConfig, signals: Signals) -> Result<()> {
         metrics::serve(addr, move || shell.sample()).context("serving metrics")?;
     }
     tracing::info!(node = %cfg.node, interface = %cfg.interface, public_key = %public, gateway = cfg.gateway, idle_evict_s = cfg.idle_evict.as_secs_f64(), "up");
+    let keeper = started.keeper.clone();
     let s = shell.clone();
     spawn("registry-sync", move || {
         registry_sync::sync_loop(s, started, reg, spec, registered)
     })?;
-    wait_and_stop(&shell, rx)
+    let stopped = wait_and_stop(&shell, rx);
+    if let Some(k) = keeper {
+        if !k.settle(STOP_SETTLE) {
+            tracing::warn!("the local copy's last changes were not all written before the stop; a restart reads them from the registry");
+        }
+    }
+    stopped
 }
+
+/// How long a stop waits for the local copy's writer.
+const STOP_SETTLE: Duration = Duration::from_secs(2);

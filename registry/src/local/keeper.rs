@@ -7,7 +7,7 @@
 
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{BaseWriter, Journal, LocalCopy};
 use crate::{Delta, Record, Registry, Revision, Snapshot};
@@ -25,7 +25,7 @@ enum Job {
     Records(Vec<Record>),
     /// The whole read ended at this revision.
     End(Revision),
-    /// The whole read failed: drop what was written of it.
+    /// The whole read failed: drop what was written of it; the reader starts empty.
     Abort,
     /// The registry read whole again.
     Snapshot(Arc<Snapshot>),
@@ -105,7 +105,9 @@ impl Keeper {
         self.send(Job::End(revision));
     }
 
-    /// The whole read failed: what was written of it is dropped.
+    /// The whole read failed: what was written of it is dropped, and the copy starts empty at
+    /// revision 0 as the reader does (there is no whole revision to keep), so that the deltas
+    /// the follower then hands on from revision 1 are kept too, not only a later whole read.
     pub fn abort(&self) {
         self.send(Job::Abort);
     }
@@ -130,12 +132,33 @@ impl Keeper {
         self.offer(Job::Flush);
     }
 
-    /// Waits until everything queued before is written and the journal flushed (at a clean
-    /// stop, so a restart finds the last changes).
+    /// Waits until everything queued before is written and the journal flushed.
     pub fn sync(&self) {
         let (tx, rx) = mpsc::sync_channel(1);
         self.send(Job::Sync(tx));
         let _ = rx.recv();
+    }
+
+    /// At a clean stop: waits at most `within` until everything queued before is written and
+    /// the journal flushed, so that a restart finds the last changes it applied. False if the
+    /// writer did not get there in time (a stalled disk must not hold up a stop; the copy is
+    /// then whole up to where it got, as after a crash).
+    pub fn settle(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let (tx, rx) = mpsc::sync_channel(1);
+        let mut job = Job::Sync(tx);
+        loop {
+            match self.tx.try_send(job) {
+                Ok(()) => break,
+                Err(mpsc::TrySendError::Full(back)) if Instant::now() < deadline => {
+                    job = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return false,
+            }
+        }
+        rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
     }
 }
 
@@ -169,7 +192,10 @@ impl State {
                     self.finish(base, revision, None)?;
                 }
             }
-            Job::Abort => self.base = None,
+            Job::Abort => {
+                self.base = None;
+                self.run(Job::Snapshot(Arc::new(Snapshot::default())))?;
+            }
             Job::Snapshot(snap) => {
                 self.journal = None;
                 let started = Instant::now();

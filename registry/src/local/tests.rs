@@ -592,3 +592,51 @@ fn a_stalled_keeper_never_blocks_deltas_and_its_journal_stops_before_a_dropped_o
     keeper.sync();
     assert_eq!(load(&copy).1.revision, whole.revision);
 }
+
+#[test]
+fn after_a_failed_whole_read_the_copy_starts_empty_and_keeps_the_deltas_that_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Arc::new(registry(dir.path(), 5, 80));
+    let want = reg.snapshot().unwrap();
+    let deltas = reg.changes_since(Revision(0), 10_000).unwrap().unwrap();
+    assert_eq!(deltas.last().map(|d| d.revision), Some(want.revision));
+    let copy = LocalCopy::new(dir.path().join("copy"));
+    let keeper = Keeper::start(copy.clone(), reg.clone());
+
+    // A whole read fails half-way: the reader starts empty at revision 0, then follows the
+    // registry's log from its first change.
+    keeper.begin();
+    keeper.records(want.records().take(3).collect());
+    keeper.abort();
+    for d in deltas {
+        keeper.delta(Arc::new(d));
+    }
+    keeper.sync();
+    let (loaded_snap, loaded) = load(&copy);
+    assert_eq!(loaded.revision, want.revision);
+    assert_eq!(loaded_snap, without_tokens_snap(want));
+}
+
+#[test]
+fn settling_at_a_stop_waits_for_the_writer_but_not_for_a_stalled_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = registry(dir.path(), 12, 40);
+    let snap = Arc::new(inner.snapshot().unwrap());
+    let (release, gate) = std::sync::mpsc::channel();
+    let reg = Arc::new(Stalling {
+        inner,
+        gate: std::sync::Mutex::new(Some(gate)),
+    });
+    let copy = LocalCopy::new(dir.path().join("copy"));
+    // A queue of one: the stalled base holds the writer, the settle's own job finds the
+    // queue full once the deltas below fill it.
+    let keeper = Keeper::with_queue(copy.clone(), reg, 1);
+    keeper.snapshot(snap.clone());
+    let started = std::time::Instant::now();
+    assert!(!keeper.settle(std::time::Duration::from_millis(200)));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+
+    release.send(()).unwrap();
+    assert!(keeper.settle(std::time::Duration::from_secs(20)));
+    assert_eq!(load(&copy).1.revision, snap.revision);
+}
