@@ -112,6 +112,19 @@ pub enum Kind {
     Token,
 }
 
+impl Kind {
+    /// The kinds of record, in the order a whole read ([`crate::Registry::visit`]) gives them.
+    pub const RECORDS: [Kind; 7] = [
+        Kind::Org,
+        Kind::Node,
+        Kind::App,
+        Kind::Machine,
+        Kind::Peer,
+        Kind::Peering,
+        Kind::Token,
+    ];
+}
+
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -38,7 +38,7 @@ use etcd_client::{
 
 use crate::change::{Change, SystemContext};
 use crate::delta::Delta;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::model::{RecordKey, Revision, Snapshot};
 use crate::{Applied, Record, Registry};
 
@@ -637,6 +637,7 @@ impl Shared {
     /// is behind, so that a slow reader holds back the read rather than piling it up.
     async fn stream(
         &self,
+        kinds: &[Kind],
         pages: std::sync::mpsc::SyncSender<Vec<(String, Vec<u8>, i64)>>,
     ) -> Result<Revision> {
         let mut mark = Vec::new();
@@ -654,10 +655,19 @@ impl Shared {
                 .map_err(|e| self.corrupt(format!("key `{key}` is not a revision mark: {e}")))?,
             None => Revision(0),
         };
-        for kind in [
-            "orgs", "nodes", "apps", "machines", "peers", "peerings", "tokens",
+        for (kind, prefix) in [
+            (Kind::Org, "orgs"),
+            (Kind::Node, "nodes"),
+            (Kind::App, "apps"),
+            (Kind::Machine, "machines"),
+            (Kind::Peer, "peers"),
+            (Kind::Peering, "peerings"),
+            (Kind::Token, "tokens"),
         ] {
-            let (start, end) = (self.keys.kind(kind), self.keys.kind_end(kind));
+            if !kinds.contains(&kind) {
+                continue;
+            }
+            let (start, end) = (self.keys.kind(prefix), self.keys.kind_end(prefix));
             self.read_pages(start, end, at, |page| {
                 tokio::task::block_in_place(|| pages.send(page))
                     .map_err(|_| self.storage("the registry's reader stopped".into()))
@@ -1308,11 +1318,16 @@ impl Registry for EtcdRegistry {
     /// Reads on the backend's runtime while `each` takes the records on this thread, a few
     /// pages behind at most, so that neither a whole snapshot nor every key-value is held.
     fn visit(&self, each: &mut dyn FnMut(Record)) -> Result<Revision> {
+        self.visit_kinds(&Kind::RECORDS, each)
+    }
+
+    fn visit_kinds(&self, kinds: &[Kind], each: &mut dyn FnMut(Record)) -> Result<Revision> {
         let (pages, arriving) = std::sync::mpsc::sync_channel(4);
         let (done, finished) = std::sync::mpsc::sync_channel(1);
         let shared = self.shared.clone();
+        let kinds = kinds.to_vec();
         self.runtime().spawn(async move {
-            let _ = done.send(shared.stream(pages).await);
+            let _ = done.send(shared.stream(&kinds, pages).await);
         });
         for page in arriving {
             for (key, value, _) in page {

@@ -69,6 +69,17 @@ pub trait Registry: Send + Sync {
         Ok(snap.revision)
     }
 
+    /// The records of `kinds` only, at one revision, in [`Registry::visit`]'s order: what a
+    /// command about one kind reads (`wgtool peer list`, `machine list`), in the size of
+    /// those kinds rather than of the whole registry. Returns the revision.
+    fn visit_kinds(&self, kinds: &[Kind], each: &mut dyn FnMut(Record)) -> Result<Revision> {
+        self.visit(&mut |r| {
+            if kinds.contains(&r.kind()) {
+                each(r)
+            }
+        })
+    }
+
     /// The registry's frame at one revision ([`Snapshot::framed`]): every org, node,
     /// peering and token, and the peers that route sites; no apps, no machines, no other
     /// peers. What a tunnel file is made from and a token checked against, at a cost in the

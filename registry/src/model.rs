@@ -7,6 +7,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::addr::OrgNetwork;
+use crate::error::Kind;
 use crate::key::PublicKey;
 use crate::region::{self, Region};
 
@@ -310,6 +311,19 @@ impl RecordKey {
 }
 
 impl Record {
+    /// What kind of record it is.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Record::Org(_) => Kind::Org,
+            Record::Node(_) => Kind::Node,
+            Record::App(_) => Kind::App,
+            Record::Machine(_) => Kind::Machine,
+            Record::Peer(_) => Kind::Peer,
+            Record::Peering(_) => Kind::Peering,
+            Record::Token(_) => Kind::Token,
+        }
+    }
+
     pub fn key(&self) -> RecordKey {
         match self {
             Record::Org(o) => RecordKey::Org {

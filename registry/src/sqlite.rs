@@ -17,7 +17,7 @@ use rusqlite::{
 
 use crate::change::{self, Change, SystemContext, Write};
 use crate::delta::Delta;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::model::{Peering, Record, RecordKey, Revision, Snapshot};
 use crate::{Applied, Registry};
 
@@ -436,6 +436,14 @@ impl Registry for SqliteRegistry {
         self.read(|r| {
             let revision = r.head()?.revision;
             r.each(&mut read::Each(each))?;
+            Ok(revision)
+        })
+    }
+
+    fn visit_kinds(&self, kinds: &[Kind], each: &mut dyn FnMut(Record)) -> Result<Revision> {
+        self.read(|r| {
+            let revision = r.head()?.revision;
+            r.each_of(kinds, &mut read::Each(each))?;
             Ok(revision)
         })
     }

@@ -11,7 +11,7 @@ use common::{machine, node, setup, Fixture, KEY_A, KEY_B};
 /// More peer keys than the fixtures hold.
 const KEY_C: &str = "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=";
 const KEY_D: &str = "mWq5Dz4MqlNmo0L+0wDXjgp+LF8l4vqzr9s7ZSDZTYY=";
-use registry::{Change, MachineState, Peering, Record, RecordKey, Revision, TokenScope};
+use registry::{Change, Kind, MachineState, Peering, Record, RecordKey, Revision, TokenScope};
 
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -679,4 +679,32 @@ fn the_frame_is_the_small_kinds_and_the_site_peers(f: &Fixture) {
         "{}: alice beside the site peers, web and its app",
         f.backend
     );
+
+    // Some kinds only, at the registry's revision, in the whole read's order.
+    for kinds in [
+        &[Kind::Peer][..],
+        &[Kind::Machine, Kind::Org],
+        &[Kind::Token, Kind::App, Kind::Peering],
+        &[],
+    ] {
+        let mut got = Vec::new();
+        let at = f.open().visit_kinds(kinds, &mut |r| got.push(r)).unwrap();
+        assert_eq!(at, whole.revision, "{}", f.backend);
+        let mut want: Vec<Record> = Vec::new();
+        f.open()
+            .visit(&mut |r| {
+                if kinds.contains(&r.kind()) {
+                    want.push(r)
+                }
+            })
+            .unwrap();
+        assert_eq!(got, want, "{}: {kinds:?}", f.backend);
+        let kinds_seen: BTreeSet<String> = got.iter().map(|r| r.kind().to_string()).collect();
+        assert_eq!(
+            kinds_seen,
+            kinds.iter().map(Kind::to_string).collect(),
+            "{}: every kind asked for is in the fixture",
+            f.backend
+        );
+    }
 }

@@ -4,7 +4,7 @@
 
 use rusqlite::{Connection, Params};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::model::{
     App, Machine, MachineState, Node, Org, Peer, Peering, Record, RecordKey, Revision, Snapshot,
     Token,
@@ -109,13 +109,24 @@ impl Reader<'_> {
 
     /// Every record into `out`: orgs, nodes, apps, machines, peers, peerings, tokens.
     pub fn each(&self, out: &mut impl Sink) -> Result<()> {
-        self.orgs(out)?;
-        self.nodes(out)?;
-        self.apps("", [], out)?;
-        self.machines("", [], out)?;
-        self.peers("", [], out)?;
-        self.peerings(out)?;
-        self.tokens("", [], out)
+        self.each_of(&Kind::RECORDS, out)
+    }
+
+    /// The records of `kinds` into `out`, in [`Reader::each`]'s order.
+    pub fn each_of(&self, kinds: &[Kind], out: &mut impl Sink) -> Result<()> {
+        for kind in Kind::RECORDS.iter().filter(|k| kinds.contains(k)) {
+            match kind {
+                Kind::Org => self.orgs(out)?,
+                Kind::Node => self.nodes(out)?,
+                Kind::App => self.apps("", [], out)?,
+                Kind::Machine => self.machines("", [], out)?,
+                Kind::Peer => self.peers("", [], out)?,
+                Kind::Peering => self.peerings(out)?,
+                Kind::Token => self.tokens("", [], out)?,
+                Kind::Region => {}
+            }
+        }
+        Ok(())
     }
 
     pub fn orgs(&self, snap: &mut impl Sink) -> Result<()> {
