@@ -80,6 +80,15 @@ pub trait Registry: Send + Sync {
         })
     }
 
+    /// A snapshot of the records of `kinds` only, at one revision ([`Registry::visit_kinds`]);
+    /// its `next_network` is not read (0).
+    fn snapshot_of(&self, kinds: &[Kind]) -> Result<Snapshot> {
+        let mut snap = Snapshot::default();
+        let revision = self.visit_kinds(kinds, &mut |r| snap.put(r))?;
+        snap.revision = revision;
+        Ok(snap)
+    }
+
     /// The registry's frame at one revision ([`Snapshot::framed`]): every org, node,
     /// peering and token, and the peers that route sites; no apps, no machines, no other
     /// peers. What a tunnel file is made from and a token checked against, at a cost in the

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use registry::{Change, MachineState, NodeSpec, Record, Registry};
+use registry::{Change, Kind, MachineState, NodeSpec, Record, Registry};
 
 use crate::cli::{AppCommand, MachineCommand, NodeCommand, OrgCommand, RegistryCommand};
 use crate::{table, usage};
@@ -300,29 +300,32 @@ pub fn registry(src: &Source, cmd: RegistryCommand) -> Result<()> {
     match cmd {
         RegistryCommand::Status { json } => {
             let reg = open(src)?;
-            let snap = reg.snapshot()?;
+            // Counted record by record: nothing of a big registry is held.
+            let counted = [Kind::Org, Kind::Node, Kind::App, Kind::Machine, Kind::Peer];
+            let mut counts = [0usize; 5];
+            let revision = reg.visit_kinds(&counted, &mut |r| {
+                if let Some(i) = counted.iter().position(|k| *k == r.kind()) {
+                    counts[i] += 1;
+                }
+            })?;
+            let [orgs, nodes, apps, machines, peers] = counts;
             // Never the password of an etcd URL.
             let location = registry::shown(reg.location());
             let status = serde_json::json!({
                 "location": location,
-                "revision": snap.revision.0,
-                "orgs": snap.orgs.len(),
-                "nodes": snap.nodes.len(),
-                "apps": snap.apps.len(),
-                "machines": snap.machines.len(),
-                "peers": snap.peers.len(),
+                "revision": revision.0,
+                "orgs": orgs,
+                "nodes": nodes,
+                "apps": apps,
+                "machines": machines,
+                "peers": peers,
             });
             if json {
                 return table::json(&status);
             }
             println!(
-                "registry {location}: revision {}, {} orgs, {} nodes, {} apps, {} machines, {} peers",
-                snap.revision.0,
-                snap.orgs.len(),
-                snap.nodes.len(),
-                snap.apps.len(),
-                snap.machines.len(),
-                snap.peers.len()
+                "registry {location}: revision {}, {orgs} orgs, {nodes} nodes, {apps} apps, {machines} machines, {peers} peers",
+                revision.0,
             );
             Ok(())
         }

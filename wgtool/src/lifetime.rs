@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use registry::Change;
+use registry::{Change, Kind};
 
 use crate::admin::{open, Source};
 use crate::cli::{PruneArgs, StatusArgs};
@@ -19,7 +19,7 @@ fn statuses(src: &Source, org: Option<&str>, name: Option<&str>) -> Result<Vec<P
         let api = crate::admin::open_api(src)?;
         return Ok(api.status(org, name)?);
     }
-    let snap = open(src)?.snapshot()?;
+    let snap = open(src)?.snapshot_of(&[Kind::Org, Kind::Node, Kind::Peer])?;
     if let Some(o) = org {
         if !snap.orgs.contains_key(o) {
             return Err(registry::Error::not_found(registry::Kind::Org, o).into());
@@ -88,7 +88,7 @@ pub fn prune(src: &Source, a: PruneArgs) -> Result<()> {
     let peers = statuses(src, a.org.as_deref(), None)?;
     let created = if a.idle.is_some() {
         // When a peer that never connected was made, from the registry.
-        let snap = open(src)?.snapshot()?;
+        let snap = open(src)?.snapshot_of(&[Kind::Peer])?;
         snap.peers
             .values()
             .map(|p| ((p.org.clone(), p.name.clone()), p.created))

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use registry::{Change, Peer, Record, Snapshot};
+use registry::{Change, Kind, Peer, Record, Snapshot};
 
 use crate::admin::{open, Source};
 use crate::cli::{ConfigArgs, CreateArgs, ListPeersArgs, RemovePeerArgs};
@@ -175,7 +175,7 @@ fn tunnel_file(snap: &Snapshot, peer: &Peer, private_key: Option<String>) -> Res
 }
 
 pub fn list(src: &Source, a: ListPeersArgs) -> Result<()> {
-    let snap = open(src)?.snapshot()?;
+    let snap = open(src)?.snapshot_of(&[Kind::Org, Kind::Peer])?;
     if let Some(o) = &a.org {
         if !snap.orgs.contains_key(o) {
             return Err(registry::Error::not_found(registry::Kind::Org, o).into());

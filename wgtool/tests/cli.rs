@@ -500,6 +500,33 @@ fn registry_copy_moves_everything_and_refuses_a_non_empty_target() {
     let id = out.split_whitespace().next().unwrap();
     assert!(to.machines.contains_key(id), "{out}");
 
+    // Its status counts what the snapshot holds, at the same revision.
+    let status = Command::new(WGTOOL)
+        .args(["--registry", target, "registry", "status", "--json"])
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        (
+            &status["revision"],
+            &status["orgs"],
+            &status["nodes"],
+            &status["apps"],
+            &status["machines"],
+            &status["peers"]
+        ),
+        (
+            &serde_json::json!(to.revision.0),
+            &serde_json::json!(to.orgs.len()),
+            &serde_json::json!(to.nodes.len()),
+            &serde_json::json!(to.apps.len()),
+            &serde_json::json!(to.machines.len()),
+            &serde_json::json!(to.peers.len())
+        ),
+        "{status}"
+    );
+
     // A second copy into the now non-empty target is refused, and changes nothing.
     let again = env.run(&["registry", "copy", &env.db, target]);
     assert_eq!(again.status.code(), Some(2));

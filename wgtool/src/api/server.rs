@@ -20,7 +20,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use registry::{Change, Registry};
+use registry::{Change, Kind, Registry};
 use tokio::sync::Semaphore;
 
 use super::{
@@ -213,7 +213,7 @@ async fn route(
             let query = query(req.uri().query().unwrap_or(""));
             let local_only = query.contains_key("local");
             let (mut peers, elsewhere) = blocking(state, move |reg| {
-                let snap = reg.snapshot()?;
+                let snap = reg.snapshot_of(&[Kind::Org, Kind::Node, Kind::Peer, Kind::Token])?;
                 let org = registry::check_token(&snap, &id, &hash, now_unix())?
                     .org
                     .clone();
