@@ -131,6 +131,9 @@ export SIXPN_STATE_DIR=$WORK/state
 HZ=$(getconf CLK_TCK)
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+# Where the resident memory is now: anonymous (heap, stacks) and file-backed (the binary's
+# and libraries' pages), in KiB; for the log, to tell code from data.
+rss_parts() { awk '/^RssAnon/ {a=$2} /^RssFile/ {f=$2} END {printf "anon %s KiB, file %s KiB", a, f}' "/proc/$1/status"; }
 now() { date +%s.%N; }
 RESULTS=$WORK/results.txt
 : > "$RESULTS"
@@ -183,7 +186,8 @@ wait_line() {
 # the direction (down: a download, up: an upload).
 measure() {
   local client=$1 round=$2 pid=$3 dst=$4 dir=${5:-down}
-  local c0 c1 out
+  local c0 c1 out idle
+  idle=$(rss_parts "$pid")
   c0=$(cpu_ticks "$pid")
   if [ "$dir" = up ]; then out=$(upload "$dst"); else out=$(download "$dst"); fi
   c1=$(cpu_ticks "$pid")
@@ -195,7 +199,7 @@ measure() {
   mbps=$(awk -v b="$got" -v s="$secs" 'BEGIN {printf "%.1f", b / s / 1e6}')
   cpu=$(awk -v t=$((c1 - c0)) -v hz="$HZ" 'BEGIN {printf "%.2f", t / hz}')
   echo "$client $round $mbps $hwm $cpu $got $secs" >> "$RESULTS"
-  echo "  $client: $got B in $secs s = $mbps MB/s, peak RSS $hwm KiB, CPU $cpu s" >&2
+  echo "  $client: $got B in $secs s = $mbps MB/s, peak RSS $hwm KiB, CPU $cpu s (idle before: $idle; after: $(rss_parts "$pid"))" >&2
   [ "$got" = "$BYTES" ] || echo "  $client: only $got of $BYTES bytes arrived (cut at ${TMAX}s?)" >&2
 }
 
