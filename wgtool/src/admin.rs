@@ -1,5 +1,6 @@
 //! Administration of orgs, nodes, apps and machines.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -212,7 +213,7 @@ pub fn machine(src: &Source, cmd: MachineCommand) -> Result<()> {
         MachineCommand::Remove { id } => show(Change::RemoveMachine { id }, "removed"),
         MachineCommand::Move { id, node } => show(Change::MoveMachine { id, node }, "moved"),
         MachineCommand::List { org, app, json } => {
-            let snap = reg.snapshot()?;
+            let snap = reg.snapshot_of(&[Kind::Org, Kind::Machine])?;
             if let Some(o) = &org {
                 if !snap.orgs.contains_key(o) {
                     return Err(registry::Error::not_found(registry::Kind::Org, o).into());
@@ -256,24 +257,23 @@ pub fn machine(src: &Source, cmd: MachineCommand) -> Result<()> {
 pub fn app(src: &Source, cmd: AppCommand) -> Result<()> {
     let reg = open(src)?;
     let AppCommand::List { org, json } = cmd;
-    let snap = reg.snapshot()?;
-    let apps: Vec<_> = snap
-        .apps
-        .values()
-        .filter(|a| org.as_ref().is_none_or(|o| &a.org == o))
-        .map(|a| {
-            let of_app = || {
-                snap.machines
-                    .values()
-                    .filter(|m| m.org == a.org && m.app == a.name)
-            };
-            (
-                a,
-                of_app().count(),
-                of_app().filter(|m| m.started()).count(),
-            )
-        })
-        .collect();
+    // The apps, then each machine counted into its app as it is read: a big registry's
+    // machines are never held.
+    let mut apps: BTreeMap<(String, String), (registry::App, usize, usize)> = BTreeMap::new();
+    reg.visit_kinds(&[Kind::App, Kind::Machine], &mut |r| match r {
+        Record::App(a) if org.as_ref().is_none_or(|o| &a.org == o) => {
+            apps.insert((a.org.clone(), a.name.clone()), (a, 0, 0));
+        }
+        Record::Machine(m) => {
+            let on = usize::from(m.started());
+            if let Some((_, all, started)) = apps.get_mut(&(m.org, m.app)) {
+                *all += 1;
+                *started += on;
+            }
+        }
+        _ => {}
+    })?;
+    let apps: Vec<_> = apps.into_values().collect();
     if json {
         let out: Vec<_> = apps
             .iter()
