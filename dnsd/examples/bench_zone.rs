@@ -147,7 +147,7 @@ fn main() -> anyhow::Result<()> {
         } else {
             format!("{}.internal.", String::from_utf8_lossy(name))
         };
-        for a in &e.aaaa {
+        for a in e.aaaa.iter() {
             let _ = writeln!(z, "{fqdn} 5 IN AAAA {}", Ipv6Addr::from(*a));
         }
         // The org-wide lists (`_apps`, `_instances`: tens of KB at this size) are not in the

@@ -57,11 +57,43 @@ impl std::hash::Hasher for NameHasher {
 
 pub type NameMap<V> = HashMap<Box<[u8]>, V, std::hash::BuildHasherDefault<NameHasher>>;
 
+/// AAAA rdata: most names hold one address (a machine's own, a peer's), kept inline; more
+/// are kept on the heap. A million machines' names thus cost no allocation each.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Hash)]
+pub enum Addrs {
+    #[default]
+    None,
+    One([u8; 16]),
+    Many(Box<[[u8; 16]]>),
+}
+
+impl std::ops::Deref for Addrs {
+    type Target = [[u8; 16]];
+
+    fn deref(&self) -> &[[u8; 16]] {
+        match self {
+            Addrs::None => &[],
+            Addrs::One(a) => std::slice::from_ref(a),
+            Addrs::Many(v) => v,
+        }
+    }
+}
+
+impl From<Vec<[u8; 16]>> for Addrs {
+    fn from(v: Vec<[u8; 16]>) -> Addrs {
+        match v[..] {
+            [] => Addrs::None,
+            [one] => Addrs::One(one),
+            _ => Addrs::Many(v.into_boxed_slice()),
+        }
+    }
+}
+
 /// What a `.internal` name holds.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Hash)]
 pub struct Entry {
     /// AAAA addresses, as 16-byte rdata.
-    pub aaaa: Vec<[u8; 16]>,
+    pub aaaa: Addrs,
     /// One TXT rdata: the text split into character-strings of at most 255 bytes.
     pub txt: Option<Box<[u8]>>,
     /// Peers only: unix seconds after which the name is gone.
@@ -70,7 +102,7 @@ pub struct Entry {
 
 /// A name with no records (an empty non-terminal, `nearest.of.<app>`, ...).
 pub static EMPTY: Entry = Entry {
-    aaaa: Vec::new(),
+    aaaa: Addrs::None,
     txt: None,
     expires: None,
 };

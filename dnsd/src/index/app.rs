@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 
-use super::{list_rdata, region_distance, Entry, RegionId, EMPTY, NEAREST_MAX};
+use super::{list_rdata, region_distance, Addrs, Entry, RegionId, EMPTY, NEAREST_MAX};
 
 /// What an app's names need of one machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,12 +171,39 @@ fn txt_entry(text: &str) -> Entry {
     }
 }
 
-fn aaaa_entry(mut addrs: Vec<[u8; 16]>) -> Entry {
-    addrs.shrink_to_fit();
+fn aaaa_entry(addrs: Vec<[u8; 16]>) -> Entry {
     Entry {
-        aaaa: addrs,
+        aaaa: addrs.into(),
         ..Entry::default()
     }
+}
+
+/// The names of `<name>.<app>` forms (regions, groups) sorted, each with its machines' answer:
+/// a name of one machine shares that machine's, a name of more holds their started addresses
+/// in id order. (Sorting positions costs an app of a few machines no map and no list per
+/// name: a whole build makes hundreds of thousands of apps.)
+fn by_name(
+    machines: &[AppMachine],
+    name: impl Fn(&AppMachine) -> &Arc<str>,
+) -> Box<[(Arc<str>, Shared)]> {
+    let mut order: Vec<usize> = (0..machines.len()).collect();
+    // Stable: positions stay in id order within a name.
+    order.sort_by(|&a, &b| name(&machines[a]).cmp(name(&machines[b])));
+    let mut out = Vec::new();
+    for run in order.chunk_by(|&a, &b| name(&machines[a]) == name(&machines[b])) {
+        let shared = match run {
+            &[one] => Shared::Machine(u32::try_from(one).unwrap_or(u32::MAX)),
+            _ => Shared::Own(aaaa_entry(
+                run.iter()
+                    .map(|&i| &machines[i])
+                    .filter(|m| m.started)
+                    .map(|m| m.addr.octets())
+                    .collect(),
+            )),
+        };
+        out.push((name(&machines[run[0]]).clone(), shared));
+    }
+    out.into_boxed_slice()
 }
 
 impl AppZone {
@@ -189,27 +216,20 @@ impl AppZone {
     ) -> AppZone {
         let started = || machines.iter().filter(|m| m.started);
         let all = aaaa_entry(started().map(|m| m.addr.octets()).collect());
-        // Name → (its machines' positions, started addresses).
-        type Members = BTreeMap<Arc<str>, (Vec<u32>, Vec<[u8; 16]>)>;
-        let mut regions: Members = BTreeMap::new();
-        let mut groups: Members = BTreeMap::new();
-        for (i, m) in machines.iter().enumerate() {
-            let i = u32::try_from(i).unwrap_or(u32::MAX);
-            for (map, key) in [(&mut regions, &m.region), (&mut groups, &m.group)] {
-                let (members, addrs) = map.entry(key.clone()).or_default();
-                members.push(i);
-                if m.started {
-                    addrs.push(m.addr.octets());
-                }
-            }
-        }
+        let regions = by_name(&machines, |m| &m.region);
+        let groups = by_name(&machines, |m| &m.group);
+        // The region names, sorted; with `started_only`, those with a started machine (a
+        // region's own answer holds only started addresses).
         let region_list = |started_only: bool| {
-            let set: std::collections::BTreeSet<&str> = machines
+            let has_started = |s: &Shared| match s {
+                Shared::Machine(i) => machines.get(*i as usize).is_some_and(|m| m.started),
+                Shared::Own(e) => !e.aaaa.is_empty(),
+            };
+            let names = regions
                 .iter()
-                .filter(|m| m.started || !started_only)
-                .map(|m| &*m.region)
-                .collect();
-            super::joined(set, ",")
+                .filter(|(_, s)| !started_only || has_started(s))
+                .map(|(r, _)| &**r);
+            super::joined(names, ",")
         };
         let vms = |started_only: bool| {
             let mut s = String::new();
@@ -237,24 +257,16 @@ impl AppZone {
         }
         let txt = txt.into_boxed_slice();
         let nearest = NearestLists::build(&machines, querier_regions);
-        let to_entries = |map: Members| {
-            map.into_iter()
-                .map(|(k, (members, addrs))| match members[..] {
-                    [one] => (k, Shared::Machine(one)),
-                    _ => (k, Shared::Own(aaaa_entry(addrs))),
-                })
-                .collect::<Box<[_]>>()
-        };
-        let regions = to_entries(regions);
-        let groups = to_entries(groups);
         let machines = machines
             .into_iter()
             .map(|m| MachineName {
-                entry: aaaa_entry(if m.started {
-                    vec![m.addr.octets()]
-                } else {
-                    Vec::new()
-                }),
+                entry: Entry {
+                    aaaa: match m.started {
+                        true => Addrs::One(m.addr.octets()),
+                        false => Addrs::None,
+                    },
+                    ..Entry::default()
+                },
                 machine: m,
             })
             .collect();

@@ -17,7 +17,7 @@ use registry::region::REGIONS;
 use registry::{Delta, Machine, OrgNetwork, Peer, Record, RecordKey, Snapshot};
 
 use super::{
-    listed_peer, region_id, txt_rdata, AppMachine, AppZone, CappedList, Entry, Index, Names,
+    listed_peer, region_id, txt_rdata, Addrs, AppMachine, AppZone, CappedList, Entry, Index, Names,
     Options, OrgZone, RegionId, SharedMap, Site, SiteOwner, SitePrefixes, EMPTY, NO_SLOT,
 };
 
@@ -478,7 +478,7 @@ impl IndexBuilder {
         names.insert(
             format!("{}._peer", p.name).into_bytes().into(),
             Entry {
-                aaaa: vec![p.addr.octets()],
+                aaaa: Addrs::One(p.addr.octets()),
                 txt: None,
                 expires: p.expires,
             },
