@@ -409,7 +409,7 @@ fn a_write_by_a_version_without_the_index_is_seen_by_the_next_one() {
     let host = registry::addr::host_of(first.addr);
     let slot = registry::addr::slot_of(first.addr) + 1;
     let theirs = registry::Machine {
-        id: "0000000000beef".into(),
+        id: "0000000000beef".parse().unwrap(),
         addr: network.slot_addr(host, slot),
         ..first.clone()
     };

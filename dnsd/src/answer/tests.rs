@@ -240,6 +240,21 @@ fn vm_name_is_that_machine_if_started() {
         ask(&ix, "00000000000000.vm.web.internal", TYPE_AAAA, acme(&w)),
         Answer::NxDomain
     );
+    // A label that is not a machine id names no machine.
+    let id = w.web[1].id.to_string();
+    for label in [
+        "web-1",
+        &id[1..],
+        &format!("{id}0"),
+        &format!("x{}", &id[1..]),
+    ] {
+        let name = format!("{label}.vm.web.internal");
+        assert_eq!(
+            ask(&ix, &name, TYPE_AAAA, acme(&w)),
+            Answer::NxDomain,
+            "{name}"
+        );
+    }
 }
 
 #[test]
@@ -376,7 +391,7 @@ fn txt_names_use_flys_formats() {
         .map(|m| inst(m))
         .collect();
     assert_eq!(t("_instances.internal"), started_text.join(";"));
-    assert!(!t("_instances.internal").contains(&w.web[2].id));
+    assert!(!t("_instances.internal").contains(&w.web[2].id.to_string()));
     assert!(!t("_instances.internal").contains("secret"));
     // interactive-* peers are left out of the list (not out of DNS).
     assert_eq!(t("_peer.internal"), "alice,bob");

@@ -237,7 +237,7 @@ fn every_kind_of_record_reads_back_as_written() {
             name: "wéb".into(),
         }),
         Record::Machine(Machine {
-            id: "0123456789abcd".into(),
+            id: "0123456789abcd".parse().unwrap(),
             org: "acme".into(),
             app: "web".into(),
             region: "iad".into(),

@@ -95,7 +95,7 @@ fn a_refused_or_empty_write_logs_nothing() {
     setup(&reg);
     assert!(reg
         .apply(&Change::RemoveMachine {
-            id: "00000000000001".into()
+            id: crate::MachineId::from_bits(1)
         })
         .is_err());
     let Change::AddNode(spec) = Change::AddNode(NodeSpec {
