@@ -30,7 +30,7 @@ fn world() -> World {
         reg.machine("acme", "web", "ams", "host-ams"),
     ];
     reg.apply(Change::SetMachineState {
-        id: web[2].id.clone(),
+        id: web[2].id,
         state: MachineState::Stopped,
     });
     web[2].state = MachineState::Stopped;
@@ -165,7 +165,7 @@ fn dig_and_kdig_get_txt_names_in_flys_formats() {
     );
     assert_eq!(out.trim(), "\"ams,iad\"");
     let mut vms: Vec<&registry::Machine> = w.web.iter().filter(|m| m.started()).collect();
-    vms.sort_by(|a, b| a.id.cmp(&b.id));
+    vms.sort_by_key(|a| a.id);
     let want: Vec<String> = vms
         .iter()
         .map(|m| format!("{} {}", m.id, m.region))

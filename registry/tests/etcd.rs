@@ -342,10 +342,8 @@ fn a_registry_written_without_the_index_gains_it_at_the_next_write() {
     })
     .unwrap();
     assert!(reg.check_index().unwrap().is_some());
-    reg.apply(&Change::RemoveMachine {
-        id: made[1].id.clone(),
-    })
-    .unwrap();
+    reg.apply(&Change::RemoveMachine { id: made[1].id })
+        .unwrap();
 
     as_a_version_without_the_index_left_it(&etcd, &prefix);
     assert_eq!(reg.check_index().unwrap(), None);

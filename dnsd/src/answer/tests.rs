@@ -109,7 +109,7 @@ fn world() -> World {
     apply(
         &mut s,
         Change::SetMachineState {
-            id: w2.id.clone(),
+            id: w2.id,
             state: MachineState::Stopped,
         },
     );
@@ -360,14 +360,14 @@ fn txt_names_use_flys_formats() {
     assert_eq!(t("regions.web.internal"), "ams,iad");
     assert_eq!(t("all.regions.web.internal"), "ams,iad,nrt");
     let mut started = [&w.web[0], &w.web[1], &w.web[3]];
-    started.sort_by(|a, b| a.id.cmp(&b.id));
+    started.sort_by_key(|a| a.id);
     let vms: Vec<String> = started
         .iter()
         .map(|m| format!("{} {}", m.id, m.region))
         .collect();
     assert_eq!(t("vms.web.internal"), vms.join(","));
     let mut all: Vec<&Machine> = w.web.iter().collect();
-    all.sort_by(|a, b| a.id.cmp(&b.id));
+    all.sort_by_key(|a| a.id);
     let vms: Vec<String> = all
         .iter()
         .map(|m| format!("{} {}", m.id, m.region))

@@ -126,7 +126,7 @@ fn removed_machine_address_is_reused() {
     let a = added_machine(apply(&mut s, machine("acme", "web", "iad", "host-a")).unwrap());
     let b = added_machine(apply(&mut s, machine("acme", "web", "iad", "host-a")).unwrap());
     assert_ne!(a.addr, b.addr);
-    apply(&mut s, Change::RemoveMachine { id: a.id.clone() }).unwrap();
+    apply(&mut s, Change::RemoveMachine { id: a.id }).unwrap();
     let c = added_machine(apply(&mut s, machine("acme", "web", "iad", "host-a")).unwrap());
     assert_eq!(c.addr, a.addr);
 }
@@ -144,7 +144,7 @@ fn ten_thousand_machines_never_collide() {
         };
         let m = added_machine(apply(&mut s, machine("acme", "web", node.0, node.1)).unwrap());
         assert!(addrs.insert(m.addr), "address {} given twice", m.addr);
-        assert!(ids.insert(m.id.clone()), "id {} given twice", m.id);
+        assert!(ids.insert(m.id), "id {} given twice", m.id);
         // Churn: remove every seventh so reuse happens under load.
         if i % 7 == 0 {
             apply(&mut s, Change::RemoveMachine { id: m.id }).unwrap();
@@ -162,7 +162,7 @@ fn moved_machine_keeps_address_and_blocks_reuse() {
         apply(
             &mut s,
             Change::MoveMachine {
-                id: m.id.clone(),
+                id: m.id,
                 node: "host-b".into(),
             },
         )

@@ -6,7 +6,7 @@ const ID: &str = "4d89699c030518";
 #[test]
 fn hex_round_trips_through_the_56_bits() {
     let id: MachineId = ID.parse().unwrap();
-    assert_eq!(id.to_bits(), 0x4d89_699c_0305_18);
+    assert_eq!(id.to_bits(), 0x004d_8969_9c03_0518);
     assert_eq!(id.to_string(), ID);
     assert_eq!(MachineId::try_from(ID).unwrap(), id);
     assert_eq!(MachineId::from_ascii(ID.as_bytes()), Some(id));
