@@ -508,7 +508,7 @@ fn live_changes_do_not_stall_a_running_transfer() -> Result<()> {
             })?;
             let m = made.remove(0);
             mesh.apply(Change::MoveMachine {
-                id: m.id.clone(),
+                id: m.id,
                 node: "c".into(),
             })?;
             let m = made.remove(0);

@@ -328,7 +328,7 @@ fn meshd_restarted_while_the_registry_is_down_comes_up_from_its_local_copy() -> 
     // The copy holds web: its base is written at start, web's change in its journal.
     let journal = copy.with_extension("copy.journal");
     wait_until("a's local copy to hold web", SECS10, || {
-        Ok(std::fs::read_to_string(&journal)?.contains(&web.id))
+        Ok(std::fs::read_to_string(&journal)?.contains(&web.id.to_string()))
     })
     .with_context(|| a.log())?;
     let mode = std::fs::metadata(&copy)?.permissions();

@@ -100,11 +100,11 @@ fn main() -> anyhow::Result<()> {
         }
     }
     // About a third of the ams machines are stopped (so `all.` and started-only names differ).
-    let stop: Vec<String> = snap
+    let stop: Vec<registry::MachineId> = snap
         .machines
         .values()
         .filter(|m| m.addr.segments()[6] % 3 == 0 && m.region == "ams")
-        .map(|m| m.id.clone())
+        .map(|m| m.id)
         .collect();
     for id in stop {
         apply(
@@ -160,10 +160,10 @@ fn main() -> anyhow::Result<()> {
 
     // One query mix for all servers: 50% <app> AAAA (2 addresses), 20% <region>.<app> AAAA,
     // 10% <id>.vm.<app> AAAA, 10% vms.<app> TXT, 10% unknown names (NXDOMAIN).
-    let ids: Vec<(String, String)> = snap
+    let ids: Vec<(registry::MachineId, String)> = snap
         .machines
         .values()
-        .map(|m| (m.id.clone(), m.app.clone()))
+        .map(|m| (m.id, m.app.clone()))
         .collect();
     let mut q = String::new();
     let mut rng = Seq(42);

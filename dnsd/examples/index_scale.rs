@@ -17,8 +17,8 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use registry::region::REGIONS;
 use registry::{
-    App, Delta, Machine, MachineState, Node, Org, OrgNetwork, Peer, Record, RecordChange, Revision,
-    Snapshot,
+    App, Delta, Machine, MachineId, MachineState, Node, Org, OrgNetwork, Peer, Record,
+    RecordChange, Revision, Snapshot,
 };
 
 use dnsd::answer::{answer, Answer, Question, TYPE_AAAA};
@@ -61,10 +61,7 @@ impl Gen {
         let node = self.slot % NODES;
         let region = REGIONS[node as usize % REGIONS.len()].code;
         Machine {
-            id: format!(
-                "{:014x}",
-                u64::from(self.slot).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 8
-            ),
+            id: MachineId::from_bits(u64::from(self.slot).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 8),
             org: format!("org{org}"),
             app: format!("app{app}"),
             region: region.into(),
@@ -140,11 +137,11 @@ fn snapshot(machines: usize, peers: usize, per_app: usize, g: &mut Gen) -> Snaps
 /// 1,000 deltas of one machine each: a new machine in a new app, a new machine in an
 /// existing app, a stop, a start, a move to another region, a removal.
 fn deltas(s: &mut Snapshot, g: &mut Gen, n: usize) -> Vec<Delta> {
-    let ids: Vec<String> = s.machines.keys().step_by(997).cloned().collect();
+    let ids: Vec<MachineId> = s.machines.keys().step_by(997).copied().collect();
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        let id = &ids[i % ids.len()];
-        let after = match (i % 6, s.machines.get(id).cloned()) {
+        let id = ids[i % ids.len()];
+        let after = match (i % 6, s.machines.get(&id).cloned()) {
             (0, _) | (_, None) => Some(g.machine(i % 7, 1_000_000 + i, false)),
             (1, Some(m)) => Some(g.machine(i % 7, m.app[3..].parse().unwrap_or(0), false)),
             (2, Some(m)) => Some(Machine {
@@ -163,7 +160,7 @@ fn deltas(s: &mut Snapshot, g: &mut Gen, n: usize) -> Vec<Delta> {
         };
         let (key, after) = match after {
             Some(m) => (Record::Machine(m.clone()).key(), Some(Record::Machine(m))),
-            None => (registry::RecordKey::Machine { id: id.clone() }, None),
+            None => (registry::RecordKey::Machine { id }, None),
         };
         let before = s.get(&key);
         let changes = RecordChange::new(key, before, after).into_iter().collect();

@@ -30,7 +30,7 @@ fn world() -> World {
         reg.machine("acme", "web", "ams", "host-ams"),
     ];
     reg.apply(Change::SetMachineState {
-        id: web[2].id.clone(),
+        id: web[2].id,
         state: MachineState::Stopped,
     });
     web[2].state = MachineState::Stopped;
@@ -112,6 +112,13 @@ fn dig_over_udp_and_tcp_answers_aaaa_names() {
         records(&out)[0].starts_with("WeB.InTeRnAl. 5 IN AAAA fdaa:"),
         "{out}"
     );
+    // A machine's name as well: its id is read from the lowercased name.
+    let upper = name.to_uppercase();
+    let out = dig(None, w.dnsd.addr, &["+noall", "+answer", &upper, "AAAA"]);
+    assert_eq!(
+        records(&out),
+        vec![format!("{upper}. 5 IN AAAA {}", one.addr)]
+    );
 }
 
 #[test]
@@ -158,7 +165,7 @@ fn dig_and_kdig_get_txt_names_in_flys_formats() {
     );
     assert_eq!(out.trim(), "\"ams,iad\"");
     let mut vms: Vec<&registry::Machine> = w.web.iter().filter(|m| m.started()).collect();
-    vms.sort_by(|a, b| a.id.cmp(&b.id));
+    vms.sort_by_key(|a| a.id);
     let want: Vec<String> = vms
         .iter()
         .map(|m| format!("{} {}", m.id, m.region))
@@ -182,13 +189,16 @@ fn dig_and_kdig_get_txt_names_in_flys_formats() {
             "{out}"
         );
     }
-    assert!(!out.contains(&w.web[2].id), "stopped machine listed: {out}");
+    assert!(
+        !out.contains(&w.web[2].id.to_string()),
+        "stopped machine listed: {out}"
+    );
     let out = dig(
         None,
         w.dnsd.addr,
         &["+short", "all._instances.internal", "TXT"],
     );
-    assert!(out.contains(&w.web[2].id));
+    assert!(out.contains(&w.web[2].id.to_string()));
 }
 
 #[test]
@@ -440,7 +450,7 @@ fn a_restart_answers_from_the_local_copy_and_catches_up_with_what_it_missed() {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !std::fs::read_to_string(&journal)
         .unwrap_or_default()
-        .contains(&db.id)
+        .contains(&db.id.to_string())
     {
         assert!(
             Instant::now() < deadline,

@@ -100,7 +100,10 @@ fn two_orgs_cannot_see_each_others_names() {
         d.addr,
         &["-b", &g, "+short", "_instances.internal", "TXT"],
     );
-    assert!(out.contains(&secret.id) && !out.contains(&web.id), "{out}");
+    assert!(
+        out.contains(&secret.id.to_string()) && !out.contains(&web.id.to_string()),
+        "{out}"
+    );
     // Loopback (no org, no default org): refused.
     assert!(ask("::1", "web.internal", "AAAA").contains("status: REFUSED"));
 }

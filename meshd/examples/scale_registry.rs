@@ -17,7 +17,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::time::Instant;
 
 use registry::addr::{OrgNetwork, HOST_BASE};
-use registry::{App, Machine, MachineState, Node, Org, Peer, Revision, Snapshot};
+use registry::{App, Machine, MachineId, MachineState, Node, Org, Peer, Revision, Snapshot};
 use scale_keys::{b64, mix, secret};
 use x25519_dalek::PublicKey;
 
@@ -127,8 +127,8 @@ fn main() {
         let network = snap.orgs[&org].network;
         let mut n = i as u64;
         let id = loop {
-            let id = format!("{:014x}", mix(seed, n) & 0x00ff_ffff_ffff_ffff);
-            if ids.insert(id.clone()) {
+            let id = MachineId::from_bits(mix(seed, n));
+            if ids.insert(id) {
                 break id;
             }
             n += 1 << 40;
@@ -138,7 +138,7 @@ fn main() {
             name: app.clone(),
         });
         snap.machines.insert(
-            id.clone(),
+            id,
             Machine {
                 id,
                 org,

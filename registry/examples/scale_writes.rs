@@ -96,13 +96,13 @@ fn build(layout: Layout) -> Snapshot {
         let n = &workers[i % workers.len()];
         let app = format!("app-{}", (i % per_org) / 3);
         let net = OrgNetwork(org as u32 + 1);
-        let id = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) & 0x00ff_ffff_ffff_ffff;
+        let id = registry::MachineId::from_bits((i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         snap.put(Record::App(App {
             org: format!("org-{org}"),
             name: app.clone(),
         }));
         snap.put(Record::Machine(Machine {
-            id: format!("{id:014x}"),
+            id,
             org: format!("org-{org}"),
             app,
             region: n.region.clone(),

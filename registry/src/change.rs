@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::addr::{self, OrgNetwork, HOST_RANGE, SLOT_RANGE};
 use crate::error::{Error, Kind, Result};
 use crate::key::PublicKey;
+use crate::machine_id::MachineId;
 use crate::model::{
     App, Machine, MachineState, Node, Org, Peer, Peering, Record, RecordKey, Snapshot, TokenScope,
 };
@@ -54,15 +55,15 @@ pub enum Change {
         process_group: Option<String>,
     },
     SetMachineState {
-        id: String,
+        id: MachineId,
         state: MachineState,
     },
     MoveMachine {
-        id: String,
+        id: MachineId,
         node: String,
     },
     RemoveMachine {
-        id: String,
+        id: MachineId,
     },
     AddPeer {
         org: String,
@@ -191,7 +192,7 @@ pub trait Usage {
     /// /80 at `host` holds; `None` when all are taken.
     fn lowest_free_slot(&self, network: OrgNetwork, host: u32) -> Result<Option<u32>>;
     /// Whether a machine has id `id`.
-    fn machine_exists(&self, id: &str) -> Result<bool>;
+    fn machine_exists(&self, id: MachineId) -> Result<bool>;
     /// How many peers use node `gateway` as their gateway.
     fn gateway_peers(&self, gateway: &str) -> Result<usize>;
     /// How many machines and how many peers org `org` has.
@@ -208,8 +209,8 @@ impl Usage for Snapshot {
         ))
     }
 
-    fn machine_exists(&self, id: &str) -> Result<bool> {
-        Ok(self.machines.contains_key(id))
+    fn machine_exists(&self, id: MachineId) -> Result<bool> {
+        Ok(self.machines.contains_key(&id))
     }
 
     fn gateway_peers(&self, gateway: &str) -> Result<usize> {
@@ -277,7 +278,7 @@ pub fn plan_with(
             ctx,
         ),
         Change::SetMachineState { id, state } => {
-            let mut m = machine(snap, id)?.clone();
+            let mut m = machine(snap, *id)?.clone();
             m.state = *state;
             Ok(Plan::one(
                 Write::Put(Record::Machine(m.clone())),
@@ -285,7 +286,7 @@ pub fn plan_with(
             ))
         }
         Change::MoveMachine { id, node } => {
-            let mut m = machine(snap, id)?.clone();
+            let mut m = machine(snap, *id)?.clone();
             let n = node_named(snap, node)?;
             m.node = n.name.clone();
             m.region = n.region.clone();
@@ -295,9 +296,9 @@ pub fn plan_with(
             ))
         }
         Change::RemoveMachine { id } => {
-            let m = machine(snap, id)?;
+            let m = machine(snap, *id)?;
             Ok(Plan::one(
-                Write::Delete(RecordKey::Machine { id: m.id.clone() }),
+                Write::Delete(RecordKey::Machine { id: m.id }),
                 Some(Record::Machine(m.clone())),
             ))
         }
@@ -383,11 +384,10 @@ fn node_named<'a>(snap: &'a Snapshot, name: &str) -> Result<&'a Node> {
         .ok_or_else(|| Error::not_found(Kind::Node, name))
 }
 
-fn machine<'a>(snap: &'a Snapshot, id: &str) -> Result<&'a Machine> {
-    name::machine_id(id)?;
+fn machine(snap: &Snapshot, id: MachineId) -> Result<&Machine> {
     snap.machines
-        .get(id)
-        .ok_or_else(|| Error::not_found(Kind::Machine, id))
+        .get(&id)
+        .ok_or_else(|| Error::not_found(Kind::Machine, id.to_string()))
 }
 
 fn known_region(field: &'static str, code: &str) -> Result<()> {
@@ -616,8 +616,8 @@ fn add_machine(
     }
     let slot = free_slot(usage, o.network, n.host)?;
     let id = loop {
-        let id = format!("{:014x}", ctx.random_u64() & 0x00ff_ffff_ffff_ffff);
-        if !usage.machine_exists(&id)? {
+        let id = MachineId::from_bits(ctx.random_u64());
+        if !usage.machine_exists(id)? {
             break id;
         }
     };

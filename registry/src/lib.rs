@@ -12,6 +12,7 @@ pub mod etcd;
 pub mod follow;
 pub mod key;
 pub mod local;
+pub mod machine_id;
 pub mod model;
 pub mod name;
 #[cfg(test)]
@@ -32,6 +33,7 @@ pub use follow::{
 };
 pub use key::PublicKey;
 pub use local::LocalCopy;
+pub use machine_id::MachineId;
 pub use model::{
     App, Machine, MachineState, Node, Org, Peer, Peering, Record, RecordKey, Revision, Snapshot,
     Token, TokenScope,

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::addr::OrgNetwork;
 use crate::error::Kind;
 use crate::key::PublicKey;
+use crate::machine_id::MachineId;
 use crate::region::{self, Region};
 
 /// A registry version: every write makes a larger one.
@@ -62,8 +63,8 @@ impl MachineState {
 /// A workload with a stable address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Machine {
-    /// 14 lowercase hex characters.
-    pub id: String,
+    /// 14 lowercase hex characters in every stored and shown form.
+    pub id: MachineId,
     pub org: String,
     pub app: String,
     pub region: String,
@@ -286,7 +287,7 @@ pub enum RecordKey {
         name: String,
     },
     Machine {
-        id: String,
+        id: MachineId,
     },
     Peer {
         org: String,
@@ -336,7 +337,7 @@ impl Record {
                 org: a.org.clone(),
                 name: a.name.clone(),
             },
-            Record::Machine(m) => RecordKey::Machine { id: m.id.clone() },
+            Record::Machine(m) => RecordKey::Machine { id: m.id },
             Record::Peer(p) => RecordKey::Peer {
                 org: p.org.clone(),
                 name: p.name.clone(),
@@ -358,7 +359,7 @@ pub struct Snapshot {
     /// Keyed by (org, app).
     pub apps: BTreeMap<(String, String), App>,
     /// Keyed by machine id.
-    pub machines: BTreeMap<String, Machine>,
+    pub machines: BTreeMap<MachineId, Machine>,
     /// Keyed by (org, peer name).
     pub peers: BTreeMap<(String, String), Peer>,
     /// Org-to-org peerings, each pair sorted (`a < b`). Absent in snapshots written before
@@ -384,7 +385,7 @@ impl Snapshot {
                 self.apps.insert((a.org.clone(), a.name.clone()), a);
             }
             Record::Machine(m) => {
-                self.machines.insert(m.id.clone(), m);
+                self.machines.insert(m.id, m);
             }
             Record::Peer(p) => {
                 self.peers.insert((p.org.clone(), p.name.clone()), p);

@@ -52,20 +52,10 @@ pub fn dns_name(field: &'static str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// A machine id: 14 lowercase hex characters, like Fly's.
+/// A machine id: 14 lowercase hex characters, like Fly's. The rule is
+/// [`MachineId`](crate::MachineId)'s; this checks text without keeping the id.
 pub fn machine_id(value: &str) -> Result<()> {
-    if value.len() != 14
-        || !value
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return Err(Error::invalid(
-            "machine id",
-            value,
-            "must be 14 lowercase hex characters",
-        ));
-    }
-    Ok(())
+    crate::MachineId::parse("machine id", value).map(|_| ())
 }
 
 /// A token id: `tok` and 16 lowercase hex characters.

@@ -3,6 +3,7 @@
 
 use crate::change::{Change, Context, NodeSpec};
 use crate::key::PublicKey;
+use crate::machine_id::MachineId;
 use crate::model::{MachineState, Snapshot, TokenScope};
 
 pub(crate) const NOW: i64 = 1_700_000_000;
@@ -79,12 +80,16 @@ fn some<T: Clone>(rng: &mut Rng, items: &[T]) -> Option<T> {
     rng.chance(50).then(|| rng.pick(items).clone())
 }
 
-fn machine_id(rng: &mut Rng, snap: &Snapshot) -> String {
+/// A machine's id, or one that no machine is likely to have (a malformed one can no longer be
+/// written). Draws as often as when the second of those was malformed, so that a seed makes
+/// the same changes as before.
+fn machine_id(rng: &mut Rng, snap: &Snapshot) -> MachineId {
+    let unknown = [MachineId::from_bits(1), MachineId::from_bits(u64::MAX)];
     if snap.machines.is_empty() || rng.chance(15) {
-        return rng.pick(&["00000000000001", "zz"]).to_string();
+        return *rng.pick(&unknown);
     }
     let i = rng.below(snap.machines.len());
-    snap.machines.keys().nth(i).cloned().unwrap_or_default()
+    snap.machines.keys().nth(i).copied().unwrap_or(unknown[0])
 }
 
 pub(crate) fn random_change(rng: &mut Rng, snap: &Snapshot, with_token: bool) -> Change {

@@ -177,7 +177,7 @@ fn removals_take_records_out(f: &Fixture) {
         other => panic!("{other:?}"),
     };
     reg.apply(&Change::SetMachineState {
-        id: m.id.clone(),
+        id: m.id,
         state: MachineState::Stopped,
     })
     .unwrap();
@@ -652,7 +652,7 @@ fn the_frame_is_the_small_kinds_and_the_site_peers(f: &Fixture) {
     assert_eq!(frame.next_network, whole.next_network);
 
     // With named records: the frame and those that exist, read at the same revision.
-    let web = whole.machines.values().next().unwrap().id.clone();
+    let web = whole.machines.values().next().unwrap().id;
     let also = [
         RecordKey::Peer {
             org: "acme".into(),

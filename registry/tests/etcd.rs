@@ -342,10 +342,8 @@ fn a_registry_written_without_the_index_gains_it_at_the_next_write() {
     })
     .unwrap();
     assert!(reg.check_index().unwrap().is_some());
-    reg.apply(&Change::RemoveMachine {
-        id: made[1].id.clone(),
-    })
-    .unwrap();
+    reg.apply(&Change::RemoveMachine { id: made[1].id })
+        .unwrap();
 
     as_a_version_without_the_index_left_it(&etcd, &prefix);
     assert_eq!(reg.check_index().unwrap(), None);
@@ -409,7 +407,7 @@ fn a_write_by_a_version_without_the_index_is_seen_by_the_next_one() {
     let host = registry::addr::host_of(first.addr);
     let slot = registry::addr::slot_of(first.addr) + 1;
     let theirs = registry::Machine {
-        id: "0000000000beef".into(),
+        id: "0000000000beef".parse().unwrap(),
         addr: network.slot_addr(host, slot),
         ..first.clone()
     };

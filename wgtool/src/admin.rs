@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Result;
-use registry::{Change, Kind, MachineState, NodeSpec, Record, Registry};
+use registry::{Change, Kind, MachineId, MachineState, NodeSpec, Record, Registry};
 
 use crate::cli::{AppCommand, MachineCommand, NodeCommand, OrgCommand, RegistryCommand};
 use crate::{table, usage};
@@ -168,6 +168,12 @@ pub fn node(src: &Source, cmd: NodeCommand) -> Result<()> {
     Ok(())
 }
 
+/// A machine id argument, checked here rather than by clap, so that a bad one is one line and
+/// exit 2 like every other refused value.
+fn machine_id(text: &str) -> Result<MachineId> {
+    Ok(MachineId::parse("machine id", text)?)
+}
+
 pub fn machine(src: &Source, cmd: MachineCommand) -> Result<()> {
     let reg = open(src)?;
     let show = |change: Change, verb: &str| -> Result<()> {
@@ -198,20 +204,31 @@ pub fn machine(src: &Source, cmd: MachineCommand) -> Result<()> {
         }
         MachineCommand::Stop { id } => show(
             Change::SetMachineState {
-                id,
+                id: machine_id(&id)?,
                 state: MachineState::Stopped,
             },
             "stopped",
         ),
         MachineCommand::Start { id } => show(
             Change::SetMachineState {
-                id,
+                id: machine_id(&id)?,
                 state: MachineState::Started,
             },
             "started",
         ),
-        MachineCommand::Remove { id } => show(Change::RemoveMachine { id }, "removed"),
-        MachineCommand::Move { id, node } => show(Change::MoveMachine { id, node }, "moved"),
+        MachineCommand::Remove { id } => show(
+            Change::RemoveMachine {
+                id: machine_id(&id)?,
+            },
+            "removed",
+        ),
+        MachineCommand::Move { id, node } => show(
+            Change::MoveMachine {
+                id: machine_id(&id)?,
+                node,
+            },
+            "moved",
+        ),
         MachineCommand::List { org, app, json } => {
             let snap = reg.snapshot_of(&[Kind::Org, Kind::Machine])?;
             if let Some(o) = &org {
@@ -232,7 +249,7 @@ pub fn machine(src: &Source, cmd: MachineCommand) -> Result<()> {
                 .iter()
                 .map(|m| {
                     vec![
-                        m.id.clone(),
+                        m.id.to_string(),
                         m.org.clone(),
                         m.app.clone(),
                         m.region.clone(),

@@ -187,6 +187,14 @@ fn bad_input_exits_2_with_one_clear_line_and_writes_nothing() {
             "machine `00000000000000` does not exist",
         ),
         (
+            &["machine", "stop", "web-1"],
+            "machine id `web-1`: must be 14 lowercase hex characters",
+        ),
+        (
+            &["machine", "move", "4D89699C030518", "--node", "h2"],
+            "machine id `4D89699C030518`: must be 14 lowercase hex characters",
+        ),
+        (
             &["create", "acme", "iad", "alice", "other.conf"],
             "peer `alice` already exists",
         ),
@@ -457,14 +465,15 @@ fn machines_stop_start_move_and_free_their_address() {
         "machine", "add", "web", "--org", "acme", "--region", "iad", "--node", "gw1",
     ]);
     let (id, addr) = line.trim().split_once(' ').unwrap();
+    let key: registry::MachineId = id.parse().unwrap();
     env.ok(&["machine", "stop", id]);
     assert_eq!(
-        env.snapshot().machines[id].state,
+        env.snapshot().machines[&key].state,
         registry::MachineState::Stopped
     );
     env.ok(&["machine", "start", id]);
     env.ok(&["machine", "move", id, "--node", "h2"]);
-    let m = &env.snapshot().machines[id];
+    let m = &env.snapshot().machines[&key];
     assert_eq!(
         (m.node.as_str(), m.region.as_str(), m.addr.to_string()),
         ("h2", "ams", addr.to_string())
@@ -497,8 +506,8 @@ fn registry_copy_moves_everything_and_refuses_a_non_empty_target() {
         from, to,
         "the copy holds the same records at the same revision"
     );
-    let id = out.split_whitespace().next().unwrap();
-    assert!(to.machines.contains_key(id), "{out}");
+    let id: registry::MachineId = out.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(to.machines.contains_key(&id), "{out}");
 
     // Its status counts what the snapshot holds, at the same revision.
     let status = Command::new(WGTOOL)

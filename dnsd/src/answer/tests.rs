@@ -109,7 +109,7 @@ fn world() -> World {
     apply(
         &mut s,
         Change::SetMachineState {
-            id: w2.id.clone(),
+            id: w2.id,
             state: MachineState::Stopped,
         },
     );
@@ -240,6 +240,21 @@ fn vm_name_is_that_machine_if_started() {
         ask(&ix, "00000000000000.vm.web.internal", TYPE_AAAA, acme(&w)),
         Answer::NxDomain
     );
+    // A label that is not a machine id names no machine.
+    let id = w.web[1].id.to_string();
+    for label in [
+        "web-1",
+        &id[1..],
+        &format!("{id}0"),
+        &format!("x{}", &id[1..]),
+    ] {
+        let name = format!("{label}.vm.web.internal");
+        assert_eq!(
+            ask(&ix, &name, TYPE_AAAA, acme(&w)),
+            Answer::NxDomain,
+            "{name}"
+        );
+    }
 }
 
 #[test]
@@ -345,14 +360,14 @@ fn txt_names_use_flys_formats() {
     assert_eq!(t("regions.web.internal"), "ams,iad");
     assert_eq!(t("all.regions.web.internal"), "ams,iad,nrt");
     let mut started = [&w.web[0], &w.web[1], &w.web[3]];
-    started.sort_by(|a, b| a.id.cmp(&b.id));
+    started.sort_by_key(|a| a.id);
     let vms: Vec<String> = started
         .iter()
         .map(|m| format!("{} {}", m.id, m.region))
         .collect();
     assert_eq!(t("vms.web.internal"), vms.join(","));
     let mut all: Vec<&Machine> = w.web.iter().collect();
-    all.sort_by(|a, b| a.id.cmp(&b.id));
+    all.sort_by_key(|a| a.id);
     let vms: Vec<String> = all
         .iter()
         .map(|m| format!("{} {}", m.id, m.region))
@@ -376,7 +391,7 @@ fn txt_names_use_flys_formats() {
         .map(|m| inst(m))
         .collect();
     assert_eq!(t("_instances.internal"), started_text.join(";"));
-    assert!(!t("_instances.internal").contains(&w.web[2].id));
+    assert!(!t("_instances.internal").contains(&w.web[2].id.to_string()));
     assert!(!t("_instances.internal").contains("secret"));
     // interactive-* peers are left out of the list (not out of DNS).
     assert_eq!(t("_peer.internal"), "alice,bob");

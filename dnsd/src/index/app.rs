@@ -6,15 +6,19 @@
 //! forms above, which keeps an app of three machines at about a kilobyte.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::net::Ipv6Addr;
 use std::sync::Arc;
+
+use registry::MachineId;
 
 use super::{list_rdata, region_distance, Addrs, Entry, RegionId, EMPTY, NEAREST_MAX};
 
 /// What an app's names need of one machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppMachine {
-    pub id: Box<str>,
+    /// Eight bytes, not a boxed string: an index may hold a million.
+    pub id: MachineId,
     pub region: Arc<str>,
     pub region_id: Option<RegionId>,
     pub group: Arc<str>,
@@ -237,7 +241,8 @@ impl AppZone {
                 if !s.is_empty() {
                     s.push(',');
                 }
-                s.push_str(&m.id);
+                // Writing to a `String` cannot fail.
+                let _ = write!(s, "{}", m.id);
                 s.push(' ');
                 s.push_str(&m.region);
             }
@@ -317,10 +322,13 @@ impl AppZone {
             b"vm" | b"process" => return has_machines.then_some(&EMPTY),
             _ => {}
         }
-        if let Some(id) = prefix.strip_suffix(b".vm") {
+        if let Some(label) = prefix.strip_suffix(b".vm") {
+            // A label that is not an id names no machine (the name arrives lowercased, and
+            // ids are lowercase, as when they were compared as text).
+            let id = MachineId::from_ascii(label)?;
             let i = self
                 .machines
-                .binary_search_by(|m| m.machine.id.as_bytes().cmp(id))
+                .binary_search_by_key(&id, |m| m.machine.id)
                 .ok()?;
             return Some(&self.machines[i].entry);
         }

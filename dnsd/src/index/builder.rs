@@ -14,7 +14,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use registry::region::REGIONS;
-use registry::{Delta, Machine, OrgNetwork, Peer, Record, RecordKey, Snapshot};
+use registry::{Delta, Machine, MachineId, OrgNetwork, Peer, Record, RecordKey, Snapshot};
 
 use super::{
     listed_peer, region_id, txt_rdata, Addrs, AppMachine, AppZone, CappedList, Entry, Index, Names,
@@ -128,8 +128,8 @@ impl AppDraft {
         }
     }
 
-    fn remove(&mut self, id: &str) {
-        if let Ok(i) = self.machines.binary_search_by(|x| (*x.id).cmp(id)) {
+    fn remove(&mut self, id: MachineId) {
+        if let Ok(i) = self.machines.binary_search_by_key(&id, |x| x.id) {
             self.machines.remove(i);
         }
     }
@@ -387,7 +387,7 @@ impl IndexBuilder {
             RecordKey::App { org, name } => self.draft(org, name, dirty).listed = false,
             RecordKey::Machine { id } => {
                 if let Some(Record::Machine(m)) = before {
-                    self.draft(&m.org, &m.app, dirty).remove(id);
+                    self.draft(&m.org, &m.app, dirty).remove(*id);
                 }
             }
             RecordKey::Peer { org, name } => {
@@ -424,7 +424,7 @@ impl IndexBuilder {
 
     fn put_machine(&mut self, m: &Machine, dirty: &mut Dirty) {
         let machine = AppMachine {
-            id: m.id.as_str().into(),
+            id: m.id,
             region: self.intern(&m.region),
             region_id: region_id(&m.region),
             group: self.intern(&m.process_group),

@@ -91,7 +91,7 @@ impl World {
         let node = format!("node{}", self.rng.below(5));
         let host = self.snap.nodes.get(&node).map_or(7, |n| n.host);
         Machine {
-            id: format!("{:014x}", self.rng.next() >> 8),
+            id: registry::MachineId::from_bits(self.rng.next() >> 8),
             app: self.rng.pick(&self.apps).clone(),
             region: self.rng.pick(&REGIONS).to_string(),
             node,
@@ -211,11 +211,11 @@ impl World {
             46..=65 => {
                 // An existing machine: stopped/started, moved to another region or node,
                 // another process group, now and then another app.
-                let ids: Vec<&String> = self.snap.machines.keys().collect();
+                let ids: Vec<registry::MachineId> = self.snap.machines.keys().copied().collect();
                 if ids.is_empty() {
                     return None;
                 }
-                let id = (*self.rng.pick(&ids)).clone();
+                let id = *self.rng.pick(&ids);
                 let mut m = self.snap.machines.get(&id)?.clone();
                 match self.rng.below(5) {
                     0 => {
@@ -233,12 +233,12 @@ impl World {
                 after = Some(Record::Machine(m));
             }
             66..=75 => {
-                let ids: Vec<&String> = self.snap.machines.keys().collect();
+                let ids: Vec<registry::MachineId> = self.snap.machines.keys().copied().collect();
                 if ids.is_empty() {
                     return None;
                 }
                 key = registry::RecordKey::Machine {
-                    id: (*self.rng.pick(&ids)).clone(),
+                    id: *self.rng.pick(&ids),
                 };
                 after = None;
             }
@@ -473,7 +473,7 @@ impl Live {
 
 fn machine(id: &str, app: &str, region: &str, n: u32, state: MachineState) -> Record {
     Record::Machine(Machine {
-        id: id.into(),
+        id: id.parse().unwrap(),
         org: "acme".into(),
         app: app.into(),
         region: region.into(),

@@ -90,7 +90,7 @@ fn moved_machine_routes_its_slash112_to_where_it_runs() {
     apply_change(
         &mut s,
         Change::MoveMachine {
-            id: m.id.clone(),
+            id: m.id,
             node: "c".into(),
         },
     );

@@ -110,7 +110,7 @@ fn machine_gets_slot_in_its_nodes_slash80() {
     let mut s = base();
     let m = added_machine(apply(&mut s, machine("acme", "web", "iad", "host-a")).unwrap());
     assert_eq!(m.addr.to_string(), "fdaa:0:1:a7b:1:0:1:2");
-    assert_eq!(m.id.len(), 14);
+    assert_eq!(m.id.to_string().len(), 14);
     assert_eq!(m.process_group, "app");
     assert!(
         s.apps.contains_key(&("acme".into(), "web".into())),
@@ -126,7 +126,7 @@ fn removed_machine_address_is_reused() {
     let a = added_machine(apply(&mut s, machine("acme", "web", "iad", "host-a")).unwrap());
     let b = added_machine(apply(&mut s, machine("acme", "web", "iad", "host-a")).unwrap());
     assert_ne!(a.addr, b.addr);
-    apply(&mut s, Change::RemoveMachine { id: a.id.clone() }).unwrap();
+    apply(&mut s, Change::RemoveMachine { id: a.id }).unwrap();
     let c = added_machine(apply(&mut s, machine("acme", "web", "iad", "host-a")).unwrap());
     assert_eq!(c.addr, a.addr);
 }
@@ -144,7 +144,7 @@ fn ten_thousand_machines_never_collide() {
         };
         let m = added_machine(apply(&mut s, machine("acme", "web", node.0, node.1)).unwrap());
         assert!(addrs.insert(m.addr), "address {} given twice", m.addr);
-        assert!(ids.insert(m.id.clone()), "id {} given twice", m.id);
+        assert!(ids.insert(m.id), "id {} given twice", m.id);
         // Churn: remove every seventh so reuse happens under load.
         if i % 7 == 0 {
             apply(&mut s, Change::RemoveMachine { id: m.id }).unwrap();
@@ -162,7 +162,7 @@ fn moved_machine_keeps_address_and_blocks_reuse() {
         apply(
             &mut s,
             Change::MoveMachine {
-                id: m.id.clone(),
+                id: m.id,
                 node: "host-b".into(),
             },
         )
@@ -460,7 +460,7 @@ fn ipv4_routes_need_a_slot_with_a_4via6_prefix() {
     // Machines hold slots 1..=65534 of acme's /80 on host-a.
     for slot in 1..=0xfffe_u32 {
         s.put(Record::Machine(Machine {
-            id: format!("{slot:014x}"),
+            id: MachineId::from_bits(u64::from(slot)),
             org: "acme".into(),
             app: "web".into(),
             region: "iad".into(),
@@ -683,13 +683,9 @@ fn bad_input_names_field_and_rule_and_changes_nothing() {
         ),
         (
             Change::RemoveMachine {
-                id: "00000000000000".into(),
+                id: MachineId::from_bits(0),
             },
             "machine `00000000000000` does not exist",
-        ),
-        (
-            Change::RemoveMachine { id: "xyz".into() },
-            "machine id `xyz`: must be 14 lowercase hex",
         ),
     ];
     for (change, want) in cases {
@@ -700,6 +696,32 @@ fn bad_input_names_field_and_rule_and_changes_nothing() {
         );
         assert!(err.is_user_error());
     }
+}
+
+#[test]
+fn a_bad_machine_id_is_refused_where_a_change_is_read() {
+    // A change names a machine by a `MachineId`, so the id is checked where the change's
+    // text is read (an API body, a change log) rather than by `plan`.
+    for change in [
+        r#"{"RemoveMachine":{"id":"xyz"}}"#,
+        r#"{"SetMachineState":{"id":"4D89699C030518","state":"started"}}"#,
+        r#"{"MoveMachine":{"id":"4d89699c03051","node":"host-a"}}"#,
+    ] {
+        let err = serde_json::from_str::<Change>(change)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("machine id `") && err.contains("`: must be 14 lowercase hex characters"),
+            "{change}: {err}"
+        );
+    }
+    let ok: Change = serde_json::from_str(r#"{"RemoveMachine":{"id":"4d89699c030518"}}"#).unwrap();
+    assert_eq!(
+        ok,
+        Change::RemoveMachine {
+            id: "4d89699c030518".parse().unwrap()
+        }
+    );
 }
 
 #[test]

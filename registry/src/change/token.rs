@@ -283,7 +283,7 @@ fn permit_admin(snap: &Snapshot, token: &Token, change: &Change) -> Result<()> {
         Change::SetMachineState { id, .. }
         | Change::MoveMachine { id, .. }
         | Change::RemoveMachine { id } => match snap.machines.get(id) {
-            Some(m) if m.org != token.org => Err(Error::not_found(Kind::Machine, id)),
+            Some(m) if m.org != token.org => Err(Error::not_found(Kind::Machine, id.to_string())),
             _ => Ok(()),
         },
         Change::RevokeToken { id } => match snap.tokens.get(id) {

@@ -248,6 +248,27 @@ mod tests {
     }
 
     #[test]
+    fn a_machine_is_keyed_by_its_id_as_text_and_a_bad_id_is_reported() {
+        let keys = Keys::new("/t");
+        let id: crate::MachineId = "4d89699c030518".parse().unwrap();
+        assert_eq!(
+            keys.record(&RecordKey::Machine { id }),
+            "/t/machines/4d89699c030518"
+        );
+        let value = br#"{"kind":"machine","id":"web-1","org":"acme","app":"web","region":"iad",
+            "node":"n1","process_group":"app","state":"started","addr":"fdaa::2"}"#;
+        let kvs = vec![("/t/machines/web-1".to_string(), value.to_vec(), 1)];
+        let err = decode(&keys, &kvs).unwrap_err();
+        assert!(
+            err.contains(
+                "key `/t/machines/web-1` does not hold a record: machine id `web-1`: \
+                 must be 14 lowercase hex characters"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_record_under_the_wrong_key_is_reported() {
         let keys = Keys::new("/t");
         let org = Record::Org(Org {

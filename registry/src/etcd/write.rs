@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use crate::change::{self, Change, Context, Plan, Usage, Write};
 use crate::delta::Delta;
 use crate::error::{Error, Result};
+use crate::machine_id::MachineId;
 use crate::model::{Node, Record, RecordKey, Revision};
 use crate::Applied;
 
@@ -342,9 +343,7 @@ fn named<'r>(
         })?),
         Change::SetMachineState { id, .. }
         | Change::MoveMachine { id, .. }
-        | Change::RemoveMachine { id } => {
-            found.extend(record(RecordKey::Machine { id: id.clone() })?)
-        }
+        | Change::RemoveMachine { id } => found.extend(record(RecordKey::Machine { id: *id })?),
         Change::AddPeer {
             org,
             name,
@@ -418,8 +417,8 @@ impl Usage for IndexUsage<'_> {
         Ok(self.answer(got, Some(crate::addr::SLOT_RANGE.0)))
     }
 
-    fn machine_exists(&self, id: &str) -> Result<bool> {
-        let key = self.keys.record(&RecordKey::Machine { id: id.into() });
+    fn machine_exists(&self, id: MachineId) -> Result<bool> {
+        let key = self.keys.record(&RecordKey::Machine { id });
         let got = self.reads.get(&key).map(|kv| kv.is_some());
         Ok(self.answer(got.map_err(Stop::from), false))
     }

@@ -237,7 +237,7 @@ fn every_kind_of_record_reads_back_as_written() {
             name: "wéb".into(),
         }),
         Record::Machine(Machine {
-            id: "0123456789abcd".into(),
+            id: "0123456789abcd".parse().unwrap(),
             org: "acme".into(),
             app: "web".into(),
             region: "iad".into(),
@@ -322,6 +322,47 @@ fn a_public_key_is_kept_as_its_base64_text() {
     short.extend_from_slice(&buf[at + 48..]);
     assert!(codec::decode(&short).unwrap_err().contains("public key"));
     assert_eq!(codec::decode(&buf), Ok(node(KEY.parse().unwrap())));
+}
+
+/// A machine id is written as the 14 characters it was written as when ids were strings (so
+/// copies written then still load), and text that is not an id is refused.
+#[test]
+fn a_machine_id_is_kept_as_its_14_characters() {
+    use crate::{Machine, MachineState};
+    const ID: &str = "4d89699c030518";
+    let addr: std::net::Ipv6Addr = "fdaa:0:1:a7b:1:0:1:2".parse().unwrap();
+    let machine = || {
+        Record::Machine(Machine {
+            id: ID.parse().unwrap(),
+            org: "acme".into(),
+            app: "web".into(),
+            region: "iad".into(),
+            node: "iad-1".into(),
+            process_group: "app".into(),
+            state: MachineState::Started,
+            addr,
+        })
+    };
+    // What the codec wrote when the id was a `String`: each text its length and its bytes.
+    let mut old = vec![b'm'];
+    for text in [ID, "acme", "web", "iad", "iad-1", "app"] {
+        old.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        old.extend_from_slice(text.as_bytes());
+    }
+    old.push(1);
+    old.extend_from_slice(&addr.octets());
+    let mut buf = Vec::new();
+    assert!(codec::encode(&machine(), &mut buf));
+    assert_eq!(buf, old);
+    assert_eq!(codec::decode(&old), Ok(machine()));
+
+    let mut bad = old.clone();
+    bad[5] = b'X';
+    let err = codec::decode(&bad).unwrap_err();
+    assert!(
+        err.contains("machine id `Xd89699c030518`: must be 14 lowercase hex characters"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -263,7 +263,7 @@ fn three_orgs() -> Snapshot {
             name: "web".into(),
         }));
         s.put(Record::Machine(Machine {
-            id: format!("{i:014x}"),
+            id: crate::MachineId::from_bits(i as u64),
             org: org.into(),
             app: "web".into(),
             region: "iad".into(),

@@ -10,6 +10,7 @@ use super::read::Reader;
 use crate::addr::{self, OrgNetwork};
 use crate::change::{Change, Usage};
 use crate::error::{Error, Result};
+use crate::machine_id::MachineId;
 use crate::model::{Node, Snapshot};
 
 /// The part of the registry `change` reads when planned.
@@ -80,7 +81,7 @@ impl Usage for Reader<'_> {
         })
     }
 
-    fn machine_exists(&self, id: &str) -> Result<bool> {
+    fn machine_exists(&self, id: MachineId) -> Result<bool> {
         self.count("SELECT COUNT(*) FROM machines WHERE id = ?1", [id])
             .map(|n| n > 0)
     }

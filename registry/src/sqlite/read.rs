@@ -5,6 +5,7 @@
 use rusqlite::{Connection, Params};
 
 use crate::error::{Error, Kind, Result};
+use crate::machine_id::MachineId;
 use crate::model::{
     App, Machine, MachineState, Node, Org, Peer, Peering, Record, RecordKey, Revision, Snapshot,
     Token,
@@ -224,7 +225,7 @@ impl Reader<'_> {
             .query_map(params, |r| {
                 Ok((
                     Machine {
-                        id: r.get(0)?,
+                        id: MachineId::from_bits(0),
                         org: r.get(1)?,
                         app: r.get(2)?,
                         region: r.get(3)?,
@@ -235,11 +236,19 @@ impl Reader<'_> {
                     },
                     r.get::<_, String>(6)?,
                     r.get::<_, String>(7)?,
+                    // Kept as it came, so that a bad id is a bad record, not a failed read.
+                    r.get::<_, MachineId>(0),
                 ))
             })
             .map_err(e)?;
         for row in rows {
-            let (mut m, state, addr) = row.map_err(e)?;
+            let (mut m, state, addr, id) = row.map_err(e)?;
+            m.id = id.map_err(|err| match err {
+                rusqlite::Error::FromSqlConversionFailure(_, _, why) => {
+                    self.corrupt(format!("a machine has {why}"))
+                }
+                other => self.storage(other),
+            })?;
             m.state = match state.as_str() {
                 "started" => MachineState::Started,
                 "stopped" => MachineState::Stopped,

@@ -327,6 +327,30 @@ fn a_token_with_an_unknown_scope_is_reported_as_corrupt() {
 }
 
 #[test]
+fn a_machine_with_a_bad_id_is_reported_as_corrupt() {
+    let (_dir, reg) = fresh();
+    setup(&reg);
+    reg.apply(&Change::AddMachine {
+        org: "acme".into(),
+        app: "web".into(),
+        region: "iad".into(),
+        node: "host-a".into(),
+        process_group: None,
+    })
+    .unwrap();
+    reg.lock()
+        .execute("UPDATE machines SET id = 'web-1'", [])
+        .unwrap();
+    let err = reg.snapshot().unwrap_err();
+    assert!(matches!(err, crate::Error::Corrupt { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("a machine has machine id `web-1`: must be 14 lowercase hex characters"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_visit_gives_every_record_of_the_snapshot_kinds_in_order() {
     let (_dir, reg) = fresh();
     setup(&reg);

@@ -22,7 +22,7 @@ impl Rng {
 /// What the writer knows of the registry, to name existing records in its next change.
 pub struct Churn {
     pub rng: Rng,
-    machines: Vec<String>,
+    machines: Vec<registry::MachineId>,
     peers: Vec<(String, String)>,
     tokens: Vec<String>,
     counter: u64,
@@ -110,7 +110,7 @@ impl Churn {
                 process_group: None,
             },
             32..=41 if !self.machines.is_empty() => Change::SetMachineState {
-                id: self.machines[self.rng.below(self.machines.len())].clone(),
+                id: self.machines[self.rng.below(self.machines.len())],
                 state: if self.rng.below(2) == 0 {
                     MachineState::Started
                 } else {
@@ -118,7 +118,7 @@ impl Churn {
                 },
             },
             42..=46 if !self.machines.is_empty() => Change::MoveMachine {
-                id: self.machines[self.rng.below(self.machines.len())].clone(),
+                id: self.machines[self.rng.below(self.machines.len())],
                 node: self.pick(NODES).into(),
             },
             47..=56 if !self.machines.is_empty() => {

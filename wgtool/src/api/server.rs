@@ -302,12 +302,7 @@ async fn route(
                     )
                 })?
                 .to_bytes();
-            let change: Change = serde_json::from_slice(&body).map_err(|e| {
-                (
-                    StatusCode::BAD_REQUEST,
-                    WireError::bad_request("body", format!("is not a registry change: {e}")),
-                )
-            })?;
+            let change = change_of(&body)?;
             let applied = blocking(state, move |reg| {
                 reg.apply(&Change::WithToken {
                     id,
@@ -338,6 +333,17 @@ async fn route(
 }
 
 /// The token's id and the hash of its secret, from the request.
+/// The change a body holds. Every value in it is checked as it is read (a machine id, a
+/// public key), so a bad one is refused here, naming its field and rule.
+fn change_of(body: &[u8]) -> Result<Change, Failure> {
+    serde_json::from_slice(body).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            WireError::bad_request("body", format!("is not a registry change: {e}")),
+        )
+    })
+}
+
 fn credentials(req: &Request<Incoming>) -> Result<(String, String), Failure> {
     let unauthorized = |rule: &str| {
         let mut e = WireError::bad_request("authorization", rule);
@@ -415,4 +421,25 @@ where
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_with_a_bad_machine_id_is_a_bad_request_naming_the_field_and_rule() {
+        let (status, e) = change_of(br#"{"RemoveMachine":{"id":"web-1"}}"#).unwrap_err();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            e.error.starts_with(
+                "body: is not a registry change: machine id `web-1`: \
+                 must be 14 lowercase hex characters"
+            ),
+            "{}",
+            e.error
+        );
+        let ok = change_of(br#"{"RemoveMachine":{"id":"4d89699c030518"}}"#).unwrap();
+        assert!(matches!(ok, Change::RemoveMachine { .. }), "{ok:?}");
+    }
 }

@@ -64,7 +64,7 @@ fn pick<'a, T>(ctx: &mut Ctx, items: &'a [T]) -> Option<&'a T> {
 
 fn random_change(s: &Snapshot, ctx: &mut Ctx) -> Change {
     let org = ORGS[ctx.below(3) as usize].to_string();
-    let machines: Vec<String> = s.machines.keys().cloned().collect();
+    let machines: Vec<registry::MachineId> = s.machines.keys().copied().collect();
     let peers: Vec<(String, String)> = s.peers.keys().cloned().collect();
     match ctx.below(100) {
         0..=4 => Change::CreateOrg { name: org },
@@ -94,7 +94,7 @@ fn random_change(s: &Snapshot, ctx: &mut Ctx) -> Change {
             node: NODES[ctx.below(5) as usize].0.into(),
             process_group: None,
         },
-        40..=47 => match pick(ctx, &machines).cloned() {
+        40..=47 => match pick(ctx, &machines).copied() {
             Some(id) => Change::SetMachineState {
                 id,
                 state: if ctx.below(2) == 0 {
@@ -105,14 +105,14 @@ fn random_change(s: &Snapshot, ctx: &mut Ctx) -> Change {
             },
             None => Change::CreateOrg { name: org },
         },
-        48..=57 => match pick(ctx, &machines).cloned() {
+        48..=57 => match pick(ctx, &machines).copied() {
             Some(id) => Change::MoveMachine {
                 id,
                 node: NODES[ctx.below(5) as usize].0.into(),
             },
             None => Change::CreateOrg { name: org },
         },
-        58..=67 => match pick(ctx, &machines).cloned() {
+        58..=67 => match pick(ctx, &machines).copied() {
             Some(id) => Change::RemoveMachine { id },
             None => Change::CreateOrg { name: org },
         },

@@ -449,10 +449,7 @@ fn a_peer_token_may_not_do_admin_work() {
     let m = added_machine(apply(&mut s, machine("acme", "web", "iad", "host-a")).unwrap());
     let cases = [
         (machine("acme", "web", "iad", "host-a"), "add machines"),
-        (
-            Change::RemoveMachine { id: m.id.clone() },
-            "remove machines",
-        ),
+        (Change::RemoveMachine { id: m.id }, "remove machines"),
         (
             Change::SetMachineState {
                 id: m.id,
@@ -516,21 +513,15 @@ fn a_token_works_only_on_its_own_org() {
         assert_eq!(forbidden(&s, &with(ADMIN, change)), want);
     }
     // Another org's records named by id read as unknown: ids cannot be probed.
-    let theirs = s
-        .machines
-        .values()
-        .find(|m| m.org == "globex")
-        .unwrap()
-        .id
-        .clone();
+    let theirs = s.machines.values().find(|m| m.org == "globex").unwrap().id;
     for change in [
-        Change::RemoveMachine { id: theirs.clone() },
+        Change::RemoveMachine { id: theirs },
         Change::MoveMachine {
-            id: theirs.clone(),
+            id: theirs,
             node: "host-a".into(),
         },
         Change::SetMachineState {
-            id: theirs.clone(),
+            id: theirs,
             state: MachineState::Stopped,
         },
     ] {
@@ -639,7 +630,7 @@ fn an_admin_token_does_the_clis_work_for_its_org() {
         with(
             ADMIN,
             Change::SetMachineState {
-                id: m.id.clone(),
+                id: m.id,
                 state: MachineState::Stopped,
             },
         ),
@@ -650,7 +641,7 @@ fn an_admin_token_does_the_clis_work_for_its_org() {
         with(
             ADMIN,
             Change::MoveMachine {
-                id: m.id.clone(),
+                id: m.id,
                 node: "host-b".into(),
             },
         ),
@@ -729,13 +720,7 @@ fn a_token_inside_a_token_is_invalid() {
 fn removing_an_org_removes_its_tokens_in_the_same_write() {
     let mut s = tokens_base();
     apply(&mut s, peer_token(None, None, None)).unwrap();
-    let globex_machine = s
-        .machines
-        .values()
-        .find(|m| m.org == "globex")
-        .unwrap()
-        .id
-        .clone();
+    let globex_machine = s.machines.values().find(|m| m.org == "globex").unwrap().id;
     apply(&mut s, Change::RemoveMachine { id: globex_machine }).unwrap();
     let p = plan(
         &s,

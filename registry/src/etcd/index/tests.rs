@@ -7,7 +7,7 @@ const HOST: u32 = 0x0a7b_0001;
 
 fn machine(slot: u32) -> Machine {
     Machine {
-        id: format!("{slot:014x}"),
+        id: crate::MachineId::from_bits(u64::from(slot)),
         org: "acme".into(),
         app: "web".into(),
         region: "iad".into(),

@@ -48,12 +48,11 @@ fn each_write_logs_what_it_changed_before_and_after() {
     };
     let stopped = reg
         .apply(&Change::SetMachineState {
-            id: m.id.clone(),
+            id: m.id,
             state: crate::MachineState::Stopped,
         })
         .unwrap();
-    reg.apply(&Change::RemoveMachine { id: m.id.clone() })
-        .unwrap();
+    reg.apply(&Change::RemoveMachine { id: m.id }).unwrap();
     let deltas = reg.changes_since(Revision(0), 100).unwrap().unwrap();
     let revisions: Vec<u64> = deltas.iter().map(|d| d.revision.0).collect();
     assert_eq!(revisions, [1, 2, 3, 4, 5]);
@@ -66,7 +65,7 @@ fn each_write_logs_what_it_changed_before_and_after() {
     assert_eq!(change.before, Some(Record::Machine(m.clone())));
     assert_eq!(change.after, stopped.record);
     let change = &deltas[4].changes[0];
-    assert_eq!(change.key, RecordKey::Machine { id: m.id.clone() });
+    assert_eq!(change.key, RecordKey::Machine { id: m.id });
     assert_eq!(
         (change.before.is_some(), change.after.is_none()),
         (true, true)
@@ -95,7 +94,7 @@ fn a_refused_or_empty_write_logs_nothing() {
     setup(&reg);
     assert!(reg
         .apply(&Change::RemoveMachine {
-            id: "00000000000001".into()
+            id: crate::MachineId::from_bits(1)
         })
         .is_err());
     let Change::AddNode(spec) = Change::AddNode(NodeSpec {
@@ -261,8 +260,7 @@ fn an_imported_registry_allocates_its_holes_first() {
     }
     // Slots 2 and 4 freed: 1, 3 and 5 held.
     for id in [&ids[1], &ids[3]] {
-        from.apply(&Change::RemoveMachine { id: id.clone() })
-            .unwrap();
+        from.apply(&Change::RemoveMachine { id: *id }).unwrap();
     }
     let (_dir2, to) = fresh();
     to.import(&from.snapshot().unwrap()).unwrap();
