@@ -459,6 +459,32 @@ fn genkey_and_pubkey_agree_with_wg() {
 }
 
 #[test]
+fn app_list_counts_each_apps_machines_and_started_ones() {
+    let env = Env::populated();
+    let add = |app: &str| {
+        let line = env.ok(&[
+            "machine", "add", app, "--org", "acme", "--region", "iad", "--node", "gw1",
+        ]);
+        line.split_whitespace().next().unwrap().to_string()
+    };
+    let web = [add("web"), add("web"), add("web")];
+    add("api");
+    env.ok(&["machine", "stop", &web[1]]);
+    let listed: serde_json::Value =
+        serde_json::from_str(&env.ok(&["app", "list", "--json"])).unwrap();
+    assert_eq!(
+        listed,
+        serde_json::json!([
+            {"org": "acme", "name": "api", "machines": 1, "started": 1},
+            {"org": "acme", "name": "web", "machines": 3, "started": 2},
+        ])
+    );
+    let other: serde_json::Value =
+        serde_json::from_str(&env.ok(&["app", "list", "--org", "nobody", "--json"])).unwrap();
+    assert_eq!(other, serde_json::json!([]));
+}
+
+#[test]
 fn machines_stop_start_move_and_free_their_address() {
     let env = Env::populated();
     let line = env.ok(&[

@@ -105,9 +105,10 @@ impl Keeper {
         self.send(Job::End(revision));
     }
 
-    /// The whole read failed: what was written of it is dropped, and the copy starts empty at
-    /// revision 0 as the reader does (there is no whole revision to keep), so that the deltas
-    /// the follower then hands on from revision 1 are kept too, not only a later whole read.
+    /// The whole read failed: what was written of it is dropped. Where there is no copy yet,
+    /// the copy starts empty at revision 0 as the reader does, so that the deltas the follower
+    /// then hands on from revision 1 are kept too, not only a later whole read; a copy already
+    /// there is left as it is.
     pub fn abort(&self) {
         self.send(Job::Abort);
     }
@@ -194,7 +195,12 @@ impl State {
             }
             Job::Abort => {
                 self.base = None;
-                self.run(Job::Snapshot(Arc::new(Snapshot::default())))?;
+                // Only where there is no copy: one the reader could not use now (unreadable
+                // for a while, another spelling of the registry's location) may serve a
+                // later start, and is left as it is.
+                if matches!(self.copy.location(), Ok(None)) {
+                    self.run(Job::Snapshot(Arc::new(Snapshot::default())))?;
+                }
             }
             Job::Snapshot(snap) => {
                 self.journal = None;

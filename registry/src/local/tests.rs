@@ -655,7 +655,14 @@ fn after_a_failed_whole_read_the_copy_starts_empty_and_keeps_the_deltas_that_fol
     keeper.sync();
     let (loaded_snap, loaded) = load(&copy);
     assert_eq!(loaded.revision, want.revision);
-    assert_eq!(loaded_snap, without_tokens_snap(want));
+    assert_eq!(loaded_snap, without_tokens_snap(want.clone()));
+
+    // Where a copy exists, a failed read leaves it as it is.
+    let keeper = Keeper::start(copy.clone(), reg.clone());
+    keeper.begin();
+    keeper.abort();
+    keeper.sync();
+    assert_eq!(load(&copy).0, without_tokens_snap(want));
 }
 
 #[test]
@@ -669,10 +676,11 @@ fn settling_at_a_stop_waits_for_the_writer_but_not_for_a_stalled_one() {
         gate: std::sync::Mutex::new(Some(gate)),
     });
     let copy = LocalCopy::new(dir.path().join("copy"));
-    // A queue of one: the stalled base holds the writer, the settle's own job finds the
-    // queue full once the deltas below fill it.
+    // A queue of one: the stalled base holds the writer, a delta takes the one place, and
+    // the settle's own job finds the queue full until the writer is let go.
     let keeper = Keeper::with_queue(copy.clone(), reg, 1);
     keeper.snapshot(snap.clone());
+    keeper.flush();
     let started = std::time::Instant::now();
     assert!(!keeper.settle(std::time::Duration::from_millis(200)));
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
