@@ -52,12 +52,6 @@ pub fn dns_name(field: &'static str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// A machine id: 14 lowercase hex characters, like Fly's. The rule is
-/// [`MachineId`](crate::MachineId)'s; this checks text without keeping the id.
-pub fn machine_id(value: &str) -> Result<()> {
-    crate::MachineId::parse("machine id", value).map(|_| ())
-}
-
 /// A token id: `tok` and 16 lowercase hex characters.
 pub fn token_id(value: &str) -> Result<()> {
     let hex = |s: &str| {
@@ -152,19 +146,6 @@ mod tests {
             assert!(msg.contains("reserved"), "{msg}");
         }
         dns_name("app name", "web").unwrap();
-    }
-
-    #[test]
-    fn machine_ids_are_14_hex() {
-        machine_id("4d89699c030518").unwrap();
-        for bad in [
-            "4d89699c03051",
-            "4d89699c030518a",
-            "4D89699C030518",
-            "zz89699c030518",
-        ] {
-            assert!(machine_id(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]
