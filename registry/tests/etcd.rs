@@ -528,8 +528,14 @@ fn a_registry_read_in_small_pages_and_narrowing_spans_is_whole() {
         registry::Record::Peering(_) => 5,
         registry::Record::Token(_) => 6,
     };
-    for page in [1, 3, 1000] {
+    // The last: pages too large for the answers taken (records are ~100-200 bytes), read
+    // again in smaller ones.
+    for (page, answers) in [(1, None), (3, None), (1000, None), (1000, Some(1500))] {
         let reg = etcd_registry(&url).reading_pages_of(page);
+        let reg = match answers {
+            Some(bytes) => reg.taking_answers_of(bytes),
+            None => reg,
+        };
         assert_eq!(reg.snapshot().unwrap(), want, "pages of {page}");
         let mut seen = Vec::new();
         let revision = reg.visit(&mut |r| seen.push(r)).unwrap();
@@ -547,6 +553,50 @@ fn a_registry_read_in_small_pages_and_narrowing_spans_is_whole() {
         seen.into_iter().for_each(|r| visited.put(r));
         assert_eq!(records, want.records().count(), "pages of {page}");
         assert_eq!(visited, want, "pages of {page}");
+    }
+}
+
+/// A whole read decodes pages while later ones arrive. A value that holds no record, read
+/// first of many, stops it with an error that names the key, whichever way it is read, and
+/// no read hangs behind the decoder that stopped.
+#[test]
+fn a_value_that_holds_no_record_stops_a_whole_read_and_is_named() {
+    let etcd = Etcd::single();
+    let prefix = common::unique_prefix();
+    let url = etcd.url_with(&prefix);
+    let reg = etcd_registry(&url);
+    setup(&reg);
+    for i in 0..40 {
+        reg.apply(&machine(&format!("app{i}"))).unwrap();
+    }
+    let port = etcd.client_port(0);
+    let bad = format!("{prefix}/machines/00000000000000");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = etcd_client::Client::connect([format!("http://127.0.0.1:{port}")], None)
+            .await
+            .unwrap();
+        c.put(
+            bad.clone(),
+            br#"{"kind":"machine","id":"nope"}"#.to_vec(),
+            None,
+        )
+        .await
+        .unwrap();
+    });
+    for page in [1, 1000] {
+        let reg = etcd_registry(&url).reading_pages_of(page);
+        let Err(Error::Corrupt { message, .. }) = reg.snapshot() else {
+            panic!("pages of {page}: a snapshot with a bad value read");
+        };
+        assert!(
+            message.contains(&format!("key `{bad}` does not hold a record")),
+            "{message}"
+        );
+        let Err(Error::Corrupt { message, .. }) = reg.visit(&mut |_| {}) else {
+            panic!("pages of {page}: a visit with a bad value read");
+        };
+        assert!(message.contains(&bad), "{message}");
     }
 }
 

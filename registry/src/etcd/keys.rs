@@ -110,6 +110,17 @@ impl Keys {
         format!("{}/apps/{org}/", self.prefix)
     }
 
+    /// The record that `value` holds under `key`, which must be the record's own key.
+    pub fn decode_record(&self, key: &str, value: &[u8]) -> Result<Record, String> {
+        let record = Record::from_json(value)
+            .map_err(|e| format!("key `{key}` does not hold a record: {e}"))?;
+        let expected = self.record(&record.key());
+        if expected != key {
+            return Err(format!("key `{key}` holds the record of `{expected}`"));
+        }
+        Ok(record)
+    }
+
     pub fn record(&self, key: &RecordKey) -> String {
         let p = &self.prefix;
         match key {
@@ -131,42 +142,67 @@ impl Keys {
 /// Builds a snapshot from the key-values of the registry's range. Returns the snapshot and
 /// the etcd mod-revision of `meta/revision` (0 when the registry was never written).
 pub fn decode(keys: &Keys, kvs: &[(String, Vec<u8>, i64)]) -> Result<(Snapshot, i64), String> {
-    let mut snap = Snapshot {
-        next_network: 1,
-        ..Snapshot::default()
-    };
-    let mut mark_mod = 0;
-    let revision_key = keys.revision();
-    let network_key = keys.next_network();
-    let meta = format!("{}meta/", keys.start());
+    let mut decoder = Decoder::new(keys);
     for (key, value, mod_revision) in kvs {
-        if *key == revision_key {
+        decoder.take(key, value, *mod_revision)?;
+    }
+    Ok(decoder.finish())
+}
+
+/// [`decode`] a key-value at a time, so that a whole read can be decoded while its later
+/// pages are still on the way.
+pub struct Decoder {
+    snap: Snapshot,
+    mark_mod: i64,
+    revision_key: String,
+    network_key: String,
+    meta: String,
+    keys: Keys,
+}
+
+impl Decoder {
+    pub fn new(keys: &Keys) -> Decoder {
+        Decoder {
+            snap: Snapshot {
+                next_network: 1,
+                ..Snapshot::default()
+            },
+            mark_mod: 0,
+            revision_key: keys.revision(),
+            network_key: keys.next_network(),
+            meta: format!("{}meta/", keys.start()),
+            keys: keys.clone(),
+        }
+    }
+
+    pub fn take(&mut self, key: &str, value: &[u8], mod_revision: i64) -> Result<(), String> {
+        if key == self.revision_key {
             let mark: RevisionMark = serde_json::from_slice(value)
                 .map_err(|e| format!("key `{key}` is not a revision mark: {e}"))?;
-            snap.revision = Revision(mark.revision);
-            mark_mod = *mod_revision;
-            continue;
+            self.snap.revision = Revision(mark.revision);
+            self.mark_mod = mod_revision;
+            return Ok(());
         }
-        if *key == network_key {
-            snap.next_network = std::str::from_utf8(value)
+        if key == self.network_key {
+            self.snap.next_network = std::str::from_utf8(value)
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .ok_or_else(|| format!("key `{key}` is not a network id"))?;
-            continue;
+            return Ok(());
         }
-        if key.starts_with(&meta) {
+        if key.starts_with(&self.meta) {
             // Room for later metadata; older readers skip it.
-            continue;
+            return Ok(());
         }
-        let record: Record = serde_json::from_slice(value)
-            .map_err(|e| format!("key `{key}` does not hold a record: {e}"))?;
-        let expected = keys.record(&record.key());
-        if expected != *key {
-            return Err(format!("key `{key}` holds the record of `{expected}`"));
-        }
-        snap.put(record);
+        let record = self.keys.decode_record(key, value)?;
+        self.snap.put(record);
+        Ok(())
     }
-    Ok((snap, mark_mod))
+
+    /// The snapshot, and the etcd mod-revision of `meta/revision` (0 if there was none).
+    pub fn finish(self) -> (Snapshot, i64) {
+        (self.snap, self.mark_mod)
+    }
 }
 
 #[cfg(test)]

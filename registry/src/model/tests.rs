@@ -344,3 +344,47 @@ fn scoped_keeps_what_an_orgs_token_may_read_and_nothing_else() {
     assert_eq!(nobody.nodes, s.nodes);
     assert!(nobody.records().all(|r| matches!(r, Record::Node(_))));
 }
+
+/// `Record::from_json` reads what serde writes straight as the kind's struct, and anything
+/// else serde's way: the same records either way, and the same refusals.
+#[test]
+fn records_read_from_json_as_serde_reads_them() {
+    let s = three_orgs();
+    let mut kinds = std::collections::BTreeSet::new();
+    for record in s.records() {
+        kinds.insert(format!("{:?}", record.kind()));
+        let json = serde_json::to_vec(&record).unwrap();
+        assert!(
+            json.starts_with(br#"{"kind":""#),
+            "{}",
+            String::from_utf8_lossy(&json)
+        );
+        assert_eq!(Record::from_json(&json).unwrap(), record);
+        // The tag last, as a hand-written value may have it: serde's way, same record.
+        let text = String::from_utf8(json).unwrap();
+        let (tag, rest) = text[1..].split_once(',').unwrap();
+        let tag_last = format!("{{{},{tag}}}", rest.strip_suffix('}').unwrap());
+        assert!(tag_last.ends_with(&format!(",{tag}}}")), "{tag_last}");
+        let tag_last = tag_last.into_bytes();
+        assert_eq!(Record::from_json(&tag_last).unwrap(), record);
+    }
+    assert_eq!(kinds.len(), Kind::RECORDS.len(), "{kinds:?}");
+
+    let org = br#"{"kind":"org","name":"acme","network":1}"#;
+    let refused = [
+        // A machine's tag on an org's fields.
+        br#"{"kind":"machine","name":"acme","network":1}"#.to_vec(),
+        br#"{"kind":"nothing","name":"acme","network":1}"#.to_vec(),
+        br#"{"kind":"org""#.to_vec(),
+        br#"{"kind":"org","name":"acme","network":1"#.to_vec(),
+        br#"{"kind":"#.to_vec(),
+        b"".to_vec(),
+    ];
+    assert!(Record::from_json(org).is_ok());
+    for value in refused {
+        let fast = Record::from_json(&value).map_err(|e| e.to_string());
+        let serde = serde_json::from_slice::<Record>(&value).map_err(|e| e.to_string());
+        assert!(fast.is_err(), "{}", String::from_utf8_lossy(&value));
+        assert!(serde.is_err(), "{}", String::from_utf8_lossy(&value));
+    }
+}
