@@ -200,6 +200,10 @@ measure() {
   cpu=$(awk -v t=$((c1 - c0)) -v hz="$HZ" 'BEGIN {printf "%.2f", t / hz}')
   echo "$client $round $mbps $hwm $cpu $got $secs" >> "$RESULTS"
   echo "  $client: $got B in $secs s = $mbps MB/s, peak RSS $hwm KiB, CPU $cpu s (idle before: $idle; after: $(rss_parts "$pid"))" >&2
+  # MAPS=1: which files the file-backed part is, largest first.
+  if [ "${MAPS:-0}" = 1 ]; then
+    awk '/^[0-9a-f]+-[0-9a-f]+ / {f=$6} /^Rss:/ {if (f != "") r[f]+=$2} END {for (k in r) if (r[k]) printf "    %6d KiB %s\n", r[k], k}' "/proc/$pid/smaps" | sort -rn | head -8 >&2
+  fi
   [ "$got" = "$BYTES" ] || echo "  $client: only $got of $BYTES bytes arrived (cut at ${TMAX}s?)" >&2
 }
 
