@@ -180,6 +180,41 @@ impl Fixture {
         }
     }
 
+    /// Makes every stored machine unreadable behind the registry's back (an id that is not
+    /// one), so that a read which decodes machines fails and one that does not cannot tell.
+    pub fn spoil_machines(&self) {
+        match &self._etcd {
+            None => {
+                let path = self.url.strip_prefix("sqlite://").expect("an SQLite URL");
+                let db = rusqlite::Connection::open(path).expect("the registry file");
+                db.execute("UPDATE machines SET id = 'nope-' || id", [])
+                    .expect("spoiling the machines");
+            }
+            Some(etcd) => {
+                let after_scheme = self.url.split_once("//").expect("an etcd URL").1;
+                let path = &after_scheme[after_scheme.find('/').expect("a prefix")..];
+                let machines = format!("{}/machines/", path.split('?').next().unwrap_or(path));
+                let url = format!("http://127.0.0.1:{}", etcd.client_port(0));
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async {
+                    let mut c = etcd_client::Client::connect([url], None).await.unwrap();
+                    let options = etcd_client::GetOptions::new()
+                        .with_prefix()
+                        .with_keys_only();
+                    let keys = c.get(machines.clone(), Some(options)).await.unwrap();
+                    assert!(!keys.kvs().is_empty(), "no machines under {machines}");
+                    for kv in keys.kvs() {
+                        let bad = br#"{"kind":"machine","id":"nope"}"#.to_vec();
+                        c.put(kv.key().to_vec(), bad, None).await.unwrap();
+                    }
+                });
+            }
+        }
+    }
+
     /// A new handle, as another process would have.
     pub fn open(&self) -> Arc<dyn Registry> {
         registry::open(&self.url).expect("opening the test registry")
