@@ -305,13 +305,14 @@ mod pem {
     }
 }
 
-/// Whether another member might answer where this one failed.
 /// Whether an answer was larger than this client takes: tonic refuses it before decoding,
 /// with a status of its own (etcd's own `OutOfRange`, a future revision, reads otherwise).
 fn too_large(e: &etcd_client::Error) -> bool {
-    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("message length too large"))
+    matches!(e, etcd_client::Error::GRpcStatus(s)
+        if s.message().contains("decoded message length too large"))
 }
 
+/// Whether another member might answer where this one failed.
 fn member_failure(e: &etcd_client::Error) -> bool {
     use etcd_client::Error as E;
     match e {
@@ -769,7 +770,8 @@ impl Shared {
         mut at: i64,
         mut each_page: impl FnMut(Vec<(String, Vec<u8>, i64)>) -> Result<()>,
     ) -> Result<i64> {
-        let mut page = self.page.load(Ordering::Relaxed).max(1);
+        let full = self.page.load(Ordering::Relaxed).max(1);
+        let mut page = full;
         let limit = self.answer_limit.load(Ordering::Relaxed);
         let mut todo = vec![(start.into_bytes(), end.into_bytes())];
         while let Some((from, to)) = todo.pop() {
@@ -805,6 +807,9 @@ impl Shared {
                 todo.push((from, to));
                 continue;
             };
+            // One large record made the pages small: they grow back while answers fit.
+            let asked = page;
+            page = (page * 2).min(full);
             if at == 0 {
                 at = resp.header().map(|h| h.revision()).unwrap_or(0);
             }
@@ -820,7 +825,7 @@ impl Shared {
             }
             if let (Some((head, _, _)), Some((last, _, _)), true) = (got.first(), got.last(), more)
             {
-                let rest = spans::rest(head.as_bytes(), last.as_bytes(), &to, left, page);
+                let rest = spans::rest(head.as_bytes(), last.as_bytes(), &to, left, asked);
                 todo.extend(rest.into_iter().rev());
             }
             if !got.is_empty() {

@@ -324,9 +324,19 @@ impl Record {
         ) -> Option<serde_json::Result<Record>> {
             Some(serde_json::from_slice(value).map(make))
         }
+        // A second tag or an escape anywhere after it: serde's way, which refuses the one and
+        // reads the other (no stored record has either).
         let tag = value
             .strip_prefix(br#"{"kind":""#)
-            .and_then(|rest| rest.iter().position(|&b| b == b'"').map(|end| &rest[..end]));
+            .and_then(|rest| {
+                rest.iter()
+                    .position(|&b| b == b'"')
+                    .map(|end| rest.split_at(end))
+            })
+            .filter(|(_, after)| {
+                !after.contains(&b'\\') && !after.windows(6).any(|w| w == br#""kind""#)
+            })
+            .map(|(tag, _)| tag);
         let fast = match tag {
             Some(b"org") => direct(value, Record::Org),
             Some(b"node") => direct(value, Record::Node),

@@ -375,12 +375,21 @@ fn records_read_from_json_as_serde_reads_them() {
         // A machine's tag on an org's fields.
         br#"{"kind":"machine","name":"acme","network":1}"#.to_vec(),
         br#"{"kind":"nothing","name":"acme","network":1}"#.to_vec(),
+        br#"{"kind":"org","name":"acme","network":1,"kind":"machine"}"#.to_vec(),
+        br#"{"kind":"org","name":"acme","network":1,"kind":"org"}"#.to_vec(),
+        br#"{"kind":"org","name":"acme","network":1,"k\u0069nd":"org"}"#.to_vec(),
         br#"{"kind":"org""#.to_vec(),
         br#"{"kind":"org","name":"acme","network":1"#.to_vec(),
         br#"{"kind":"#.to_vec(),
         b"".to_vec(),
     ];
     assert!(Record::from_json(org).is_ok());
+    // An escape after the tag is read serde's way, and means the same.
+    let escaped = br#"{"kind":"org","name":"\u0061cme","network":1}"#;
+    assert_eq!(
+        Record::from_json(escaped).unwrap(),
+        Record::from_json(org).unwrap()
+    );
     for value in refused {
         let fast = Record::from_json(&value).map_err(|e| e.to_string());
         let serde = serde_json::from_slice::<Record>(&value).map_err(|e| e.to_string());

@@ -187,8 +187,10 @@ impl Fixture {
             None => {
                 let path = self.url.strip_prefix("sqlite://").expect("an SQLite URL");
                 let db = rusqlite::Connection::open(path).expect("the registry file");
-                db.execute("UPDATE machines SET id = 'nope-' || id", [])
+                let spoiled = db
+                    .execute("UPDATE machines SET id = 'nope-' || id", [])
                     .expect("spoiling the machines");
+                assert!(spoiled > 0, "no machines in {path}");
             }
             Some(etcd) => {
                 let after_scheme = self.url.split_once("//").expect("an etcd URL").1;
