@@ -1056,10 +1056,17 @@ impl Shared {
         for batch in queries.chunks(IMPORT_BATCH) {
             let ops: Vec<TxnOp> = batch.iter().map(|q| get_op(q, at)).collect();
             let txn = Txn::new().and_then(ops);
+            // Whole small kinds come in one answer: an org's tokens can pass tonic's 4 MiB.
+            let limit = self.answer_limit.load(Ordering::Relaxed);
             let sent = self
-                .attempt(|mut c| {
+                .attempt(|c| {
                     let txn = txn.clone();
-                    async move { c.txn(txn).await }
+                    async move {
+                        c.kv_client()
+                            .max_decoding_message_size(limit)
+                            .txn(txn)
+                            .await
+                    }
                 })
                 .await;
             let resp = match sent {

@@ -600,6 +600,53 @@ fn a_value_that_holds_no_record_stops_a_whole_read_and_is_named() {
     }
 }
 
+/// The frame reads the small kinds whole, in one answer: 20,000 tokens (about 6 MB) are more
+/// than tonic takes by default (4 MiB). The frame holds them all, and a write that reads it
+/// (a new token) lands.
+#[test]
+fn a_frame_larger_than_four_mebibytes_is_read() {
+    let etcd = Etcd::single();
+    let reg = etcd_registry(&etcd.url());
+    let mut snap = registry::Snapshot {
+        next_network: 2,
+        ..registry::Snapshot::default()
+    };
+    snap.put(registry::Record::Org(registry::Org {
+        name: "acme".into(),
+        network: registry::OrgNetwork(1),
+    }));
+    for i in 0..20_000u64 {
+        snap.put(registry::Record::Token(registry::Token {
+            id: format!("tok{i:016x}"),
+            org: "acme".into(),
+            scope: registry::TokenScope::Peer,
+            secret_hash: "ab".repeat(32),
+            created: 1_700_000_000,
+            expires: Some(1_900_000_000),
+            max_uses: Some(1),
+            uses: 0,
+            region: Some("iad".into()),
+            name_prefix: Some(format!("ci-runner-{i}-")),
+            revoked: None,
+        }));
+    }
+    reg.import(&snap).unwrap();
+    let frame = reg.frame().unwrap();
+    assert_eq!(frame.tokens.len(), 20_000);
+    reg.apply(&Change::CreateToken {
+        id: "tokffffffffffffffff".into(),
+        org: "acme".into(),
+        scope: registry::TokenScope::Peer,
+        secret_hash: "00".repeat(32),
+        expires: None,
+        max_uses: None,
+        region: None,
+        name_prefix: None,
+    })
+    .unwrap();
+    assert_eq!(reg.frame().unwrap().tokens.len(), 20_001);
+}
+
 /// A real etcd refuses a transaction of more than 128 operations. An org that had 130 apps
 /// and holds 130 tokens is removed anyway, whole: nothing of it is left, another org's token
 /// stays, and the index agrees with the records.
