@@ -797,7 +797,8 @@ impl Shared {
                 .await
                 .map_err(|f| self.failed("read the registry", f))?;
             let Some(mut resp) = answer else {
-                // Larger records than the page was made for: smaller pages from here on.
+                // Larger records than the page was made for: an eighth of the page, which
+                // grows back (below) while answers fit.
                 if page == 1 {
                     return Err(self.storage(format!(
                         "a record of the registry is larger than the {limit} bytes an answer may hold"
