@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use registry::local::{CopyAt, Keeper, Verdict};
-use registry::{Changes, Delta, Health, LocalCopy, Record, Registry, Revision, Update};
+use registry::{
+    Changes, Delta, Health, Kind, LocalCopy, MachineBatch, Record, RecordRef, Registry, Revision,
+    Update,
+};
 
 use crate::index::{ApplyError, IndexBuilder, Options, WholeBuild};
 use crate::server::Shared;
@@ -219,29 +222,35 @@ fn read_and_build(
     if let Some(k) = keeper {
         k.begin();
     }
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Record>>(CHUNKS_AHEAD);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(CHUNKS_AHEAD);
     let read = std::thread::scope(|s| {
         let reader = std::thread::Builder::new()
             .name("registry-read".into())
             .spawn_scoped(s, move || {
-                let mut chunk = Vec::with_capacity(CHUNK);
-                let read = reg.visit(&mut |r| {
-                    chunk.push(r);
-                    if chunk.len() == CHUNK {
-                        // The builder only goes away by panicking, which ends the scope.
-                        let _ = tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)));
-                    }
-                });
-                let _ = tx.send(chunk);
+                let mut chunks = Chunks::new(tx);
+                let read = reg.visit_refs(&Kind::RECORDS, &mut |r| chunks.put(r));
+                chunks.flush();
                 read
             })
             .expect("spawning a thread at start-up");
         for chunk in rx {
-            for r in &chunk {
-                build.put(r);
-            }
-            if let Some(k) = keeper {
-                k.records(chunk);
+            match chunk {
+                Chunk::Machines(batch) => {
+                    for m in batch.iter() {
+                        build.put_machine(m);
+                    }
+                    if let Some(k) = keeper {
+                        k.machines(batch);
+                    }
+                }
+                Chunk::Records(records) => {
+                    for r in &records {
+                        build.put(r);
+                    }
+                    if let Some(k) = keeper {
+                        k.records(records);
+                    }
+                }
             }
         }
         reader
@@ -255,6 +264,67 @@ fn read_and_build(
         }
     }
     (build, read)
+}
+
+/// What the reading thread hands the builder: machines in one buffer (no strings made for
+/// each), other records whole.
+enum Chunk {
+    Machines(MachineBatch),
+    Records(Vec<Record>),
+}
+
+/// Gathers a read into [`Chunk`]s of up to [`CHUNK`] records, in the order read.
+struct Chunks {
+    tx: std::sync::mpsc::SyncSender<Chunk>,
+    machines: MachineBatch,
+    records: Vec<Record>,
+}
+
+impl Chunks {
+    fn new(tx: std::sync::mpsc::SyncSender<Chunk>) -> Self {
+        Chunks {
+            tx,
+            machines: MachineBatch::default(),
+            records: Vec::new(),
+        }
+    }
+
+    fn put(&mut self, r: RecordRef<'_>) {
+        match r {
+            RecordRef::Machine(m) => {
+                if !self.records.is_empty() {
+                    self.flush();
+                }
+                if self.machines.is_empty() {
+                    self.machines = MachineBatch::with_capacity(CHUNK);
+                }
+                self.machines.push(&m);
+            }
+            RecordRef::Record(r) => {
+                if !self.machines.is_empty() {
+                    self.flush();
+                }
+                self.records.push(r);
+            }
+        }
+        if self.machines.len() == CHUNK || self.records.len() == CHUNK {
+            self.flush();
+        }
+    }
+
+    /// Sends what is gathered. The builder only goes away by panicking, which ends the scope.
+    fn flush(&mut self) {
+        if !self.machines.is_empty() {
+            let _ = self
+                .tx
+                .send(Chunk::Machines(std::mem::take(&mut self.machines)));
+        }
+        if !self.records.is_empty() {
+            let _ = self
+                .tx
+                .send(Chunk::Records(std::mem::take(&mut self.records)));
+        }
+    }
 }
 
 /// What applying one update asks of the loop.

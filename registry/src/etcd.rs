@@ -40,7 +40,7 @@ use crate::change::{Change, SystemContext};
 use crate::delta::Delta;
 use crate::error::{Error, Kind, Result};
 use crate::model::{RecordKey, Revision, Snapshot};
-use crate::{Applied, Record, Registry};
+use crate::{Applied, Record, RecordRef, Registry};
 
 use index::Index;
 use keys::{Keys, RevisionMark};
@@ -1423,6 +1423,10 @@ impl Registry for EtcdRegistry {
     }
 
     fn visit_kinds(&self, kinds: &[Kind], each: &mut dyn FnMut(Record)) -> Result<Revision> {
+        self.visit_refs(kinds, &mut |r| each(r.into_record()))
+    }
+
+    fn visit_refs(&self, kinds: &[Kind], each: &mut dyn FnMut(RecordRef<'_>)) -> Result<Revision> {
         let (pages, arriving) = std::sync::mpsc::sync_channel(4);
         let (done, finished) = std::sync::mpsc::sync_channel(1);
         let shared = self.shared.clone();
@@ -1432,9 +1436,8 @@ impl Registry for EtcdRegistry {
         });
         for page in arriving {
             for (key, value, _) in page {
-                let record = (self.shared.keys.decode_record(&key, &value))
+                (self.shared.keys.decode_ref(&key, &value, each))
                     .map_err(|m| self.shared.corrupt(m))?;
-                each(record);
             }
         }
         finished

@@ -19,6 +19,7 @@ pub mod name;
 mod random_changes;
 pub mod region;
 pub mod sqlite;
+pub mod view;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,7 @@ pub use model::{
     App, Machine, MachineState, Node, Org, Peer, Peering, Record, RecordKey, Revision, Snapshot,
     Token, TokenScope,
 };
+pub use view::{MachineBatch, MachineView, RecordRef};
 
 /// Where the registry lives when nobody says.
 pub const DEFAULT_LOCATION: &str = "/var/lib/sixpn/registry.db";
@@ -79,6 +81,16 @@ pub trait Registry: Send + Sync {
             if kinds.contains(&r.kind()) {
                 each(r)
             }
+        })
+    }
+
+    /// [`Registry::visit_kinds`], with each machine borrowed from what the backend read
+    /// ([`RecordRef::Machine`]) rather than made whole: a reader that keeps structures of its
+    /// own makes no strings for a million machines. Other kinds come whole.
+    fn visit_refs(&self, kinds: &[Kind], each: &mut dyn FnMut(RecordRef<'_>)) -> Result<Revision> {
+        self.visit_kinds(kinds, &mut |r| match r {
+            Record::Machine(m) => each(RecordRef::Machine(MachineView::from(&m))),
+            other => each(RecordRef::Record(other)),
         })
     }
 

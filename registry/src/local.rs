@@ -483,6 +483,15 @@ impl BaseWriter {
     }
 
     /// Adds one record (tokens are left out).
+    /// [`BaseWriter::put`] for a machine borrowed from a read.
+    pub fn put_machine(&mut self, m: &crate::MachineView<'_>) -> Result<()> {
+        self.frame.clear();
+        codec::encode_machine(m, &mut self.frame);
+        self.frame()?;
+        self.records += 1;
+        Ok(())
+    }
+
     pub fn put(&mut self, r: &Record) -> Result<()> {
         self.frame.clear();
         if !codec::encode(r, &mut self.frame) {

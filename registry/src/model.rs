@@ -11,6 +11,7 @@ use crate::error::Kind;
 use crate::key::PublicKey;
 use crate::machine_id::MachineId;
 use crate::region::{self, Region};
+use crate::view::MachineJson;
 
 /// A registry version: every write makes a larger one.
 #[derive(
@@ -311,6 +312,23 @@ impl RecordKey {
     }
 }
 
+/// The kind a stored value names where [`Record::from_json`] may read it straight: it begins
+/// `{"kind":"<kind>",` and no escape or second tag follows (serde's way refuses the one and
+/// reads the other; no stored record has either).
+fn fast_tag(value: &[u8]) -> Option<&[u8]> {
+    value
+        .strip_prefix(br#"{"kind":""#)
+        .and_then(|rest| {
+            rest.iter()
+                .position(|&b| b == b'"')
+                .map(|end| rest.split_at(end))
+        })
+        .filter(|(_, after)| {
+            !after.contains(&b'\\') && !after.windows(6).any(|w| w == br#""kind""#)
+        })
+        .map(|(tag, _)| tag)
+}
+
 impl Record {
     /// A record from its JSON, as the registries store it. A value that starts as every
     /// writer here writes one, `{"kind":"<kind>",`, is read straight as that kind's struct:
@@ -324,20 +342,7 @@ impl Record {
         ) -> Option<serde_json::Result<Record>> {
             Some(serde_json::from_slice(value).map(make))
         }
-        // A second tag or an escape anywhere after it: serde's way, which refuses the one and
-        // reads the other (no stored record has either).
-        let tag = value
-            .strip_prefix(br#"{"kind":""#)
-            .and_then(|rest| {
-                rest.iter()
-                    .position(|&b| b == b'"')
-                    .map(|end| rest.split_at(end))
-            })
-            .filter(|(_, after)| {
-                !after.contains(&b'\\') && !after.windows(6).any(|w| w == br#""kind""#)
-            })
-            .map(|(tag, _)| tag);
-        let fast = match tag {
+        let fast = match fast_tag(value) {
             Some(b"org") => direct(value, Record::Org),
             Some(b"node") => direct(value, Record::Node),
             Some(b"app") => direct(value, Record::App),
@@ -348,6 +353,13 @@ impl Record {
             _ => None,
         };
         fast.unwrap_or_else(|| serde_json::from_slice(value))
+    }
+
+    /// A stored machine read with its strings borrowed ([`crate::view`]), where
+    /// [`Record::from_json`] would read it as a machine straight; `None` where it would not
+    /// (another kind, or serde's way).
+    pub(crate) fn machine_json(value: &[u8]) -> Option<serde_json::Result<MachineJson<'_>>> {
+        (fast_tag(value) == Some(b"machine")).then(|| serde_json::from_slice(value))
     }
 
     /// What kind of record it is.

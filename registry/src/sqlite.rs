@@ -19,7 +19,7 @@ use crate::change::{self, Change, SystemContext, Write};
 use crate::delta::Delta;
 use crate::error::{Error, Kind, Result};
 use crate::model::{Peering, Record, RecordKey, Revision, Snapshot};
-use crate::{Applied, Registry};
+use crate::{Applied, RecordRef, Registry};
 
 mod changes;
 mod log;
@@ -444,6 +444,14 @@ impl Registry for SqliteRegistry {
         self.read(|r| {
             let revision = r.head()?.revision;
             r.each_of(kinds, &mut read::Each(each))?;
+            Ok(revision)
+        })
+    }
+
+    fn visit_refs(&self, kinds: &[Kind], each: &mut dyn FnMut(RecordRef<'_>)) -> Result<Revision> {
+        self.read(|r| {
+            let revision = r.head()?.revision;
+            r.each_ref(kinds, each)?;
             Ok(revision)
         })
     }

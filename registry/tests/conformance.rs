@@ -700,6 +700,11 @@ fn the_frame_is_the_small_kinds_and_the_site_peers(f: &Fixture) {
             })
             .unwrap();
         assert_eq!(got, want, "{}: {kinds:?}", f.backend);
+        let mut borrowed = Vec::new();
+        let at = (f.open())
+            .visit_refs(kinds, &mut |r| borrowed.push(r.into_record()))
+            .unwrap();
+        assert_eq!((at, &borrowed), (whole.revision, &want), "{}", f.backend);
         let kinds_seen: BTreeSet<String> = got.iter().map(|r| r.kind().to_string()).collect();
         assert_eq!(
             kinds_seen,
@@ -756,6 +761,8 @@ fn a_read_of_some_kinds_does_not_read_the_others(f: &Fixture) {
             .visit_kinds(&[Kind::Org, Kind::Machine], &mut |_| {})
             .map(drop),
         f.open().snapshot().map(drop),
+        f.open().visit_refs(&[Kind::Machine], &mut |_| {}).map(drop),
+        f.open().visit_refs(&Kind::RECORDS, &mut |_| {}).map(drop),
     ];
     for read in with_machines {
         let err = read.expect_err("a read of the spoiled machines");

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use registry::region::REGIONS;
-use registry::{Delta, Machine, MachineId, OrgNetwork, Peer, Record, RecordKey, Snapshot};
+use registry::{Delta, MachineId, MachineView, OrgNetwork, Peer, Record, RecordKey, Snapshot};
 
 use super::{
     listed_peer, region_id, txt_rdata, Addrs, AppMachine, AppZone, CappedList, Entry, Index, Names,
@@ -177,7 +177,8 @@ impl WholeBuild {
         self.b.put(record, &mut self.dirty);
     }
 
-    pub fn put_machine(&mut self, m: &Machine) {
+    /// A machine borrowed from a read ([`registry::Registry::visit_refs`]).
+    pub fn put_machine(&mut self, m: MachineView<'_>) {
         self.b.put_machine(m, &mut self.dirty);
     }
 
@@ -252,7 +253,7 @@ impl IndexBuilder {
             b.put(&r);
         }
         for m in snap.machines.values() {
-            b.put_machine(m);
+            b.put_machine(m.into());
         }
         for p in snap.peers.values() {
             b.put_peer(p);
@@ -416,22 +417,22 @@ impl IndexBuilder {
                 dirty.nodes = true;
             }
             Record::App(a) => self.draft(&a.org, &a.name, dirty).listed = true,
-            Record::Machine(m) => self.put_machine(m, dirty),
+            Record::Machine(m) => self.put_machine(m.into(), dirty),
             Record::Peer(p) => self.put_peer(p, dirty),
             Record::Peering(_) | Record::Token(_) => {}
         }
     }
 
-    fn put_machine(&mut self, m: &Machine, dirty: &mut Dirty) {
+    fn put_machine(&mut self, m: MachineView<'_>, dirty: &mut Dirty) {
         let machine = AppMachine {
             id: m.id,
-            region: self.intern(&m.region),
-            region_id: region_id(&m.region),
-            group: self.intern(&m.process_group),
+            region: self.intern(m.region),
+            region_id: region_id(m.region),
+            group: self.intern(m.process_group),
             addr: m.addr,
             started: m.started(),
         };
-        self.draft(&m.org, &m.app, dirty).put(machine);
+        self.draft(m.org, m.app, dirty).put(machine);
     }
 
     fn put_peer(&mut self, p: &Peer, dirty: &mut Dirty) {

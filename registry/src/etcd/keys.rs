@@ -21,7 +21,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::machine_id::MachineId;
 use crate::model::{Record, RecordKey, Revision, Snapshot};
+use crate::view::RecordRef;
 
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -119,6 +121,35 @@ impl Keys {
             return Err(format!("key `{key}` holds the record of `{expected}`"));
         }
         Ok(record)
+    }
+
+    /// [`Keys::decode_record`] into `each`, a machine borrowed from `value` where
+    /// [`Record::from_json`] would read it straight: the same records and the same refusals,
+    /// without a string made for each field, or for the key it is checked against.
+    pub fn decode_ref(
+        &self,
+        key: &str,
+        value: &[u8],
+        each: &mut dyn FnMut(RecordRef<'_>),
+    ) -> Result<(), String> {
+        let Some(json) = Record::machine_json(value) else {
+            each(RecordRef::Record(self.decode_record(key, value)?));
+            return Ok(());
+        };
+        let json = json.map_err(|e| format!("key `{key}` does not hold a record: {e}"))?;
+        let m = json.view();
+        if !self.is_machine_key(key, m.id) {
+            let expected = self.record(&RecordKey::Machine { id: m.id });
+            return Err(format!("key `{key}` holds the record of `{expected}`"));
+        }
+        each(RecordRef::Machine(m));
+        Ok(())
+    }
+
+    fn is_machine_key(&self, key: &str, id: MachineId) -> bool {
+        key.strip_prefix(self.prefix.as_str())
+            .and_then(|k| k.strip_prefix("/machines/"))
+            .is_some_and(|k| k.as_bytes() == id.to_ascii())
     }
 
     pub fn record(&self, key: &RecordKey) -> String {

@@ -12,7 +12,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use ipnet::IpNet;
 
 use crate::{
-    App, Machine, MachineId, MachineState, Node, Org, OrgNetwork, Peer, Peering, PublicKey, Record,
+    App, Machine, MachineId, MachineState, MachineView, Node, Org, OrgNetwork, Peer, Peering,
+    PublicKey, Record,
 };
 
 const ORG: u8 = b'o';
@@ -23,6 +24,24 @@ const PEER: u8 = b'p';
 const PEERING: u8 = b'g';
 
 /// Appends `r` to `out`; `false` (nothing written) for a token, which a copy never holds.
+/// Appends machine `m` to `out`, as [`encode`] appends it whole.
+pub(super) fn encode_machine(m: &MachineView<'_>, out: &mut Vec<u8>) {
+    machine(m, &mut W(out));
+}
+
+fn machine(m: &MachineView<'_>, w: &mut W<'_>) {
+    w.u8(MACHINE);
+    w.id(m.id);
+    for s in [m.org, m.app, m.region, m.node, m.process_group] {
+        w.str(s);
+    }
+    w.u8(match m.state {
+        MachineState::Started => 1,
+        MachineState::Stopped => 0,
+    });
+    w.0.extend_from_slice(&m.addr.octets());
+}
+
 pub(super) fn encode(r: &Record, out: &mut Vec<u8>) -> bool {
     let mut w = W(out);
     match r {
@@ -52,29 +71,7 @@ pub(super) fn encode(r: &Record, out: &mut Vec<u8>) -> bool {
             w.str(org);
             w.str(name);
         }
-        Record::Machine(Machine {
-            id,
-            org,
-            app,
-            region,
-            node,
-            process_group,
-            state,
-            addr,
-        }) => {
-            w.u8(MACHINE);
-            w.id(*id);
-            w.str(org);
-            w.str(app);
-            w.str(region);
-            w.str(node);
-            w.str(process_group);
-            w.u8(match state {
-                MachineState::Started => 1,
-                MachineState::Stopped => 0,
-            });
-            w.0.extend_from_slice(&addr.octets());
-        }
+        Record::Machine(m) => machine(&MachineView::from(m), &mut w),
         Record::Peer(Peer {
             org,
             name,

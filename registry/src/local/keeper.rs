@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{BaseWriter, Journal, LocalCopy};
-use crate::{Delta, Record, Registry, Revision, Snapshot};
+use crate::{Delta, MachineBatch, Record, Registry, Revision, Snapshot};
 
 /// Journal lines kept before they are folded into the base (at a write a second, about
 /// three hours; a start then reads at most this many deltas after the base).
@@ -23,6 +23,7 @@ enum Job {
     /// A whole read begins: its records follow.
     Begin,
     Records(Vec<Record>),
+    Machines(MachineBatch),
     /// The whole read ended at this revision.
     End(Revision),
     /// The whole read failed: drop what was written of it; the reader starts empty.
@@ -98,6 +99,12 @@ impl Keeper {
     /// Records of the whole read, in the order [`Registry::visit`] gives them.
     pub fn records(&self, chunk: Vec<Record>) {
         self.send(Job::Records(chunk));
+    }
+
+    /// Machines of the whole read, in their place in [`Registry::visit`]'s order among the
+    /// [`Keeper::records`] (as [`Registry::visit_refs`] gives them).
+    pub fn machines(&self, batch: MachineBatch) {
+        self.send(Job::Machines(batch));
     }
 
     /// The whole read ended at `revision`: the base is finished and a journal begins.
@@ -185,6 +192,13 @@ impl State {
                 if let Some(base) = &mut self.base {
                     for r in &chunk {
                         base.put(r)?;
+                    }
+                }
+            }
+            Job::Machines(batch) => {
+                if let Some(base) = &mut self.base {
+                    for m in batch.iter() {
+                        base.put_machine(&m)?;
                     }
                 }
             }

@@ -397,3 +397,56 @@ fn records_read_from_json_as_serde_reads_them() {
         assert!(serde.is_err(), "{}", String::from_utf8_lossy(&value));
     }
 }
+
+/// A machine read borrowed is the machine `from_json` reads, and a value it refuses is refused
+/// in the same words; values `from_json` reads serde's way are not read borrowed.
+#[test]
+fn machines_read_borrowed_as_from_json_reads_them() {
+    let s = three_orgs();
+    let mut read = 0;
+    for record in s.records() {
+        let json = serde_json::to_vec(&record).unwrap();
+        match (&record, Record::machine_json(&json)) {
+            (Record::Machine(m), Some(borrowed)) => {
+                assert_eq!(&borrowed.unwrap().view().to_machine(), m);
+                read += 1;
+            }
+            (Record::Machine(_), None) => panic!("{}", String::from_utf8_lossy(&json)),
+            (_, got) => assert!(got.is_none(), "{}", String::from_utf8_lossy(&json)),
+        }
+    }
+    assert!(read > 0);
+
+    let good = r#"{"kind":"machine","id":"0123456789abcd","org":"acme","app":"web","region":"iad","node":"host-a","process_group":"app","state":"started","addr":"fdaa:0:1::2"}"#;
+    let refused = [
+        good.replace("0123456789abcd", "nope"),
+        good.replace("started", "sleeping"),
+        good.replace("fdaa:0:1::2", "fdaa::zz"),
+        good.replace(r#""org":"acme","#, ""),
+        good.replace(r#""acme""#, "7"),
+        good.replace(r#""node":"host-a","#, r#""node":"host-a","node":"host-b","#),
+        good[..good.len() - 1].to_string(),
+    ];
+    assert!(Record::machine_json(good.as_bytes()).unwrap().is_ok());
+    for value in &refused {
+        let borrowed = Record::machine_json(value.as_bytes())
+            .expect("a machine's tag first")
+            .map(|m| m.view().to_machine());
+        let whole = Record::from_json(value.as_bytes()).map_err(|e| e.to_string());
+        assert_eq!(
+            borrowed.map(Record::Machine).map_err(|e| e.to_string()),
+            whole.clone(),
+            "{value}"
+        );
+        assert!(whole.is_err(), "{value}");
+    }
+    // serde's way: the tag later, or an escape.
+    let tag_last = good
+        .replace(r#""kind":"machine","#, "")
+        .replace('}', r#","kind":"machine"}"#);
+    let escaped = good.replace("acme", r"\u0061cme");
+    for value in [tag_last, escaped] {
+        assert!(Record::machine_json(value.as_bytes()).is_none(), "{value}");
+        assert!(Record::from_json(value.as_bytes()).is_ok(), "{value}");
+    }
+}

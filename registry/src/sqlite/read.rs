@@ -7,10 +7,25 @@ use rusqlite::{Connection, Params};
 use crate::error::{Error, Kind, Result};
 use crate::machine_id::MachineId;
 use crate::model::{
-    App, Machine, MachineState, Node, Org, Peer, Peering, Record, RecordKey, Revision, Snapshot,
-    Token,
+    App, MachineState, Node, Org, Peer, Peering, Record, RecordKey, Revision, Snapshot, Token,
 };
+use crate::view::{MachineView, RecordRef};
 use crate::OrgNetwork;
+
+/// Column `i` as text borrowed from the row, refused as `String`'s conversion refuses it.
+fn text<'r>(r: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'r str> {
+    use rusqlite::types::ValueRef;
+    match r.get_ref(i)? {
+        ValueRef::Text(t) => std::str::from_utf8(t).map_err(|why| {
+            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(why))
+        }),
+        other => Err(rusqlite::Error::InvalidColumnType(
+            i,
+            r.as_ref().column_name(i)?.into(),
+            other.data_type(),
+        )),
+    }
+}
 
 /// Where the records read go: a snapshot, or a reader's own function ([`Each`]).
 pub(super) trait Sink {
@@ -130,6 +145,18 @@ impl Reader<'_> {
         Ok(())
     }
 
+    /// [`Reader::each_of`], machines borrowed.
+    pub fn each_ref(&self, kinds: &[Kind], each: &mut dyn FnMut(RecordRef<'_>)) -> Result<()> {
+        for kind in Kind::RECORDS.iter().filter(|k| kinds.contains(k)) {
+            if *kind == Kind::Machine {
+                self.machine_views("", [], &mut |m| each(RecordRef::Machine(m)))?;
+            } else {
+                self.each_of(&[*kind], &mut Each(|r| each(RecordRef::Record(r))))?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn orgs(&self, snap: &mut impl Sink) -> Result<()> {
         let e = |err| self.storage(err);
         let mut stmt = self
@@ -214,6 +241,18 @@ impl Reader<'_> {
 
     /// The machines `filter` selects.
     pub fn machines(&self, filter: &str, params: impl Params, snap: &mut impl Sink) -> Result<()> {
+        self.machine_views(filter, params, &mut |m| {
+            snap.put(Record::Machine(m.to_machine()))
+        })
+    }
+
+    /// The machines `filter` selects, each borrowed from its row.
+    pub fn machine_views(
+        &self,
+        filter: &str,
+        params: impl Params,
+        each: &mut dyn FnMut(MachineView<'_>),
+    ) -> Result<()> {
         let e = |err| self.storage(err);
         let mut stmt = self
             .conn
@@ -221,45 +260,38 @@ impl Reader<'_> {
                 "SELECT id, org, app, region, node, process_group, state, addr FROM machines {filter}"
             ))
             .map_err(e)?;
-        let rows = stmt
-            .query_map(params, |r| {
-                Ok((
-                    Machine {
-                        id: MachineId::from_bits(0),
-                        org: r.get(1)?,
-                        app: r.get(2)?,
-                        region: r.get(3)?,
-                        node: r.get(4)?,
-                        process_group: r.get(5)?,
-                        state: MachineState::Started,
-                        addr: std::net::Ipv6Addr::UNSPECIFIED,
-                    },
-                    r.get::<_, String>(6)?,
-                    r.get::<_, String>(7)?,
-                    // Kept as it came, so that a bad id is a bad record, not a failed read.
-                    r.get::<_, MachineId>(0),
-                ))
-            })
-            .map_err(e)?;
-        for row in rows {
-            let (mut m, state, addr, id) = row.map_err(e)?;
-            m.id = id.map_err(|err| match err {
+        let mut rows = stmt.query(params).map_err(e)?;
+        while let Some(r) = rows.next().map_err(e)? {
+            // Kept as it came, so that a bad id is a bad record, not a failed read.
+            let id = r.get::<_, MachineId>(0).map_err(|err| match err {
                 rusqlite::Error::FromSqlConversionFailure(_, _, why) => {
                     self.corrupt(format!("a machine has {why}"))
                 }
                 other => self.storage(other),
-            })?;
-            m.state = match state.as_str() {
+            });
+            let text = |i| text(r, i).map_err(e);
+            let (org, app, region, node, process_group) =
+                (text(1)?, text(2)?, text(3)?, text(4)?, text(5)?);
+            let (state, addr) = (text(6)?, text(7)?);
+            let id = id?;
+            let state = match state {
                 "started" => MachineState::Started,
                 "stopped" => MachineState::Stopped,
-                other => {
-                    return Err(self.corrupt(format!("machine `{}` has state `{other}`", m.id)))
-                }
+                other => return Err(self.corrupt(format!("machine `{id}` has state `{other}`"))),
             };
-            m.addr = addr
+            let addr = addr
                 .parse()
-                .map_err(|_| self.corrupt(format!("machine `{}` has address `{addr}`", m.id)))?;
-            snap.put(Record::Machine(m));
+                .map_err(|_| self.corrupt(format!("machine `{id}` has address `{addr}`")))?;
+            each(MachineView {
+                id,
+                org,
+                app,
+                region,
+                node,
+                process_group,
+                state,
+                addr,
+            });
         }
         Ok(())
     }

@@ -1,0 +1,249 @@
+//! Machines read without making their strings. A whole read of a million machines made five
+//! `String`s for each (and its reader freed them again), which was most of what reading them
+//! cost a reader that keeps only structures of its own, as dnsd's index does.
+//! [`crate::Registry::visit_refs`] hands machines over borrowed from what the backend read;
+//! [`MachineBatch`] holds many in one buffer, to pass them between threads.
+
+use std::borrow::Cow;
+use std::net::Ipv6Addr;
+
+use serde::Deserialize;
+
+use crate::machine_id::MachineId;
+use crate::model::{Machine, MachineState, Record};
+
+/// A [`Machine`] whose strings are borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MachineView<'a> {
+    pub id: MachineId,
+    pub org: &'a str,
+    pub app: &'a str,
+    pub region: &'a str,
+    pub node: &'a str,
+    pub process_group: &'a str,
+    pub state: MachineState,
+    pub addr: Ipv6Addr,
+}
+
+impl MachineView<'_> {
+    pub fn started(&self) -> bool {
+        self.state == MachineState::Started
+    }
+
+    pub fn to_machine(&self) -> Machine {
+        Machine {
+            id: self.id,
+            org: self.org.into(),
+            app: self.app.into(),
+            region: self.region.into(),
+            node: self.node.into(),
+            process_group: self.process_group.into(),
+            state: self.state,
+            addr: self.addr,
+        }
+    }
+}
+
+impl<'a> From<&'a Machine> for MachineView<'a> {
+    fn from(m: &'a Machine) -> Self {
+        // Taken apart whole: a new field does not compile until a view has it too (the local
+        // copy's codec writes machines from views).
+        let Machine {
+            id,
+            org,
+            app,
+            region,
+            node,
+            process_group,
+            state,
+            addr,
+        } = m;
+        MachineView {
+            id: *id,
+            org,
+            app,
+            region,
+            node,
+            process_group,
+            state: *state,
+            addr: *addr,
+        }
+    }
+}
+
+/// A record as [`crate::Registry::visit_refs`] hands it over: a machine borrowed, any other
+/// kind whole.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordRef<'a> {
+    Machine(MachineView<'a>),
+    Record(Record),
+}
+
+impl RecordRef<'_> {
+    pub fn into_record(self) -> Record {
+        match self {
+            RecordRef::Machine(m) => Record::Machine(m.to_machine()),
+            RecordRef::Record(r) => r,
+        }
+    }
+}
+
+/// A stored machine's JSON, read as [`Machine`]'s derived `Deserialize` reads it (the same
+/// fields; unknown ones, `kind` among them, passed over), its strings borrowed where they
+/// hold no escape.
+#[derive(Deserialize)]
+#[serde(rename = "Machine")]
+pub(crate) struct MachineJson<'a> {
+    id: MachineId,
+    #[serde(borrow)]
+    org: Cow<'a, str>,
+    #[serde(borrow)]
+    app: Cow<'a, str>,
+    #[serde(borrow)]
+    region: Cow<'a, str>,
+    #[serde(borrow)]
+    node: Cow<'a, str>,
+    #[serde(borrow)]
+    process_group: Cow<'a, str>,
+    state: MachineState,
+    addr: Ipv6Addr,
+}
+
+impl MachineJson<'_> {
+    pub(crate) fn view(&self) -> MachineView<'_> {
+        MachineView {
+            id: self.id,
+            org: &self.org,
+            app: &self.app,
+            region: &self.region,
+            node: &self.node,
+            process_group: &self.process_group,
+            state: self.state,
+            addr: self.addr,
+        }
+    }
+}
+
+/// Machines in one buffer: two allocations for a batch instead of five for each machine.
+#[derive(Debug, Default, Clone)]
+pub struct MachineBatch {
+    text: String,
+    rows: Vec<Row>,
+}
+
+#[derive(Debug, Clone)]
+struct Row {
+    id: MachineId,
+    addr: Ipv6Addr,
+    state: MachineState,
+    /// Where in `text` each string ends: org, app, region, node, process group. The org
+    /// begins where the row before ended.
+    ends: [usize; 5],
+}
+
+impl MachineBatch {
+    pub fn with_capacity(machines: usize) -> Self {
+        MachineBatch {
+            text: String::with_capacity(machines * 32),
+            rows: Vec::with_capacity(machines),
+        }
+    }
+
+    pub fn push(&mut self, m: &MachineView<'_>) {
+        let mut ends = [0; 5];
+        for (end, s) in ends
+            .iter_mut()
+            .zip([m.org, m.app, m.region, m.node, m.process_group])
+        {
+            self.text.push_str(s);
+            *end = self.text.len();
+        }
+        self.rows.push(Row {
+            id: m.id,
+            addr: m.addr,
+            state: m.state,
+            ends,
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The machines in the order pushed.
+    pub fn iter(&self) -> impl Iterator<Item = MachineView<'_>> {
+        let mut start = 0;
+        self.rows.iter().map(move |r| {
+            let [org, app, region, node, group] = r.ends;
+            let s = |from: usize, to: usize| self.text.get(from..to).unwrap_or_default();
+            let view = MachineView {
+                id: r.id,
+                org: s(start, org),
+                app: s(org, app),
+                region: s(app, region),
+                node: s(region, node),
+                process_group: s(node, group),
+                state: r.state,
+                addr: r.addr,
+            };
+            start = group;
+            view
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine(n: u64, org: &str, app: &str) -> Machine {
+        Machine {
+            id: MachineId::from_bits(n),
+            org: org.into(),
+            app: app.into(),
+            region: "iad".into(),
+            node: format!("iad-{n}"),
+            process_group: if n.is_multiple_of(2) { "app" } else { "" }.into(),
+            state: if n.is_multiple_of(3) {
+                MachineState::Stopped
+            } else {
+                MachineState::Started
+            },
+            addr: Ipv6Addr::new(0xfdaa, 0, 7, 0, 0, 0, 0, n as u16),
+        }
+    }
+
+    #[test]
+    fn a_batch_gives_back_the_machines_pushed_in_order() {
+        let machines: Vec<Machine> = (0..50)
+            .map(|n| machine(n, &format!("org{}", n % 4), "é-ü"))
+            .chain([machine(99, "", "")])
+            .collect();
+        let mut batch = MachineBatch::with_capacity(2);
+        for m in &machines {
+            batch.push(&MachineView::from(m));
+        }
+        assert_eq!(batch.len(), machines.len());
+        let back: Vec<Machine> = batch.iter().map(|v| v.to_machine()).collect();
+        assert_eq!(back, machines);
+        assert!(MachineBatch::default().is_empty());
+        assert_eq!(MachineBatch::default().iter().count(), 0);
+    }
+
+    #[test]
+    fn a_record_ref_becomes_the_record_it_shows() {
+        let m = machine(7, "acme", "web");
+        assert_eq!(
+            RecordRef::Machine(MachineView::from(&m)).into_record(),
+            Record::Machine(m.clone())
+        );
+        assert_eq!(
+            RecordRef::Record(Record::Machine(m.clone())).into_record(),
+            Record::Machine(m)
+        );
+    }
+}
