@@ -101,8 +101,10 @@ fn from_copy(
     }
 }
 
-/// What the copy's reading thread hands the building one.
+/// What a reading thread hands the building one: machines in one buffer (no strings made
+/// for each), other records whole, and a copy's journal deltas.
 enum Item {
+    Machines(MachineBatch),
     Records(Vec<Record>),
     Delta(Delta),
 }
@@ -126,43 +128,25 @@ fn load_and_build(
             .name("registry-copy-read".into())
             .spawn_scoped(s, move || {
                 // Both callbacks hand chunks on; only one runs at a time.
-                let chunk = std::cell::RefCell::new(Vec::with_capacity(CHUNK));
-                let send_chunk = |tx: &std::sync::mpsc::SyncSender<Item>| {
-                    let full =
-                        std::mem::replace(&mut *chunk.borrow_mut(), Vec::with_capacity(CHUNK));
-                    if !full.is_empty() {
-                        let _ = tx.send(Item::Records(full));
-                    }
-                };
-                let loaded = copy.load(
-                    &mut |r| {
-                        let full = {
-                            let mut c = chunk.borrow_mut();
-                            c.push(r);
-                            c.len() == CHUNK
-                        };
-                        if full {
-                            send_chunk(&tx);
-                            while let Ok(used) = back_rx.try_recv() {
-                                drop(used);
-                            }
-                        }
-                    },
-                    &mut |d| {
-                        send_chunk(&tx);
-                        let _ = tx.send(Item::Delta(d.clone()));
-                    },
-                );
-                send_chunk(&tx);
-                drop(tx);
-                for used in back_rx {
-                    drop(used);
-                }
+                let chunks = std::cell::RefCell::new(Chunks::new(tx, Some(back_rx)));
+                let loaded = copy.load_refs(&mut |r| chunks.borrow_mut().put(r), &mut |d| {
+                    let mut c = chunks.borrow_mut();
+                    c.flush();
+                    c.send(Item::Delta(d.clone()));
+                });
+                chunks.into_inner().finish();
                 loaded
             })
             .expect("spawning a thread at start-up");
         for item in rx {
             match item {
+                Item::Machines(batch) => {
+                    if let Some(w) = &mut whole {
+                        for m in batch.iter() {
+                            w.put_machine(m);
+                        }
+                    }
+                }
                 Item::Records(chunk) => {
                     if let Some(w) = &mut whole {
                         for r in &chunk {
@@ -222,20 +206,20 @@ fn read_and_build(
     if let Some(k) = keeper {
         k.begin();
     }
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(CHUNKS_AHEAD);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Item>(CHUNKS_AHEAD);
     let read = std::thread::scope(|s| {
         let reader = std::thread::Builder::new()
             .name("registry-read".into())
             .spawn_scoped(s, move || {
-                let mut chunks = Chunks::new(tx);
+                let mut chunks = Chunks::new(tx, None);
                 let read = reg.visit_refs(&Kind::RECORDS, &mut |r| chunks.put(r));
-                chunks.flush();
+                chunks.finish();
                 read
             })
             .expect("spawning a thread at start-up");
-        for chunk in rx {
-            match chunk {
-                Chunk::Machines(batch) => {
+        for item in rx {
+            match item {
+                Item::Machines(batch) => {
                     for m in batch.iter() {
                         build.put_machine(m);
                     }
@@ -243,7 +227,7 @@ fn read_and_build(
                         k.machines(batch);
                     }
                 }
-                Chunk::Records(records) => {
+                Item::Records(records) => {
                     for r in &records {
                         build.put(r);
                     }
@@ -251,6 +235,7 @@ fn read_and_build(
                         k.records(records);
                     }
                 }
+                Item::Delta(_) => unreachable!("a registry's whole read has no deltas"),
             }
         }
         reader
@@ -266,24 +251,25 @@ fn read_and_build(
     (build, read)
 }
 
-/// What the reading thread hands the builder: machines in one buffer (no strings made for
-/// each), other records whole.
-enum Chunk {
-    Machines(MachineBatch),
-    Records(Vec<Record>),
-}
-
-/// Gathers a read into [`Chunk`]s of up to [`CHUNK`] records, in the order read.
+/// Gathers what a reading thread reads into [`Item`]s of up to [`CHUNK`] records, in the
+/// order read.
 struct Chunks {
-    tx: std::sync::mpsc::SyncSender<Chunk>,
+    tx: std::sync::mpsc::SyncSender<Item>,
+    /// Record chunks the builder is done with, to be freed on this thread: freeing another
+    /// thread's blocks contends for its malloc arena.
+    back: Option<std::sync::mpsc::Receiver<Vec<Record>>>,
     machines: MachineBatch,
     records: Vec<Record>,
 }
 
 impl Chunks {
-    fn new(tx: std::sync::mpsc::SyncSender<Chunk>) -> Self {
+    fn new(
+        tx: std::sync::mpsc::SyncSender<Item>,
+        back: Option<std::sync::mpsc::Receiver<Vec<Record>>>,
+    ) -> Self {
         Chunks {
             tx,
+            back,
             machines: MachineBatch::default(),
             records: Vec::new(),
         }
@@ -304,25 +290,45 @@ impl Chunks {
                 if !self.machines.is_empty() {
                     self.flush();
                 }
+                if self.records.is_empty() {
+                    self.records = Vec::with_capacity(CHUNK);
+                }
                 self.records.push(r);
             }
         }
         if self.machines.len() == CHUNK || self.records.len() == CHUNK {
             self.flush();
+            if let Some(back) = &self.back {
+                while let Ok(used) = back.try_recv() {
+                    drop(used);
+                }
+            }
         }
     }
 
-    /// Sends what is gathered. The builder only goes away by panicking, which ends the scope.
+    /// Sends what is gathered.
     fn flush(&mut self) {
         if !self.machines.is_empty() {
-            let _ = self
-                .tx
-                .send(Chunk::Machines(std::mem::take(&mut self.machines)));
+            let machines = std::mem::take(&mut self.machines);
+            self.send(Item::Machines(machines));
         }
         if !self.records.is_empty() {
-            let _ = self
-                .tx
-                .send(Chunk::Records(std::mem::take(&mut self.records)));
+            let records = std::mem::take(&mut self.records);
+            self.send(Item::Records(records));
+        }
+    }
+
+    /// The builder only goes away by panicking, which ends the scope.
+    fn send(&self, item: Item) {
+        let _ = self.tx.send(item);
+    }
+
+    /// Sends the rest, and frees what comes back until the builder is done.
+    fn finish(mut self) {
+        self.flush();
+        drop(self.tx);
+        for used in self.back.into_iter().flatten() {
+            drop(used);
         }
     }
 }

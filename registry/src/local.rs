@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Delta, Error, Record, RecordKey, Result, Revision};
+use crate::{Delta, Error, Record, RecordKey, RecordRef, Result, Revision};
 
 /// The first line's format name and version: a copy of another version is not read.
 const FORMAT: &str = "sixpn-local-copy";
@@ -191,6 +191,15 @@ impl LocalCopy {
     pub fn load(
         &self,
         record: &mut dyn FnMut(Record),
+        delta: &mut dyn FnMut(&Delta),
+    ) -> Result<Option<Loaded>> {
+        self.load_refs(&mut |r| record(r.into_record()), delta)
+    }
+
+    /// [`LocalCopy::load`], machines borrowed ([`RecordRef`]).
+    pub fn load_refs(
+        &self,
+        record: &mut dyn FnMut(RecordRef<'_>),
         delta: &mut dyn FnMut(&Delta),
     ) -> Result<Option<Loaded>> {
         let Some(mut base) = self.open_base()? else {
@@ -411,7 +420,7 @@ impl LocalCopy {
         self.open_base()?
             .ok_or_else(|| self.storage("the base went away during compaction"))?
             .each(&mut |r| {
-                let key = r.key();
+                let key = r.into_record().key();
                 if changes.contains_key(&key) {
                     held.insert(key);
                 }
@@ -428,6 +437,7 @@ impl LocalCopy {
             if failed.is_err() {
                 return;
             }
+            let r = r.into_record();
             failed = (|| {
                 while let Some(f) = fresh.pop_if(|f| kind_rank(f) < kind_rank(&r)) {
                     out.put(&f)?;
@@ -691,7 +701,7 @@ impl BaseReader {
 
     /// Hands out every record and returns the end frame; refuses a base that is cut short,
     /// holds anything after its end or counts other than it holds.
-    fn each(&mut self, record: &mut dyn FnMut(Record)) -> Result<Tail> {
+    fn each(&mut self, record: &mut dyn FnMut(RecordRef<'_>)) -> Result<Tail> {
         let copy = &self.copy;
         loop {
             let at = self.records + 1;
@@ -737,10 +747,9 @@ impl BaseReader {
                 }
                 return Ok(tail);
             }
-            let r = codec::decode(&self.frame)
+            codec::decode_ref(&self.frame, record)
                 .map_err(|e| copy.corrupt(format_args!("record {at}: {e}")))?;
             self.records += 1;
-            record(r);
         }
     }
 }

@@ -12,8 +12,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use ipnet::IpNet;
 
 use crate::{
-    App, Machine, MachineId, MachineState, MachineView, Node, Org, OrgNetwork, Peer, Peering,
-    PublicKey, Record,
+    App, MachineId, MachineState, MachineView, Node, Org, OrgNetwork, Peer, Peering, PublicKey,
+    Record, RecordRef,
 };
 
 const ORG: u8 = b'o';
@@ -113,6 +113,20 @@ pub(super) fn encode(r: &Record, out: &mut Vec<u8>) -> bool {
     true
 }
 
+/// [`decode`] into `each`, a machine borrowed from `buf`.
+pub(super) fn decode_ref(buf: &[u8], each: &mut dyn FnMut(RecordRef<'_>)) -> Result<(), String> {
+    let mut r = R(buf);
+    if buf.first() != Some(&MACHINE) {
+        each(RecordRef::Record(decode(buf)?));
+        return Ok(());
+    }
+    r.u8()?;
+    let m = r.machine()?;
+    r.end()?;
+    each(RecordRef::Machine(m));
+    Ok(())
+}
+
 /// The record in `buf` (all of it).
 pub(super) fn decode(buf: &[u8]) -> Result<Record, String> {
     let mut r = R(buf);
@@ -133,20 +147,7 @@ pub(super) fn decode(buf: &[u8]) -> Result<Record, String> {
             org: r.string()?,
             name: r.string()?,
         }),
-        MACHINE => Record::Machine(Machine {
-            id: r.id()?,
-            org: r.string()?,
-            app: r.string()?,
-            region: r.string()?,
-            node: r.string()?,
-            process_group: r.string()?,
-            state: if r.bool()? {
-                MachineState::Started
-            } else {
-                MachineState::Stopped
-            },
-            addr: r.ip6()?,
-        }),
+        MACHINE => Record::Machine(r.machine()?.to_machine()),
         PEER => Record::Peer(Peer {
             org: r.string()?,
             name: r.string()?,
@@ -176,9 +177,7 @@ pub(super) fn decode(buf: &[u8]) -> Result<Record, String> {
         }),
         other => return Err(format!("unknown record kind {other:#04x}")),
     };
-    if !r.0.is_empty() {
-        return Err(format!("{} bytes after the record", r.0.len()));
-    }
+    r.end()?;
     Ok(record)
 }
 
@@ -271,10 +270,38 @@ impl<'a> R<'a> {
         Ok(u64::from_le_bytes(a))
     }
 
+    fn end(&self) -> Result<(), String> {
+        match self.0.len() {
+            0 => Ok(()),
+            n => Err(format!("{n} bytes after the record")),
+        }
+    }
+
     fn string(&mut self) -> Result<String, String> {
+        self.str().map(String::from)
+    }
+
+    fn str(&mut self) -> Result<&'a str, String> {
         let n = self.u32()? as usize;
-        let b = self.take(n)?;
-        String::from_utf8(b.to_vec()).map_err(|_| "a name is not UTF-8".to_string())
+        std::str::from_utf8(self.take(n)?).map_err(|_| "a name is not UTF-8".to_string())
+    }
+
+    /// A machine's fields, after its kind byte.
+    fn machine(&mut self) -> Result<MachineView<'a>, String> {
+        Ok(MachineView {
+            id: self.id()?,
+            org: self.str()?,
+            app: self.str()?,
+            region: self.str()?,
+            node: self.str()?,
+            process_group: self.str()?,
+            state: if self.bool()? {
+                MachineState::Started
+            } else {
+                MachineState::Stopped
+            },
+            addr: self.ip6()?,
+        })
     }
 
     fn key(&mut self) -> Result<PublicKey, String> {

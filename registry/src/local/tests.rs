@@ -276,13 +276,35 @@ fn every_kind_of_record_reads_back_as_written() {
             b: "globex".into(),
         }),
     ];
+    // Read whole, and as a reader of borrowed machines reads it: the same record, and the
+    // same refusal in the same words.
+    let by_ref = |buf: &[u8]| {
+        let mut got = None;
+        codec::decode_ref(buf, &mut |r| got = Some(r.into_record())).map(|()| got.unwrap())
+    };
     for r in &records {
         let mut buf = Vec::new();
         assert!(codec::encode(r, &mut buf));
         assert_eq!(codec::decode(&buf).as_ref(), Ok(r));
+        assert_eq!(by_ref(&buf).as_ref(), Ok(r));
         // Every shorter prefix is refused, never read as something else or a panic.
         for cut in 0..buf.len() {
             assert!(codec::decode(&buf[..cut]).is_err(), "{r:?} cut at {cut}");
+            assert_eq!(by_ref(&buf[..cut]), codec::decode(&buf[..cut]), "{r:?}");
+        }
+        let mut longer = buf.clone();
+        longer.push(0);
+        assert!(
+            by_ref(&longer).unwrap_err().contains("1 bytes after"),
+            "{r:?}"
+        );
+        assert_eq!(by_ref(&longer), codec::decode(&longer));
+        // A name that is not UTF-8 (the last byte of the org, `acme`, in each kind that has one).
+        if let Some(at) = buf.windows(4).position(|w| w == b"acme") {
+            let mut bad = buf.clone();
+            bad[at + 3] = 0xff;
+            assert!(by_ref(&bad).unwrap_err().contains("not UTF-8"), "{r:?}");
+            assert_eq!(by_ref(&bad), codec::decode(&bad));
         }
     }
 }
