@@ -800,8 +800,23 @@ impl Shared {
                 // Larger records than the page was made for: an eighth of the page, which
                 // grows back (below) while answers fit.
                 if page == 1 {
+                    // Which record: its key alone fits.
+                    let first = GetOptions::new()
+                        .with_range(to.clone())
+                        .with_limit(1)
+                        .with_keys_only()
+                        .with_revision(at);
+                    let key = (self.attempt(|c| {
+                        let (key, options) = (from.clone(), first.clone());
+                        async move { c.kv_client().get(key, Some(options)).await }
+                    }))
+                    .await
+                    .ok()
+                    .and_then(|(r, _)| r.kvs().first().map(|kv| kv.key().to_vec()))
+                    .unwrap_or(from);
                     return Err(self.storage(format!(
-                        "a record of the registry is larger than the {limit} bytes an answer may hold"
+                        "the record at `{}` is larger than the {limit} bytes an answer may hold",
+                        String::from_utf8_lossy(&key)
                     )));
                 }
                 page = (page / 8).max(1);

@@ -554,6 +554,17 @@ fn a_registry_read_in_small_pages_and_narrowing_spans_is_whole() {
         assert_eq!(records, want.records().count(), "pages of {page}");
         assert_eq!(visited, want, "pages of {page}");
     }
+    // Answers smaller than one record: the read fails, naming the first record it could not
+    // take (a snapshot reads its keys in order: apps first).
+    let err = etcd_registry(&url)
+        .taking_answers_of(40)
+        .snapshot()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("/apps/acme/app-0` is larger than the 40 bytes an answer may hold"),
+        "{err}"
+    );
 }
 
 /// A whole read decodes pages while later ones arrive. A value that holds no record, read
