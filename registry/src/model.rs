@@ -83,10 +83,15 @@ impl Machine {
 
     /// The /112 the machine owns.
     pub fn prefix(&self) -> Ipv6Net {
-        Ipv6Net::new(self.addr, 112)
-            .map(|n| n.trunc())
-            .unwrap_or_default()
+        machine_prefix(self.addr)
     }
+}
+
+/// The /112 a machine at `addr` owns.
+pub(crate) fn machine_prefix(addr: Ipv6Addr) -> Ipv6Net {
+    Ipv6Net::new(addr, 112)
+        .map(|n| n.trunc())
+        .unwrap_or_default()
 }
 
 /// A WireGuard peer outside the mesh (a laptop, a site's router) attached to a gateway node.

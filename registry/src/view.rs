@@ -30,6 +30,11 @@ impl MachineView<'_> {
         self.state == MachineState::Started
     }
 
+    /// The /112 the machine owns.
+    pub fn prefix(&self) -> ipnet::Ipv6Net {
+        crate::model::machine_prefix(self.addr)
+    }
+
     pub fn to_machine(&self) -> Machine {
         Machine {
             id: self.id,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use registry::local::{CopyAt, Keeper, Verdict};
-use registry::{Changes, LocalCopy, Record, Registry, Revision};
+use registry::{Changes, Kind, LocalCopy, MachineBatch, Record, RecordRef, Registry, Revision};
 
 use super::registry_sync::{release_freed_memory, unix_now};
 use crate::sync::model::Model;
@@ -60,7 +60,7 @@ fn from_copy(reg: &dyn Registry, copy: &LocalCopy, model: &mut Model) -> Option<
     model.clear(unix_now());
     // Both callbacks fill the model; only one runs at a time.
     let cell = std::cell::RefCell::new(&mut *model);
-    let loaded = copy.load(&mut |r| cell.borrow_mut().put(&r), &mut |d| {
+    let loaded = copy.load_refs(&mut |r| cell.borrow_mut().put_ref(&r), &mut |d| {
         cell.borrow_mut().apply(d)
     });
     let loaded = match loaded {
@@ -98,17 +98,35 @@ fn read_whole(
     if let Some(k) = keeper {
         k.begin();
     }
+    // For the keeper, in the order read: machines in batches, other records whole.
     let mut chunk: Vec<Record> = Vec::new();
-    let read = reg.visit(&mut |r| {
-        model.put(&r);
-        if let Some(k) = keeper {
-            chunk.push(r);
-            if chunk.len() == CHUNK {
-                k.records(std::mem::take(&mut chunk));
+    let mut machines = MachineBatch::default();
+    let read = reg.visit_refs(&Kind::RECORDS, &mut |r| {
+        model.put_ref(&r);
+        let Some(k) = keeper else { return };
+        match r {
+            RecordRef::Machine(m) => {
+                if !chunk.is_empty() {
+                    k.records(std::mem::take(&mut chunk));
+                }
+                machines.push(&m);
+                if machines.len() == CHUNK {
+                    k.machines(std::mem::take(&mut machines));
+                }
+            }
+            RecordRef::Record(r) => {
+                if !machines.is_empty() {
+                    k.machines(std::mem::take(&mut machines));
+                }
+                chunk.push(r);
+                if chunk.len() == CHUNK {
+                    k.records(std::mem::take(&mut chunk));
+                }
             }
         }
     });
     if let Some(k) = keeper {
+        k.machines(machines);
         k.records(chunk);
         match &read {
             Ok(revision) => k.end(*revision),

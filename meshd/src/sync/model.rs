@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv6Addr;
 
 use ipnet::{IpNet, Ipv6Net};
-use registry::{Delta, Machine, Node, OrgNetwork, Peer, Record, Snapshot};
+use registry::{Delta, MachineView, Node, OrgNetwork, Peer, Record, RecordRef, Snapshot};
 
 use super::DesiredPeer;
 use crate::core::PublicKey;
@@ -110,7 +110,7 @@ impl Model {
             self.node(n, true);
         }
         for m in snap.machines.values() {
-            self.machine(m, true);
+            self.machine(m.into(), true);
         }
         for p in snap.peers.values() {
             self.peer(p, true);
@@ -138,6 +138,14 @@ impl Model {
     /// peers that name them.
     pub fn put(&mut self, r: &Record) {
         self.record(r, true);
+    }
+
+    /// [`Model::put`] for a record of a whole read, a machine borrowed.
+    pub fn put_ref(&mut self, r: &RecordRef<'_>) {
+        match r {
+            RecordRef::Machine(m) => self.machine(*m, true),
+            RecordRef::Record(r) => self.put(r),
+        }
     }
 
     /// Applies one revision's changes.
@@ -188,7 +196,7 @@ impl Model {
 
     fn record(&mut self, r: &Record, add: bool) {
         match r {
-            Record::Machine(m) => self.machine(m, add),
+            Record::Machine(m) => self.machine(m.into(), add),
             Record::Peer(p) => self.peer(p, add),
             Record::Org(o) => {
                 if add {
@@ -296,28 +304,28 @@ impl Model {
         }
     }
 
-    fn machine(&mut self, m: &Machine, add: bool) {
+    fn machine(&mut self, m: MachineView<'_>, add: bool) {
         let addr_host = registry::addr::host_of(m.addr);
-        self.count_org_host(&m.org, addr_host, add);
-        let Some(runs_on) = self.nodes.get(&m.node).map(|n| n.host) else {
+        self.count_org_host(m.org, addr_host, add);
+        let Some(runs_on) = self.nodes.get(m.node).map(|n| n.host) else {
             return;
         };
-        self.count_org_host(&m.org, runs_on, add);
+        self.count_org_host(m.org, runs_on, add);
         if m.node == self.me {
-            let addrs = self.local_addrs.entry(m.org.clone()).or_default();
+            let addrs = self.local_addrs.entry(m.org.to_string()).or_default();
             let changed = if add {
                 addrs.add(m.addr)
             } else {
                 addrs.remove(&m.addr)
             };
             if addrs.is_empty() {
-                self.local_addrs.remove(&m.org);
+                self.local_addrs.remove(m.org);
             }
             if changed {
                 self.dirty.addresses = true;
                 self.dirty.routes = true;
             }
-            self.count_present(&m.org, add);
+            self.count_present(m.org, add);
             self.count_local(IpNet::V6(m.prefix()), add);
         } else if addr_host != runs_on {
             self.count_host(runs_on, IpNet::V6(m.prefix()), add);
