@@ -85,6 +85,13 @@ pub enum RecordRef<'a> {
 }
 
 impl RecordRef<'_> {
+    pub fn kind(&self) -> crate::Kind {
+        match self {
+            RecordRef::Machine(_) => crate::Kind::Machine,
+            RecordRef::Record(r) => r.kind(),
+        }
+    }
+
     pub fn into_record(self) -> Record {
         match self {
             RecordRef::Machine(m) => Record::Machine(m.to_machine()),
@@ -242,6 +249,15 @@ mod tests {
     #[test]
     fn a_record_ref_becomes_the_record_it_shows() {
         let m = machine(7, "acme", "web");
+        assert_eq!(
+            RecordRef::Machine(MachineView::from(&m)).kind(),
+            crate::Kind::Machine
+        );
+        let app = Record::App(crate::App {
+            org: "acme".into(),
+            name: "web".into(),
+        });
+        assert_eq!(RecordRef::Record(app).kind(), crate::Kind::App);
         assert_eq!(
             RecordRef::Machine(MachineView::from(&m)).into_record(),
             Record::Machine(m.clone())

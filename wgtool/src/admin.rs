@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Result;
-use registry::{Change, Kind, MachineId, MachineState, NodeSpec, Record, Registry};
+use registry::{
+    Change, Kind, MachineId, MachineState, MachineView, NodeSpec, Record, RecordRef, Registry,
+};
 
 use crate::cli::{AppCommand, MachineCommand, NodeCommand, OrgCommand, RegistryCommand};
 use crate::{table, usage};
@@ -276,21 +278,24 @@ pub fn app(src: &Source, cmd: AppCommand) -> Result<()> {
     let AppCommand::List { org, json } = cmd;
     // The apps, then each machine counted into its app as it is read: a big registry's
     // machines are never held.
-    let mut apps: BTreeMap<(String, String), (registry::App, usize, usize)> = BTreeMap::new();
-    reg.visit_kinds(&[Kind::App, Kind::Machine], &mut |r| match r {
-        Record::App(a) if org.as_ref().is_none_or(|o| &a.org == o) => {
-            apps.insert((a.org.clone(), a.name.clone()), (a, 0, 0));
+    // Org → app name → (the app, machines, started); machines are read borrowed.
+    type Apps = BTreeMap<String, BTreeMap<String, (registry::App, usize, usize)>>;
+    fn count(apps: &mut Apps, m: MachineView<'_>) {
+        if let Some((_, all, started)) = apps.get_mut(m.org).and_then(|a| a.get_mut(m.app)) {
+            *all += 1;
+            *started += usize::from(m.started());
         }
-        Record::Machine(m) => {
-            let on = usize::from(m.started());
-            if let Some((_, all, started)) = apps.get_mut(&(m.org, m.app)) {
-                *all += 1;
-                *started += on;
-            }
+    }
+    let mut apps = Apps::new();
+    reg.visit_refs(&[Kind::App, Kind::Machine], &mut |r| match r {
+        RecordRef::Record(Record::App(a)) if org.as_ref().is_none_or(|o| &a.org == o) => {
+            (apps.entry(a.org.clone()).or_default()).insert(a.name.clone(), (a, 0, 0));
         }
+        RecordRef::Machine(m) => count(&mut apps, m),
+        RecordRef::Record(Record::Machine(m)) => count(&mut apps, (&m).into()),
         _ => {}
     })?;
-    let apps: Vec<_> = apps.into_values().collect();
+    let apps: Vec<_> = apps.into_values().flat_map(BTreeMap::into_values).collect();
     if json {
         let out: Vec<_> = apps
             .iter()
@@ -320,7 +325,7 @@ pub fn registry(src: &Source, cmd: RegistryCommand) -> Result<()> {
             // Counted record by record: nothing of a big registry is held.
             let counted = [Kind::Org, Kind::Node, Kind::App, Kind::Machine, Kind::Peer];
             let mut counts = [0usize; 5];
-            let revision = reg.visit_kinds(&counted, &mut |r| {
+            let revision = reg.visit_refs(&counted, &mut |r| {
                 if let Some(i) = counted.iter().position(|k| *k == r.kind()) {
                     counts[i] += 1;
                 }
