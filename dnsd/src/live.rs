@@ -117,8 +117,9 @@ fn load_and_build(
 ) -> registry::Result<Option<(IndexBuilder, registry::local::Loaded)>> {
     let started = std::time::Instant::now();
     let (tx, rx) = std::sync::mpsc::sync_channel::<Item>(CHUNKS_AHEAD);
-    // Chunks go back to the reading thread to be freed where they were allocated: freeing
-    // another thread's blocks contends for its malloc arena.
+    // Record chunks go back to the reading thread to be freed where they were allocated:
+    // freeing another thread's blocks contends for its malloc arena. (Machine batches are
+    // two blocks each, freed here.)
     let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<Record>>();
     let mut whole = Some(WholeBuild::new(opts.clone(), unix_now()));
     let mut built: Option<IndexBuilder> = None;
@@ -260,6 +261,8 @@ struct Chunks {
     back: Option<std::sync::mpsc::Receiver<Vec<Record>>>,
     machines: MachineBatch,
     records: Vec<Record>,
+    /// Records in a full chunk: [`CHUNK`].
+    size: usize,
 }
 
 impl Chunks {
@@ -272,6 +275,7 @@ impl Chunks {
             back,
             machines: MachineBatch::default(),
             records: Vec::new(),
+            size: CHUNK,
         }
     }
 
@@ -282,7 +286,7 @@ impl Chunks {
                     self.flush();
                 }
                 if self.machines.is_empty() {
-                    self.machines = MachineBatch::with_capacity(CHUNK);
+                    self.machines = MachineBatch::with_capacity(self.size);
                 }
                 self.machines.push(&m);
             }
@@ -291,12 +295,12 @@ impl Chunks {
                     self.flush();
                 }
                 if self.records.is_empty() {
-                    self.records = Vec::with_capacity(CHUNK);
+                    self.records = Vec::with_capacity(self.size);
                 }
                 self.records.push(r);
             }
         }
-        if self.machines.len() == CHUNK || self.records.len() == CHUNK {
+        if self.machines.len() == self.size || self.records.len() == self.size {
             self.flush();
             if let Some(back) = &self.back {
                 while let Ok(used) = back.try_recv() {
@@ -481,4 +485,83 @@ fn publish_health(shared: &Shared, health: &Health) {
     let index = shared.index.load();
     m.revision.store(index.revision, Relaxed);
     m.index_names.store(index.names() as u64, Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use registry::{App, Machine, MachineId, MachineState, MachineView, Org, OrgNetwork};
+
+    use super::*;
+
+    fn machine(n: u64) -> Machine {
+        Machine {
+            id: MachineId::from_bits(n),
+            org: "acme".into(),
+            app: format!("app{n}"),
+            region: "iad".into(),
+            node: "iad-1".into(),
+            process_group: "app".into(),
+            state: MachineState::Started,
+            addr: std::net::Ipv6Addr::new(0xfdaa, 0, 1, 0, 0, 0, 0, n as u16),
+        }
+    }
+
+    /// What a read hands over arrives in chunks of at most the chunk size, in the order read,
+    /// a kind switching a chunk, nothing lost at a chunk's end or the read's; chunks that come
+    /// back are freed, and the end waits for the builder to be done with them.
+    #[test]
+    fn a_read_arrives_in_chunks_in_the_order_read() {
+        let org = |n: u32| {
+            Record::Org(Org {
+                name: format!("org{n}"),
+                network: OrgNetwork(n),
+            })
+        };
+        let app = Record::App(App {
+            org: "acme".into(),
+            name: "app1".into(),
+        });
+        let machines: Vec<Machine> = (1..=7).map(machine).collect();
+        let (tx, rx) = std::sync::mpsc::sync_channel(100);
+        let (back_tx, back_rx) = std::sync::mpsc::channel();
+        let mut chunks = Chunks::new(tx, Some(back_rx));
+        chunks.size = 3;
+        for r in [org(1), org(2), org(3), org(4), app.clone()] {
+            chunks.put(RecordRef::Record(r));
+        }
+        for m in &machines {
+            chunks.put(RecordRef::Machine(MachineView::from(m)));
+        }
+        // A machine read whole goes with the records.
+        chunks.put(RecordRef::Record(Record::Machine(machine(8))));
+        back_tx.send(vec![org(9)]).unwrap();
+        let reader = std::thread::spawn(move || chunks.finish());
+
+        let mut got = Vec::new();
+        for item in rx {
+            got.push(match item {
+                Item::Machines(b) => (b.iter().map(|m| m.to_machine().id).collect(), Vec::new()),
+                Item::Records(r) => (Vec::new(), r),
+                Item::Delta(_) => unreachable!(),
+            });
+        }
+        let ids = |r: std::ops::RangeInclusive<u64>| r.map(MachineId::from_bits).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Vec::new(), vec![org(1), org(2), org(3)]),
+                (Vec::new(), vec![org(4), app]),
+                (ids(1..=3), Vec::new()),
+                (ids(4..=6), Vec::new()),
+                (ids(7..=7), Vec::new()),
+                (Vec::new(), vec![Record::Machine(machine(8))]),
+            ]
+        );
+        assert!(
+            !reader.is_finished(),
+            "the end waits for the builder's chunks"
+        );
+        drop(back_tx);
+        reader.join().unwrap();
+    }
 }

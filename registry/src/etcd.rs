@@ -815,7 +815,7 @@ impl Shared {
                     .and_then(|(r, _)| r.kvs().first().map(|kv| kv.key().to_vec()))
                     .unwrap_or(from);
                     return Err(self.storage(format!(
-                        "the record at `{}` is larger than the {limit} bytes an answer may hold",
+                        "the value at `{}` is larger than the {limit} bytes an answer may hold",
                         String::from_utf8_lossy(&key)
                     )));
                 }

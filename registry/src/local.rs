@@ -492,7 +492,6 @@ impl BaseWriter {
             .map_err(|e| self.copy.storage(format_args!("writing: {e}")))
     }
 
-    /// Adds one record (tokens are left out).
     /// [`BaseWriter::put`] for a machine borrowed from a read.
     pub fn put_machine(&mut self, m: &crate::MachineView<'_>) -> Result<()> {
         self.frame.clear();
@@ -502,6 +501,7 @@ impl BaseWriter {
         Ok(())
     }
 
+    /// Adds one record (tokens are left out).
     pub fn put(&mut self, r: &Record) -> Result<()> {
         self.frame.clear();
         if !codec::encode(r, &mut self.frame) {

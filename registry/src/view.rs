@@ -51,8 +51,8 @@ impl MachineView<'_> {
 
 impl<'a> From<&'a Machine> for MachineView<'a> {
     fn from(m: &'a Machine) -> Self {
-        // Taken apart whole: a new field does not compile until a view has it too (the local
-        // copy's codec writes machines from views).
+        // Taken apart whole: a new field does not compile until a view has it too (and then
+        // the local copy's codec, which takes a view apart whole to write it).
         let Machine {
             id,
             org,

@@ -562,7 +562,8 @@ fn a_registry_read_in_small_pages_and_narrowing_spans_is_whole() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("/apps/acme/app-0` is larger than the 40 bytes an answer may hold"),
+        err.contains("the value at `/t")
+            && err.contains("/apps/acme/app-0` is larger than the 40 bytes an answer may hold"),
         "{err}"
     );
 }

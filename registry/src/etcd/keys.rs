@@ -350,4 +350,36 @@ mod tests {
         let err = decode(&keys, &kvs).unwrap_err();
         assert!(err.contains("holds the record of `/t/orgs/acme`"), "{err}");
     }
+
+    /// A machine read borrowed is checked against its key as a whole one is: the same
+    /// record under its own key, the same refusal under another's (an id one digit off, the
+    /// id under another prefix or kind).
+    #[test]
+    fn a_machine_read_borrowed_is_checked_against_its_key_as_a_whole_one_is() {
+        let keys = Keys::new("/t");
+        let value = br#"{"kind":"machine","id":"4d89699c030518","org":"acme","app":"web","region":"iad","node":"n1","process_group":"app","state":"started","addr":"fdaa::2"}"#;
+        let by_ref = |key: &str| {
+            let mut got = None;
+            (keys.decode_ref(key, value, &mut |r| got = Some(r.into_record())))
+                .map(|()| got.unwrap())
+        };
+        let good = "/t/machines/4d89699c030518";
+        assert!(matches!(by_ref(good), Ok(Record::Machine(_))));
+        assert_eq!(by_ref(good), keys.decode_record(good, value));
+        for key in [
+            "/t/machines/4d89699c030519",
+            "/t/machines/4d89699c03051",
+            "/t/machines/4d89699c030518/",
+            "/u/machines/4d89699c030518",
+            "/t/orgs/4d89699c030518",
+            "/t/machines/4D89699C030518",
+        ] {
+            let err = by_ref(key).unwrap_err();
+            assert!(
+                err.contains("holds the record of `/t/machines/4d89699c030518`"),
+                "{key}: {err}"
+            );
+            assert_eq!(Err(err), keys.decode_record(key, value), "{key}");
+        }
+    }
 }

@@ -23,25 +23,36 @@ const MACHINE: u8 = b'm';
 const PEER: u8 = b'p';
 const PEERING: u8 = b'g';
 
-/// Appends `r` to `out`; `false` (nothing written) for a token, which a copy never holds.
 /// Appends machine `m` to `out`, as [`encode`] appends it whole.
 pub(super) fn encode_machine(m: &MachineView<'_>, out: &mut Vec<u8>) {
     machine(m, &mut W(out));
 }
 
 fn machine(m: &MachineView<'_>, w: &mut W<'_>) {
+    // Taken apart whole, as `Machine` is below (a view must have each of its fields).
+    let MachineView {
+        id,
+        org,
+        app,
+        region,
+        node,
+        process_group,
+        state,
+        addr,
+    } = *m;
     w.u8(MACHINE);
-    w.id(m.id);
-    for s in [m.org, m.app, m.region, m.node, m.process_group] {
+    w.id(id);
+    for s in [org, app, region, node, process_group] {
         w.str(s);
     }
-    w.u8(match m.state {
+    w.u8(match state {
         MachineState::Started => 1,
         MachineState::Stopped => 0,
     });
-    w.0.extend_from_slice(&m.addr.octets());
+    w.0.extend_from_slice(&addr.octets());
 }
 
+/// Appends `r` to `out`; `false` (nothing written) for a token, which a copy never holds.
 pub(super) fn encode(r: &Record, out: &mut Vec<u8>) -> bool {
     let mut w = W(out);
     match r {

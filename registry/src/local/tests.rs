@@ -729,6 +729,14 @@ fn a_whole_read_given_in_machine_batches_and_records_is_the_copy() {
     let (snap, loaded) = load(&copy);
     assert_eq!(loaded.revision, want.revision);
     assert_eq!(snap, without_tokens_snap(want));
+    // In the order read, as a whole read's readers build (orgs and nodes first).
+    let mut read = Vec::new();
+    reg.visit(&mut |r| read.push(r)).unwrap();
+    read.retain(|r| r.kind() != Kind::Token);
+    let mut kept = Vec::new();
+    copy.load_refs(&mut |r| kept.push(r.into_record()), &mut |_| {})
+        .unwrap();
+    assert_eq!(kept, read);
 }
 
 #[test]

@@ -350,6 +350,54 @@ fn a_machine_with_a_bad_id_is_reported_as_corrupt() {
     );
 }
 
+/// A machine's names are borrowed from its row; one that is not text, or not UTF-8, is
+/// refused in rusqlite's own words for reading it as a `String`, naming the column.
+#[test]
+fn a_machine_whose_names_are_not_text_is_refused_as_a_string_read_refuses_it() {
+    for (column, index, value) in [
+        ("org", 1, "x'ff'"),
+        ("app", 2, "CAST(x'ff' AS TEXT)"),
+        ("process_group", 5, "x''"),
+    ] {
+        let (_dir, reg) = fresh();
+        setup(&reg);
+        reg.apply(&Change::AddMachine {
+            org: "acme".into(),
+            app: "web".into(),
+            region: "iad".into(),
+            node: "host-a".into(),
+            process_group: None,
+        })
+        .unwrap();
+        let conn = reg.lock();
+        conn.execute(&format!("UPDATE machines SET {column} = {value}"), [])
+            .unwrap();
+        let as_string = conn
+            .query_row(
+                "SELECT id, org, app, region, node, process_group FROM machines",
+                [],
+                |r| r.get::<_, String>(index),
+            )
+            .unwrap_err()
+            .to_string();
+        drop(conn);
+        assert!(
+            as_string.contains(&format!("index: {index}")),
+            "{as_string}"
+        );
+        for err in [
+            reg.snapshot().unwrap_err(),
+            reg.visit_refs(&[Kind::Machine], &mut |_| {}).unwrap_err(),
+        ] {
+            assert!(matches!(err, crate::Error::Storage { .. }), "{err:?}");
+            assert!(
+                err.to_string().contains(&as_string),
+                "{column}: {err} / {as_string}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_visit_gives_every_record_of_the_snapshot_kinds_in_order() {
     let (_dir, reg) = fresh();
