@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use registry::local::{CopyAt, Keeper, Verdict};
 use registry::{
-    Changes, Delta, Health, Kind, LocalCopy, MachineBatch, Record, RecordRef, Registry, Revision,
-    Update,
+    Changes, Chunk, Chunker, Delta, Health, Kind, LocalCopy, MachineBatch, Record, RecordRef,
+    Registry, Revision, Update,
 };
 
 use crate::index::{ApplyError, IndexBuilder, Options, WholeBuild};
@@ -252,17 +252,14 @@ fn read_and_build(
     (build, read)
 }
 
-/// Gathers what a reading thread reads into [`Item`]s of up to [`CHUNK`] records, in the
-/// order read.
+/// Hands what a reading thread reads on to the builder in [`Chunk`]s of up to [`CHUNK`]
+/// records, in the order read.
 struct Chunks {
     tx: std::sync::mpsc::SyncSender<Item>,
     /// Record chunks the builder is done with, to be freed on this thread: freeing another
     /// thread's blocks contends for its malloc arena.
     back: Option<std::sync::mpsc::Receiver<Vec<Record>>>,
-    machines: MachineBatch,
-    records: Vec<Record>,
-    /// Records in a full chunk: [`CHUNK`].
-    size: usize,
+    chunker: Chunker,
 }
 
 impl Chunks {
@@ -273,35 +270,13 @@ impl Chunks {
         Chunks {
             tx,
             back,
-            machines: MachineBatch::default(),
-            records: Vec::new(),
-            size: CHUNK,
+            chunker: Chunker::new(CHUNK),
         }
     }
 
     fn put(&mut self, r: RecordRef<'_>) {
-        match r {
-            RecordRef::Machine(m) => {
-                if !self.records.is_empty() {
-                    self.flush();
-                }
-                if self.machines.is_empty() {
-                    self.machines = MachineBatch::with_capacity(self.size);
-                }
-                self.machines.push(&m);
-            }
-            RecordRef::Record(r) => {
-                if !self.machines.is_empty() {
-                    self.flush();
-                }
-                if self.records.is_empty() {
-                    self.records = Vec::with_capacity(self.size);
-                }
-                self.records.push(r);
-            }
-        }
-        if self.machines.len() == self.size || self.records.len() == self.size {
-            self.flush();
+        let tx = &self.tx;
+        if self.chunker.put(r, &mut |c| send(tx, c.into())) {
             if let Some(back) = &self.back {
                 while let Ok(used) = back.try_recv() {
                     drop(used);
@@ -312,19 +287,12 @@ impl Chunks {
 
     /// Sends what is gathered.
     fn flush(&mut self) {
-        if !self.machines.is_empty() {
-            let machines = std::mem::take(&mut self.machines);
-            self.send(Item::Machines(machines));
-        }
-        if !self.records.is_empty() {
-            let records = std::mem::take(&mut self.records);
-            self.send(Item::Records(records));
-        }
+        let tx = &self.tx;
+        self.chunker.flush(&mut |c| send(tx, c.into()));
     }
 
-    /// The builder only goes away by panicking, which ends the scope.
     fn send(&self, item: Item) {
-        let _ = self.tx.send(item);
+        send(&self.tx, item);
     }
 
     /// Sends the rest, and frees what comes back until the builder is done.
@@ -333,6 +301,20 @@ impl Chunks {
         drop(self.tx);
         for used in self.back.into_iter().flatten() {
             drop(used);
+        }
+    }
+}
+
+/// The builder only goes away by panicking, which ends the scope.
+fn send(tx: &std::sync::mpsc::SyncSender<Item>, item: Item) {
+    let _ = tx.send(item);
+}
+
+impl From<Chunk> for Item {
+    fn from(c: Chunk) -> Item {
+        match c {
+            Chunk::Machines(b) => Item::Machines(b),
+            Chunk::Records(r) => Item::Records(r),
         }
     }
 }
@@ -525,7 +507,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::sync_channel(100);
         let (back_tx, back_rx) = std::sync::mpsc::channel();
         let mut chunks = Chunks::new(tx, Some(back_rx));
-        chunks.size = 3;
+        chunks.chunker = Chunker::new(3);
         for r in [org(1), org(2), org(3), org(4), app.clone()] {
             chunks.put(RecordRef::Record(r));
         }

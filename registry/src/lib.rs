@@ -39,7 +39,7 @@ pub use model::{
     App, Machine, MachineState, Node, Org, Peer, Peering, Record, RecordKey, Revision, Snapshot,
     Token, TokenScope,
 };
-pub use view::{MachineBatch, MachineView, RecordRef};
+pub use view::{Chunk, Chunker, MachineBatch, MachineView, RecordRef};
 
 /// Where the registry lives when nobody says.
 pub const DEFAULT_LOCATION: &str = "/var/lib/sixpn/registry.db";

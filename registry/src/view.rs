@@ -208,6 +208,73 @@ impl MachineBatch {
     }
 }
 
+/// What [`Chunker`] hands on: machines in one buffer, or other records whole.
+#[derive(Debug)]
+pub enum Chunk {
+    Machines(MachineBatch),
+    Records(Vec<Record>),
+}
+
+/// Gathers a whole read ([`crate::Registry::visit_refs`]) into [`Chunk`]s of up to `size`
+/// records, in the order read: a change between machines and other kinds ends a chunk, so
+/// that what is handed on (to a builder thread, to the local copy's keeper) keeps the read's
+/// order.
+#[derive(Debug)]
+pub struct Chunker {
+    machines: MachineBatch,
+    records: Vec<Record>,
+    size: usize,
+}
+
+impl Chunker {
+    pub fn new(size: usize) -> Self {
+        Chunker {
+            machines: MachineBatch::default(),
+            records: Vec::new(),
+            size: size.max(1),
+        }
+    }
+
+    /// Takes `r`, handing on to `out` whatever it completes; `true` when a full chunk went.
+    pub fn put(&mut self, r: RecordRef<'_>, out: &mut dyn FnMut(Chunk)) -> bool {
+        match r {
+            RecordRef::Machine(m) => {
+                if !self.records.is_empty() {
+                    self.flush(out);
+                }
+                if self.machines.is_empty() {
+                    self.machines = MachineBatch::with_capacity(self.size);
+                }
+                self.machines.push(&m);
+            }
+            RecordRef::Record(r) => {
+                if !self.machines.is_empty() {
+                    self.flush(out);
+                }
+                if self.records.is_empty() {
+                    self.records = Vec::with_capacity(self.size);
+                }
+                self.records.push(r);
+            }
+        }
+        let full = self.machines.len() == self.size || self.records.len() == self.size;
+        if full {
+            self.flush(out);
+        }
+        full
+    }
+
+    /// Hands on what is gathered.
+    pub fn flush(&mut self, out: &mut dyn FnMut(Chunk)) {
+        if !self.machines.is_empty() {
+            out(Chunk::Machines(std::mem::take(&mut self.machines)));
+        }
+        if !self.records.is_empty() {
+            out(Chunk::Records(std::mem::take(&mut self.records)));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +311,52 @@ mod tests {
         assert_eq!(back, machines);
         assert!(MachineBatch::default().is_empty());
         assert_eq!(MachineBatch::default().iter().count(), 0);
+    }
+
+    /// Chunks of at most the size, in the order read, a change of kind ending a chunk,
+    /// nothing lost at a chunk's end or the read's.
+    #[test]
+    fn a_read_is_handed_on_in_chunks_in_the_order_read() {
+        let org = |n: u32| {
+            Record::Org(crate::Org {
+                name: format!("org{n}"),
+                network: crate::OrgNetwork(n),
+            })
+        };
+        let machines: Vec<Machine> = (1..=7).map(|n| machine(n, "acme", "web")).collect();
+        let mut chunks = Vec::new();
+        let mut out = |c: Chunk| {
+            chunks.push(match c {
+                Chunk::Machines(b) => (b.iter().map(|m| m.id).collect(), Vec::new()),
+                Chunk::Records(r) => (Vec::new(), r),
+            })
+        };
+        let mut chunker = Chunker::new(3);
+        let mut full = 0;
+        for r in [org(1), org(2), org(3), org(4)] {
+            full += usize::from(chunker.put(RecordRef::Record(r), &mut out));
+        }
+        for m in &machines {
+            full += usize::from(chunker.put(RecordRef::Machine(m.into()), &mut out));
+        }
+        // A machine read whole goes with the records.
+        let whole = Record::Machine(machine(8, "acme", "web"));
+        chunker.put(RecordRef::Record(whole.clone()), &mut out);
+        chunker.flush(&mut out);
+        chunker.flush(&mut out);
+        let ids = |r: std::ops::RangeInclusive<u64>| r.map(MachineId::from_bits).collect();
+        assert_eq!(
+            chunks,
+            vec![
+                (Vec::new(), vec![org(1), org(2), org(3)]),
+                (Vec::new(), vec![org(4)]),
+                (ids(1..=3), Vec::new()),
+                (ids(4..=6), Vec::new()),
+                (ids(7..=7), Vec::new()),
+                (Vec::new(), vec![whole]),
+            ]
+        );
+        assert_eq!(full, 3);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use registry::local::{CopyAt, Keeper, Verdict};
-use registry::{Changes, Kind, LocalCopy, MachineBatch, Record, RecordRef, Registry, Revision};
+use registry::{Changes, Chunk, Chunker, Kind, LocalCopy, Registry, Revision};
 
 use super::registry_sync::{release_freed_memory, unix_now};
 use crate::sync::model::Model;
@@ -99,35 +99,20 @@ fn read_whole(
         k.begin();
     }
     // For the keeper, in the order read: machines in batches, other records whole.
-    let mut chunk: Vec<Record> = Vec::new();
-    let mut machines = MachineBatch::default();
+    let mut chunker = Chunker::new(CHUNK);
+    let mut keep = |c: Chunk| match (keeper, c) {
+        (Some(k), Chunk::Machines(b)) => k.machines(b),
+        (Some(k), Chunk::Records(r)) => k.records(r),
+        (None, _) => {}
+    };
     let read = reg.visit_refs(&Kind::RECORDS, &mut |r| {
         model.put_ref(&r);
-        let Some(k) = keeper else { return };
-        match r {
-            RecordRef::Machine(m) => {
-                if !chunk.is_empty() {
-                    k.records(std::mem::take(&mut chunk));
-                }
-                machines.push(&m);
-                if machines.len() == CHUNK {
-                    k.machines(std::mem::take(&mut machines));
-                }
-            }
-            RecordRef::Record(r) => {
-                if !machines.is_empty() {
-                    k.machines(std::mem::take(&mut machines));
-                }
-                chunk.push(r);
-                if chunk.len() == CHUNK {
-                    k.records(std::mem::take(&mut chunk));
-                }
-            }
+        if keeper.is_some() {
+            chunker.put(r, &mut keep);
         }
     });
     if let Some(k) = keeper {
-        k.machines(machines);
-        k.records(chunk);
+        chunker.flush(&mut keep);
         match &read {
             Ok(revision) => k.end(*revision),
             Err(_) => k.abort(),

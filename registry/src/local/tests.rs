@@ -691,9 +691,7 @@ fn after_a_failed_whole_read_the_copy_starts_empty_and_keeps_the_deltas_that_fol
 /// order read) makes the copy of the registry.
 #[test]
 fn a_whole_read_given_in_machine_batches_and_records_is_the_copy() {
-    use std::mem::take;
-
-    use crate::{Kind, MachineBatch, RecordRef};
+    use crate::Kind;
 
     let dir = tempfile::tempdir().unwrap();
     let reg = Arc::new(registry(dir.path(), 7, 150));
@@ -702,28 +700,17 @@ fn a_whole_read_given_in_machine_batches_and_records_is_the_copy() {
     let copy = LocalCopy::new(dir.path().join("copy"));
     let keeper = Keeper::start(copy.clone(), reg.clone());
     keeper.begin();
-    let (mut batch, mut records) = (MachineBatch::default(), Vec::new());
+    let mut chunker = crate::Chunker::new(3);
+    let mut keep = |c: crate::Chunk| match c {
+        crate::Chunk::Machines(b) => keeper.machines(b),
+        crate::Chunk::Records(r) => keeper.records(r),
+    };
     let revision = reg
-        .visit_refs(&Kind::RECORDS, &mut |r| match r {
-            RecordRef::Machine(m) => {
-                if !records.is_empty() {
-                    keeper.records(take(&mut records));
-                }
-                batch.push(&m);
-                if batch.len() == 3 {
-                    keeper.machines(take(&mut batch));
-                }
-            }
-            RecordRef::Record(r) => {
-                if !batch.is_empty() {
-                    keeper.machines(take(&mut batch));
-                }
-                records.push(r);
-            }
+        .visit_refs(&Kind::RECORDS, &mut |r| {
+            chunker.put(r, &mut keep);
         })
         .unwrap();
-    keeper.machines(batch);
-    keeper.records(records);
+    chunker.flush(&mut keep);
     keeper.end(revision);
     keeper.sync();
     let (snap, loaded) = load(&copy);
