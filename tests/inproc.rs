@@ -126,6 +126,13 @@ fn a_laptop_without_an_interface_digs_pings_and_proxies_through_wgtool() -> Resu
 
     // proxy: the served text through a local port.
     let (mut p, port) = proxy(&lap, &conf, "web.internal:8080")?;
+    // wgtool became the tunnel's own binary (exec, same pid): that carries the tunnel.
+    let exe = std::fs::read_link(format!("/proc/{}/exe", p.pid()))?;
+    ensure!(
+        exe.file_name() == Some(std::ffi::OsStr::new("wgtool-tunnel")),
+        "the proxy runs as {}",
+        exe.display()
+    );
     let page = lap.sh(&format!(
         "{NOBODY} socat -t 5 -T 5 - TCP4:127.0.0.1:{port} </dev/null"
     ))?;
@@ -321,27 +328,45 @@ fn bad_input_is_one_line_naming_the_field_and_exit_2() -> Result<()> {
             "-i 0",
         ),
     ];
+    // wgtool as built (it execs wgtool-tunnel beside it), and a wgtool alone in a folder,
+    // which runs the tunnel itself: the same words and exit either way.
+    let wgtool = bin("wgtool");
+    let alone_dir = wgtool.with_file_name(unique("alone"));
+    std::fs::create_dir_all(&alone_dir)?;
+    let alone = alone_dir.join("wgtool");
+    if std::fs::hard_link(&wgtool, &alone).is_err() {
+        std::fs::copy(&wgtool, &alone)?;
+    }
+    ensure!(
+        wgtool.with_file_name("wgtool-tunnel").is_file(),
+        "no wgtool-tunnel beside wgtool"
+    );
     for (args, want) in cases {
-        let out = std::process::Command::new(bin("wgtool"))
-            .args(args.split_whitespace())
-            .output()?;
-        let err = String::from_utf8_lossy(&out.stderr);
-        ensure!(
-            out.status.code() == Some(2),
-            "`{args}` exited {}: {err}",
-            out.status
-        );
-        ensure!(
-            err.lines().count() == 1 && err.contains(want),
-            "`{args}`: {err}"
-        );
-        ensure!(
-            out.stdout.is_empty(),
-            "`{args}` printed: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        for exe in [&wgtool, &alone] {
+            let out = std::process::Command::new(exe)
+                .args(args.split_whitespace())
+                .output()?;
+            let err = String::from_utf8_lossy(&out.stderr);
+            ensure!(
+                out.status.code() == Some(2),
+                "`{args}` ({}) exited {}: {err}",
+                exe.display(),
+                out.status
+            );
+            ensure!(
+                err.lines().count() == 1 && err.starts_with("wgtool: ") && err.contains(want),
+                "`{args}` ({}): {err}",
+                exe.display()
+            );
+            ensure!(
+                out.stdout.is_empty(),
+                "`{args}` printed: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
     }
     std::fs::remove_dir_all(&dir)?;
+    std::fs::remove_dir_all(&alone_dir)?;
     Ok(())
 }
 

@@ -205,11 +205,23 @@ fn debs_hold_stripped_binaries_units_conffiles_and_docs_and_depend_on_real_packa
             service.user.as_deref() == Some("sixpn"),
             "{pkg}: {unit} does not run as sixpn"
         );
-        let sections = sh(&format!("readelf -S --wide {r}/usr/bin/{b}"))?;
-        ensure!(
-            !sections.contains(".debug_info"),
-            "{pkg}: /usr/bin/{b} is not stripped"
-        );
+        // wgtool's package also holds the in-process tunnel's binary, which wgtool execs.
+        let binaries: &[&str] = if b == "wgtool" {
+            &["wgtool", "wgtool-tunnel"]
+        } else {
+            &[b]
+        };
+        for exe in binaries {
+            ensure!(
+                has(&format!("/usr/bin/{exe}")),
+                "{pkg} has no /usr/bin/{exe}"
+            );
+            let sections = sh(&format!("readelf -S --wide {r}/usr/bin/{exe}"))?;
+            ensure!(
+                !sections.contains(".debug_info"),
+                "{pkg}: /usr/bin/{exe} is not stripped"
+            );
+        }
         // The version names the commit the packaged binary says it was built from.
         let says = sh(&format!("{r}/usr/bin/{b} --version"))?;
         let want = match rev {

@@ -13,7 +13,8 @@
 #   DIRECTIONS="down up" bench/laptop/run.sh    # uploads too
 #   BYTES=100000000 ROUNDS=5 bench/laptop/run.sh
 #   CLIENTS="wgtool-udp onetun" bench/laptop/run.sh
-#   WGTOOL=/path/to/wgtool MESHD=/path/to/meshd bench/laptop/run.sh   # no build
+#   WGTOOL=/path/to/wgtool MESHD=/path/to/meshd bench/laptop/run.sh   # no build (the
+#                                        wgtool-tunnel beside that wgtool goes with it)
 #   KEEP=1 bench/laptop/run.sh                  # keep the logs (the path is printed)
 #
 # Topology (network namespaces on one bridge, made here and removed on exit): the laptop;
@@ -47,11 +48,14 @@ if [[ " $CLIENTS " == *" onetun "* ]] && [ ! -x "$TOOLS/bin/onetun" ]; then
   cargo install --quiet --locked onetun --version "$ONETUN_VERSION" --root "$TOOLS"
 fi
 if [ -z "${WGTOOL:-}" ] || [ -z "${MESHD:-}" ]; then
-  cargo build --release -q -p wgtool -p meshd --bins
+  cargo build --release -q -p wgtool -p sixpn-inproc -p meshd --bins
 fi
 WORK=$(mktemp -d /tmp/sixpn-bench-laptop.XXXXXX)
 # Copies: a build of another checkout sharing the target dir must not swap them mid-run.
 cp "${WGTOOL:-$TARGET/release/wgtool}" "$WORK/wgtool"
+# wgtool execs the tunnel's own binary beside it (and runs the tunnel itself without one).
+tunnel_bin=$(dirname "${WGTOOL:-$TARGET/release/wgtool}")/wgtool-tunnel
+if [ -x "$tunnel_bin" ]; then cp "$tunnel_bin" "$WORK/wgtool-tunnel"; fi
 cp "${MESHD:-$TARGET/release/meshd}" "$WORK/meshd"
 WGTOOL=$WORK/wgtool
 MESHD=$WORK/meshd

@@ -116,13 +116,7 @@ pub fn parse_bearer(value: &str) -> Option<(&str, &str)> {
     (is_token_id(id) && !secret.is_empty()).then_some((id, secret))
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
-}
+pub use inproc::pin::hex;
 
 /// A registry error as the API sends it: enough to make the same error on the client, so
 /// that a command prints the same message and exits with the same status either way.

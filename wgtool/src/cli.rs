@@ -130,8 +130,8 @@ pub struct KeptPeerArgs {
 pub struct TransportArgs {
     /// udp, websocket (wss://ENDPOINT-HOST:443/, WireGuard framed as flyctl frames it), or
     /// auto: UDP first, then WebSocket if no handshake completes within 4 s.
-    #[arg(long, value_enum, default_value_t = crate::websocket::Transport::Auto, env = "SIXPN_TRANSPORT")]
-    pub transport: crate::websocket::Transport,
+    #[arg(long, value_enum, default_value_t = inproc::Transport::Auto, env = "SIXPN_TRANSPORT")]
+    pub transport: inproc::Transport,
     /// The gateway's WebSocket port (meshd --websocket-listen).
     #[arg(long, default_value_t = 443, value_name = "PORT")]
     pub websocket_port: u16,

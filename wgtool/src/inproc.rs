@@ -1,40 +1,19 @@
-//! The in-process tunnel: WireGuard (boringtun's `Tunn`) over one UDP socket to the
-//! gateway, and a userspace IPv6 stack (smoltcp) holding the peer's address from its tunnel
-//! file. No TUN, no root, no change to the machine's routes or resolver: `wgtool dig`,
-//! `wgtool ping` and `wgtool proxy` reach the org network from inside this process.
+//! wgtool's side of the in-process tunnel (the `inproc` crate): the peer kept for an org
+//! when no tunnel file is given, the checkup `wgtool doctor --inproc` runs, and the
+//! commands handed to the tunnel.
 
 pub(crate) mod checkup;
-pub(crate) mod config;
-mod device;
-mod dig;
-mod dns;
 pub(crate) mod kept;
-mod ping;
-mod proxy;
-mod resolve;
-pub(crate) mod shutdown;
-mod tunnel;
 
-pub use dig::dig;
-pub use ping::ping;
-pub use proxy::proxy;
+use crate::cli::TransportArgs;
 
-/// The tunnel's way to its gateway from the command line.
-fn reach(
-    cfg: &config::TunnelConfig,
-    a: &crate::cli::TransportArgs,
-) -> anyhow::Result<tunnel::Reach> {
-    let fingerprint = a
-        .websocket_fingerprint
-        .as_deref()
-        .map(crate::websocket::parse_fingerprint)
-        .transpose()
-        .map_err(crate::usage)?;
-    Ok(tunnel::Reach::new(
-        cfg,
-        a.transport,
-        a.websocket_port,
-        a.websocket_plain,
-        fingerprint,
-    ))
+impl From<&TransportArgs> for inproc::ReachArgs {
+    fn from(a: &TransportArgs) -> inproc::ReachArgs {
+        inproc::ReachArgs {
+            transport: a.transport,
+            websocket_port: a.websocket_port,
+            websocket_fingerprint: a.websocket_fingerprint.clone(),
+            websocket_plain: a.websocket_plain,
+        }
+    }
 }

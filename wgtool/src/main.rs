@@ -19,8 +19,6 @@ mod status;
 mod table;
 mod token;
 mod tunnel;
-mod websocket;
-mod wsproxy;
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -29,14 +27,9 @@ use clap::Parser;
 
 use cli::{Cli, Command};
 
-/// An error in what the user asked for (exit 2), as opposed to a failure of the system.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Usage(pub String);
-
-pub fn usage(msg: impl Into<String>) -> anyhow::Error {
-    Usage(msg.into()).into()
-}
+/// An error in what the user asked for (exit 2), as opposed to a failure of the system:
+/// the in-process tunnel's, whose binary exits as wgtool does.
+pub use ::inproc::{usage, Usage};
 
 fn main() -> ExitCode {
     // Like other Unix tools, end quietly when the reader of our output goes away
@@ -117,19 +110,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             (_, target) => doctor::run(target.as_deref(), host, &src),
         },
         Command::Prune(a) => lifetime::prune(&src, a),
-        Command::Dig(a) => {
-            let file = inproc::kept::tunnel_file(&src, a.config.as_deref(), &a.kept)?;
-            inproc::dig(&file, &a.reach, &a.question, a.short)
-        }
-        Command::Ping(a) => {
-            let file = inproc::kept::tunnel_file(&src, a.config.as_deref(), &a.kept)?;
-            inproc::ping(&file, &a.reach, &a.target, a.count, a.interval)
-        }
-        Command::Proxy(a) => {
-            let file = inproc::kept::tunnel_file(&src, a.config.as_deref(), &a.kept)?;
-            inproc::proxy(&file, &a.reach, &a.local, &a.remote, a.verbose)
-        }
-        Command::Wsproxy(a) => wsproxy::run(&a),
+        Command::Dig(a) => ::inproc::launch(&::inproc::Job::Dig {
+            config: inproc::kept::tunnel_file(&src, a.config.as_deref(), &a.kept)?,
+            reach: (&a.reach).into(),
+            question: a.question,
+            short: a.short,
+        }),
+        Command::Ping(a) => ::inproc::launch(&::inproc::Job::Ping {
+            config: inproc::kept::tunnel_file(&src, a.config.as_deref(), &a.kept)?,
+            reach: (&a.reach).into(),
+            target: a.target,
+            count: a.count,
+            interval: a.interval,
+        }),
+        Command::Proxy(a) => ::inproc::launch(&::inproc::Job::Proxy {
+            config: inproc::kept::tunnel_file(&src, a.config.as_deref(), &a.kept)?,
+            reach: (&a.reach).into(),
+            local: a.local,
+            remote: a.remote,
+            verbose: a.verbose,
+        }),
+        Command::Wsproxy(a) => ::inproc::launch(&::inproc::Job::Wsproxy {
+            config: a.config,
+            listen: a.listen,
+            reach: ::inproc::ReachArgs {
+                transport: ::inproc::Transport::Websocket,
+                websocket_port: a.websocket_port,
+                websocket_fingerprint: a.websocket_fingerprint,
+                websocket_plain: a.websocket_plain,
+            },
+        }),
         Command::Serve(a) => {
             if src.uses_api() {
                 return Err(usage(
@@ -148,17 +158,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The error and its causes on one line.
-fn one_line(e: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in e.chain() {
-        let s = cause.to_string().replace('\n', " ");
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-    }
-    parts.join(": ")
-}
+use ::inproc::one_line;
 
 fn exit_status(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {

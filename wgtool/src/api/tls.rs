@@ -1,46 +1,16 @@
 //! The API's TLS: the server's certificate (given, or self-signed on first start and kept
-//! beside its state), and the client's pin on that certificate's SHA-256.
+//! beside its state); the client's pin on that certificate's SHA-256 is the `inproc` crate's
+//! (a gateway's WebSocket certificate is pinned the same way).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{ring as provider, CryptoProvider};
+use rustls::crypto::ring as provider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::hex;
-
-/// The SHA-256 of a DER certificate, lowercase hex: what `wgtool serve` prints and clients
-/// pin.
-pub fn fingerprint(der: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref())
-}
-
-/// Reads a fingerprint as people paste it: optional `sha256:` or `SHA256 Fingerprint=`,
-/// hex with or without colons, any case.
-pub fn parse_fingerprint(s: &str) -> Result<String, String> {
-    let t = s.trim();
-    let t = t
-        .strip_prefix("sha256:")
-        .or_else(|| t.strip_prefix("SHA256:"))
-        .or_else(|| t.strip_prefix("sha256 Fingerprint="))
-        .or_else(|| t.strip_prefix("SHA256 Fingerprint="))
-        .unwrap_or(t);
-    let hex: String = t
-        .chars()
-        .filter(|c| *c != ':')
-        .collect::<String>()
-        .to_lowercase();
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!(
-            "api-fingerprint `{s}`: must be a SHA-256 as 64 hex digits (colons allowed), as `wgtool serve` prints it"
-        ));
-    }
-    Ok(hex)
-}
+pub use inproc::pin::{client_config, fingerprint, learning_config, parse_fingerprint};
 
 /// The server's certificate chain and key.
 pub struct Identity {
@@ -136,179 +106,9 @@ pub fn server_config(id: Identity) -> Result<Arc<rustls::ServerConfig>> {
     Ok(Arc::new(config))
 }
 
-/// A client that trusts exactly one certificate: the one whose SHA-256 is `pin`.
-pub fn client_config(pin: &str) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(provider::default_provider());
-    let verifier = Arc::new(Pinned {
-        pin: pin.to_string(),
-        provider: provider.clone(),
-    });
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("the ring provider supports the default versions")
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
-}
-
-/// A client that records the certificate it is shown and trusts it (for `wgtool token
-/// create --server`, run by the operator next to the server, to learn what to pin).
-pub fn learning_config() -> (
-    Arc<rustls::ClientConfig>,
-    Arc<std::sync::Mutex<Option<String>>>,
-) {
-    let provider = Arc::new(provider::default_provider());
-    let seen = Arc::new(std::sync::Mutex::new(None));
-    let verifier = Arc::new(Learning {
-        seen: seen.clone(),
-        provider: provider.clone(),
-    });
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("the ring provider supports the default versions")
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    (Arc::new(config), seen)
-}
-
-#[derive(Debug)]
-struct Pinned {
-    pin: String,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let seen = fingerprint(end_entity);
-        if seen == self.pin {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "the server's certificate has fingerprint {seen}, not the pinned {}",
-                self.pin
-            )))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-#[derive(Debug)]
-struct Learning {
-    seen: Arc<std::sync::Mutex<Option<String>>>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for Learning {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(fingerprint(end_entity));
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fingerprints_are_read_as_people_paste_them() {
-        let hex = "ab".repeat(32);
-        let colons = vec!["AB"; 32].join(":");
-        assert_eq!(parse_fingerprint(&hex).unwrap(), hex);
-        assert_eq!(parse_fingerprint(&colons).unwrap(), hex);
-        assert_eq!(parse_fingerprint(&format!("sha256:{hex}")).unwrap(), hex);
-        assert_eq!(
-            parse_fingerprint(&format!("SHA256 Fingerprint={colons}")).unwrap(),
-            hex
-        );
-        assert!(parse_fingerprint("abcd")
-            .unwrap_err()
-            .contains("64 hex digits"));
-    }
 
     #[test]
     fn a_self_signed_identity_is_made_once_with_a_private_key_file() {

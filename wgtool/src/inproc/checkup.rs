@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use ipnet::Ipv6Net;
 
-use super::config::TunnelConfig;
-use super::dns::{QType, RData};
-use super::tunnel::UserspaceTunnel;
+use inproc::config::TunnelConfig;
+use inproc::dns::{QType, RData};
+use inproc::tunnel::UserspaceTunnel;
+
 use crate::cli::TransportArgs;
 use crate::usage;
 
@@ -39,10 +40,10 @@ pub fn checks(config: &Path, reach: &TransportArgs) -> Result<Vec<(String, Check
         ),
         "an app's name resolves through the tunnel".to_string(),
     ];
-    super::shutdown::install();
-    let mut t = UserspaceTunnel::open(&cfg, super::reach(&cfg, reach)?)?;
+    inproc::shutdown::install();
+    let mut t = UserspaceTunnel::open(&cfg, inproc::reach(&cfg, &reach.into())?)?;
     let start = Instant::now();
-    let up = t.wait_up(super::dig::HANDSHAKE_LIMIT);
+    let up = t.wait_up(inproc::dig::HANDSHAKE_LIMIT);
     done.push((
         "handshake through the in-process tunnel".into(),
         match &up {
@@ -66,7 +67,7 @@ pub fn checks(config: &Path, reach: &TransportArgs) -> Result<Vec<(String, Check
 
     let mut later = later.into_iter();
     let dns = t.dns;
-    let echo = super::ping::echo_once(&mut t, dns, ECHO_LIMIT);
+    let echo = inproc::ping::echo_once(&mut t, dns, ECHO_LIMIT);
     done.push((
         later.next().unwrap_or_default(),
         match &echo {
@@ -78,7 +79,7 @@ pub fn checks(config: &Path, reach: &TransportArgs) -> Result<Vec<(String, Check
         },
     ));
 
-    let apps = super::resolve::ask(&mut t, "_apps.internal", QType::Txt);
+    let apps = inproc::resolve::ask(&mut t, "_apps.internal", QType::Txt);
     let names: Vec<String> = match &apps {
         Ok(r) => r
             .answers
@@ -122,7 +123,7 @@ pub fn checks(config: &Path, reach: &TransportArgs) -> Result<Vec<(String, Check
     let net48 = Ipv6Net::new(cfg.address, 48)
         .map(|n| n.trunc())
         .unwrap_or_default();
-    let found = super::resolve::address(&mut t, &name);
+    let found = inproc::resolve::address(&mut t, &name);
     done.push((
         what,
         match found {

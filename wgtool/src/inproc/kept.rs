@@ -24,7 +24,7 @@ pub fn tunnel_file(src: &Source, config: Option<&Path>, kept: &KeptPeerArgs) -> 
         ));
     };
     registry::name::label("org", org)?;
-    let dir = crate::websocket::pins::state_dir()
+    let dir = inproc::websocket::pins::state_dir()
         .ok_or_else(|| usage("no state directory: set SIXPN_STATE_DIR, XDG_STATE_HOME or HOME"))?
         .join("peers");
     let file = dir.join(format!("{org}.conf"));

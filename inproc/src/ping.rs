@@ -15,8 +15,8 @@ use smoltcp::wire::IpAddress;
 
 use super::config::TunnelConfig;
 use super::tunnel::UserspaceTunnel;
-use crate::cli::TransportArgs;
 use crate::usage;
+use crate::ReachArgs;
 
 const PAYLOAD: usize = 56;
 /// The target that means the gateway itself (as in `fly ping gateway`).
@@ -44,7 +44,7 @@ fn echo_reply_seq(ident: u16, p: &[u8]) -> Option<u16> {
 
 pub fn ping(
     config: &Path,
-    reach: &TransportArgs,
+    reach: &ReachArgs,
     target: &str,
     count: Option<u32>,
     interval: f64,
@@ -57,7 +57,7 @@ pub fn ping(
     }
     let cfg = TunnelConfig::load(config).map_err(|e| usage(e.to_string()))?;
     super::shutdown::install();
-    let mut t = UserspaceTunnel::open(&cfg, super::reach(&cfg, reach)?)?;
+    let mut t = UserspaceTunnel::open(&cfg, crate::reach(&cfg, reach)?)?;
     t.wait_up(super::dig::HANDSHAKE_LIMIT)?;
     let addr: Ipv6Addr = match target {
         GATEWAY => t.dns,

@@ -8,8 +8,8 @@ use anyhow::Result;
 use super::config::TunnelConfig;
 use super::dns::{self, QType};
 use super::tunnel::UserspaceTunnel;
-use crate::cli::TransportArgs;
 use crate::usage;
+use crate::ReachArgs;
 
 pub const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 
@@ -27,11 +27,11 @@ pub fn question(args: &[String]) -> Result<(QType, String), String> {
     Ok((qtype, name.clone()))
 }
 
-pub fn dig(config: &Path, reach: &TransportArgs, args: &[String], short: bool) -> Result<()> {
+pub fn dig(config: &Path, reach: &ReachArgs, args: &[String], short: bool) -> Result<()> {
     let (qtype, name) = question(args).map_err(usage)?;
     let cfg = TunnelConfig::load(config).map_err(|e| usage(e.to_string()))?;
     super::shutdown::install();
-    let mut t = UserspaceTunnel::open(&cfg, super::reach(&cfg, reach)?)?;
+    let mut t = UserspaceTunnel::open(&cfg, crate::reach(&cfg, reach)?)?;
     t.wait_up(HANDSHAKE_LIMIT)?;
     let r = super::resolve::ask(&mut t, &name, qtype)?;
     if short {

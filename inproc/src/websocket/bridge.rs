@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::framing::{frame, FrameError, MAGIC, MAX_DATAGRAM};
 use super::pins;
-use crate::api::tls;
+use crate::pin as tls;
 
 /// Least time between two connection attempts (flyctl waits 5 s; the first retry here
 /// comes sooner so that a gateway restart costs little).
@@ -172,7 +172,7 @@ async fn tls_connect(
     let pin_file = pins::file();
     let kept = pin_file.as_deref().and_then(|f| pins::lookup(f, &key));
     let pin = target.fingerprint.clone().or(kept);
-    let name = rustls_pki_types::ServerName::IpAddress(target.gateway.ip().into());
+    let name = rustls::pki_types::ServerName::IpAddress(target.gateway.ip().into());
     if let Some(pin) = pin {
         let connector = tokio_rustls::TlsConnector::from(tls::client_config(&pin));
         return connector
@@ -205,7 +205,7 @@ async fn tls_connect(
 
 async fn tls_handshake(
     config: Arc<rustls::ClientConfig>,
-    name: rustls_pki_types::ServerName<'static>,
+    name: rustls::pki_types::ServerName<'static>,
     tcp: tokio::net::TcpStream,
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     tokio_rustls::TlsConnector::from(config)

@@ -4,33 +4,35 @@
 
 use anyhow::{Context, Result};
 
-use crate::cli::WsproxyArgs;
-use crate::inproc::{config, shutdown};
-use crate::usage;
-use crate::websocket::bridge::{self, Target};
+use std::net::SocketAddr;
+use std::path::Path;
 
-pub fn run(a: &WsproxyArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&a.config).map_err(|e| {
+use crate::websocket::bridge::{self, Target};
+use crate::{config, shutdown, usage, ReachArgs};
+
+/// `reach.transport` is not looked at: this is always a WebSocket.
+pub fn run(config: &Path, listen: SocketAddr, reach: &ReachArgs) -> Result<()> {
+    let text = std::fs::read_to_string(config).map_err(|e| {
         usage(format!(
             "tunnel file `{}`: cannot read: {e}",
-            a.config.display()
+            config.display()
         ))
     })?;
     let endpoint = config::endpoint(&text)
-        .map_err(|e| usage(format!("tunnel file `{}`: {e}", a.config.display())))?;
-    let fingerprint = a
+        .map_err(|e| usage(format!("tunnel file `{}`: {e}", config.display())))?;
+    let fingerprint = reach
         .websocket_fingerprint
         .as_deref()
         .map(crate::websocket::parse_fingerprint)
         .transpose()
         .map_err(usage)?;
     let target = Target {
-        gateway: std::net::SocketAddr::new(endpoint.ip(), a.websocket_port),
-        plain: a.websocket_plain,
+        gateway: SocketAddr::new(endpoint.ip(), reach.websocket_port),
+        plain: reach.websocket_plain,
         fingerprint,
     };
-    let local = std::net::UdpSocket::bind(a.listen)
-        .with_context(|| format!("listening on {}", a.listen))?;
+    let local =
+        std::net::UdpSocket::bind(listen).with_context(|| format!("listening on {listen}"))?;
     shutdown::install();
     let url = target.url();
     let b = bridge::start(local, None, target)?;

@@ -15,8 +15,8 @@ use smoltcp::wire::IpAddress;
 
 use super::config::TunnelConfig;
 use super::tunnel::UserspaceTunnel;
-use crate::cli::TransportArgs;
 use crate::usage;
+use crate::ReachArgs;
 
 /// Per connection, in the tunnel: what may be in flight each way.
 const RX_BUFFER: usize = 512 * 1024;
@@ -104,7 +104,7 @@ impl Conn {
 
 pub fn proxy(
     config: &Path,
-    reach: &TransportArgs,
+    reach: &ReachArgs,
     local: &str,
     remote: &str,
     verbose: bool,
@@ -115,7 +115,7 @@ pub fn proxy(
     let listener = TcpListener::bind(bind).with_context(|| format!("listening on {bind}"))?;
     listener.set_nonblocking(true)?;
     super::shutdown::install();
-    let mut t = UserspaceTunnel::open(&cfg, super::reach(&cfg, reach)?)?;
+    let mut t = UserspaceTunnel::open(&cfg, crate::reach(&cfg, reach)?)?;
     t.wait_up(super::dig::HANDSHAKE_LIMIT)?;
     let addr = super::resolve::address(&mut t, &host)?;
     println!("listening on {}", listener.local_addr()?);

@@ -16,7 +16,8 @@ pub mod framing;
 pub mod pins;
 
 /// How the in-process tunnel reaches its gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Transport {
     Udp,
     Websocket,
@@ -24,8 +25,26 @@ pub enum Transport {
     Auto,
 }
 
+impl Transport {
+    /// As `--transport` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Websocket => "websocket",
+            Transport::Auto => "auto",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Transport, String> {
+        [Transport::Udp, Transport::Websocket, Transport::Auto]
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| format!("transport `{s}`: udp, websocket or auto"))
+    }
+}
+
 /// `--websocket-fingerprint` as people paste it (as `--api-fingerprint` is read).
 pub fn parse_fingerprint(s: &str) -> Result<String, String> {
-    crate::api::tls::parse_fingerprint(s)
+    crate::pin::parse_fingerprint(s)
         .map_err(|e| e.replacen("api-fingerprint", "websocket-fingerprint", 1))
 }
