@@ -459,6 +459,14 @@ fn bad_tokens_are_refused_with_their_reason_and_nothing_is_written() -> Result<(
         &admin,
         "machine add api --org acme --region iad --node gw",
     )?)?;
+    // Through the API it sees its org's machines and not another org's (the API reads the
+    // org's part of the registry).
+    wgtool(&mesh, "machine add db --org beta --region iad --node gw")?;
+    let listed = ok(wgtool_in(ns, &admin, "machine list --json")?)?;
+    ensure!(
+        listed.contains("\"api\"") && !listed.contains("beta") && !listed.contains("\"db\""),
+        "an acme token lists: {listed}"
+    );
     // It sees its org's tokens; a peer token does not.
     let seen = ok(wgtool_in(ns, &admin, "token list --json")?)?;
     ensure!(serde_json_ids(&seen).len() == 5, "admin token list: {seen}");

@@ -103,6 +103,28 @@ pub trait Registry: Send + Sync {
         Ok(snap)
     }
 
+    /// Every record [`Snapshot::scoped`] to `org` can keep, at one revision: all orgs, nodes,
+    /// peerings and tokens; `org`'s apps and machines; its peers and every org's sites
+    /// (peers with routes). So `org_part(org)?.scoped(org)` is `snapshot()?.scoped(org)`,
+    /// read without holding the other orgs' apps and machines (what the API's
+    /// `/v1/snapshot` serves a token of one org). Its `next_network` is the frame's, read
+    /// just before (it only grows).
+    fn org_part(&self, org: &str) -> Result<Snapshot> {
+        let mut snap = Snapshot {
+            next_network: self.frame()?.next_network,
+            ..Snapshot::default()
+        };
+        snap.revision = self.visit_refs(&Kind::RECORDS, &mut |r| match r {
+            RecordRef::Machine(m) if m.org == org => snap.put(Record::Machine(m.to_machine())),
+            RecordRef::Machine(_) => {}
+            RecordRef::Record(Record::App(a)) if a.org != org => {}
+            RecordRef::Record(Record::Machine(m)) if m.org != org => {}
+            RecordRef::Record(Record::Peer(p)) if p.org != org && p.routes.is_empty() => {}
+            RecordRef::Record(r) => snap.put(r),
+        })?;
+        Ok(snap)
+    }
+
     /// The registry's frame at one revision ([`Snapshot::framed`]): every org, node,
     /// peering and token, and the peers that route sites; no apps, no machines, no other
     /// peers. What a tunnel file is made from and a token checked against, at a cost in the

@@ -41,6 +41,7 @@ conformance!(
     the_change_log_sends_readers_it_cannot_answer_to_a_snapshot,
     the_frame_is_the_small_kinds_and_the_site_peers,
     a_read_of_some_kinds_does_not_read_the_others,
+    an_org_part_scoped_is_the_whole_registry_scoped,
 );
 
 fn writes_persist_and_reopen_identically(f: &Fixture) {
@@ -713,6 +714,75 @@ fn the_frame_is_the_small_kinds_and_the_site_peers(f: &Fixture) {
             f.backend
         );
     }
+}
+
+/// `org_part(org)` holds what `scoped(org)` keeps and no other org's apps or machines: for
+/// an org peered with another, one peered with none, and one that does not exist.
+fn an_org_part_scoped_is_the_whole_registry_scoped(f: &Fixture) {
+    let reg = f.open();
+    setup(&*reg);
+    for org in ["globex", "initech"] {
+        reg.apply(&Change::CreateOrg { name: org.into() }).unwrap();
+    }
+    let add_machine = |org: &str, app: &str| Change::AddMachine {
+        org: org.into(),
+        app: app.into(),
+        region: "iad".into(),
+        node: "host-a".into(),
+        process_group: None,
+    };
+    for (org, app) in [
+        ("acme", "web"),
+        ("acme", "db"),
+        ("globex", "web"),
+        ("initech", "api"),
+    ] {
+        reg.apply(&add_machine(org, app)).unwrap();
+    }
+    let peer = |org: &str, name: &str, key: &str, routes: &[&str]| Change::AddPeer {
+        org: org.into(),
+        name: name.into(),
+        region: Some("iad".into()),
+        gateway: None,
+        public_key: key.parse().unwrap(),
+        routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
+        expires: None,
+    };
+    reg.apply(&peer("acme", "alice", KEY_B, &[])).unwrap();
+    reg.apply(&peer("globex", "lon", KEY_C, &["10.9.0.0/16"]))
+        .unwrap();
+    reg.apply(&peer("initech", "par", KEY_D, &["10.8.0.0/16"]))
+        .unwrap();
+    reg.apply(&Change::PeerOrgs {
+        a: "acme".into(),
+        b: "globex".into(),
+    })
+    .unwrap();
+    let whole = f.open().snapshot().unwrap();
+    for org in ["acme", "globex", "initech", "nobody"] {
+        let part = f.open().org_part(org).unwrap();
+        assert_eq!(part.scoped(org), whole.scoped(org), "{}: {org}", f.backend);
+        assert_eq!(
+            (part.revision, part.next_network),
+            (whole.revision, whole.next_network),
+            "{}: {org}",
+            f.backend
+        );
+        assert!(
+            part.machines.values().all(|m| m.org == org)
+                && part.apps.values().all(|a| a.org == org),
+            "{}: {org}'s part holds another org's apps or machines",
+            f.backend
+        );
+    }
+    let acme = f.open().org_part("acme").unwrap().scoped("acme");
+    let peers: Vec<&str> = acme.peers.values().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        (acme.machines.len(), peers),
+        (2, vec!["alice", "lon"]),
+        "{}: acme's machines, its peer and the peered org's site",
+        f.backend
+    );
 }
 
 /// `visit_kinds` and `snapshot_of` read only the kinds asked for: with every stored machine

@@ -189,8 +189,14 @@ async fn route(
             let (id, hash) = credentials(&req)?;
             let whole = path == SNAPSHOT_PATH;
             let snap = blocking(state, move |reg| {
-                // The token is checked against the frame, which holds every token.
-                let snap = if whole { reg.snapshot()? } else { reg.frame()? };
+                // The token is checked against the frame, which holds every token; the whole
+                // snapshot is the token's org's part (not every org's machines), and the
+                // token is checked again at the part's revision.
+                let frame = reg.frame()?;
+                let org = registry::check_token(&frame, &id, &hash, now_unix())?
+                    .org
+                    .clone();
+                let snap = if whole { reg.org_part(&org)? } else { frame };
                 let token = registry::check_token(&snap, &id, &hash, now_unix())?;
                 let mut scoped = snap.scoped(&token.org);
                 // Tokens are the admin's business: a peer token reads peers, not them.
