@@ -61,6 +61,10 @@ const PAGE: u64 = 10_000;
 /// The largest answer a range request may bring (tonic's default is 4 MiB); a page that
 /// comes to more is read again in smaller pages.
 const ANSWER_LIMIT: usize = 64 << 20;
+/// What a page's answer aims at once a range's records have been seen: within the
+/// [`REQUEST_TIMEOUT`] a request may take, a member 3 MB/s away still sends it, where an
+/// answer near [`ANSWER_LIMIT`] would time out and count as the member failing.
+const PAGE_BYTES: usize = 8 << 20;
 /// etcd refuses transactions of more than 128 operations by default; imports, index builds
 /// and a write's reads go in batches.
 const IMPORT_BATCH: usize = 100;
@@ -194,6 +198,16 @@ impl EtcdRegistry {
             self.runtime().spawn(shared.watch_revisions());
         });
     }
+}
+
+/// The page after one of `asked` records that came to `bytes`: twice as many (after a
+/// record too large for an answer made pages small, they grow back), at most `full`, and at
+/// most what keeps an answer of records this size near [`PAGE_BYTES`].
+fn next_page(asked: u64, bytes: usize, records: usize, full: u64) -> u64 {
+    let per_record = (bytes / records.max(1)).max(1) as u64;
+    (asked * 2)
+        .min(full)
+        .min((PAGE_BYTES as u64 / per_record).max(1))
 }
 
 impl Drop for EtcdRegistry {
@@ -823,9 +837,7 @@ impl Shared {
                 todo.push((from, to));
                 continue;
             };
-            // One large record made the pages small: they grow back while answers fit.
             let asked = page;
-            page = (page * 2).min(full);
             if at == 0 {
                 at = resp.header().map(|h| h.revision()).unwrap_or(0);
             }
@@ -839,6 +851,8 @@ impl Shared {
                     .map_err(|_| self.corrupt("a key is not UTF-8".into()))?;
                 got.push((key, value, mod_revision));
             }
+            let bytes = got.iter().map(|(k, v, _)| k.len() + v.len()).sum();
+            page = next_page(asked, bytes, got.len(), full);
             if let (Some((head, _, _)), Some((last, _, _)), true) = (got.first(), got.last(), more)
             {
                 let rest = spans::rest(head.as_bytes(), last.as_bytes(), &to, left, asked);
@@ -1506,5 +1520,33 @@ impl EtcdRegistry {
     /// [`Error::Corrupt`] naming the first key that differs otherwise.
     pub fn check_index(&self) -> Result<Option<usize>> {
         self.run(|s| async move { s.check_index().await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_hold_answers_near_their_size_and_grow_back_after_a_large_record() {
+        // A million machines of ~230 bytes: full pages (10,000 records, 2.3 MB).
+        assert_eq!(next_page(PAGE, 2_300_000, 10_000, PAGE), PAGE);
+        // Records of 6 KB: 1,398 a page, 8 MiB.
+        let six_kb = next_page(PAGE, 10_000 * 6_000, 10_000, PAGE);
+        assert_eq!(six_kb, (PAGE_BYTES / 6_000) as u64);
+        assert!(six_kb as usize * 6_000 <= PAGE_BYTES);
+        // One record larger than the aim: one a page.
+        assert_eq!(next_page(8, 9 * PAGE_BYTES, 1, PAGE), 1);
+        // After a record too large for an answer shrank the page to 1: doubling back.
+        let mut page = 1;
+        let mut seen = Vec::new();
+        while page < PAGE {
+            page = next_page(page, page as usize * 200, page as usize, PAGE);
+            seen.push(page);
+        }
+        assert_eq!(seen[..4], [2, 4, 8, 16]);
+        assert_eq!(*seen.last().unwrap(), PAGE);
+        // An empty answer (nothing left) asks for no fewer.
+        assert_eq!(next_page(PAGE, 0, 0, PAGE), PAGE);
     }
 }
