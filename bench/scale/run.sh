@@ -3,9 +3,11 @@
 # gateway in seconds, then measures what a change costs and what a gateway holds, printing one
 # line per figure:
 #
-#   build_s, dnsd_start_s, dnsd_rss_mb (at start and after the changes), dnsd_restart_s (from
-#   its local copy, `--registry-copy`), gateway_start_s and gateway_restart_s (the gateway's
-#   meshd until it holds every peer; the restart from its local copy, with the changes),
+#   build_s, registry_read_s (every record read by a client that only counts them: the
+#   floor under a start), dnsd_start_s, dnsd_rss_mb (at start and after the changes),
+#   dnsd_restart_s (from its local copy, `--registry-copy`), gateway_start_s and
+#   gateway_restart_s (the gateway's meshd until it holds every peer; the restart from its
+#   local copy, with the changes),
 #   add_to_answer_ms p50/p99 (ADDS `wgtool machine add`s, each until dnsd answers its name),
 #   wgtool_add_ms p50/p99, wgtool_create_ms p50/p99 (CREATES laptops joining with `wgtool
 #   create`, each writing its tunnel file), meshd_apply_ms p50/p99 (the gateway's model and core time per
