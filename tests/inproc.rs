@@ -365,6 +365,27 @@ fn bad_input_is_one_line_naming_the_field_and_exit_2() -> Result<()> {
             );
         }
     }
+    // wgtool-tunnel run by a wgtool of another build (arguments it does not read): it says so.
+    let out = {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new(wgtool.with_file_name("wgtool-tunnel"))
+            .arg0("wgtool")
+            .args([
+                "dig",
+                "--config",
+                "f.conf",
+                "--newer-option",
+                "web.internal",
+            ])
+            .output()?
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(2)
+            && err.starts_with("wgtool: dig: unknown option `--newer-option`")
+            && err.contains("is not from the build of this wgtool"),
+        "a mismatched wgtool-tunnel: {err}"
+    );
     std::fs::remove_dir_all(&dir)?;
     std::fs::remove_dir_all(&alone_dir)?;
     Ok(())

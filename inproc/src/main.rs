@@ -28,7 +28,19 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let result = Job::parse(args)
-        .map_err(inproc::usage)
+        .map_err(|e| {
+            // wgtool only passes what this binary reads: a refusal then means the two are
+            // from different builds.
+            if me == "wgtool" {
+                let path = std::env::current_exe().unwrap_or_else(|_| TUNNEL_BIN.into());
+                inproc::usage(format!(
+                    "{e} ({} is not from the build of this wgtool: install both from one)",
+                    path.display()
+                ))
+            } else {
+                inproc::usage(e)
+            }
+        })
         .and_then(|job| job.run());
     match result {
         Ok(()) => ExitCode::SUCCESS,
