@@ -1,6 +1,6 @@
 // `SIXPN_VERSION`: the crate version and the git revision it was built from, for a
 // binary's `--version` (`0.1.0 (git 1a2b3c4d)`; the version alone outside a git checkout).
-// Included by the build.rs of meshd, dnsd and wgtool, so that a new commit rebuilds only
+// Included by the build.rs of meshd, dnsd, wgtool and inproc (wgtool-tunnel), so that a new commit rebuilds only
 // them, not the registry and everything on it.
 
 fn main() {

@@ -221,6 +221,11 @@ fn debs_hold_stripped_binaries_units_conffiles_and_docs_and_depend_on_real_packa
                 !sections.contains(".debug_info"),
                 "{pkg}: /usr/bin/{exe} is not stripped"
             );
+            let says = sh(&format!("{r}/usr/bin/{exe} --version"))?;
+            ensure!(
+                says.starts_with(&format!("{exe} {cargo}")),
+                "{pkg}: /usr/bin/{exe} --version says {says}"
+            );
         }
         // The version names the commit the packaged binary says it was built from.
         let says = sh(&format!("{r}/usr/bin/{b} --version"))?;

@@ -83,6 +83,8 @@ it after finding the tunnel file). The same options as wgtool's commands:
 
 REACH: [--transport udp|websocket|auto] [--websocket-port PORT]
        [--websocket-fingerprint SHA256] [--websocket-plain]
+
+  wgtool-tunnel --version
 ";
 
 impl Job {

@@ -27,6 +27,10 @@ fn main() -> ExitCode {
         print!("{HELP}");
         return ExitCode::SUCCESS;
     }
+    if args.peek().is_some_and(|a| a == "--version" || a == "-V") {
+        println!("{TUNNEL_BIN} {}", env!("SIXPN_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     let result = Job::parse(args)
         .map_err(|e| {
             // wgtool only passes what this binary reads: a refusal then means the two are
