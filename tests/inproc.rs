@@ -327,6 +327,10 @@ fn bad_input_is_one_line_naming_the_field_and_exit_2() -> Result<()> {
             format!("ping --config {} web.internal -i 0", ok_file.display()),
             "-i 0",
         ),
+        (
+            format!("ping --config {} web.internal -i 1e20", ok_file.display()),
+            "to a day",
+        ),
     ];
     // wgtool as built (it execs wgtool-tunnel beside it), and a wgtool alone in a folder,
     // which runs the tunnel itself: the same words and exit either way.
@@ -383,9 +387,49 @@ fn bad_input_is_one_line_naming_the_field_and_exit_2() -> Result<()> {
     ensure!(
         out.status.code() == Some(2)
             && err.starts_with("wgtool: dig: unknown option `--newer-option`")
-            && err.contains("is not from the build of this wgtool"),
+            && err.contains("install both from one build"),
         "a mismatched wgtool-tunnel: {err}"
     );
+    // Run by a wgtool of another version with arguments it reads: it warns, then runs.
+    let out = {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new(wgtool.with_file_name("wgtool-tunnel"))
+            .arg0("wgtool")
+            .env("SIXPN_TUNNEL_LAUNCHED_BY", "0.0.1 (git 00000000)")
+            .args([
+                "dig",
+                "--config",
+                &missing.display().to_string(),
+                "web.internal",
+            ])
+            .output()?
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    ensure!(
+        out.status.code() == Some(2)
+            && lines.len() == 2
+            && lines[0].contains("the wgtool that ran it 0.0.1 (git 00000000)")
+            && lines[1].contains("cannot read"),
+        "a wgtool-tunnel of another version: {err}"
+    );
+    // A wgtool-tunnel others may write to is not run: the job runs in wgtool (exit 2 on the
+    // missing file); the same file private to its owner is (this one says so and exits 7).
+    let planted = alone_dir.join("wgtool-tunnel");
+    std::fs::write(&planted, "#!/bin/sh\necho planted >&2\nexit 7\n")?;
+    let dig = format!("dig --config {} web.internal", missing.display());
+    for (mode, code, says) in [(0o777, 2, "cannot read"), (0o755, 7, "planted")] {
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(mode))?;
+        let out = std::process::Command::new(&alone)
+            .args(dig.split_whitespace())
+            .output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.code() == Some(code) && err.contains(says),
+            "wgtool-tunnel mode {mode:o}: exit {}, {err}",
+            out.status
+        );
+    }
     std::fs::remove_dir_all(&dir)?;
     std::fs::remove_dir_all(&alone_dir)?;
     Ok(())

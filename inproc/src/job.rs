@@ -73,7 +73,8 @@ pub enum Job {
 /// `wgtool-tunnel --help`.
 pub const HELP: &str = "\
 wgtool-tunnel: the in-process tunnel that `wgtool dig|ping|proxy|wsproxy` run (wgtool execs
-it after finding the tunnel file). The same options as wgtool's commands:
+it after finding the tunnel file). wgtool's options, each its own argument (`-c 3`,
+`--config F` or `--config=F`):
 
   wgtool-tunnel dig --config FILE [REACH] [--short] [TYPE] NAME
   wgtool-tunnel ping --config FILE [REACH] [-c N] [-i SECONDS] TARGET
@@ -351,10 +352,14 @@ impl Job {
     }
 }
 
+/// The variable by which [`launch`] tells `wgtool-tunnel` the version of the wgtool that
+/// ran it; the tunnel warns when its own differs.
+pub const LAUNCHED_BY: &str = "SIXPN_TUNNEL_LAUNCHED_BY";
+
 /// Runs `job` in the `wgtool-tunnel` binary beside the running one, by exec (so this
-/// process becomes it, with its pid, output and exit status), or here when there is none or
-/// it cannot be run.
-pub fn launch(job: &Job) -> anyhow::Result<()> {
+/// process becomes it, with its pid, output and exit status), or here when there is none, it
+/// is not to be trusted, or it cannot be run. `version` is the running wgtool's.
+pub fn launch(job: &Job, version: &str) -> anyhow::Result<()> {
     if let Some(bin) = beside_me() {
         use std::io::Write;
         use std::os::unix::process::CommandExt;
@@ -363,15 +368,26 @@ pub fn launch(job: &Job) -> anyhow::Result<()> {
         let _failed = std::process::Command::new(&bin)
             .arg0("wgtool")
             .args(job.to_args())
+            .env(LAUNCHED_BY, version)
             .exec();
     }
     job.run()
 }
 
+/// `wgtool-tunnel` beside the running binary, if it is a file owned by the running
+/// binary's owner (or root) that no one else may write: a folder others can write to (a
+/// copy of wgtool in /tmp) must not get them a binary run as this user.
 fn beside_me() -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
     let exe = std::env::current_exe().ok()?;
     let bin = exe.parent()?.join(TUNNEL_BIN);
-    (bin.is_file() && exe.file_name() != bin.file_name()).then_some(bin)
+    if exe.file_name() == bin.file_name() {
+        return None;
+    }
+    let (ours, theirs) = (exe.metadata().ok()?, bin.metadata().ok()?);
+    let owner_ok = theirs.uid() == ours.uid() || theirs.uid() == 0;
+    let private = theirs.mode() & 0o022 == 0;
+    (theirs.is_file() && owner_ok && private).then_some(bin)
 }
 
 #[cfg(test)]

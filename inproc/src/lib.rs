@@ -22,7 +22,7 @@ pub mod tunnel;
 pub mod websocket;
 pub mod wsproxy;
 
-pub use job::{launch, Job, ReachArgs, HELP, TUNNEL_BIN};
+pub use job::{launch, Job, ReachArgs, HELP, LAUNCHED_BY, TUNNEL_BIN};
 pub use websocket::Transport;
 
 /// An error in what the user asked for (exit 2), as opposed to a failure of the system.

@@ -3,7 +3,9 @@
 
 use std::process::ExitCode;
 
-use inproc::{one_line, Job, Usage, HELP, TUNNEL_BIN};
+use inproc::{one_line, Job, Usage, HELP, LAUNCHED_BY, TUNNEL_BIN};
+
+const VERSION: &str = env!("SIXPN_VERSION");
 
 fn main() -> ExitCode {
     // End quietly when the reader of our output goes away, as wgtool does.
@@ -28,24 +30,35 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if args.peek().is_some_and(|a| a == "--version" || a == "-V") {
-        println!("{TUNNEL_BIN} {}", env!("SIXPN_VERSION"));
+        println!("{TUNNEL_BIN} {VERSION}");
         return ExitCode::SUCCESS;
     }
-    let result = Job::parse(args)
-        .map_err(|e| {
-            // wgtool only passes what this binary reads: a refusal then means the two are
-            // from different builds.
-            if me == "wgtool" {
-                let path = std::env::current_exe().unwrap_or_else(|_| TUNNEL_BIN.into());
-                inproc::usage(format!(
-                    "{e} ({} is not from the build of this wgtool: install both from one)",
-                    path.display()
-                ))
-            } else {
-                inproc::usage(e)
+    // The wgtool that ran this one, where it is of another build.
+    let other = std::env::var_os(LAUNCHED_BY)
+        .filter(|by| by != VERSION)
+        .map(|by| by.to_string_lossy().into_owned());
+    let mismatch = |by: Option<&str>| {
+        let path = std::env::current_exe().unwrap_or_else(|_| TUNNEL_BIN.into());
+        let wgtool = match by {
+            Some(by) => format!("is {VERSION} and the wgtool that ran it {by}"),
+            None => "is not of the build of the wgtool that ran it".into(),
+        };
+        format!("{} {wgtool}: install both from one build", path.display())
+    };
+    let result = match Job::parse(args) {
+        // wgtool passes only what this binary reads: a refusal means another build.
+        Err(e) if me == "wgtool" => Err(inproc::usage(format!(
+            "{e} ({})",
+            mismatch(other.as_deref())
+        ))),
+        Err(e) => Err(inproc::usage(e)),
+        Ok(job) => {
+            if let Some(by) = &other {
+                eprintln!("{me}: warning: {}", mismatch(Some(by)));
             }
-        })
-        .and_then(|job| job.run());
+            job.run()
+        }
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -49,8 +49,10 @@ pub fn ping(
     count: Option<u32>,
     interval: f64,
 ) -> Result<()> {
-    if !(interval.is_finite() && interval >= 0.01) {
-        return Err(usage(format!("-i {interval}: at least 0.01 seconds")));
+    if !(interval.is_finite() && (0.01..=86_400.0).contains(&interval)) {
+        return Err(usage(format!(
+            "-i {interval}: from 0.01 seconds to a day (86400)"
+        )));
     }
     if count == Some(0) {
         return Err(usage("-c 0: at least one echo request"));

@@ -108,12 +108,10 @@ pub trait Registry: Send + Sync {
     /// (peers with routes). So `org_part(org)?.scoped(org)` is `snapshot()?.scoped(org)`,
     /// read without holding the other orgs' apps and machines (what the API's
     /// `/v1/snapshot` serves a token of one org). Its `next_network` is the frame's, read
-    /// just before (it only grows).
+    /// just before, or past every org it holds where one was made in between.
     fn org_part(&self, org: &str) -> Result<Snapshot> {
-        let mut snap = Snapshot {
-            next_network: self.frame()?.next_network,
-            ..Snapshot::default()
-        };
+        let frame_next = self.frame()?.next_network;
+        let mut snap = Snapshot::default();
         snap.revision = self.visit_refs(&Kind::RECORDS, &mut |r| match r {
             RecordRef::Machine(m) if m.org == org => snap.put(Record::Machine(m.to_machine())),
             RecordRef::Machine(_) => {}
@@ -122,6 +120,8 @@ pub trait Registry: Send + Sync {
             RecordRef::Record(Record::Peer(p)) if p.org != org && p.routes.is_empty() => {}
             RecordRef::Record(r) => snap.put(r),
         })?;
+        let past_orgs = snap.orgs.values().map(|o| o.network.0 + 1).max();
+        snap.next_network = frame_next.max(past_orgs.unwrap_or(0));
         Ok(snap)
     }
 

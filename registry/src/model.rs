@@ -11,7 +11,7 @@ use crate::error::Kind;
 use crate::key::PublicKey;
 use crate::machine_id::MachineId;
 use crate::region::{self, Region};
-#[cfg(feature = "etcd")]
+#[cfg(any(feature = "etcd", test))]
 use crate::view::MachineJson;
 
 /// A registry version: every write makes a larger one.
@@ -364,7 +364,7 @@ impl Record {
     /// A stored machine read with its strings borrowed ([`crate::view`]), where
     /// [`Record::from_json`] would read it as a machine straight; `None` where it would not
     /// (another kind, or serde's way).
-    #[cfg(feature = "etcd")]
+    #[cfg(any(feature = "etcd", test))]
     pub(crate) fn machine_json(value: &[u8]) -> Option<serde_json::Result<MachineJson<'_>>> {
         (fast_tag(value) == Some(b"machine")).then(|| serde_json::from_slice(value))
     }

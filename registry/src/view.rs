@@ -4,11 +4,11 @@
 //! [`crate::Registry::visit_refs`] hands machines over borrowed from what the backend read;
 //! [`MachineBatch`] holds many in one buffer, to pass them between threads.
 
-#[cfg(feature = "etcd")]
+#[cfg(any(feature = "etcd", test))]
 use std::borrow::Cow;
 use std::net::Ipv6Addr;
 
-#[cfg(feature = "etcd")]
+#[cfg(any(feature = "etcd", test))]
 use serde::Deserialize;
 
 use crate::machine_id::MachineId;
@@ -105,7 +105,7 @@ impl RecordRef<'_> {
 /// A stored machine's JSON, read as [`Machine`]'s derived `Deserialize` reads it (the same
 /// fields; unknown ones, `kind` among them, passed over), its strings borrowed where they
 /// hold no escape.
-#[cfg(feature = "etcd")]
+#[cfg(any(feature = "etcd", test))]
 #[derive(Deserialize)]
 #[serde(rename = "Machine")]
 pub(crate) struct MachineJson<'a> {
@@ -124,7 +124,7 @@ pub(crate) struct MachineJson<'a> {
     addr: Ipv6Addr,
 }
 
-#[cfg(feature = "etcd")]
+#[cfg(any(feature = "etcd", test))]
 impl MachineJson<'_> {
     pub(crate) fn view(&self) -> MachineView<'_> {
         MachineView {

@@ -110,27 +110,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             (_, target) => doctor::run(target.as_deref(), host, &src),
         },
         Command::Prune(a) => lifetime::prune(&src, a),
-        Command::Dig(a) => ::inproc::launch(&::inproc::Job::Dig {
+        Command::Dig(a) => launch(::inproc::Job::Dig {
             config: inproc::kept::tunnel_file(&src, a.config.as_deref(), &a.kept)?,
             reach: (&a.reach).into(),
             question: a.question,
             short: a.short,
         }),
-        Command::Ping(a) => ::inproc::launch(&::inproc::Job::Ping {
+        Command::Ping(a) => launch(::inproc::Job::Ping {
             config: inproc::kept::tunnel_file(&src, a.config.as_deref(), &a.kept)?,
             reach: (&a.reach).into(),
             target: a.target,
             count: a.count,
             interval: a.interval,
         }),
-        Command::Proxy(a) => ::inproc::launch(&::inproc::Job::Proxy {
+        Command::Proxy(a) => launch(::inproc::Job::Proxy {
             config: inproc::kept::tunnel_file(&src, a.config.as_deref(), &a.kept)?,
             reach: (&a.reach).into(),
             local: a.local,
             remote: a.remote,
             verbose: a.verbose,
         }),
-        Command::Wsproxy(a) => ::inproc::launch(&::inproc::Job::Wsproxy {
+        Command::Wsproxy(a) => launch(::inproc::Job::Wsproxy {
             config: a.config,
             listen: a.listen,
             reach: ::inproc::ReachArgs {
@@ -159,6 +159,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 use ::inproc::one_line;
+
+/// Hands an in-process tunnel's command to `wgtool-tunnel` (or runs it here).
+fn launch(job: ::inproc::Job) -> anyhow::Result<()> {
+    ::inproc::launch(&job, env!("SIXPN_VERSION"))
+}
 
 fn exit_status(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
