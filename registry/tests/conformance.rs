@@ -591,11 +591,9 @@ fn the_change_log_sends_readers_it_cannot_answer_to_a_snapshot(f: &Fixture) {
 /// `frame` holds what a tunnel file and a token check need and nothing else: every org,
 /// node, peering and token, and only the peers that route sites, at the registry's revision;
 /// through each backend's own narrow read, it equals the whole snapshot, framed.
-fn the_frame_is_the_small_kinds_and_the_site_peers(f: &Fixture) {
-    let reg = f.open();
-    setup(&*reg);
-    reg.apply(&machine("web")).unwrap();
-    let peer = |org: &str, name: &str, key: &str, routes: &[&str]| Change::AddPeer {
+/// A peer of `org` in iad, routing `routes` (a site) or none (a laptop).
+fn peer(org: &str, name: &str, key: &str, routes: &[&str]) -> Change {
+    Change::AddPeer {
         org: org.into(),
         name: name.into(),
         region: Some("iad".into()),
@@ -603,7 +601,13 @@ fn the_frame_is_the_small_kinds_and_the_site_peers(f: &Fixture) {
         public_key: key.parse().unwrap(),
         routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
         expires: None,
-    };
+    }
+}
+
+fn the_frame_is_the_small_kinds_and_the_site_peers(f: &Fixture) {
+    let reg = f.open();
+    setup(&*reg);
+    reg.apply(&machine("web")).unwrap();
     reg.apply(&peer("acme", "alice", KEY_B, &[])).unwrap();
     reg.apply(&peer("acme", "ams", KEY_C, &["2001:db8:1::/48"]))
         .unwrap();
@@ -739,15 +743,6 @@ fn an_org_part_scoped_is_the_whole_registry_scoped(f: &Fixture) {
     ] {
         reg.apply(&add_machine(org, app)).unwrap();
     }
-    let peer = |org: &str, name: &str, key: &str, routes: &[&str]| Change::AddPeer {
-        org: org.into(),
-        name: name.into(),
-        region: Some("iad".into()),
-        gateway: None,
-        public_key: key.parse().unwrap(),
-        routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
-        expires: None,
-    };
     reg.apply(&peer("acme", "alice", KEY_B, &[])).unwrap();
     reg.apply(&peer("globex", "lon", KEY_C, &["10.9.0.0/16"]))
         .unwrap();
