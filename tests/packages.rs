@@ -247,6 +247,7 @@ fn debs_hold_stripped_binaries_units_conffiles_and_docs_and_depend_on_real_packa
         if b == "wgtool" {
             for p in [
                 "/usr/share/man/man1/wgtool-create.1.gz",
+                "/usr/share/man/man1/wgtool-tunnel.1.gz",
                 "/usr/share/bash-completion/completions/wgtool",
                 "/usr/share/zsh/vendor-completions/_wgtool",
                 "/usr/share/fish/vendor_completions.d/wgtool.fish",

@@ -60,6 +60,12 @@ fn man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
         )));
     }
     let written = man::write_pages(<Cli as clap::CommandFactory>::command(), "wgtool", dir)?;
+    // wgtool-tunnel, which the in-process commands exec, installed beside wgtool.
+    let tunnel = clap::Command::new(::inproc::TUNNEL_BIN)
+        .version(env!("SIXPN_VERSION"))
+        .about("The in-process tunnel that wgtool dig, ping, proxy and wsproxy run")
+        .long_about(::inproc::HELP);
+    let written = written + man::write_pages(tunnel, ::inproc::TUNNEL_BIN, dir)?;
     eprintln!("wrote {written} man pages to {}", dir.display());
     Ok(())
 }

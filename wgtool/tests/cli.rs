@@ -766,6 +766,7 @@ fn version_completions_and_man_pages() {
         "wgtool-create.1",
         "wgtool-machine-add.1",
         "wgtool-token-create.1",
+        "wgtool-tunnel.1",
     ] {
         let text =
             std::fs::read_to_string(man.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
@@ -776,6 +777,8 @@ fn version_completions_and_man_pages() {
     }
     let create = std::fs::read_to_string(man.join("wgtool-create.1")).unwrap();
     assert!(create.contains("expires"), "{create}");
+    let tunnel = std::fs::read_to_string(man.join("wgtool-tunnel.1")).unwrap();
+    assert!(tunnel.contains("wsproxy"), "{tunnel}");
     let out = env.run(&["man", "/nonexistent/man"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
